@@ -1,0 +1,61 @@
+"""Builds the approval node: the credit guarantee institution's transaction approval server."""
+
+from __future__ import annotations
+
+import datetime
+
+from nodes.approval.enrollment import LicensePolicy
+from nodes.approval.servicer import (
+    POLICIES,
+    ApprovalAdminServicer,
+    EnrollmentServicer,
+    license_key_check,
+)
+from nodes.common.node import NodeRuntime, RoleParts
+from nodes.common.server import Service
+from storage.approval.repository import ApprovalRepository
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+
+SERVICES = approval_pb2.DESCRIPTOR.services_by_name
+
+
+def build(runtime: NodeRuntime) -> RoleParts:
+    """Approval serves enrollment, the admin console, the directory and transactions."""
+    options = runtime.config.options
+    license_policy = LicensePolicy(
+        validity=datetime.timedelta(days=float(options.get("license_key_validity_days", 365))),
+        rotation_grace=datetime.timedelta(
+            seconds=float(options.get("license_key_rotation_grace_s", 300))
+        ),
+    )
+    repo = ApprovalRepository(runtime.store.database)
+    store = runtime.store
+    services = [
+        Service(
+            SERVICES["EnrollmentService"].full_name,
+            EnrollmentServicer(store, repo, license_policy),
+            approval_pb2_grpc.add_EnrollmentServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["ApprovalAdminService"].full_name,
+            ApprovalAdminServicer(store, repo),
+            approval_pb2_grpc.add_ApprovalAdminServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["DirectoryService"].full_name,
+            approval_pb2_grpc.DirectoryServiceServicer(),
+            approval_pb2_grpc.add_DirectoryServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["TransactionService"].full_name,
+            approval_pb2_grpc.TransactionServiceServicer(),
+            approval_pb2_grpc.add_TransactionServiceServicer_to_server,
+        ),
+    ]
+    return RoleParts(
+        services=services,
+        policies=POLICIES,
+        tables=repo.tables,
+        credential_table=None,
+        checks=[license_key_check(store, repo)],
+    )

@@ -1,0 +1,124 @@
+"""Outgoing calls to other nodes: mutual TLS, deadlines, trace propagation, bounded retries.
+
+Every call gets a deadline: the configured per-call timeout, shortened to what is left of
+the incoming call's deadline, so a chain of calls never outlives its first caller. Only
+calls the caller marks idempotent are retried, and only on UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from nodes.common import logs, tls
+from nodes.common.calls import current_call
+from nodes.common.config import NodeConfig
+from nodes.common.errors import DomainError, ErrorKind
+from nodes.common.interceptor import DEV_IDENTITY_METADATA_KEY
+from nodes.common.identity import entity_uri
+from nodes.common.status import decode_rpc_error, remote_to_domain
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+LICENSE_KEY_METADATA_KEY = "x-suretynet-license-key"
+# Below this, a call cannot do useful work: refuse rather than send a doomed request.
+MIN_USEFUL_DEADLINE_S = 0.01
+
+
+class Channels:
+    """A node's pool of client channels to its peers, one per address."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self._config = config
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = (
+            None if config.insecure_dev or config.tls is None
+            else tls.node_client_credentials(config.tls)
+        )
+        # Set once the node holds a license key; sent on every call to approval.
+        self.license_key: Callable[[], str | None] = lambda: None
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            limit = self._config.limits.max_message_bytes
+            options = [
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=options)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials, options=options)
+            self._channels[address] = channel
+        return channel
+
+    def timeout_s(self) -> float:
+        """This call's deadline: the per-call bound, cut to the incoming call's remainder."""
+        timeout = self._config.limits.call_timeout_s
+        info = current_call.get()
+        remaining = info.remaining_s() if info else None
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        if timeout < MIN_USEFUL_DEADLINE_S:
+            raise DomainError(
+                ErrorKind.DEADLINE_EXCEEDED,
+                "PEER_UNAVAILABLE",
+                "the incoming call's deadline leaves no time for the next hop",
+            )
+        return timeout
+
+    def metadata(self, *, to_approval: bool) -> Sequence[tuple[str, str]]:
+        items = [(logs.TRACE_METADATA_KEY, logs.current_trace_id())]
+        if to_approval:
+            key = self.license_key()
+            if key:
+                items.append((LICENSE_KEY_METADATA_KEY, key))
+        if self._config.insecure_dev:
+            items.append(
+                (DEV_IDENTITY_METADATA_KEY, entity_uri(self._config.role, self._config.entity_id))
+            )
+        return items
+
+    async def call(
+        self,
+        rpc: Callable[..., Awaitable[R]],
+        request: Any,
+        *,
+        peer: str,
+        idempotent: bool,
+        to_approval: bool = False,
+    ) -> R:
+        """Calls ``rpc`` (a stub method) and returns its response, or raises DomainError.
+
+        A peer's refusal keeps its reason code; a peer that is down becomes
+        UNAVAILABLE/PEER_UNAVAILABLE after the bounded retries.
+        """
+        attempts = self._config.limits.max_attempts if idempotent else 1
+        backoff_s = self._config.limits.retry_backoff_s
+        for attempt in range(1, attempts + 1):
+            try:
+                return await rpc(
+                    request,
+                    timeout=self.timeout_s(),
+                    metadata=self.metadata(to_approval=to_approval),
+                )
+            except grpc.RpcError as error:
+                remote = decode_rpc_error(error)
+                if remote.code == grpc.StatusCode.UNAVAILABLE and attempt < attempts:
+                    logs.event(log, "retrying", logging.WARNING, peer=peer, attempt=attempt)
+                    await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+                    continue
+                raise remote_to_domain(remote, peer=peer) from None
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()

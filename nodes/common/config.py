@@ -1,0 +1,197 @@
+"""Node configuration: one TOML file, with environment overrides for every key.
+
+An override is ``SURETYNET_<KEY>`` for a top-level key and ``SURETYNET_<TABLE>__<KEY>`` for
+a key inside a table, e.g. ``SURETYNET_DATABASE_URL`` or ``SURETYNET_LIMITS__CALL_TIMEOUT_S``.
+Values in the environment are parsed as TOML values when they parse (numbers, booleans,
+quoted strings) and taken as plain strings otherwise. Unknown keys are refused, so that a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodes.common.identity import NODE_ROLES, validate_entity_id
+
+ENV_PREFIX = "SURETYNET_"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key at fault."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM files: the network CA, and this node's certificate and private key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound the node enforces; defaults suit a small network on one host."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 256
+    # Deadline for one outgoing call when the incoming call left more time than this.
+    call_timeout_s: float = 5.0
+    # Attempts for an idempotent outgoing call that failed with UNAVAILABLE.
+    max_attempts: int = 3
+    retry_backoff_s: float = 0.05
+    # Address-correlation lookups are cached this long; bounds how fast info changes apply.
+    identity_cache_ttl_s: float = 5.0
+    identity_cache_entries: int = 1024
+    database_workers: int = 4
+    shutdown_grace_s: float = 5.0
+    enrollment_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs to start; see docs/OPERATIONS.md for each key."""
+
+    role: str
+    entity_id: str
+    database_url: str
+    name: str = ""
+    listen_address: str = "127.0.0.1:0"
+    # Where other nodes reach this node; port 0 means "the port actually bound".
+    advertised_address: str = ""
+    # Members (server-authenticated TLS, no client certificate) connect here.
+    member_listen_address: str = ""
+    insecure_dev: bool = False
+    tls: TlsConfig | None = None
+    approval_address: str = ""
+    verification_address: str = ""
+    program_serial: str = ""
+    ready_file: Path | None = None
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+    # Role-specific settings, e.g. [retail] discovery = "directory"; read by the role.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.entity_id
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path == ["venv"]:
+            continue  # SURETYNET_VENV belongs to the bootstrap script, not to a node.
+        target = data
+        for table in path[:-1]:
+            target = target.setdefault(table, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: {table} is not a table")
+        target[path[-1]] = _parse_env_value(raw)
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = known[key].type
+        if key == "limits":
+            values[key] = _build(Limits, value, f"{where}.limits")
+        elif key == "tls":
+            values[key] = _build(TlsConfig, value, f"{where}.tls")
+        elif key == "options":
+            values[key] = dict(value)
+        elif "Path" in str(kind):
+            values[key] = Path(value)
+        elif "float" in str(kind):
+            values[key] = float(value)
+        elif "int" in str(kind):
+            values[key] = int(value)
+        elif "bool" in str(kind):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+            values[key] = value
+        else:
+            values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Builds a NodeConfig from parsed TOML plus ``SURETYNET_*`` environment overrides."""
+    merged: dict[str, Any] = {
+        key: dict(value) if isinstance(value, dict) else value for key, value in data.items()
+    }
+    _apply_env(merged, os.environ if environ is None else environ)
+    config: NodeConfig = _build(NodeConfig, merged, "config")
+    _validate(config)
+    return config
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Reads a node's TOML file; relative TLS and ready-file paths resolve against its folder."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    config = parse_config(data, environ)
+    base = path.parent
+
+    def resolve(value: Path) -> Path:
+        return value if value.is_absolute() else base / value
+
+    if config.tls is not None:
+        config = dataclasses.replace(
+            config,
+            tls=TlsConfig(resolve(config.tls.ca), resolve(config.tls.cert), resolve(config.tls.key)),
+        )
+    if config.ready_file is not None:
+        config = dataclasses.replace(config, ready_file=resolve(config.ready_file))
+    return config
+
+
+def _validate(config: NodeConfig) -> None:
+    if config.role not in NODE_ROLES:
+        raise ConfigError(f"config.role: must be one of {', '.join(sorted(NODE_ROLES))}")
+    try:
+        validate_entity_id(config.entity_id)
+    except ValueError as error:
+        raise ConfigError(f"config.entity_id: {error}") from error
+    if not config.database_url:
+        raise ConfigError("config.database_url: is required")
+    if not config.insecure_dev and config.tls is None:
+        raise ConfigError(
+            "config.tls: is required (ca, cert, key); plaintext needs insecure_dev = true"
+        )
+    if config.role != "approval":
+        if not config.approval_address:
+            raise ConfigError("config.approval_address: is required for every node but approval")
+        if config.role in ("retail", "settlement", "marketplace") and not config.program_serial:
+            raise ConfigError("config.program_serial: is required to enrol with approval")
+    limits = config.limits
+    for name in ("max_message_bytes", "max_concurrent_rpcs", "max_attempts", "database_workers"):
+        if getattr(limits, name) < 1:
+            raise ConfigError(f"config.limits.{name}: must be at least 1")
+    for name in ("call_timeout_s", "identity_cache_ttl_s", "shutdown_grace_s"):
+        if getattr(limits, name) <= 0:
+            raise ConfigError(f"config.limits.{name}: must be positive")

@@ -1,0 +1,65 @@
+"""Small proto <-> domain conversions every servicer needs: enums, timestamps, money, pages."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from nodes.common.errors import DomainError, ErrorKind
+
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+
+
+def enum_label(enum: Any, prefix: str, value: int) -> str:
+    """``ROLE_RETAIL`` -> ``retail``-style label: the value name without its prefix, lowercase.
+
+    UNSPECIFIED (0) and unknown numbers map to "" so the caller's validation can name them.
+    """
+    if value == 0:
+        return ""
+    try:
+        return str(enum.Name(value))[len(prefix) :].lower()
+    except ValueError:
+        return ""
+
+
+def enum_value(enum: Any, prefix: str, label: str) -> int:
+    """The inverse of enum_label; "" maps to 0 (UNSPECIFIED)."""
+    return int(enum.Value(prefix + label.upper())) if label else 0
+
+
+def timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A naive-UTC datetime (as stored) as a protobuf Timestamp; None stays unset."""
+    if moment is None:
+        return None
+    result = timestamp_pb2.Timestamp()
+    result.FromDatetime(moment.replace(tzinfo=datetime.UTC))
+    return result
+
+
+def encode_page_token(last_key: str) -> str:
+    return base64.urlsafe_b64encode(last_key.encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    """The key after which the next page starts; "" for the first page."""
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DomainError(
+            ErrorKind.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token: not a token we issued"
+        ) from error
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise DomainError(
+            ErrorKind.INVALID_ARGUMENT, "FIELD_INVALID", "page_size: must not be negative"
+        )
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

@@ -1,0 +1,103 @@
+"""Idempotency by ``request_id``: the same request twice has one effect and one answer.
+
+The key is checked and stored inside the caller's transaction (``Store.run``), together with
+the effect, so a crash can never leave an effect without its key or a key without its effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+import peewee
+from google.protobuf.message import Message
+
+from nodes.common.calls import call_info
+from nodes.common.errors import DomainError, ErrorKind, FieldViolation, invalid, required
+from storage.common.database import Store
+from storage.common.models import IdempotencyRecord
+
+R = TypeVar("R", bound=Message)
+
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def check_request_id(request_id: str) -> None:
+    """Refuses a missing or oversized ``request_id`` (INVALID_ARGUMENT on field request_id)."""
+    if not request_id:
+        raise required("request_id")
+    if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
+        raise invalid("request_id", f"must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
+
+
+def run_once(
+    records: type[IdempotencyRecord],
+    *,
+    scope: str,
+    method: str,
+    request: Message,
+    response_type: type[R],
+    effect: Callable[[], R],
+) -> R:
+    """Runs ``effect`` unless this ``(scope, method, request_id)`` already ran.
+
+    ``scope`` is the caller's identity, so two callers choosing the same ID never collide.
+    Must be called inside a transaction. A replay with a different request body is refused
+    with IDEMPOTENCY_KEY_REUSED; a concurrent duplicate loses the unique-index race and is
+    told to retry (ABORTED), which then returns the stored answer.
+    """
+    request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
+    check_request_id(request_id)
+    digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    existing = records.get_or_none(
+        (records.scope == scope) & (records.method == method) & (records.request_id == request_id)
+    )
+    if existing is not None:
+        if existing.request_sha256 != digest:
+            raise DomainError(
+                ErrorKind.INVALID_ARGUMENT,
+                "IDEMPOTENCY_KEY_REUSED",
+                f"request_id {request_id!r} was already used for a different {method} request",
+                violations=[FieldViolation("request_id", "was already used for a different request")],
+                metadata={"request_id": request_id},
+            )
+        return response_type.FromString(bytes(existing.response))
+    response = effect()
+    try:
+        with records._meta.database.atomic():
+            records.create(
+                scope=scope,
+                method=method,
+                request_id=request_id,
+                request_sha256=digest,
+                response=response.SerializeToString(deterministic=True),
+            )
+    except peewee.IntegrityError as error:
+        raise DomainError(
+            ErrorKind.ABORTED,
+            "REQUEST_IN_PROGRESS",
+            f"request_id {request_id!r} is being processed concurrently; retry",
+        ) from error
+    return response
+
+
+async def serve_once(
+    store: Store,
+    records: type[IdempotencyRecord],
+    request: Message,
+    response_type: type[R],
+    effect: Callable[[], R],
+) -> R:
+    """``run_once`` for the RPC being served: scoped to its caller and method, in one transaction."""
+    info = call_info()
+    return await store.run(
+        lambda: run_once(
+            records,
+            scope=info.scope,
+            method=info.method,
+            request=request,
+            response_type=response_type,
+            effect=effect,
+        )
+    )

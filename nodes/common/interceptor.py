@@ -1,0 +1,231 @@
+"""The one server interceptor every node runs: trace, identity, authorization, errors.
+
+For each RPC it
+1. adopts the caller's trace ID (or starts one) so every log line carries it;
+2. reads the caller's identity from its verified client certificate (URI SAN);
+3. checks the method's policy: which certificate roles may call it, and whether members
+   (no certificate, session token) may;
+4. runs the node's extra checks (license keys at approval, address correlation);
+5. turns a DomainError into a rich status, and anything unexpected into a bare INTERNAL.
+Reflection and health are exempt, so grpcurl and load balancers always work.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from nodes.common import logs
+from nodes.common.calls import CallInfo, current_call
+from nodes.common.errors import DomainError, ErrorKind
+from nodes.common.identity import EntityIdentity, parse_entity_uri, parse_peer_ip
+from nodes.common.status import internal_status, to_status
+
+log = logging.getLogger(__name__)
+
+EXEMPT_PREFIXES = ("/grpc.reflection.", "/grpc.health.")
+# Only honoured on a node started with --insecure-dev: plaintext has no certificate.
+DEV_IDENTITY_METADATA_KEY = "x-suretynet-dev-identity"
+
+
+@dataclass(frozen=True)
+class RpcPolicy:
+    """Who may call one RPC: certificate roles, and whether members (no certificate) may."""
+
+    roles: frozenset[str]
+    members: bool = False
+    # Approval only: node callers must present a valid license key in metadata.
+    license_key: bool = False
+
+
+def policy(*roles: str, members: bool = False, license_key: bool = False) -> RpcPolicy:
+    return RpcPolicy(frozenset(roles), members=members, license_key=license_key)
+
+
+# A check run after the policy passed; raises DomainError to refuse the call.
+CallCheck = Callable[[CallInfo, RpcPolicy], Awaitable[None]]
+
+
+class NodeInterceptor(grpc.aio.ServerInterceptor):
+    """Applies the node's policy table and checks to every RPC it serves."""
+
+    def __init__(
+        self,
+        policies: Mapping[str, RpcPolicy],
+        checks: Sequence[CallCheck] = (),
+        *,
+        insecure_dev: bool = False,
+    ) -> None:
+        self._policies = policies
+        self._checks = list(checks)
+        self._insecure_dev = insecure_dev
+
+    def add_check(self, check: CallCheck) -> None:
+        self._checks.append(check)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        rpc_policy = self._policies.get(method)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, rpc_policy, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, rpc_policy, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def _admit(
+        self, method: str, rpc_policy: RpcPolicy | None, context: grpc.aio.ServicerContext
+    ) -> CallInfo:
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        logs.trace_id_var.set(metadata.get(logs.TRACE_METADATA_KEY) or logs.new_trace_id())
+        remaining = context.time_remaining()
+        info = CallInfo(
+            method=method,
+            peer_ip=_peer_ip(context.peer()),
+            caller=self._caller(context, metadata),
+            metadata=metadata,
+            deadline_monotonic=None if remaining is None else time.monotonic() + remaining,
+        )
+        current_call.set(info)
+        if rpc_policy is None:
+            # Fail closed: an RPC nobody declared is callable by nobody.
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED, "ROLE_NOT_ALLOWED", f"{method} is not open to callers"
+            )
+        if info.caller is None:
+            if not rpc_policy.members:
+                raise DomainError(
+                    ErrorKind.UNAUTHENTICATED,
+                    "CLIENT_CERTIFICATE_REQUIRED",
+                    f"{method} needs a client certificate from the network CA (mutual TLS)",
+                )
+        elif info.caller.role not in rpc_policy.roles:
+            logs.event(
+                log,
+                "refused: role not allowed",
+                logging.WARNING,
+                method=method,
+                caller=info.caller.uri,
+            )
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "ROLE_NOT_ALLOWED",
+                f"role {info.caller.role!r} may not call {method}",
+                metadata={"caller": info.caller.uri},
+            )
+        for check in self._checks:
+            await check(info, rpc_policy)
+        return info
+
+    def _caller(
+        self, context: grpc.aio.ServicerContext, metadata: Mapping[str, str]
+    ) -> EntityIdentity | None:
+        auth = context.auth_context()
+        uris = [
+            value.decode()
+            for value in auth.get("x509_subject_alternative_name", [])
+            if value.startswith(b"suretynet://")
+        ]
+        if uris:
+            if len(uris) != 1:
+                raise DomainError(
+                    ErrorKind.UNAUTHENTICATED,
+                    "CERTIFICATE_IDENTITY_INVALID",
+                    "client certificate carries more than one suretynet:// URI SAN",
+                )
+            return parse_entity_uri(uris[0])
+        if auth.get("x509_pem_cert"):
+            raise DomainError(
+                ErrorKind.UNAUTHENTICATED,
+                "CERTIFICATE_IDENTITY_INVALID",
+                "client certificate carries no suretynet://ROLE/ENTITY URI SAN",
+            )
+        if self._insecure_dev and DEV_IDENTITY_METADATA_KEY in metadata:
+            return parse_entity_uri(metadata[DEV_IDENTITY_METADATA_KEY])
+        return None
+
+    def _wrap_unary(
+        self, method: str, rpc_policy: RpcPolicy | None, behavior: Callable[..., Any]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def serve(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                await self._admit(method, rpc_policy, context)
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            except Exception as error:  # noqa: BLE001 - the edge converts every failure
+                await _abort(context, method, error)
+
+        return serve
+
+    def _wrap_stream(
+        self, method: str, rpc_policy: RpcPolicy | None, behavior: Callable[..., Any]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def serve(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                await self._admit(method, rpc_policy, context)
+                async for item in behavior(request, context):
+                    yield item
+            except Exception as error:  # noqa: BLE001 - the edge converts every failure
+                await _abort(context, method, error)
+
+        return serve
+
+
+def _peer_ip(peer: str) -> Any:
+    try:
+        return parse_peer_ip(peer)
+    except ValueError:
+        return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+    if isinstance(error, DomainError):
+        logs.event(
+            log,
+            "refused",
+            logging.INFO,
+            method=method,
+            code=error.kind.value,
+            reason=error.reason,
+            detail=error.message,
+        )
+        status = to_status(error)
+    elif isinstance(error, NotImplementedError):
+        status = to_status(
+            DomainError(
+                ErrorKind.UNIMPLEMENTED,
+                "NOT_IMPLEMENTED",
+                f"{method} is defined by the protocol but not served by this release",
+            )
+        )
+    elif _is_abort(error):
+        raise error
+    else:
+        log.exception("unexpected failure in %s", method)
+        status = internal_status(logs.current_trace_id())
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _is_abort(error: Exception) -> bool:
+    # context.abort() raises grpc's own AbortError; it must travel up untouched.
+    return isinstance(error, grpc.aio.AbortError)

@@ -1,0 +1,216 @@
+"""Running one node: build its role, open its database, enrol, serve, shut down cleanly.
+
+Start-up order: open the database and create missing tables; bind the ports; enrol with
+approval if this node holds no license key yet (claims 4-5: first start after
+installation); start serving; report SERVING on health; write the ready file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+from nodes.common import logs
+from nodes.common.channels import Channels
+from nodes.common.config import NodeConfig
+from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
+from nodes.common.server import NodeServer, Service, address_with_port
+from storage.common.database import Store, open_database
+from storage.common.models import NodeCredential, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeRuntime:
+    """What every role's code gets: its config, database, and channels to peers."""
+
+    config: NodeConfig
+    store: Store
+    channels: Channels
+    # Filled in once the ports are bound.
+    address: str = ""
+    member_address: str = ""
+
+
+@dataclass
+class RoleParts:
+    """What a role contributes to a node: services, their policies, tables and hooks."""
+
+    services: Sequence[Service]
+    policies: dict[str, RpcPolicy]
+    tables: Sequence[type[peewee.Model]]
+    credential_table: type[NodeCredential] | None = None
+    checks: Sequence[CallCheck] = ()
+    # Builds the RegisterEntityRequest for first start; None for approval and verification.
+    registration: Callable[[NodeRuntime], Any] | None = None
+    on_serving: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def load_role(runtime: NodeRuntime) -> RoleParts:
+    """Imports ``nodes.<role>.node`` and asks it to build the role's parts."""
+    module = importlib.import_module(f"nodes.{runtime.config.role}.node")
+    parts: RoleParts = module.build(runtime)
+    return parts
+
+
+class Node:
+    """One running node; ``start`` returns once it serves, ``stop`` drains and closes."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store = Store(open_database(config.database_url), workers=config.limits.database_workers)
+        self.runtime = NodeRuntime(config=config, store=self.store, channels=Channels(config))
+        self.parts = load_role(self.runtime)
+        self.interceptor = NodeInterceptor(
+            self.parts.policies, self.parts.checks, insecure_dev=config.insecure_dev
+        )
+        self.server = NodeServer(config, self.parts.services, self.interceptor)
+        self._license_key: str | None = None
+
+    async def start(self) -> None:
+        self.store.create_tables(self.parts.tables)
+        self.server.bind()
+        config = self.config
+        self.runtime.address = address_with_port(
+            config.advertised_address or config.listen_address, self.server.port
+        ) if _port_of(config.advertised_address) in ("", "0") else config.advertised_address
+        if self.server.member_port:
+            self.runtime.member_address = address_with_port(
+                config.member_listen_address, self.server.member_port
+            )
+        self.runtime.channels.license_key = lambda: self._license_key
+        await self.server.start()
+        if self.parts.registration is not None:
+            await self._enrol()
+        if self.parts.on_serving is not None:
+            await self.parts.on_serving()
+        await self.server.set_serving()
+        logs.event(
+            log,
+            "serving",
+            role=config.role,
+            entity_id=config.entity_id,
+            address=self.runtime.address,
+            member_address=self.runtime.member_address,
+        )
+        if config.ready_file is not None:
+            _write_json_atomically(
+                config.ready_file,
+                {
+                    "role": config.role,
+                    "entity_id": config.entity_id,
+                    "address": self.runtime.address,
+                    "member_address": self.runtime.member_address,
+                    "pid": os.getpid(),
+                },
+            )
+
+    async def _enrol(self) -> None:
+        """Registers with approval on first start; later starts reuse the stored key."""
+        table = self.parts.credential_table
+        assert table is not None and self.parts.registration is not None
+        stored = await self.store.run(lambda: table.get_or_none(table.entity_id == self.config.entity_id))
+        if stored is not None:
+            self._license_key = stored.license_key
+            return
+        from nodes.common.enrollment_client import register
+
+        request = self.parts.registration(self.runtime)
+        # The request ID is derived from the serial, so a crash between approval's answer
+        # and our commit is healed by asking again: approval returns the same key.
+        request.request_id = "enrol-" + hashlib.sha256(
+            f"{self.config.program_serial}/{self.config.entity_id}".encode()
+        ).hexdigest()[:32]
+        response = await register(self.runtime, request)
+
+        def save() -> None:
+            table.create(
+                entity_id=self.config.entity_id,
+                license_key=response.license_key,
+                license_key_id=response.license_key_id,
+                expires_at=response.expires_at.ToDatetime(),
+                updated_at=utc_now(),
+            )
+
+        await self.store.run(save)
+        self._license_key = response.license_key
+        logs.event(log, "enrolled", license_key_id=response.license_key_id)
+
+    def replace_license_key(self, key: str) -> None:
+        self._license_key = key
+
+    async def stop(self) -> None:
+        for task in self.parts.background:
+            task.cancel()
+        for task in self.parts.background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.parts.on_stop is not None:
+            await self.parts.on_stop()
+        await self.server.stop()
+        await self.runtime.channels.close()
+        self.store.close()
+
+
+def _port_of(address: str) -> str:
+    return address.rsplit(":", 1)[1] if ":" in address else ""
+
+
+def _write_json_atomically(path: Any, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+async def run_until_signalled(config: NodeConfig) -> None:
+    """Runs a node until SIGTERM or SIGINT, then shuts it down gracefully."""
+    logs.configure(f"{config.role}/{config.entity_id}", level=config.log_level)
+    node = Node(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await node.start()
+    await stopping.wait()
+    logs.event(log, "stopping", grace_s=config.limits.shutdown_grace_s)
+    await node.stop()
+    logs.event(log, "stopped")
+
+
+def declared_services(
+    module: Any, grpc_module: Any, roles: Sequence[str]
+) -> tuple[list[Service], dict[str, RpcPolicy]]:
+    """Every service of a generated module, served by its generated base servicer.
+
+    The base servicer answers UNIMPLEMENTED: the protocol is complete, the behaviour lands
+    issue by issue. ``roles`` may call them (so they learn UNIMPLEMENTED, not a refusal).
+    """
+    from nodes.common.interceptor import policy
+
+    services: list[Service] = []
+    policies: dict[str, RpcPolicy] = {}
+    for name, descriptor in module.DESCRIPTOR.services_by_name.items():
+        services.append(
+            Service(
+                descriptor.full_name,
+                getattr(grpc_module, f"{name}Servicer")(),
+                getattr(grpc_module, f"add_{name}Servicer_to_server"),
+            )
+        )
+        for method in descriptor.methods:
+            policies[f"/{descriptor.full_name}/{method.name}"] = policy(*roles)
+    return services, policies

@@ -1,0 +1,116 @@
+"""The gRPC server every node runs: ports, TLS, limits, reflection, health, shutdown.
+
+``create_server`` only assembles; ``NodeServer.start`` binds and serves, so tests can bind
+port 0 and read the port back. Node-to-node calls land on the node port (mutual TLS
+required); members land on the optional member port (server TLS only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nodes.common import tls
+from nodes.common.config import NodeConfig
+from nodes.common.interceptor import NodeInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One gRPC service a node serves: its full name, the servicer, and its add function."""
+
+    name: str
+    servicer: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+
+
+def server_options(config: NodeConfig) -> list[tuple[str, Any]]:
+    limit = config.limits.max_message_bytes
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ]
+
+
+class NodeServer:
+    """A started-or-not grpc.aio server with its health service and bound ports."""
+
+    def __init__(
+        self, config: NodeConfig, services: Sequence[Service], interceptor: NodeInterceptor
+    ) -> None:
+        self.config = config
+        self.interceptor = interceptor
+        self.health = health.aio.HealthServicer()
+        self._services = list(services)
+        self._server = grpc.aio.server(
+            interceptors=[interceptor],
+            options=server_options(config),
+            maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
+        )
+        for service in self._services:
+            service.add_to_server(service.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [service.name for service in self._services]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self._server,
+        )
+        self.port = 0
+        self.member_port = 0
+
+    def bind(self) -> None:
+        """Binds the node port (and member port); raises RuntimeError if a port is taken."""
+        config = self.config
+        if config.insecure_dev:
+            self.port = self._server.add_insecure_port(config.listen_address)
+        else:
+            assert config.tls is not None
+            self.port = self._server.add_secure_port(
+                config.listen_address, tls.node_server_credentials(config.tls)
+            )
+        if not self.port:
+            raise RuntimeError(f"could not bind {config.listen_address}")
+        if config.member_listen_address:
+            if config.insecure_dev:
+                self.member_port = self._server.add_insecure_port(config.member_listen_address)
+            else:
+                assert config.tls is not None
+                self.member_port = self._server.add_secure_port(
+                    config.member_listen_address, tls.member_server_credentials(config.tls)
+                )
+            if not self.member_port:
+                raise RuntimeError(f"could not bind {config.member_listen_address}")
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def set_serving(self) -> None:
+        """Marks the node and each of its services SERVING on the health service."""
+        for name in ["", *(service.name for service in self._services)]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Reports NOT_SERVING, then lets in-flight RPCs finish for ``grace_s`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.config.limits.shutdown_grace_s if grace_s is None else grace_s)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+def address_with_port(address: str, port: int) -> str:
+    """Replaces the port of ``host:port`` (``[v6]:port``) with the port actually bound."""
+    host = address.rsplit(":", 1)[0]
+    return f"{host}:{port}"

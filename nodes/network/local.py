@@ -1,0 +1,334 @@
+"""``suretynet up``: a whole local network, each node its own process with its own SQLite file.
+
+Layout of the data directory:
+    pki/ca.pem, pki/ca.key          the network CA
+    pki/<role>-<entity>.pem/.key    node certificates; pki/admin-operator.* for operators
+    <entity>/node.toml              each node's config; <entity>/node.db its database
+    logs/<entity>.log               each node's JSON log lines
+    network.json                    written once every node reports SERVING
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nodes.common import pki, tls
+from nodes.common.convert import enum_value
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.type.v1 import types_pb2
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+ADMIN_ENTITY = "operator"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the local network."""
+
+    role: str
+    entity_id: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    serves_members: bool = False
+
+
+DEFAULT_TOPOLOGY: tuple[NodeSpec, ...] = (
+    NodeSpec("approval", "institution", "Credit Guarantee Institution"),
+    NodeSpec("verification", "verification", "Transaction Verification Server"),
+    NodeSpec("settlement", "agency-1", "First Settlement Agency", {"routing_prefix": "4111"}, True),
+    NodeSpec("settlement", "agency-2", "Second Settlement Agency", {"routing_prefix": "5222"}, True),
+    NodeSpec("retail", "shop-1", "Shop One", {"discovery": "directory"}, True),
+    NodeSpec("retail", "shop-2", "Shop Two", {"discovery": "push"}, True),
+    NodeSpec("marketplace", "market-1", "Market One", {}, True),
+    NodeSpec("marketplace", "market-2", "Market Two", {}, True),
+)
+
+
+@dataclass
+class RunningNode:
+    """A started node process and what it reported in its ready file."""
+
+    spec: NodeSpec
+    process: subprocess.Popen[bytes]
+    directory: Path
+    cert: Path
+    key: Path
+    address: str = ""
+    member_address: str = ""
+
+
+@dataclass
+class LocalNetwork:
+    """A running local network; ``stop`` ends every process it started."""
+
+    data_dir: Path
+    ca: Path
+    admin_cert: Path
+    admin_key: Path
+    nodes: list[RunningNode] = field(default_factory=list)
+    ip: str = "127.0.0.1"
+
+    def node(self, entity_id: str) -> RunningNode:
+        return next(node for node in self.nodes if node.spec.entity_id == entity_id)
+
+    def admin_channel(self, address: str) -> grpc.aio.Channel:
+        credentials = tls.client_credentials(
+            self.ca.read_bytes(), self.admin_cert.read_bytes(), self.admin_key.read_bytes()
+        )
+        return grpc.aio.secure_channel(address, credentials)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "ca": str(self.ca),
+            "admin": {"cert": str(self.admin_cert), "key": str(self.admin_key)},
+            "nodes": [
+                {
+                    "role": node.spec.role,
+                    "entity_id": node.spec.entity_id,
+                    "address": node.address,
+                    "member_address": node.member_address,
+                    "cert": str(node.cert),
+                    "key": str(node.key),
+                    "database": str(node.directory / "node.db"),
+                    "config": str(node.directory / "node.toml"),
+                    "log": str(self.data_dir / "logs" / f"{node.spec.entity_id}.log"),
+                }
+                for node in self.nodes
+            ],
+        }
+
+    def stop(self) -> None:
+        """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound."""
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for node in self.nodes:
+            try:
+                node.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_node_config(path: Path, values: dict[str, Any], tables: dict[str, dict[str, Any]]) -> None:
+    """Writes a node.toml from flat values and [tables] (options, tls, limits)."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    for table, entries in tables.items():
+        if entries:
+            lines.append(f"\n[{table}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in entries.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]) -> RunningNode:
+    directory = network.data_dir / spec.entity_id
+    directory.mkdir(parents=True, exist_ok=True)
+    pki_dir = network.data_dir / "pki"
+    cert = pki_dir / f"{spec.role}-{spec.entity_id}.pem"
+    key = pki_dir / f"{spec.role}-{spec.entity_id}.key"
+    if not cert.exists():
+        pki.issue_certificate(
+            pki_dir, role=spec.role, entity_id=spec.entity_id, ip_addresses=[network.ip],
+            out_directory=pki_dir,
+        )
+    ready = directory / "ready.json"
+    ready.unlink(missing_ok=True)
+    values: dict[str, Any] = {
+        "role": spec.role,
+        "entity_id": spec.entity_id,
+        "name": spec.name,
+        "listen_address": f"{network.ip}:0",
+        "database_url": f"sqlite:///{directory / 'node.db'}",
+        "ready_file": str(ready),
+        **config,
+    }
+    if spec.serves_members:
+        values["member_listen_address"] = f"{network.ip}:0"
+    write_node_config(
+        directory / "node.toml",
+        values,
+        {"tls": {"ca": str(network.ca), "cert": str(cert), "key": str(key)}, "options": spec.options},
+    )
+    (network.data_dir / "logs").mkdir(exist_ok=True)
+    log_file = (network.data_dir / "logs" / f"{spec.entity_id}.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodes.cli", "node", "run", spec.role,
+         "--config", str(directory / "node.toml")],
+        stdout=log_file,
+        stderr=log_file,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log_file.close()
+    node = RunningNode(spec, process, directory, cert, key)
+    network.nodes.append(node)
+    return node
+
+
+async def _wait_ready(network: LocalNetwork, node: RunningNode) -> None:
+    """Waits for the node's ready file, then for SERVING on its health service."""
+    ready = node.directory / "ready.json"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready.exists():
+        if node.process.poll() is not None:
+            log = network.data_dir / "logs" / f"{node.spec.entity_id}.log"
+            tail = log.read_text().splitlines()[-15:] if log.exists() else []
+            raise RuntimeError(
+                f"{node.spec.entity_id} exited with {node.process.returncode}:\n" + "\n".join(tail)
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{node.spec.entity_id} did not start within {START_TIMEOUT_S}s")
+        await asyncio.sleep(0.05)
+    info = json.loads(ready.read_text())
+    node.address, node.member_address = info["address"], info["member_address"]
+    async with network.admin_channel(node.address) as channel:
+        response = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True
+        )
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(f"{node.spec.entity_id} reports {response.status}")
+
+
+async def issue_serial(network: LocalNetwork, approval: str, role: str, note: str) -> str:
+    """Asks approval (as the institution's operator) for a program serial for ``role``."""
+    async with network.admin_channel(approval) as channel:
+        stub = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
+        response = await stub.IssueProgramSerial(
+            approval_pb2.IssueProgramSerialRequest(
+                request_id=f"serial-{note}",
+                role=enum_value(types_pb2.Role, "ROLE_", role),
+                note=note,
+            ),
+            timeout=10,
+        )
+        return str(response.program_serial.serial)
+
+
+async def start_network(
+    data_dir: Path,
+    topology: Sequence[NodeSpec] = DEFAULT_TOPOLOGY,
+    *,
+    extra_config: dict[str, Any] | None = None,
+) -> LocalNetwork:
+    """Creates the PKI, starts approval, enrols and starts every other node, in order."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pki_dir = data_dir / "pki"
+    if not (pki_dir / "ca.pem").exists():
+        pki.init_ca(pki_dir)
+    admin = pki_dir / f"admin-{ADMIN_ENTITY}.pem"
+    if not admin.exists():
+        pki.issue_certificate(
+            pki_dir, role="admin", entity_id=ADMIN_ENTITY, ip_addresses=["127.0.0.1"],
+            out_directory=pki_dir,
+        )
+    network = LocalNetwork(
+        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key"
+    )
+    extra = extra_config or {}
+    try:
+        approval_spec = next(spec for spec in topology if spec.role == "approval")
+        approval = _start_process(network, approval_spec, extra)
+        await _wait_ready(network, approval)
+        started = []
+        for spec in topology:
+            if spec.role == "approval":
+                continue
+            config: dict[str, Any] = {"approval_address": approval.address, **extra}
+            if spec.role in ("retail", "settlement", "marketplace"):
+                config["program_serial"] = await _serial_for(network, approval.address, spec)
+            started.append(_start_process(network, spec, config))
+        await asyncio.gather(*(_wait_ready(network, node) for node in started))
+    except BaseException:
+        network.stop()
+        raise
+    (data_dir / "network.json").write_text(json.dumps(network.manifest(), indent=2))
+    return network
+
+
+async def _serial_for(network: LocalNetwork, approval: str, spec: NodeSpec) -> str:
+    """Reuses the serial a node was installed with on an earlier run of the same directory."""
+    config = network.data_dir / spec.entity_id / "node.toml"
+    if config.exists():
+        for line in config.read_text().splitlines():
+            if line.startswith("program_serial = "):
+                return str(json.loads(line.split(" = ", 1)[1]))
+    return await issue_serial(network, approval, spec.role, spec.entity_id)
+
+
+def grpcurl_examples(network: LocalNetwork) -> list[str]:
+    """Ready-to-paste grpcurl commands using the admin certificate."""
+    tls_flags = f"-cacert {network.ca} -cert {network.admin_cert} -key {network.admin_key}"
+    approval = next(node for node in network.nodes if node.spec.role == "approval")
+    examples = [f"grpcurl {tls_flags} {node.address} list" for node in network.nodes[:2]]
+    examples.append(
+        f"grpcurl {tls_flags} {approval.address} describe suretynet.approval.v1.EnrollmentService"
+    )
+    examples.append(
+        f"grpcurl {tls_flags} -d '{{\"role\": \"ROLE_RETAIL\"}}' {approval.address} "
+        "suretynet.approval.v1.ApprovalAdminService/ListEntities"
+    )
+    examples.append(
+        f"grpcurl {tls_flags} -d '{{\"request_id\": \"serial-new-shop\", \"role\": "
+        f"\"ROLE_RETAIL\", \"note\": \"new shop\"}}' {approval.address} "
+        "suretynet.approval.v1.ApprovalAdminService/IssueProgramSerial"
+    )
+    examples.append(f"grpcurl {tls_flags} {approval.address} grpc.health.v1.Health/Check")
+    return examples
+
+
+def describe(network: LocalNetwork) -> str:
+    lines = [f"SuretyNet local network in {network.data_dir}", ""]
+    for node in network.nodes:
+        member = f"  members: {node.member_address}" if node.member_address else ""
+        lines.append(f"  {node.spec.role:<12} {node.spec.entity_id:<13} {node.address}{member}")
+    lines += ["", f"network.json: {network.data_dir / 'network.json'}", "", "Try:"]
+    lines += [f"  {example}" for example in grpcurl_examples(network)]
+    return "\n".join(lines)
+
+
+async def run_up(data_dir: Path) -> int:
+    """Starts the network, prints it, and runs until Ctrl-C or SIGTERM."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    network = await start_network(data_dir)
+    try:
+        print(describe(network), flush=True)
+        print("\nRunning; Ctrl-C stops every node.", flush=True)
+        waiter = asyncio.ensure_future(stopping.wait())
+        while not stopping.is_set():
+            dead = [node for node in network.nodes if node.process.poll() is not None]
+            if dead:
+                print(f"node {dead[0].spec.entity_id} exited; stopping the network", flush=True)
+                return 1
+            await asyncio.wait([waiter], timeout=1.0)
+        return 0
+    finally:
+        network.stop()
+        print("stopped", flush=True)

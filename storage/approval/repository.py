@@ -1,0 +1,58 @@
+"""Approval's repository: its tables bound to its own database, and the queries it needs."""
+
+from __future__ import annotations
+
+import peewee
+
+from storage.approval.models import MODELS, CounterRow, EntityRow, LicenseKeyRow, ProgramSerialRow
+from storage.common.database import Store, bind_models
+from storage.common.models import RUNTIME_MODELS, IdempotencyRecord, NodeCredential
+
+REGISTRY_COUNTER = "registry"
+
+
+class ApprovalRepository:
+    """Approval's bound tables. Every method must run inside ``Store.run``/``transaction``."""
+
+    def __init__(self, database: peewee.Database) -> None:
+        (
+            self.serials,
+            self.entities,
+            self.license_keys,
+            self.counters,
+            self.idempotency,
+            self.credentials,
+        ) = bind_models(database, *MODELS, *RUNTIME_MODELS)
+        self.tables: tuple[type[peewee.Model], ...] = (
+            self.serials,
+            self.entities,
+            self.license_keys,
+            self.counters,
+            self.idempotency,
+            self.credentials,
+        )
+
+    def create_schema(self, store: Store) -> None:
+        store.create_tables(self.tables)
+
+    def next_registry_serial(self) -> int:
+        """Bumps and returns the registry serial; the row lock orders concurrent changes."""
+        counters: type[CounterRow] = self.counters
+        counters.insert(name=REGISTRY_COUNTER, value=0).on_conflict_ignore().execute()
+        counters.update(value=counters.value + 1).where(counters.name == REGISTRY_COUNTER).execute()
+        return int(counters.get_by_id(REGISTRY_COUNTER).value)
+
+    def entity(self, entity_id: str) -> EntityRow | None:
+        return self.entities.get_or_none(self.entities.entity_id == entity_id)
+
+    def serial(self, serial: str) -> ProgramSerialRow | None:
+        return self.serials.get_or_none(self.serials.serial == serial)
+
+    def license_key(self, key_id: str) -> LicenseKeyRow | None:
+        return self.license_keys.get_or_none(self.license_keys.key_id == key_id)
+
+    def idempotency_table(self) -> type[IdempotencyRecord]:
+        return self.idempotency
+
+    def credential_table(self) -> type[NodeCredential]:
+        return self.credentials

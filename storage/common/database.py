@@ -1,0 +1,124 @@
+"""One database per node, reached by URL, with blocking work kept off the event loop.
+
+``sqlite:///path/node.db`` (the default; WAL and synchronous=FULL so a commit survives a
+power cut), ``sqlite:///:memory:`` for unit tests, and ``postgresql://user:pass@host/db``
+for production. Peewee is synchronous, so every database call of a running node goes
+through ``Store.run``, which executes it on a bounded thread pool inside one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import urllib.parse
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import peewee
+
+T = TypeVar("T")
+M = TypeVar("M", bound=type[peewee.Model])
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    # FULL syncs the WAL on every commit: a committed payment survives a power cut.
+    "synchronous": "full",
+    "foreign_keys": 1,
+    "busy_timeout": 10_000,
+}
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL names no supported backend or is malformed."""
+
+
+def open_database(url: str) -> peewee.Database:
+    """Opens (lazily) the database a URL names; raises DatabaseUrlError for anything else."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise DatabaseUrlError(f"{url!r}: use sqlite:///relative/path, sqlite:////abs/path")
+        if path == ":memory:":
+            # One shared connection, so the executor thread and the test see the same data.
+            return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, thread_safe=False)
+        return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
+    if parsed.scheme in ("postgres", "postgresql"):
+        if not parsed.path.strip("/"):
+            raise DatabaseUrlError(f"{url!r}: the database name is missing")
+        return peewee.PostgresqlDatabase(
+            parsed.path.lstrip("/"),
+            user=urllib.parse.unquote(parsed.username or "") or None,
+            password=urllib.parse.unquote(parsed.password or "") or None,
+            host=parsed.hostname or None,
+            port=parsed.port or None,
+            autorollback=True,
+        )
+    raise DatabaseUrlError(f"{url!r}: the scheme must be sqlite or postgresql")
+
+
+def bind_models(database: peewee.Database, *models: M) -> tuple[M, ...]:
+    """Returns subclasses of ``models`` bound to ``database``.
+
+    Models are declared once per role without a database; each node binds its own copies,
+    so that several nodes of one role (two shops in one test process) never share tables.
+    Models therefore refer to each other by plain ID columns, not ForeignKeyField.
+    """
+    bound = []
+    for model in models:
+        meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
+        bound.append(type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__}))
+    return tuple(bound)  # type: ignore[arg-type]
+
+
+class Store:
+    """A node's database plus the executor that runs its blocking work.
+
+    SQLite allows one writer at a time, so a SQLite store uses one worker: writes queue in
+    order instead of failing with "database is locked". PostgreSQL gets ``workers`` threads.
+    """
+
+    def __init__(self, database: peewee.Database, *, workers: int = 4) -> None:
+        self.database = database
+        is_sqlite = isinstance(database, peewee.SqliteDatabase)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1 if is_sqlite else workers, thread_name_prefix="db"
+        )
+
+    def create_tables(self, models: Iterable[type[peewee.Model]]) -> None:
+        """Creates missing tables and indexes; safe to call on every start."""
+        tables = list(models)
+        self._executor.submit(self._in_transaction, lambda: self.database.create_tables(tables)).result()
+
+    def transaction(self, work: Callable[[], T]) -> T:
+        """Runs ``work`` in one transaction on the calling thread (for unit tests and CLIs)."""
+        with self.database.atomic():
+            return work()
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Runs ``work`` in one transaction on the database executor.
+
+        The caller's context (trace ID) travels with it, so log lines from the worker
+        thread carry the flow's trace ID too.
+        """
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        call = functools.partial(context.run, self._in_transaction, work)
+        return await loop.run_in_executor(self._executor, call)
+
+    def _in_transaction(self, work: Callable[[], T]) -> T:
+        self.database.connect(reuse_if_open=True)
+        with self.database.atomic():
+            return work()
+
+    def close(self) -> None:
+        """Waits for queued work, then closes the executor's connections."""
+        self._executor.submit(self._close_connection).result()
+        self._executor.shutdown(wait=True)
+
+    def _close_connection(self) -> None:
+        if not self.database.is_closed():
+            self.database.close()
+

@@ -1,0 +1,47 @@
+"""Runtime tables every node has in its own database: idempotency keys and its license key.
+
+These are declared once and bound per node (see ``bind_models``); no node ever reads
+another node's copy.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import peewee
+
+
+def utc_now() -> datetime.datetime:
+    """Naive UTC timestamp, the form every table stores (SQLite has no time zones)."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+class IdempotencyRecord(peewee.Model):
+    """The first answer to a mutating request, stored in the same transaction as its effect."""
+
+    scope = peewee.CharField(max_length=200)
+    method = peewee.CharField(max_length=200)
+    request_id = peewee.CharField(max_length=128)
+    request_sha256 = peewee.CharField(max_length=64)
+    response = peewee.BlobField()
+    created_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "idempotency_record"
+        indexes = ((("scope", "method", "request_id"), True),)
+
+
+class NodeCredential(peewee.Model):
+    """The license key this node received from approval at enrollment (one row)."""
+
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    license_key = peewee.CharField(max_length=128)
+    license_key_id = peewee.CharField(max_length=64)
+    expires_at = peewee.DateTimeField()
+    updated_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "node_credential"
+
+
+RUNTIME_MODELS: tuple[type[peewee.Model], ...] = (IdempotencyRecord, NodeCredential)
