@@ -116,11 +116,12 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         if key == "limits":
             values[key] = _build(Limits, value, f"{where}.limits")
         elif key == "tls":
-            values[key] = _build(TlsConfig, value, f"{where}.tls")
+            tls_values = {name: Path(path) for name, path in dict(value).items()}
+            values[key] = _build(TlsConfig, tls_values, f"{where}.tls")
         elif key == "options":
             values[key] = dict(value)
         elif "Path" in str(kind):
-            values[key] = Path(value)
+            values[key] = value if isinstance(value, Path) else Path(value)
         elif "float" in str(kind):
             values[key] = float(value)
         elif "int" in str(kind):

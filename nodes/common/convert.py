@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from nodes.common.errors import DomainError, ErrorKind
+from nodes.common.errors import DomainError, ErrorKind, FieldViolation
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
@@ -41,8 +41,11 @@ def timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | Non
     return result
 
 
+PAGE_TOKEN_PREFIX = "after:"
+
+
 def encode_page_token(last_key: str) -> str:
-    return base64.urlsafe_b64encode(last_key.encode()).decode()
+    return base64.b64encode((PAGE_TOKEN_PREFIX + last_key).encode(), altchars=b"-_").decode()
 
 
 def decode_page_token(token: str) -> str:
@@ -50,11 +53,17 @@ def decode_page_token(token: str) -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError) as error:
+        decoded = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        decoded = ""
+    if not decoded.startswith(PAGE_TOKEN_PREFIX):
         raise DomainError(
-            ErrorKind.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token: not a token we issued"
-        ) from error
+            ErrorKind.INVALID_ARGUMENT,
+            "PAGE_TOKEN_INVALID",
+            "page_token: not a token this node issued",
+            violations=[FieldViolation("page_token", "not a token this node issued")],
+        )
+    return decoded[len(PAGE_TOKEN_PREFIX) :]
 
 
 def page_size(requested: int) -> int:

@@ -107,6 +107,15 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
             deadline_monotonic=None if remaining is None else time.monotonic() + remaining,
         )
         current_call.set(info)
+        # The audit line: every RPC received, who sent it. `suretynet demo` rebuilds each
+        # flow's message sequence from these lines by trace ID.
+        logs.event(
+            log,
+            "rpc",
+            method=method,
+            caller=info.caller.uri if info.caller else "member",
+            peer=str(info.peer_ip),
+        )
         if rpc_policy is None:
             # Fail closed: an RPC nobody declared is callable by nobody.
             raise DomainError(

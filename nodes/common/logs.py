@@ -31,7 +31,7 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            + f".{int(record.created * 1_000_000) % 1_000_000:06d}Z",
             "level": record.levelname,
             "node": self._node,
             "trace_id": trace_id_var.get(),

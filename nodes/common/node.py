@@ -129,6 +129,7 @@ class Node:
             return
         from nodes.common.enrollment_client import register
 
+        logs.trace_id_var.set(enrollment_trace_id(self.config.entity_id))
         request = self.parts.registration(self.runtime)
         # The request ID is derived from the serial, so a crash between approval's answer
         # and our commit is healed by asking again: approval returns the same key.
@@ -164,6 +165,11 @@ class Node:
         await self.server.stop()
         await self.runtime.channels.close()
         self.store.close()
+
+
+def enrollment_trace_id(entity_id: str) -> str:
+    """The trace ID of a node's enrollment, so its messages can be found in the logs."""
+    return f"enrol-{entity_id}"
 
 
 def _port_of(address: str) -> str:

@@ -25,8 +25,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nodes.common import pki, tls
+from nodes.common import logs, pki, tls
 from nodes.common.convert import enum_value
+from nodes.common.node import enrollment_trace_id
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
@@ -224,6 +225,7 @@ async def issue_serial(network: LocalNetwork, approval: str, role: str, note: st
                 note=note,
             ),
             timeout=10,
+            metadata=[(logs.TRACE_METADATA_KEY, enrollment_trace_id(note))],
         )
         return str(response.program_serial.serial)
 
