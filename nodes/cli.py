@@ -20,11 +20,17 @@ from nodes.common.status import decode_rpc_error
 def _pki(args: argparse.Namespace) -> int:
     if args.pki_command == "init":
         issued = pki.init_ca(Path(args.dir))
-        print(f"CA certificate: {issued.cert_path}\nCA private key: {issued.key_path} (keep it offline)")
+        print(
+            f"CA certificate: {issued.cert_path}\nCA private key: {issued.key_path} (keep it offline)"
+        )
         return 0
     out = Path(args.out or args.dir)
     issued = pki.issue_certificate(
-        Path(args.dir), role=args.role, entity_id=args.entity, ip_addresses=args.ip, out_directory=out
+        Path(args.dir),
+        role=args.role,
+        entity_id=args.entity,
+        ip_addresses=args.ip,
+        out_directory=out,
     )
     print(f"certificate: {issued.cert_path}\nprivate key: {issued.key_path}")
     return 0
@@ -69,11 +75,12 @@ def _admin_channel(args: argparse.Namespace) -> tuple[grpc.aio.Channel, str]:
 
 async def _approval_admin(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
-
+    from google.protobuf.message import Message
     from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
     from suretynet.type.v1 import types_pb2
 
     channel, _ = _admin_channel(args)
+    response: Message
     async with channel:
         stub = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
         if args.admin_command == "issue-serial":
@@ -131,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     node = commands.add_parser("node", help="run one node")
     node_commands = node.add_subparsers(dest="node_command", required=True)
     run = node_commands.add_parser("run", help="run a node until SIGTERM/SIGINT")
-    run.add_argument("role", choices=["approval", "verification", "settlement", "retail", "marketplace"])
+    run.add_argument(
+        "role", choices=["approval", "verification", "settlement", "retail", "marketplace"]
+    )
     run.add_argument("--config", required=True, help="the node's TOML file")
     run.add_argument(
         "--insecure-dev", action="store_true", help="plaintext, no TLS: development only"

@@ -38,7 +38,9 @@ class Pki:
             return TlsConfig(self.ca, issued.cert_path, issued.key_path)
         return TlsConfig(self.ca, cert, out / f"{role}-{entity_id}.key")
 
-    def channel(self, address: str, role: str = "admin", entity_id: str = "operator") -> grpc.aio.Channel:
+    def channel(
+        self, address: str, role: str = "admin", entity_id: str = "operator"
+    ) -> grpc.aio.Channel:
         """A mutual-TLS channel presenting ``role/entity_id``'s certificate."""
         return credentials_channel(address, self.issue(role, entity_id))
 
@@ -50,9 +52,7 @@ def credentials_channel(address: str, tls_config: TlsConfig) -> grpc.aio.Channel
     return grpc.aio.secure_channel(address, credentials)
 
 
-def node_config(
-    tmp_path: Path, ca: Pki, role: str, entity_id: str, **values: Any
-) -> NodeConfig:
+def node_config(tmp_path: Path, ca: Pki, role: str, entity_id: str, **values: Any) -> NodeConfig:
     """A config for an in-process node on 127.0.0.1:0 with its own SQLite file."""
     options = values.pop("options", {})
     limits = values.pop("limits", {})

@@ -130,7 +130,7 @@ def _validate_registration(request: Registration) -> None:
 def _check_routing_prefix_free(repo: ApprovalRepository, prefix: str, owner: str) -> None:
     # Prefixes must not nest either: "4000" and "40001" would make routing ambiguous.
     for row in repo.entities.select().where(repo.entities.routing_prefix.is_null(False)):
-        if row.entity_id == owner:
+        if row.entity_id == owner or row.routing_prefix is None:
             continue
         if row.routing_prefix.startswith(prefix) or prefix.startswith(row.routing_prefix):
             raise DomainError(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any, cast
+
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
 from nodes.approval.enrollment import LicensePolicy
 from nodes.approval.servicer import (
@@ -14,7 +17,6 @@ from nodes.approval.servicer import (
 from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.server import Service
 from storage.approval.repository import ApprovalRepository
-from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
 SERVICES = approval_pb2.DESCRIPTOR.services_by_name
 
@@ -43,12 +45,12 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["DirectoryService"].full_name,
-            approval_pb2_grpc.DirectoryServiceServicer(),
+            cast(Any, approval_pb2_grpc.DirectoryServiceServicer)(),
             approval_pb2_grpc.add_DirectoryServiceServicer_to_server,
         ),
         Service(
             SERVICES["TransactionService"].full_name,
-            approval_pb2_grpc.TransactionServiceServicer(),
+            cast(Any, approval_pb2_grpc.TransactionServiceServicer)(),
             approval_pb2_grpc.add_TransactionServiceServicer_to_server,
         ),
     ]

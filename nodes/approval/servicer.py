@@ -6,10 +6,13 @@ import json
 from typing import Any
 
 import grpc
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.type.v1 import types_pb2
 
 from nodes.approval import enrollment
 from nodes.approval.enrollment import InformationChange, LicensePolicy, Registration
 from nodes.common.calls import call_info
+from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.convert import (
     decode_page_token,
     encode_page_token,
@@ -21,13 +24,10 @@ from nodes.common.convert import (
 from nodes.common.errors import required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
-from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from storage.approval.models import EntityRow, LicenseKeyRow, ProgramSerialRow
 from storage.approval.repository import ApprovalRepository
 from storage.common.database import Store
 from storage.common.models import utc_now
-from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
-from suretynet.type.v1 import types_pb2
 
 Role = types_pb2.Role
 EntityStatus = types_pb2.EntityStatus
@@ -113,7 +113,9 @@ def payment_information(row: EntityRow) -> types_pb2.PaymentInformation:
             for method in json.loads(row.payment_methods_json)
         ],
         accepted_currency_codes=json.loads(row.currency_codes_json),
-        private_details=types_pb2.RetailEntityPrivateDetails(**json.loads(row.private_details_json)),
+        private_details=types_pb2.RetailEntityPrivateDetails(
+            **json.loads(row.private_details_json)
+        ),
         updated_at=timestamp(row.updated_at),
     )
 
@@ -199,7 +201,11 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             )
 
         return await serve_once(
-            self._store, self._repo.idempotency, request, approval_pb2.RegisterEntityResponse, effect
+            self._store,
+            self._repo.idempotency,
+            request,
+            approval_pb2.RegisterEntityResponse,
+            effect,
         )
 
     async def RotateLicenseKey(
@@ -212,6 +218,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             assert info.caller is not None
             current = enrollment.authenticate_license_key(self._repo, presented, info.caller)
             issued, previous = enrollment.rotate_license_key(self._repo, current, self._policy)
+            assert previous.grace_until is not None, "a rotated key always has a grace end"
             grace = previous.grace_until - utc_now()
             return approval_pb2.RotateLicenseKeyResponse(
                 license_key=issued.key,
@@ -352,7 +359,9 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
             page = list(rows.order_by(table.serial).limit(size + 1))
             return approval_pb2.ListProgramSerialsResponse(
                 program_serials=[serial_to_proto(row) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].serial) if len(page) > size else "",
+                next_page_token=encode_page_token(page[size - 1].serial)
+                if len(page) > size
+                else "",
             )
 
         return await self._store.run(query)
@@ -396,8 +405,12 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
                 )
             }
             return approval_pb2.ListLicenseKeysResponse(
-                license_keys=[license_key_to_proto(row, roles.get(row.entity_id, "")) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].key_id) if len(page) > size else "",
+                license_keys=[
+                    license_key_to_proto(row, roles.get(row.entity_id, "")) for row in page[:size]
+                ],
+                next_page_token=encode_page_token(page[size - 1].key_id)
+                if len(page) > size
+                else "",
             )
 
         return await self._store.run(query)
@@ -412,7 +425,9 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
             raise required("status")
 
         def effect() -> approval_pb2.SetEntityStatusResponse:
-            row = enrollment.set_entity_status(self._repo, request.entity_id, status, request.reason)
+            row = enrollment.set_entity_status(
+                self._repo, request.entity_id, status, request.reason
+            )
             return approval_pb2.SetEntityStatusResponse(entity=entity_to_proto(row))
 
         return await serve_once(
@@ -448,7 +463,9 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
             page = list(rows.order_by(table.entity_id).limit(size + 1))
             return approval_pb2.ListEntitiesResponse(
                 entities=[entity_to_proto(row) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].entity_id) if len(page) > size else "",
+                next_page_token=encode_page_token(page[size - 1].entity_id)
+                if len(page) > size
+                else "",
             )
 
         return await self._store.run(query)
@@ -464,4 +481,3 @@ def license_key_check(store: Store, repo: ApprovalRepository) -> Any:
         await store.run(lambda: enrollment.authenticate_license_key(repo, presented, info.caller))
 
     return check
-

@@ -18,8 +18,8 @@ from nodes.common import logs, tls
 from nodes.common.calls import current_call
 from nodes.common.config import NodeConfig
 from nodes.common.errors import DomainError, ErrorKind
-from nodes.common.interceptor import DEV_IDENTITY_METADATA_KEY
 from nodes.common.identity import entity_uri
+from nodes.common.interceptor import DEV_IDENTITY_METADATA_KEY
 from nodes.common.status import decode_rpc_error, remote_to_domain
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class Channels:
         self._config = config
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._credentials = (
-            None if config.insecure_dev or config.tls is None
+            None
+            if config.insecure_dev or config.tls is None
             else tls.node_client_credentials(config.tls)
         )
         # Set once the node holds a license key; sent on every call to approval.
@@ -120,5 +121,5 @@ class Channels:
 
     async def close(self) -> None:
         for channel in self._channels.values():
-            await channel.close()
+            await channel.close(grace=None)
         self._channels.clear()

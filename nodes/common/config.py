@@ -164,7 +164,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     if config.tls is not None:
         config = dataclasses.replace(
             config,
-            tls=TlsConfig(resolve(config.tls.ca), resolve(config.tls.cert), resolve(config.tls.key)),
+            tls=TlsConfig(
+                resolve(config.tls.ca), resolve(config.tls.cert), resolve(config.tls.key)
+            ),
         )
     if config.ready_file is not None:
         config = dataclasses.replace(config, ready_file=resolve(config.ready_file))

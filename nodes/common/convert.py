@@ -27,9 +27,9 @@ def enum_label(enum: Any, prefix: str, value: int) -> str:
         return ""
 
 
-def enum_value(enum: Any, prefix: str, label: str) -> int:
-    """The inverse of enum_label; "" maps to 0 (UNSPECIFIED)."""
-    return int(enum.Value(prefix + label.upper())) if label else 0
+def enum_value(enum: Any, prefix: str, label: str) -> Any:
+    """The inverse of enum_label; "" maps to 0 (UNSPECIFIED). Typed Any: stubs use NewTypes."""
+    return enum.Value(prefix + label.upper()) if label else 0
 
 
 def timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -59,7 +59,9 @@ def run_once(
                 ErrorKind.INVALID_ARGUMENT,
                 "IDEMPOTENCY_KEY_REUSED",
                 f"request_id {request_id!r} was already used for a different {method} request",
-                violations=[FieldViolation("request_id", "was already used for a different request")],
+                violations=[
+                    FieldViolation("request_id", "was already used for a different request")
+                ],
                 metadata={"request_id": request_id},
             )
         return response_type.FromString(bytes(existing.response))

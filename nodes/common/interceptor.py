@@ -75,7 +75,7 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
         rpc_policy = self._policies.get(method)
@@ -96,7 +96,11 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
     async def _admit(
         self, method: str, rpc_policy: RpcPolicy | None, context: grpc.aio.ServicerContext
     ) -> CallInfo:
-        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        metadata = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
         logs.trace_id_var.set(metadata.get(logs.TRACE_METADATA_KEY) or logs.new_trace_id())
         remaining = context.time_remaining()
         info = CallInfo(
@@ -181,7 +185,7 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
                 await self._admit(method, rpc_policy, context)
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
-            except Exception as error:  # noqa: BLE001 - the edge converts every failure
+            except Exception as error:
                 await _abort(context, method, error)
 
         return serve
@@ -194,7 +198,7 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
                 await self._admit(method, rpc_policy, context)
                 async for item in behavior(request, context):
                     yield item
-            except Exception as error:  # noqa: BLE001 - the edge converts every failure
+            except Exception as error:
                 await _abort(context, method, error)
 
         return serve

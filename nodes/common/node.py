@@ -72,7 +72,9 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.store = Store(open_database(config.database_url), workers=config.limits.database_workers)
+        self.store = Store(
+            open_database(config.database_url), workers=config.limits.database_workers
+        )
         self.runtime = NodeRuntime(config=config, store=self.store, channels=Channels(config))
         self.parts = load_role(self.runtime)
         self.interceptor = NodeInterceptor(
@@ -85,9 +87,11 @@ class Node:
         self.store.create_tables(self.parts.tables)
         self.server.bind()
         config = self.config
-        self.runtime.address = address_with_port(
-            config.advertised_address or config.listen_address, self.server.port
-        ) if _port_of(config.advertised_address) in ("", "0") else config.advertised_address
+        self.runtime.address = (
+            address_with_port(config.advertised_address or config.listen_address, self.server.port)
+            if _port_of(config.advertised_address) in ("", "0")
+            else config.advertised_address
+        )
         if self.server.member_port:
             self.runtime.member_address = address_with_port(
                 config.member_listen_address, self.server.member_port
@@ -123,7 +127,9 @@ class Node:
         """Registers with approval on first start; later starts reuse the stored key."""
         table = self.parts.credential_table
         assert table is not None and self.parts.registration is not None
-        stored = await self.store.run(lambda: table.get_or_none(table.entity_id == self.config.entity_id))
+        stored = await self.store.run(
+            lambda: table.get_or_none(table.entity_id == self.config.entity_id)
+        )
         if stored is not None:
             self._license_key = stored.license_key
             return
@@ -133,9 +139,12 @@ class Node:
         request = self.parts.registration(self.runtime)
         # The request ID is derived from the serial, so a crash between approval's answer
         # and our commit is healed by asking again: approval returns the same key.
-        request.request_id = "enrol-" + hashlib.sha256(
-            f"{self.config.program_serial}/{self.config.entity_id}".encode()
-        ).hexdigest()[:32]
+        request.request_id = (
+            "enrol-"
+            + hashlib.sha256(
+                f"{self.config.program_serial}/{self.config.entity_id}".encode()
+            ).hexdigest()[:32]
+        )
         response = await register(self.runtime, request)
 
         def save() -> None:

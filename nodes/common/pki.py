@@ -117,7 +117,9 @@ def issue_certificate(
     now = datetime.datetime.now(datetime.UTC)
     start = not_before or now - datetime.timedelta(minutes=5)
     end = not_after or now + datetime.timedelta(days=NODE_VALIDITY_DAYS)
-    alt_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(entity_uri(role, entity_id))]
+    alt_names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(entity_uri(role, entity_id))
+    ]
     alt_names += [x509.IPAddress(address) for address in addresses]
     cert = (
         x509.CertificateBuilder()
@@ -137,7 +139,9 @@ def issue_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(

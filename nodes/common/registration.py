@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nodes.common.convert import enum_value
 from suretynet.approval.v1 import approval_pb2
 from suretynet.type.v1 import types_pb2
+
+from nodes.common.convert import enum_value
 
 if TYPE_CHECKING:
     from nodes.common.node import NodeRuntime

@@ -51,7 +51,7 @@ class NodeServer:
     ) -> None:
         self.config = config
         self.interceptor = interceptor
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._services = list(services)
         self._server = grpc.aio.server(
             interceptors=[interceptor],
@@ -63,8 +63,11 @@ class NodeServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = [service.name for service in self._services]
         reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self._server,
         )
         self.port = 0

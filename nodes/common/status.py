@@ -17,6 +17,8 @@ from grpc_status import rpc_status
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation
 
 ERROR_DOMAIN = "suretynet.network"
+# Where grpc-status puts the serialized google.rpc.Status (rpc_status's key, untyped there).
+DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
 _CODES: dict[ErrorKind, grpc.StatusCode] = {
     kind: getattr(grpc.StatusCode, kind.value) for kind in ErrorKind
@@ -78,7 +80,7 @@ def decode_status(code: grpc.StatusCode, details: str | None, trailing: object) 
     metadata: dict[str, str] = {}
     raw = None
     for key, value in trailing or ():  # type: ignore[attr-defined]
-        if key == rpc_status.GRPC_DETAILS_METADATA_KEY:
+        if key == DETAILS_METADATA_KEY:
             raw = value
     if raw is not None:
         status = status_pb2.Status.FromString(raw)
@@ -98,9 +100,9 @@ def decode_rpc_error(error: grpc.RpcError) -> RemoteError:
     """Decodes a failed call made with a sync or an aio stub."""
     call = error  # grpc's RpcError raised by stubs is also the Call object
     return decode_status(
-        call.code(),  # type: ignore[attr-defined]
-        call.details(),  # type: ignore[attr-defined]
-        call.trailing_metadata(),  # type: ignore[attr-defined]
+        call.code(),
+        call.details(),
+        call.trailing_metadata(),
     )
 
 

@@ -25,7 +25,9 @@ def client_credentials(
     ca: bytes, cert: bytes | None = None, key: bytes | None = None
 ) -> grpc.ChannelCredentials:
     """Trusts only the network CA; presents ``cert``/``key`` when given (mutual TLS)."""
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 def node_client_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:

@@ -81,11 +81,13 @@ def message_sequence(network: LocalNetwork, trace_ids: set[str]) -> list[str]:
         receiver = _entity(entry["node"])
         method = entry["method"].lstrip("/").split(".")[-1]
         if entry["msg"] == "rpc":
-            sender = "operator" if entry["caller"].startswith("suretynet://admin/") else _entity(
-                entry["caller"]
+            sender = (
+                "operator"
+                if entry["caller"].startswith("suretynet://admin/")
+                else _entity(entry["caller"])
             )
-            lines.append(f"{len([l for l in lines if not l.startswith('   ')]) + 1:>3}. "
-                         f"{sender} -> {receiver}: {method}")
+            number = sum(1 for existing in lines if not existing.startswith("   ")) + 1
+            lines.append(f"{number:>3}. {sender} -> {receiver}: {method}")
         else:
             lines.append(f"       {receiver} refused: {entry['code']} {entry['reason']}")
     return lines
@@ -98,8 +100,9 @@ async def expect_refusal(call: Awaitable[Any], reason: str) -> str:
     except grpc.RpcError as error:
         remote = decode_rpc_error(error)
         if remote.reason != reason:
-            raise AssertionError(f"expected {reason}, got {remote.code.name} {remote.reason}: "
-                                 f"{remote.message}") from None
+            raise AssertionError(
+                f"expected {reason}, got {remote.code.name} {remote.reason}: {remote.message}"
+            ) from None
         return f"{remote.code.name} {remote.reason}"
     raise AssertionError(f"expected a refusal with {reason}, but the call succeeded")
 
@@ -125,13 +128,15 @@ async def run_demo(keep: Path | None = None) -> int:
             print(f"Network up in {time.monotonic() - started:.1f}s\n", flush=True)
             print(describe(network), "\n", flush=True)
             for number, flow in enumerate(registered_flows(), start=1):
-                context = FlowContext(network, trace_id=f"demo-{number:02d}-{logs.new_trace_id()[:8]}")
+                context = FlowContext(
+                    network, trace_id=f"demo-{number:02d}-{logs.new_trace_id()[:8]}"
+                )
                 print(f"== Flow {number}: {flow.title}", flush=True)
                 began = time.monotonic()
                 try:
                     await flow.run(context)
                     ok = True
-                except Exception:  # noqa: BLE001 - the demo reports every failure and goes on
+                except Exception:
                     ok = False
                     print(traceback.format_exc(), flush=True)
                 elapsed = time.monotonic() - began

@@ -24,12 +24,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.type.v1 import types_pb2
 
 from nodes.common import logs, pki, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
-from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
-from suretynet.type.v1 import types_pb2
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -51,7 +51,9 @@ DEFAULT_TOPOLOGY: tuple[NodeSpec, ...] = (
     NodeSpec("approval", "institution", "Credit Guarantee Institution"),
     NodeSpec("verification", "verification", "Transaction Verification Server"),
     NodeSpec("settlement", "agency-1", "First Settlement Agency", {"routing_prefix": "4111"}, True),
-    NodeSpec("settlement", "agency-2", "Second Settlement Agency", {"routing_prefix": "5222"}, True),
+    NodeSpec(
+        "settlement", "agency-2", "Second Settlement Agency", {"routing_prefix": "5222"}, True
+    ),
     NodeSpec("retail", "shop-1", "Shop One", {"discovery": "directory"}, True),
     NodeSpec("retail", "shop-2", "Shop Two", {"discovery": "push"}, True),
     NodeSpec("marketplace", "market-1", "Market One", {}, True),
@@ -136,7 +138,9 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def write_node_config(path: Path, values: dict[str, Any], tables: dict[str, dict[str, Any]]) -> None:
+def write_node_config(
+    path: Path, values: dict[str, Any], tables: dict[str, dict[str, Any]]
+) -> None:
     """Writes a node.toml from flat values and [tables] (options, tls, limits)."""
     lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     for table, entries in tables.items():
@@ -154,7 +158,10 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
     key = pki_dir / f"{spec.role}-{spec.entity_id}.key"
     if not cert.exists():
         pki.issue_certificate(
-            pki_dir, role=spec.role, entity_id=spec.entity_id, ip_addresses=[network.ip],
+            pki_dir,
+            role=spec.role,
+            entity_id=spec.entity_id,
+            ip_addresses=[network.ip],
             out_directory=pki_dir,
         )
     ready = directory / "ready.json"
@@ -173,13 +180,24 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
     write_node_config(
         directory / "node.toml",
         values,
-        {"tls": {"ca": str(network.ca), "cert": str(cert), "key": str(key)}, "options": spec.options},
+        {
+            "tls": {"ca": str(network.ca), "cert": str(cert), "key": str(key)},
+            "options": spec.options,
+        },
     )
     (network.data_dir / "logs").mkdir(exist_ok=True)
     log_file = (network.data_dir / "logs" / f"{spec.entity_id}.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "nodes.cli", "node", "run", spec.role,
-         "--config", str(directory / "node.toml")],
+        [
+            sys.executable,
+            "-m",
+            "nodes.cli",
+            "node",
+            "run",
+            spec.role,
+            "--config",
+            str(directory / "node.toml"),
+        ],
         stdout=log_file,
         stderr=log_file,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -245,7 +263,10 @@ async def start_network(
     admin = pki_dir / f"admin-{ADMIN_ENTITY}.pem"
     if not admin.exists():
         pki.issue_certificate(
-            pki_dir, role="admin", entity_id=ADMIN_ENTITY, ip_addresses=["127.0.0.1"],
+            pki_dir,
+            role="admin",
+            entity_id=ADMIN_ENTITY,
+            ip_addresses=["127.0.0.1"],
             out_directory=pki_dir,
         )
     network = LocalNetwork(
@@ -291,12 +312,12 @@ def grpcurl_examples(network: LocalNetwork) -> list[str]:
         f"grpcurl {tls_flags} {approval.address} describe suretynet.approval.v1.EnrollmentService"
     )
     examples.append(
-        f"grpcurl {tls_flags} -d '{{\"role\": \"ROLE_RETAIL\"}}' {approval.address} "
+        f'grpcurl {tls_flags} -d \'{{"role": "ROLE_RETAIL"}}\' {approval.address} '
         "suretynet.approval.v1.ApprovalAdminService/ListEntities"
     )
     examples.append(
-        f"grpcurl {tls_flags} -d '{{\"request_id\": \"serial-new-shop\", \"role\": "
-        f"\"ROLE_RETAIL\", \"note\": \"new shop\"}}' {approval.address} "
+        f'grpcurl {tls_flags} -d \'{{"request_id": "serial-new-shop", "role": '
+        f'"ROLE_RETAIL", "note": "new shop"}}\' {approval.address} '
         "suretynet.approval.v1.ApprovalAdminService/IssueProgramSerial"
     )
     examples.append(f"grpcurl {tls_flags} {approval.address} grpc.health.v1.Health/Check")

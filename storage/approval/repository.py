@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import peewee
 
-from storage.approval.models import MODELS, CounterRow, EntityRow, LicenseKeyRow, ProgramSerialRow
-from storage.common.database import Store, bind_models
-from storage.common.models import RUNTIME_MODELS, IdempotencyRecord, NodeCredential
+from storage.approval.models import CounterRow, EntityRow, LicenseKeyRow, ProgramSerialRow
+from storage.common.database import Store, bind
+from storage.common.models import IdempotencyRecord, NodeCredential
 
 REGISTRY_COUNTER = "registry"
 
@@ -15,14 +15,12 @@ class ApprovalRepository:
     """Approval's bound tables. Every method must run inside ``Store.run``/``transaction``."""
 
     def __init__(self, database: peewee.Database) -> None:
-        (
-            self.serials,
-            self.entities,
-            self.license_keys,
-            self.counters,
-            self.idempotency,
-            self.credentials,
-        ) = bind_models(database, *MODELS, *RUNTIME_MODELS)
+        self.serials = bind(database, ProgramSerialRow)
+        self.entities = bind(database, EntityRow)
+        self.license_keys = bind(database, LicenseKeyRow)
+        self.counters = bind(database, CounterRow)
+        self.idempotency = bind(database, IdempotencyRecord)
+        self.credentials = bind(database, NodeCredential)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.serials,
             self.entities,
@@ -50,9 +48,3 @@ class ApprovalRepository:
 
     def license_key(self, key_id: str) -> LicenseKeyRow | None:
         return self.license_keys.get_or_none(self.license_keys.key_id == key_id)
-
-    def idempotency_table(self) -> type[IdempotencyRecord]:
-        return self.idempotency
-
-    def credential_table(self) -> type[NodeCredential]:
-        return self.credentials

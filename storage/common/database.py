@@ -14,7 +14,7 @@ import functools
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import peewee
 
@@ -59,18 +59,16 @@ def open_database(url: str) -> peewee.Database:
     raise DatabaseUrlError(f"{url!r}: the scheme must be sqlite or postgresql")
 
 
-def bind_models(database: peewee.Database, *models: M) -> tuple[M, ...]:
-    """Returns subclasses of ``models`` bound to ``database``.
+def bind(database: peewee.Database, model: M) -> M:
+    """Returns a subclass of ``model`` bound to ``database``.
 
     Models are declared once per role without a database; each node binds its own copies,
     so that several nodes of one role (two shops in one test process) never share tables.
     Models therefore refer to each other by plain ID columns, not ForeignKeyField.
     """
-    bound = []
-    for model in models:
-        meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
-        bound.append(type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__}))
-    return tuple(bound)  # type: ignore[arg-type]
+    meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
+    bound = type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__})
+    return bound  # type: ignore[return-value]
 
 
 class Store:
@@ -90,7 +88,9 @@ class Store:
     def create_tables(self, models: Iterable[type[peewee.Model]]) -> None:
         """Creates missing tables and indexes; safe to call on every start."""
         tables = list(models)
-        self._executor.submit(self._in_transaction, lambda: self.database.create_tables(tables)).result()
+        self._executor.submit(
+            self._in_transaction, lambda: self.database.create_tables(tables)
+        ).result()
 
     def transaction(self, work: Callable[[], T]) -> T:
         """Runs ``work`` in one transaction on the calling thread (for unit tests and CLIs)."""
@@ -121,4 +121,3 @@ class Store:
     def _close_connection(self) -> None:
         if not self.database.is_closed():
             self.database.close()
-

@@ -1,6 +1,6 @@
 """Runtime tables every node has in its own database: idempotency keys and its license key.
 
-These are declared once and bound per node (see ``bind_models``); no node ever reads
+These are declared once and bound per node (see ``bind``); no node ever reads
 another node's copy.
 """
 

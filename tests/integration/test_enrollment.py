@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-
-from nodes.common.channels import LICENSE_KEY_METADATA_KEY
-from nodes.common.convert import enum_value
-from storage.common.database import bind_models
-from storage.common.models import NodeCredential
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.type.v1 import types_pb2
+
+from nodes.common.channels import LICENSE_KEY_METADATA_KEY
+from storage.common.database import bind
+from storage.common.models import NodeCredential
 from tests.support import Pki, node_config, refusal, running
 
 RETAIL = types_pb2.ROLE_RETAIL
@@ -31,7 +30,7 @@ async def issue_serial(ca: Pki, address: str, role: int, request_id: str) -> str
 
 
 def registration(serial: str, entity_id: str, address: str = "127.0.0.1:7001", **extra):
-    fields = {
+    fields: dict[str, Any] = {
         "request_id": f"register-{entity_id}-{serial}",
         "program_serial": serial,
         "role": RETAIL,
@@ -54,20 +53,33 @@ def test_node_enrols_on_first_start_and_reuses_its_key_after_restart(ca: Pki, tm
             address = approval.runtime.address
             serial = await issue_serial(ca, address, RETAIL, "serial-shop-1")
             shop_config = node_config(
-                tmp_path, ca, "retail", "shop-1",
-                approval_address=address, program_serial=serial,
+                tmp_path,
+                ca,
+                "retail",
+                "shop-1",
+                approval_address=address,
+                program_serial=serial,
                 options={"discovery": "push", "currency_codes": ["EUR"]},
             )
             async with running(shop_config) as shop:
                 shop_address = shop.runtime.address
             async with ca.channel(address) as channel:
                 admin = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
-                entity = (await admin.GetEntity(
-                    approval_pb2.GetEntityRequest(entity_id="shop-1"), timeout=5)).entity
-                keys = (await admin.ListLicenseKeys(
-                    approval_pb2.ListLicenseKeysRequest(entity_id="shop-1"), timeout=5)).license_keys
-                serials = (await admin.ListProgramSerials(
-                    approval_pb2.ListProgramSerialsRequest(), timeout=5)).program_serials
+                entity = (
+                    await admin.GetEntity(
+                        approval_pb2.GetEntityRequest(entity_id="shop-1"), timeout=5
+                    )
+                ).entity
+                keys = (
+                    await admin.ListLicenseKeys(
+                        approval_pb2.ListLicenseKeysRequest(entity_id="shop-1"), timeout=5
+                    )
+                ).license_keys
+                serials = (
+                    await admin.ListProgramSerials(
+                        approval_pb2.ListProgramSerialsRequest(), timeout=5
+                    )
+                ).program_serials
             assert entity.address == shop_address
             assert entity.discovery_variant == types_pb2.DISCOVERY_VARIANT_PUSH
             assert list(entity.payment_information.accepted_currency_codes) == ["EUR"]
@@ -78,13 +90,16 @@ def test_node_enrols_on_first_start_and_reuses_its_key_after_restart(ca: Pki, tm
             async with running(shop_config):
                 pass
             async with ca.channel(address) as channel:
-                keys = (await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListLicenseKeys(
-                    approval_pb2.ListLicenseKeysRequest(entity_id="shop-1"), timeout=5)).license_keys
+                keys = (
+                    await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListLicenseKeys(
+                        approval_pb2.ListLicenseKeysRequest(entity_id="shop-1"), timeout=5
+                    )
+                ).license_keys
             assert len(keys) == 1
         database = shop_config.database_url.removeprefix("sqlite:///")
         import peewee
 
-        (credentials,) = bind_models(peewee.SqliteDatabase(database), NodeCredential)
+        credentials = bind(peewee.SqliteDatabase(database), NodeCredential)
         stored = list(credentials.select())
         assert [row.license_key_id for row in stored] == [keys[0].license_key_id]
 
@@ -101,24 +116,36 @@ def test_registration_refusals_each_have_their_own_reason(ca: Pki, tmp_path: Pat
             agency_serial = await issue_serial(ca, address, SETTLEMENT, "serial-b")
             async with ca.channel(address, "retail", "shop-1") as channel:
                 stub = approval_pb2_grpc.EnrollmentServiceStub(channel)
-                unknown = await refusal(stub.RegisterEntity(
-                    registration("SN-RET-0000-0000-0000", "shop-1"), timeout=5))
-                wrong_role = await refusal(stub.RegisterEntity(
-                    registration(agency_serial, "shop-1"), timeout=5))
-                someone_else = await refusal(stub.RegisterEntity(
-                    registration(serial, "shop-9"), timeout=5))
+                unknown = await refusal(
+                    stub.RegisterEntity(registration("SN-RET-0000-0000-0000", "shop-1"), timeout=5)
+                )
+                wrong_role = await refusal(
+                    stub.RegisterEntity(registration(agency_serial, "shop-1"), timeout=5)
+                )
+                someone_else = await refusal(
+                    stub.RegisterEntity(registration(serial, "shop-9"), timeout=5)
+                )
                 first = await stub.RegisterEntity(registration(serial, "shop-1"), timeout=5)
                 assert first.license_key.startswith("snlk_")
             async with ca.channel(address, "retail", "shop-2") as channel:
-                reused = await refusal(approval_pb2_grpc.EnrollmentServiceStub(channel).RegisterEntity(
-                    registration(serial, "shop-2"), timeout=5))
+                reused = await refusal(
+                    approval_pb2_grpc.EnrollmentServiceStub(channel).RegisterEntity(
+                        registration(serial, "shop-2"), timeout=5
+                    )
+                )
         assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "SERIAL_UNKNOWN")
         assert (wrong_role.code, wrong_role.reason) == (
-            grpc.StatusCode.FAILED_PRECONDITION, "SERIAL_ROLE_MISMATCH")
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "SERIAL_ROLE_MISMATCH",
+        )
         assert (someone_else.code, someone_else.reason) == (
-            grpc.StatusCode.PERMISSION_DENIED, "CERTIFICATE_ENTITY_MISMATCH")
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CERTIFICATE_ENTITY_MISMATCH",
+        )
         assert (reused.code, reused.reason) == (
-            grpc.StatusCode.ALREADY_EXISTS, "SERIAL_ALREADY_REGISTERED")
+            grpc.StatusCode.ALREADY_EXISTS,
+            "SERIAL_ALREADY_REGISTERED",
+        )
 
     asyncio.run(scenario())
 
@@ -132,14 +159,30 @@ def test_bad_input_names_every_field_at_fault(ca: Pki, tmp_path: Path):
             serial = await issue_serial(ca, address, SETTLEMENT, "serial-s")
             async with ca.channel(address, "settlement", "agency-1") as channel:
                 stub = approval_pb2_grpc.EnrollmentServiceStub(channel)
-                bad = await refusal(stub.RegisterEntity(approval_pb2.RegisterEntityRequest(
-                    request_id="r1", program_serial=serial, role=SETTLEMENT, entity_id="agency-1",
-                    address="not-an-address", routing_prefix="41x"), timeout=5))
-                missing_id = await refusal(stub.RegisterEntity(
-                    approval_pb2.RegisterEntityRequest(program_serial=serial), timeout=5))
+                bad = await refusal(
+                    stub.RegisterEntity(
+                        approval_pb2.RegisterEntityRequest(
+                            request_id="r1",
+                            program_serial=serial,
+                            role=SETTLEMENT,
+                            entity_id="agency-1",
+                            address="not-an-address",
+                            routing_prefix="41x",
+                        ),
+                        timeout=5,
+                    )
+                )
+                missing_id = await refusal(
+                    stub.RegisterEntity(
+                        approval_pb2.RegisterEntityRequest(program_serial=serial), timeout=5
+                    )
+                )
             async with ca.channel(address) as channel:
-                serials = (await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListProgramSerials(
-                    approval_pb2.ListProgramSerialsRequest(), timeout=5)).program_serials
+                serials = (
+                    await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListProgramSerials(
+                        approval_pb2.ListProgramSerialsRequest(), timeout=5
+                    )
+                ).program_serials
         assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
         assert {v.field for v in bad.violations} == {"display_name", "address", "routing_prefix"}
         assert missing_id.reason == "FIELD_REQUIRED"
@@ -153,8 +196,9 @@ def test_every_bad_license_key_is_refused_with_its_reason(ca: Pki, tmp_path: Pat
     """Missing, unknown, another entity's, revoked and expired keys: UNAUTHENTICATED each."""
 
     async def scenario() -> None:
-        config = node_config(tmp_path, ca, "approval", "institution",
-                             options={"license_key_validity_days": 1})
+        config = node_config(
+            tmp_path, ca, "approval", "institution", options={"license_key_validity_days": 1}
+        )
         async with running(config) as approval:
             address = approval.runtime.address
             keys = {}
@@ -162,17 +206,23 @@ def test_every_bad_license_key_is_refused_with_its_reason(ca: Pki, tmp_path: Pat
                 serial = await issue_serial(ca, address, RETAIL, f"serial-{entity}")
                 async with ca.channel(address, "retail", entity) as channel:
                     keys[entity] = await approval_pb2_grpc.EnrollmentServiceStub(
-                        channel).RegisterEntity(registration(serial, entity), timeout=5)
+                        channel
+                    ).RegisterEntity(registration(serial, entity), timeout=5)
 
             async def change(key: str | None, request_id: str):
                 metadata = [(LICENSE_KEY_METADATA_KEY, key)] if key is not None else []
                 async with ca.channel(address, "retail", "shop-1") as channel:
                     return await approval_pb2_grpc.EnrollmentServiceStub(
-                        channel).ChangeRetailEntityInformation(
+                        channel
+                    ).ChangeRetailEntityInformation(
                         approval_pb2.ChangeRetailEntityInformationRequest(
-                            request_id=request_id, entity_id="shop-1",
-                            change=approval_pb2.RetailEntityInformationChange(display_name="S1")),
-                        metadata=metadata, timeout=5)
+                            request_id=request_id,
+                            entity_id="shop-1",
+                            change=approval_pb2.RetailEntityInformationChange(display_name="S1"),
+                        ),
+                        metadata=metadata,
+                        timeout=5,
+                    )
 
             good = keys["shop-1"].license_key
             assert (await change(good, "ok-1")).entity.display_name == "S1"
@@ -184,34 +234,52 @@ def test_every_bad_license_key_is_refused_with_its_reason(ca: Pki, tmp_path: Pat
             async with ca.channel(address) as channel:
                 await approval_pb2_grpc.ApprovalAdminServiceStub(channel).RevokeLicenseKey(
                     approval_pb2.RevokeLicenseKeyRequest(
-                        request_id="revoke-1", license_key_id=keys["shop-1"].license_key_id,
-                        reason="terminal compromised"), timeout=5)
+                        request_id="revoke-1",
+                        license_key_id=keys["shop-1"].license_key_id,
+                        reason="terminal compromised",
+                    ),
+                    timeout=5,
+                )
             revoked = await refusal(change(good, "r"))
         # Expiry: reopen approval's database a year later by moving the key's expiry back.
         import peewee
 
         from storage.approval.models import LicenseKeyRow
 
-        (table,) = bind_models(peewee.SqliteDatabase(
-            config.database_url.removeprefix("sqlite:///")), LicenseKeyRow)
+        table = bind(
+            peewee.SqliteDatabase(config.database_url.removeprefix("sqlite:///")), LicenseKeyRow
+        )
         table.update(expires_at=datetime.datetime(2000, 1, 1)).where(
-            table.key_id == keys["shop-2"].license_key_id).execute()
+            table.key_id == keys["shop-2"].license_key_id
+        ).execute()
         async with running(config) as approval:
             async with ca.channel(approval.runtime.address, "retail", "shop-2") as channel:
-                expired = await refusal(approval_pb2_grpc.EnrollmentServiceStub(
-                    channel).RotateLicenseKey(approval_pb2.RotateLicenseKeyRequest(
-                        request_id="rot"), metadata=[(LICENSE_KEY_METADATA_KEY,
-                                                      keys["shop-2"].license_key)], timeout=5))
+                expired = await refusal(
+                    approval_pb2_grpc.EnrollmentServiceStub(channel).RotateLicenseKey(
+                        approval_pb2.RotateLicenseKeyRequest(request_id="rot"),
+                        metadata=[(LICENSE_KEY_METADATA_KEY, keys["shop-2"].license_key)],
+                        timeout=5,
+                    )
+                )
         reasons = {
-            "missing": missing, "unknown": unknown, "garbage": garbage, "tampered": tampered,
-            "other": other, "revoked": revoked, "expired": expired,
+            "missing": missing,
+            "unknown": unknown,
+            "garbage": garbage,
+            "tampered": tampered,
+            "other": other,
+            "revoked": revoked,
+            "expired": expired,
         }
         assert {name: r.code for name, r in reasons.items()} == dict.fromkeys(
-            reasons, grpc.StatusCode.UNAUTHENTICATED)
+            reasons, grpc.StatusCode.UNAUTHENTICATED
+        )
         assert {name: r.reason for name, r in reasons.items()} == {
-            "missing": "LICENSE_KEY_MISSING", "unknown": "LICENSE_KEY_UNKNOWN",
-            "garbage": "LICENSE_KEY_UNKNOWN", "tampered": "LICENSE_KEY_UNKNOWN",
-            "other": "LICENSE_KEY_ENTITY_MISMATCH", "revoked": "LICENSE_KEY_REVOKED",
+            "missing": "LICENSE_KEY_MISSING",
+            "unknown": "LICENSE_KEY_UNKNOWN",
+            "garbage": "LICENSE_KEY_UNKNOWN",
+            "tampered": "LICENSE_KEY_UNKNOWN",
+            "other": "LICENSE_KEY_ENTITY_MISMATCH",
+            "revoked": "LICENSE_KEY_REVOKED",
             "expired": "LICENSE_KEY_EXPIRED",
         }
 
@@ -224,8 +292,9 @@ def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_the_grace_period(
     """After rotation both keys work until the grace ends; then only the new one."""
 
     async def scenario() -> None:
-        config = node_config(tmp_path, ca, "approval", "institution",
-                             options={"license_key_rotation_grace_s": 3600})
+        config = node_config(
+            tmp_path, ca, "approval", "institution", options={"license_key_rotation_grace_s": 3600}
+        )
         async with running(config) as approval:
             address = approval.runtime.address
             serial = await issue_serial(ca, address, RETAIL, "serial-rot")
@@ -234,35 +303,50 @@ def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_the_grace_period(
                 first = await stub.RegisterEntity(registration(serial, "shop-1"), timeout=5)
                 rotated = await stub.RotateLicenseKey(
                     approval_pb2.RotateLicenseKeyRequest(request_id="rot-1"),
-                    metadata=[(LICENSE_KEY_METADATA_KEY, first.license_key)], timeout=5)
+                    metadata=[(LICENSE_KEY_METADATA_KEY, first.license_key)],
+                    timeout=5,
+                )
                 again = await stub.RotateLicenseKey(
                     approval_pb2.RotateLicenseKeyRequest(request_id="rot-1"),
-                    metadata=[(LICENSE_KEY_METADATA_KEY, first.license_key)], timeout=5)
+                    metadata=[(LICENSE_KEY_METADATA_KEY, first.license_key)],
+                    timeout=5,
+                )
                 assert again == rotated, "a replayed rotation returns the first answer"
                 for key in (first.license_key, rotated.license_key):
                     await stub.ChangeRetailEntityInformation(
                         approval_pb2.ChangeRetailEntityInformationRequest(
-                            request_id=f"c-{key[-6:]}", entity_id="shop-1",
-                            change=approval_pb2.RetailEntityInformationChange(display_name="S")),
-                        metadata=[(LICENSE_KEY_METADATA_KEY, key)], timeout=5)
+                            request_id=f"c-{key[-6:]}",
+                            entity_id="shop-1",
+                            change=approval_pb2.RetailEntityInformationChange(display_name="S"),
+                        ),
+                        metadata=[(LICENSE_KEY_METADATA_KEY, key)],
+                        timeout=5,
+                    )
             assert rotated.previous_license_key_id == first.license_key_id
             assert 3500 < rotated.grace_period_s <= 3600
         import peewee
 
         from storage.approval.models import LicenseKeyRow
 
-        (table,) = bind_models(peewee.SqliteDatabase(
-            config.database_url.removeprefix("sqlite:///")), LicenseKeyRow)
+        table = bind(
+            peewee.SqliteDatabase(config.database_url.removeprefix("sqlite:///")), LicenseKeyRow
+        )
         table.update(grace_until=datetime.datetime(2000, 1, 1)).where(
-            table.key_id == first.license_key_id).execute()
+            table.key_id == first.license_key_id
+        ).execute()
         async with running(config) as approval:
             async with ca.channel(approval.runtime.address, "retail", "shop-1") as channel:
-                stale = await refusal(approval_pb2_grpc.EnrollmentServiceStub(
-                    channel).ChangeRetailEntityInformation(
-                    approval_pb2.ChangeRetailEntityInformationRequest(
-                        request_id="late", entity_id="shop-1",
-                        change=approval_pb2.RetailEntityInformationChange(display_name="L")),
-                    metadata=[(LICENSE_KEY_METADATA_KEY, first.license_key)], timeout=5))
+                stale = await refusal(
+                    approval_pb2_grpc.EnrollmentServiceStub(channel).ChangeRetailEntityInformation(
+                        approval_pb2.ChangeRetailEntityInformationRequest(
+                            request_id="late",
+                            entity_id="shop-1",
+                            change=approval_pb2.RetailEntityInformationChange(display_name="L"),
+                        ),
+                        metadata=[(LICENSE_KEY_METADATA_KEY, first.license_key)],
+                        timeout=5,
+                    )
+                )
         assert stale.reason == "LICENSE_KEY_EXPIRED"
 
     asyncio.run(scenario())
@@ -277,36 +361,65 @@ def test_information_changes_update_the_registry_for_the_owner_only(ca: Pki, tmp
             shop_serial = await issue_serial(ca, address, RETAIL, "s-shop")
             agency_serial = await issue_serial(ca, address, SETTLEMENT, "s-agency")
             async with ca.channel(address, "retail", "shop-1") as channel:
-                shop_key = (await approval_pb2_grpc.EnrollmentServiceStub(channel).RegisterEntity(
-                    registration(shop_serial, "shop-1"), timeout=5)).license_key
+                shop_key = (
+                    await approval_pb2_grpc.EnrollmentServiceStub(channel).RegisterEntity(
+                        registration(shop_serial, "shop-1"), timeout=5
+                    )
+                ).license_key
             async with ca.channel(address, "settlement", "agency-1") as channel:
                 stub = approval_pb2_grpc.EnrollmentServiceStub(channel)
-                agency = await stub.RegisterEntity(approval_pb2.RegisterEntityRequest(
-                    request_id="reg-agency", program_serial=agency_serial, role=SETTLEMENT,
-                    entity_id="agency-1", display_name="Agency", address="127.0.0.1:7100",
-                    routing_prefix="4111"), timeout=5)
+                agency = await stub.RegisterEntity(
+                    approval_pb2.RegisterEntityRequest(
+                        request_id="reg-agency",
+                        program_serial=agency_serial,
+                        role=SETTLEMENT,
+                        entity_id="agency-1",
+                        display_name="Agency",
+                        address="127.0.0.1:7100",
+                        routing_prefix="4111",
+                    ),
+                    timeout=5,
+                )
                 metadata = [(LICENSE_KEY_METADATA_KEY, agency.license_key)]
                 changed = await stub.ChangeSettlementAgencyInformation(
                     approval_pb2.ChangeSettlementAgencyInformationRequest(
-                        request_id="chg-1", entity_id="agency-1",
+                        request_id="chg-1",
+                        entity_id="agency-1",
                         change=approval_pb2.SettlementAgencyInformationChange(
-                            address="127.0.0.1:7200", routing_prefix="4112")),
-                    metadata=metadata, timeout=5)
-                not_mine = await refusal(stub.ChangeSettlementAgencyInformation(
-                    approval_pb2.ChangeSettlementAgencyInformationRequest(
-                        request_id="chg-2", entity_id="shop-1",
-                        change=approval_pb2.SettlementAgencyInformationChange(display_name="X")),
-                    metadata=metadata, timeout=5))
+                            address="127.0.0.1:7200", routing_prefix="4112"
+                        ),
+                    ),
+                    metadata=metadata,
+                    timeout=5,
+                )
+                not_mine = await refusal(
+                    stub.ChangeSettlementAgencyInformation(
+                        approval_pb2.ChangeSettlementAgencyInformationRequest(
+                            request_id="chg-2",
+                            entity_id="shop-1",
+                            change=approval_pb2.SettlementAgencyInformationChange(display_name="X"),
+                        ),
+                        metadata=metadata,
+                        timeout=5,
+                    )
+                )
             async with ca.channel(address, "retail", "shop-1") as channel:
                 shop_changed = await approval_pb2_grpc.EnrollmentServiceStub(
-                    channel).ChangeRetailEntityInformation(
+                    channel
+                ).ChangeRetailEntityInformation(
                     approval_pb2.ChangeRetailEntityInformationRequest(
-                        request_id="chg-shop", entity_id="shop-1",
+                        request_id="chg-shop",
+                        entity_id="shop-1",
                         change=approval_pb2.RetailEntityInformationChange(
                             address="127.0.0.1:7300",
                             accepted_payment_methods=approval_pb2.PaymentMethodList(
-                                payment_methods=[types_pb2.PAYMENT_METHOD_INSTALLMENTS]))),
-                    metadata=[(LICENSE_KEY_METADATA_KEY, shop_key)], timeout=5)
+                                payment_methods=[types_pb2.PAYMENT_METHOD_INSTALLMENTS]
+                            ),
+                        ),
+                    ),
+                    metadata=[(LICENSE_KEY_METADATA_KEY, shop_key)],
+                    timeout=5,
+                )
         assert changed.entity.address == "127.0.0.1:7200"
         assert changed.entity.routing_prefix == "4112"
         assert changed.entity.display_name == "Agency", "unset fields stay as they were"
@@ -314,14 +427,13 @@ def test_information_changes_update_the_registry_for_the_owner_only(ca: Pki, tmp
         assert not_mine.code == grpc.StatusCode.PERMISSION_DENIED
         assert shop_changed.entity.address == "127.0.0.1:7300"
         assert list(shop_changed.entity.payment_information.accepted_payment_methods) == [
-            types_pb2.PAYMENT_METHOD_INSTALLMENTS]
+            types_pb2.PAYMENT_METHOD_INSTALLMENTS
+        ]
 
     asyncio.run(scenario())
 
 
-def test_request_id_replays_the_first_answer_and_refuses_a_different_body(
-    ca: Pki, tmp_path: Path
-):
+def test_request_id_replays_the_first_answer_and_refuses_a_different_body(ca: Pki, tmp_path: Path):
     """Same request_id + same request: same serial, one row. Different request: refused."""
 
     async def scenario() -> None:
@@ -329,18 +441,25 @@ def test_request_id_replays_the_first_answer_and_refuses_a_different_body(
             async with ca.channel(approval.runtime.address) as channel:
                 admin = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
                 request = approval_pb2.IssueProgramSerialRequest(
-                    request_id="same", role=RETAIL, note="n")
+                    request_id="same", role=RETAIL, note="n"
+                )
                 first = await admin.IssueProgramSerial(request, timeout=5)
                 second = await admin.IssueProgramSerial(request, timeout=5)
-                changed = await refusal(admin.IssueProgramSerial(
-                    approval_pb2.IssueProgramSerialRequest(
-                        request_id="same", role=SETTLEMENT), timeout=5))
+                changed = await refusal(
+                    admin.IssueProgramSerial(
+                        approval_pb2.IssueProgramSerialRequest(request_id="same", role=SETTLEMENT),
+                        timeout=5,
+                    )
+                )
                 listed = await admin.ListProgramSerials(
-                    approval_pb2.ListProgramSerialsRequest(), timeout=5)
+                    approval_pb2.ListProgramSerialsRequest(), timeout=5
+                )
         assert first == second
         assert len(listed.program_serials) == 1
         assert (changed.code, changed.reason) == (
-            grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED")
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "IDEMPOTENCY_KEY_REUSED",
+        )
         assert [v.field for v in changed.violations] == ["request_id"]
 
     asyncio.run(scenario())
@@ -354,20 +473,29 @@ def test_pagination_walks_every_entity_once(ca: Pki, tmp_path: Path):
             async with ca.channel(approval.runtime.address) as channel:
                 admin = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
                 issued = {
-                    (await admin.IssueProgramSerial(approval_pb2.IssueProgramSerialRequest(
-                        request_id=f"p{i}", role=RETAIL), timeout=5)).program_serial.serial
+                    (
+                        await admin.IssueProgramSerial(
+                            approval_pb2.IssueProgramSerialRequest(request_id=f"p{i}", role=RETAIL),
+                            timeout=5,
+                        )
+                    ).program_serial.serial
                     for i in range(5)
                 }
                 seen, token = [], ""
                 while True:
-                    page = await admin.ListProgramSerials(approval_pb2.ListProgramSerialsRequest(
-                        page_size=2, page_token=token), timeout=5)
+                    page = await admin.ListProgramSerials(
+                        approval_pb2.ListProgramSerialsRequest(page_size=2, page_token=token),
+                        timeout=5,
+                    )
                     seen += [serial.serial for serial in page.program_serials]
                     token = page.next_page_token
                     if not token:
                         break
-                bad = await refusal(admin.ListProgramSerials(
-                    approval_pb2.ListProgramSerialsRequest(page_token="%%%"), timeout=5))
+                bad = await refusal(
+                    admin.ListProgramSerials(
+                        approval_pb2.ListProgramSerialsRequest(page_token="%%%"), timeout=5
+                    )
+                )
         assert sorted(seen) == sorted(issued) and len(seen) == 5
         assert bad.reason == "PAGE_TOKEN_INVALID"
 
@@ -381,11 +509,12 @@ def test_role_not_in_the_policy_is_refused(ca: Pki, tmp_path: Path, role: str):
     async def scenario():
         async with running(node_config(tmp_path, ca, "approval", "institution")) as approval:
             async with ca.channel(approval.runtime.address, role, "someone") as channel:
-                return await refusal(approval_pb2_grpc.ApprovalAdminServiceStub(
-                    channel).IssueProgramSerial(approval_pb2.IssueProgramSerialRequest(
-                        request_id="x", role=RETAIL), timeout=5))
+                return await refusal(
+                    approval_pb2_grpc.ApprovalAdminServiceStub(channel).IssueProgramSerial(
+                        approval_pb2.IssueProgramSerialRequest(request_id="x", role=RETAIL),
+                        timeout=5,
+                    )
+                )
 
     refused = asyncio.run(scenario())
     assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
-
-

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import grpc
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.type.v1 import types_pb2
+
 from nodes.common import pki, tls
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.node import enrollment_trace_id
 from nodes.network.demo import DemoFlow, FlowContext, expect_refusal
 from nodes.network.local import LocalNetwork, issue_serial
-from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
-from suretynet.type.v1 import types_pb2
-
-import grpc
 
 INSTALLER_SHOP = "shop-3"
 INSTALLER_AGENCY = "agency-3"
@@ -46,13 +46,16 @@ async def installation_and_refusals(context: FlowContext) -> None:
         admin = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
         serials = await admin.ListProgramSerials(
             approval_pb2.ListProgramSerialsRequest(role=types_pb2.ROLE_RETAIL),
-            metadata=context.metadata(), timeout=10,
+            metadata=context.metadata(),
+            timeout=10,
         )
     used = next(s.serial for s in serials.program_serials if s.registered_entity_id == "shop-1")
     async with _installer_channel(network, "retail", INSTALLER_SHOP) as channel:
         enrollment = approval_pb2_grpc.EnrollmentServiceStub(channel)
 
-        def registration(program_serial: str, request_id: str) -> approval_pb2.RegisterEntityRequest:
+        def registration(
+            program_serial: str, request_id: str
+        ) -> approval_pb2.RegisterEntityRequest:
             return approval_pb2.RegisterEntityRequest(
                 request_id=request_id,
                 program_serial=program_serial,
@@ -121,7 +124,9 @@ async def installation_and_refusals(context: FlowContext) -> None:
             metadata=[*context.metadata(), (LICENSE_KEY_METADATA_KEY, agency.license_key)],
             timeout=10,
         )
-        context.note(f"claim 7 info change: routing prefix now {changed_agency.entity.routing_prefix}")
+        context.note(
+            f"claim 7 info change: routing prefix now {changed_agency.entity.routing_prefix}"
+        )
     # The demo installations never run a node: retire them so later flows never route to them.
     async with network.admin_channel(approval) as channel:
         admin = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
@@ -147,8 +152,7 @@ FLOWS = [
         ),
     ),
     DemoFlow(
-        "A new installation: serial reuse and a bad license key refused, info changes "
-        "(claims 4-7)",
+        "A new installation: serial reuse and a bad license key refused, info changes (claims 4-7)",
         installation_and_refusals,
     ),
 ]
