@@ -10,4 +10,6 @@ setup(
     packages=find_namespace_packages(include=["nodes*", "storage*"])
     + find_namespace_packages("generated", include=["suretynet*"]),
     package_dir={"suretynet": "generated/suretynet"},
+    # The commented descriptor set that the nodes' reflection service serves.
+    package_data={"suretynet": ["descriptors.binpb"]},
 )

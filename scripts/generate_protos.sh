@@ -45,6 +45,15 @@ mkdir -p "$output_dir/suretynet"
   --mypy_grpc_out=quiet:"$output_dir" \
   "${proto_files[@]}"
 
+# The descriptor set keeps the comments (source info), which the Python modules drop:
+# the nodes' reflection service serves it, so `grpcurl describe` shows every comment.
+"$python" -m grpc_tools.protoc \
+  -I protos \
+  --include_imports \
+  --include_source_info \
+  --descriptor_set_out="$output_dir/suretynet/descriptors.binpb" \
+  "${proto_files[@]}"
+
 # Every directory under generated/suretynet becomes a regular package so that
 # `from suretynet.type.v1 import types_pb2` works with generated/ on sys.path.
 find "$output_dir/suretynet" -type d | LC_ALL=C sort | while read -r package_dir; do

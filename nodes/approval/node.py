@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
+from nodes.approval.directory import DirectoryServicer
 from nodes.approval.enrollment import LicensePolicy
 from nodes.approval.servicer import (
     POLICIES,
@@ -45,7 +46,10 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["DirectoryService"].full_name,
-            cast(Any, approval_pb2_grpc.DirectoryServiceServicer)(),
+            # cast: the purchase look-ups are not served yet and answer UNIMPLEMENTED.
+            cast(Any, DirectoryServicer)(
+                store, repo, int(options.get("related_information_max_cache_age_s", 5))
+            ),
             approval_pb2_grpc.add_DirectoryServiceServicer_to_server,
         ),
         Service(

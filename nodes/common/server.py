@@ -14,11 +14,11 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from nodes.common import tls
 from nodes.common.config import NodeConfig
 from nodes.common.interceptor import NodeInterceptor
+from nodes.common.reflection import enable_documented_reflection
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,8 @@ class NodeServer:
             service.add_to_server(service.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = [service.name for service in self._services]
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            self._server,
+        enable_documented_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], self._server
         )
         self.port = 0
         self.member_port = 0

@@ -1,0 +1,111 @@
+"""Approval's directory: what nodes ask about each other (claims 1, 8-10, 17-19, 26-28).
+
+The related-information lookups are what address correlation is built on: a node that
+receives a call asks approval for the caller's registered address (claim 8 for a shop,
+claim 9 for a settlement agency, the same for marketplaces).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.type.v1 import types_pb2
+
+from nodes.approval import enrollment
+from nodes.common.convert import enum_value, timestamp
+from nodes.common.errors import DomainError, ErrorKind, required
+from nodes.common.identity import entity_uri
+from storage.approval.models import EntityRow
+from storage.approval.repository import ApprovalRepository
+from storage.common.database import Store
+
+
+def _status(row: EntityRow) -> Any:
+    return enum_value(types_pb2.EntityStatus, "ENTITY_STATUS_", row.status)
+
+
+class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
+    """Directory look-ups for nodes; every answer comes from the registry as it is now."""
+
+    def __init__(self, store: Store, repo: ApprovalRepository, max_cache_age_s: int) -> None:
+        self._store = store
+        self._repo = repo
+        # Tells callers how long they may cache an answer: the bound on how long an info
+        # change (claims 6-7) takes to reach every correlating node.
+        self._max_cache_age_s = max_cache_age_s
+
+    async def _registered(self, entity_id: str, field_name: str, role: str) -> EntityRow:
+        if not entity_id:
+            raise required(field_name)
+
+        def lookup() -> EntityRow:
+            row = enrollment.get_entity(self._repo, entity_id)
+            if row.role != role:
+                raise DomainError(
+                    ErrorKind.NOT_FOUND, "ENTITY_NOT_FOUND", f"{entity_id!r} is not a {role} entity"
+                )
+            return row
+
+        return await self._store.run(lookup)
+
+    async def GetRelatedRetailEntityInformation(
+        self,
+        request: approval_pb2.GetRelatedRetailEntityInformationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.GetRelatedRetailEntityInformationResponse:
+        row = await self._registered(request.retail_entity_id, "retail_entity_id", "retail")
+        return approval_pb2.GetRelatedRetailEntityInformationResponse(
+            information=approval_pb2.RelatedRetailEntityInformation(
+                retail_entity_id=row.entity_id,
+                display_name=row.display_name,
+                registered_address=row.address,
+                status=_status(row),
+                certificate_identity=entity_uri(row.role, row.entity_id),
+                registry_serial=row.registry_serial,
+                updated_at=timestamp(row.updated_at),
+            ),
+            max_cache_age_s=self._max_cache_age_s,
+        )
+
+    async def GetRelatedSettlementAgencyInformation(
+        self,
+        request: approval_pb2.GetRelatedSettlementAgencyInformationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.GetRelatedSettlementAgencyInformationResponse:
+        row = await self._registered(
+            request.settlement_agency_id, "settlement_agency_id", "settlement"
+        )
+        return approval_pb2.GetRelatedSettlementAgencyInformationResponse(
+            information=approval_pb2.RelatedSettlementAgencyInformation(
+                settlement_agency_id=row.entity_id,
+                display_name=row.display_name,
+                registered_address=row.address,
+                status=_status(row),
+                certificate_identity=entity_uri(row.role, row.entity_id),
+                routing_prefix=row.routing_prefix or "",
+                registry_serial=row.registry_serial,
+                updated_at=timestamp(row.updated_at),
+            ),
+            max_cache_age_s=self._max_cache_age_s,
+        )
+
+    async def GetRelatedMarketplaceInformation(
+        self,
+        request: approval_pb2.GetRelatedMarketplaceInformationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.GetRelatedMarketplaceInformationResponse:
+        row = await self._registered(request.marketplace_id, "marketplace_id", "marketplace")
+        return approval_pb2.GetRelatedMarketplaceInformationResponse(
+            information=approval_pb2.RelatedMarketplaceInformation(
+                marketplace_id=row.entity_id,
+                display_name=row.display_name,
+                registered_address=row.address,
+                status=_status(row),
+                certificate_identity=entity_uri(row.role, row.entity_id),
+                registry_serial=row.registry_serial,
+                updated_at=timestamp(row.updated_at),
+            ),
+            max_cache_age_s=self._max_cache_age_s,
+        )
