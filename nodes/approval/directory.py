@@ -2,7 +2,9 @@
 
 The related-information lookups are what address correlation is built on: a node that
 receives a call asks approval for the caller's registered address (claim 8 for a shop,
-claim 9 for a settlement agency, the same for marketplaces).
+claim 9 for a settlement agency, the same for marketplaces). The purchase look-ups answer
+flow steps 2 (payment information), 4 (settlement agency identification: search, and the
+guarantee deltas push and cache shops sync by) and 6 (retail entity identification).
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ import grpc
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.approval import enrollment
-from nodes.common.convert import enum_value, timestamp
+from nodes.approval import enrollment, guarantees
+from nodes.approval.servicer import payment_information
+from nodes.common.calls import call_info
+from nodes.common.convert import (
+    decode_page_token,
+    encode_page_token,
+    enum_value,
+    page_size,
+    timestamp,
+)
 from nodes.common.errors import DomainError, ErrorKind, required
 from nodes.common.identity import entity_uri
 from storage.approval.models import EntityRow
@@ -108,4 +118,70 @@ class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
                 updated_at=timestamp(row.updated_at),
             ),
             max_cache_age_s=self._max_cache_age_s,
+        )
+
+    async def GetPaymentInformation(
+        self,
+        request: approval_pb2.GetPaymentInformationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.GetPaymentInformationResponse:
+        guarantees.check_own(call_info().caller, "retail", request.retail_entity_id)
+        row = await self._registered(request.retail_entity_id, "retail_entity_id", "retail")
+        return approval_pb2.GetPaymentInformationResponse(
+            payment_information=payment_information(row)
+        )
+
+    async def SearchSettlementAgencyIdentification(
+        self,
+        request: approval_pb2.SearchSettlementAgencyIdentificationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.SearchSettlementAgencyIdentificationResponse:
+        if not request.retail_entity_id:
+            raise required("retail_entity_id")
+        if not request.anonymous_user_id:
+            raise required("anonymous_user_id")
+        guarantees.check_own(call_info().caller, "retail", request.retail_entity_id)
+        row = await self._store.run(
+            lambda: guarantees.search_settlement_agency(self._repo, request.anonymous_user_id)
+        )
+        return approval_pb2.SearchSettlementAgencyIdentificationResponse(
+            guarantee=guarantees.settlement_agency_guarantee(row)
+        )
+
+    async def ListSettlementAgencyGuarantees(
+        self,
+        request: approval_pb2.ListSettlementAgencyGuaranteesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.ListSettlementAgencyGuaranteesResponse:
+        if request.after_serial < 0:
+            raise DomainError(
+                ErrorKind.INVALID_ARGUMENT, "FIELD_INVALID", "after_serial: must not be negative"
+            )
+        size = page_size(request.page_size)
+        token = decode_page_token(request.page_token)
+        after = int(token) if token.isdigit() else request.after_serial
+
+        def query() -> approval_pb2.ListSettlementAgencyGuaranteesResponse:
+            rows, current = guarantees.changed_after(self._repo, after, size + 1)
+            return approval_pb2.ListSettlementAgencyGuaranteesResponse(
+                guarantees=[guarantees.settlement_agency_guarantee(row) for row in rows[:size]],
+                registry_serial=current,
+                next_page_token=encode_page_token(str(rows[size - 1].registry_serial))
+                if len(rows) > size
+                else "",
+            )
+
+        return await self._store.run(query)
+
+    async def SearchRetailEntityIdentification(
+        self,
+        request: approval_pb2.SearchRetailEntityIdentificationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.SearchRetailEntityIdentificationResponse:
+        identification = request.retail_entity
+        row = await self._registered(
+            identification.retail_entity_id, "retail_entity.retail_entity_id", "retail"
+        )
+        return approval_pb2.SearchRetailEntityIdentificationResponse(
+            guarantee=guarantees.retail_entity_guarantee(row, identification)
         )

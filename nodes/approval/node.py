@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
-from typing import Any, cast
 
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
 from nodes.approval.directory import DirectoryServicer
 from nodes.approval.enrollment import LicensePolicy
+from nodes.approval.guarantee_push import GuaranteePusher
 from nodes.approval.servicer import (
     POLICIES,
     ApprovalAdminServicer,
     EnrollmentServicer,
     license_key_check,
 )
+from nodes.approval.transaction_servicer import TransactionServicer
 from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.server import Service
 from storage.approval.repository import ApprovalRepository
@@ -46,22 +48,35 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["DirectoryService"].full_name,
-            # cast: the purchase look-ups are not served yet and answer UNIMPLEMENTED.
-            cast(Any, DirectoryServicer)(
+            DirectoryServicer(
                 store, repo, int(options.get("related_information_max_cache_age_s", 5))
             ),
             approval_pb2_grpc.add_DirectoryServiceServicer_to_server,
         ),
         Service(
             SERVICES["TransactionService"].full_name,
-            cast(Any, approval_pb2_grpc.TransactionServiceServicer)(),
+            TransactionServicer(runtime, repo),
             approval_pb2_grpc.add_TransactionServiceServicer_to_server,
         ),
     ]
+    # Claim 10: guarantees are pushed to push-variant shops as the registry changes.
+    pusher = GuaranteePusher(
+        runtime,
+        repo,
+        interval_s=float(options.get("guarantee_push_interval_s", 0.5)),
+        max_backoff_s=float(options.get("guarantee_push_max_backoff_s", 30)),
+    )
+    background: list[asyncio.Task[None]] = []
+
+    async def on_serving() -> None:
+        background.append(asyncio.create_task(pusher.run(), name="guarantee-push"))
+
     return RoleParts(
         services=services,
         policies=POLICIES,
         tables=repo.tables,
         credential_table=None,
         checks=[license_key_check(store, repo)],
+        on_serving=on_serving,
+        background=background,
     )

@@ -75,7 +75,10 @@ POLICIES = {
         )
     },
     TRANSACTION + "VerifyTransaction": policy("retail", license_key=True),
-    TRANSACTION + "GetTransactionRecord": policy("retail", "admin", license_key=True),
+    TRANSACTION + "GetTransactionRecord": policy(
+        "retail", "verification", "admin", license_key=True
+    ),
+    TRANSACTION + "ListTransactionMismatches": policy("admin"),
 }
 
 

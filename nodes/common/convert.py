@@ -7,6 +7,7 @@ import datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from suretynet.type.v1 import types_pb2
 
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation
 
@@ -39,6 +40,16 @@ def timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | Non
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(moment.replace(tzinfo=datetime.UTC))
     return result
+
+
+def money(amount_minor: int, currency_code: str) -> types_pb2.Money:
+    """An integer amount in minor units with its ISO 4217 code, as the wire carries it."""
+    return types_pb2.Money(amount_minor=amount_minor, currency_code=currency_code)
+
+
+def naive_utc(value: timestamp_pb2.Timestamp) -> datetime.datetime:
+    """A protobuf Timestamp as the naive-UTC datetime the tables store."""
+    return value.ToDatetime()
 
 
 PAGE_TOKEN_PREFIX = "after:"

@@ -31,6 +31,74 @@ def check_request_id(request_id: str) -> None:
         raise invalid("request_id", f"must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
 
 
+def stored_answer(
+    records: type[IdempotencyRecord],
+    *,
+    scope: str,
+    method: str,
+    request: Message,
+    response_type: type[R],
+) -> R | None:
+    """The first answer to this ``(scope, method, request_id)``, or None if it never ran.
+
+    For RPCs whose effect spans outgoing calls and so cannot sit in one transaction: check
+    here first, do the work, then ``remember`` the answer. Must run inside a transaction.
+    A replay with a different request body is refused with IDEMPOTENCY_KEY_REUSED.
+    """
+    request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
+    check_request_id(request_id)
+    existing = records.get_or_none(
+        (records.scope == scope) & (records.method == method) & (records.request_id == request_id)
+    )
+    if existing is None:
+        return None
+    if existing.request_sha256 != _digest(request):
+        raise DomainError(
+            ErrorKind.INVALID_ARGUMENT,
+            "IDEMPOTENCY_KEY_REUSED",
+            f"request_id {request_id!r} was already used for a different {method} request",
+            violations=[FieldViolation("request_id", "was already used for a different request")],
+            metadata={"request_id": request_id},
+        )
+    return response_type.FromString(bytes(existing.response))
+
+
+def remember(
+    records: type[IdempotencyRecord],
+    *,
+    scope: str,
+    method: str,
+    request: Message,
+    response: R,
+) -> R:
+    """Stores ``response`` as the answer to ``request``; inside the effect's transaction.
+
+    A concurrent duplicate that stored first wins; this one is told to retry (ABORTED),
+    and the retry returns the stored answer.
+    """
+    request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
+    try:
+        with records._meta.database.atomic():
+            records.create(
+                scope=scope,
+                method=method,
+                request_id=request_id,
+                request_sha256=_digest(request),
+                response=response.SerializeToString(deterministic=True),
+            )
+    except peewee.IntegrityError as error:
+        raise DomainError(
+            ErrorKind.ABORTED,
+            "REQUEST_IN_PROGRESS",
+            f"request_id {request_id!r} is being processed concurrently; retry",
+        ) from error
+    return response
+
+
+def _digest(request: Message) -> str:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
 def run_once(
     records: type[IdempotencyRecord],
     *,
@@ -47,41 +115,12 @@ def run_once(
     with IDEMPOTENCY_KEY_REUSED; a concurrent duplicate loses the unique-index race and is
     told to retry (ABORTED), which then returns the stored answer.
     """
-    request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
-    check_request_id(request_id)
-    digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-    existing = records.get_or_none(
-        (records.scope == scope) & (records.method == method) & (records.request_id == request_id)
+    existing = stored_answer(
+        records, scope=scope, method=method, request=request, response_type=response_type
     )
     if existing is not None:
-        if existing.request_sha256 != digest:
-            raise DomainError(
-                ErrorKind.INVALID_ARGUMENT,
-                "IDEMPOTENCY_KEY_REUSED",
-                f"request_id {request_id!r} was already used for a different {method} request",
-                violations=[
-                    FieldViolation("request_id", "was already used for a different request")
-                ],
-                metadata={"request_id": request_id},
-            )
-        return response_type.FromString(bytes(existing.response))
-    response = effect()
-    try:
-        with records._meta.database.atomic():
-            records.create(
-                scope=scope,
-                method=method,
-                request_id=request_id,
-                request_sha256=digest,
-                response=response.SerializeToString(deterministic=True),
-            )
-    except peewee.IntegrityError as error:
-        raise DomainError(
-            ErrorKind.ABORTED,
-            "REQUEST_IN_PROGRESS",
-            f"request_id {request_id!r} is being processed concurrently; retry",
-        ) from error
-    return response
+        return existing
+    return remember(records, scope=scope, method=method, request=request, response=effect())
 
 
 async def serve_once(

@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -84,6 +85,8 @@ class LocalNetwork:
     admin_key: Path
     nodes: list[RunningNode] = field(default_factory=list)
     ip: str = "127.0.0.1"
+    # Config every node of the network shares (approval and verification addresses).
+    extra_config: dict[str, Any] = field(default_factory=dict)
 
     def node(self, entity_id: str) -> RunningNode:
         return next(node for node in self.nodes if node.spec.entity_id == entity_id)
@@ -164,15 +167,13 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
             ip_addresses=[network.ip],
             out_directory=pki_dir,
         )
-    ready = directory / "ready.json"
-    ready.unlink(missing_ok=True)
     values: dict[str, Any] = {
         "role": spec.role,
         "entity_id": spec.entity_id,
         "name": spec.name,
         "listen_address": f"{network.ip}:0",
         "database_url": f"sqlite:///{directory / 'node.db'}",
-        "ready_file": str(ready),
+        "ready_file": str(directory / "ready.json"),
         **config,
     }
     if spec.serves_members:
@@ -185,6 +186,14 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
             "options": spec.options,
         },
     )
+    node = RunningNode(spec, _launch(network, spec, directory), directory, cert, key)
+    network.nodes.append(node)
+    return node
+
+
+def _launch(network: LocalNetwork, spec: NodeSpec, directory: Path) -> subprocess.Popen[bytes]:
+    """Starts ``suretynet node run`` on the node's config, logging to logs/<entity>.log."""
+    (directory / "ready.json").unlink(missing_ok=True)
     (network.data_dir / "logs").mkdir(exist_ok=True)
     log_file = (network.data_dir / "logs" / f"{spec.entity_id}.log").open("ab")
     process = subprocess.Popen(
@@ -203,9 +212,44 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     log_file.close()
-    node = RunningNode(spec, process, directory, cert, key)
-    network.nodes.append(node)
+    return process
+
+
+def stop_node(node: RunningNode) -> None:
+    """SIGTERM (graceful drain), SIGKILL if the node outlives the bound."""
+    if node.process.poll() is None:
+        node.process.send_signal(signal.SIGTERM)
+    try:
+        node.process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        node.process.kill()
+        node.process.wait()
+
+
+async def restart_node(network: LocalNetwork, entity_id: str) -> RunningNode:
+    """Stops a node and starts it again on the same ports, database and license key."""
+    node = network.node(entity_id)
+    stop_node(node)
+    config = node.directory / "node.toml"
+    lines = []
+    for line in config.read_text().splitlines():
+        if line.startswith("listen_address = "):
+            line = f"listen_address = {json.dumps(node.address)}"
+        elif line.startswith("member_listen_address = ") and node.member_address:
+            line = f"member_listen_address = {json.dumps(node.member_address)}"
+        lines.append(line)
+    config.write_text("\n".join(lines) + "\n")
+    node.process = _launch(network, node.spec, node.directory)
+    await _wait_ready(network, node)
     return node
+
+
+def _free_port(ip: str) -> int:
+    """A port nothing listens on now, for a node whose address others must know in advance."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((ip, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def _wait_ready(network: LocalNetwork, node: RunningNode) -> None:
@@ -253,8 +297,13 @@ async def start_network(
     topology: Sequence[NodeSpec] = DEFAULT_TOPOLOGY,
     *,
     extra_config: dict[str, Any] | None = None,
+    seed_demo_data: bool = True,
 ) -> LocalNetwork:
-    """Creates the PKI, starts approval, enrols and starts every other node, in order."""
+    """Creates the PKI, starts approval, enrols and starts every other node, in order.
+
+    With ``seed_demo_data`` each agency enrols its demo members and each shop stocks its
+    demo catalog (nodes/network/demo_data.py), so a purchase can be made by hand at once.
+    """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pki_dir = data_dir / "pki"
@@ -274,6 +323,14 @@ async def start_network(
     )
     extra = extra_config or {}
     try:
+        # Approval checks shops against verification (step 10) and verification talks to
+        # approval, so verification's address is fixed before either starts.
+        verification_spec = next((spec for spec in topology if spec.role == "verification"), None)
+        if verification_spec is not None:
+            extra = {
+                "verification_address": f"{network.ip}:{_free_port(network.ip)}",
+                **extra,
+            }
         approval_spec = next(spec for spec in topology if spec.role == "approval")
         approval = _start_process(network, approval_spec, extra)
         await _wait_ready(network, approval)
@@ -282,15 +339,34 @@ async def start_network(
             if spec.role == "approval":
                 continue
             config: dict[str, Any] = {"approval_address": approval.address, **extra}
+            if spec.role == "verification":
+                config["listen_address"] = config["verification_address"]
             if spec.role in ("retail", "settlement", "marketplace"):
                 config["program_serial"] = await _serial_for(network, approval.address, spec)
             started.append(_start_process(network, spec, config))
         await asyncio.gather(*(_wait_ready(network, node) for node in started))
+        network.extra_config = extra
+        if seed_demo_data:
+            from nodes.network.demo_data import seed
+
+            await seed(network)
     except BaseException:
         network.stop()
         raise
     (data_dir / "network.json").write_text(json.dumps(network.manifest(), indent=2))
     return network
+
+
+async def start_node(network: LocalNetwork, spec: NodeSpec) -> RunningNode:
+    """Adds a node to a running network: serial from approval, enrolment, ready."""
+    approval = next(node for node in network.nodes if node.spec.role == "approval")
+    config: dict[str, Any] = {"approval_address": approval.address, **network.extra_config}
+    if spec.role in ("retail", "settlement", "marketplace"):
+        config["program_serial"] = await _serial_for(network, approval.address, spec)
+    node = _start_process(network, spec, config)
+    await _wait_ready(network, node)
+    (network.data_dir / "network.json").write_text(json.dumps(network.manifest(), indent=2))
+    return node
 
 
 async def _serial_for(network: LocalNetwork, approval: str, spec: NodeSpec) -> str:

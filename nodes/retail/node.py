@@ -1,25 +1,95 @@
-"""Builds the retail node. Its services are declared in full; behaviour lands per issue."""
+"""Builds the retail node: a retail entity's (shop's) server."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, cast
+
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+from suretynet.type.v1 import types_pb2
 
-from nodes.common.node import NodeRuntime, RoleParts, declared_services
+from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.registration import retail_registration
-from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from nodes.common.server import Service
+from nodes.retail.discovery import Discovery, DiscoverySettings
+from nodes.retail.peers import RetailPeers
+from nodes.retail.purchase import PurchaseFlow
+from nodes.retail.servicer import (
+    POLICIES,
+    AnonymousIdServicer,
+    GuaranteeReceiverServicer,
+    RetailAdminServicer,
+    ShopServicer,
+)
+from storage.retail.repository import RetailRepository
 
-CALLERS = ("approval", "verification", "settlement", "retail", "marketplace", "admin")
+SERVICES = retail_pb2.DESCRIPTOR.services_by_name
 
 
 def build(runtime: NodeRuntime) -> RoleParts:
-    services, policies = declared_services(retail_pb2, retail_pb2_grpc, CALLERS)
-    idempotency = bind(runtime.store.database, IdempotencyRecord)
-    credentials = bind(runtime.store.database, NodeCredential)
+    """Retail serves shoppers (member port), settlement and approval, and its admin."""
+    options = dict(runtime.config.options)
+    repo = RetailRepository(runtime.store.database)
+    peers = RetailPeers(runtime)
+    discovery = Discovery(runtime, repo, peers, DiscoverySettings.from_options(options))
+
+    def identification() -> types_pb2.RetailEntityIdentification:
+        # What the shop registered: settlement has approval compare the two (step 6).
+        return types_pb2.RetailEntityIdentification(
+            retail_entity_id=runtime.config.entity_id,
+            display_name=runtime.config.display_name,
+            address=runtime.address,
+        )
+
+    flow = PurchaseFlow(
+        runtime,
+        repo,
+        peers,
+        discovery,
+        identification,
+        accepted_methods=[
+            str(method) for method in options.get("payment_methods", ["single_payment"])
+        ],
+    )
+    services = [
+        Service(
+            SERVICES["ShopService"].full_name,
+            # cast: RequestCancellation lands with the cancellation issue.
+            cast(Any, ShopServicer)(runtime, repo, peers, flow),
+            retail_pb2_grpc.add_ShopServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["AnonymousIdService"].full_name,
+            AnonymousIdServicer(runtime, repo, peers),
+            retail_pb2_grpc.add_AnonymousIdServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["GuaranteeReceiverService"].full_name,
+            GuaranteeReceiverServicer(runtime, repo, discovery),
+            retail_pb2_grpc.add_GuaranteeReceiverServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["RetailAdminService"].full_name,
+            # cast: CancelOrder lands with the cancellation issue.
+            cast(Any, RetailAdminServicer)(runtime, repo, discovery),
+            retail_pb2_grpc.add_RetailAdminServiceServicer_to_server,
+        ),
+    ]
+    background: list[asyncio.Task[None]] = []
+    resume_interval_s = float(options.get("purchase_resume_interval_s", 30))
+
+    async def on_serving() -> None:
+        background.append(asyncio.create_task(discovery.run(), name="guarantee-refresh"))
+        background.append(
+            asyncio.create_task(flow.run_resumer(resume_interval_s), name="purchase-resume")
+        )
+
     return RoleParts(
         services=services,
-        policies=policies,
-        tables=(idempotency, credentials),
-        credential_table=credentials,
+        policies=POLICIES,
+        tables=repo.tables,
+        credential_table=repo.credentials,
         registration=retail_registration,
+        on_serving=on_serving,
+        background=background,
     )

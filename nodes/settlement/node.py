@@ -1,25 +1,57 @@
-"""Builds the settlement node. Its services are declared in full; behaviour lands per issue."""
+"""Builds the settlement node: a settlement agency's member maintenance server."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
-from nodes.common.node import NodeRuntime, RoleParts, declared_services
+from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.registration import settlement_registration
-from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from nodes.common.server import Service
+from nodes.settlement.notices import NoticeBoard
+from nodes.settlement.peers import SettlementPeers
+from nodes.settlement.servicer import (
+    POLICIES,
+    BillingServicer,
+    MemberServicer,
+    SettlementAdminServicer,
+    SettlementSettings,
+)
+from storage.settlement.repository import SettlementRepository
 
-CALLERS = ("approval", "verification", "settlement", "retail", "marketplace", "admin")
+SERVICES = settlement_pb2.DESCRIPTOR.services_by_name
 
 
 def build(runtime: NodeRuntime) -> RoleParts:
-    services, policies = declared_services(settlement_pb2, settlement_pb2_grpc, CALLERS)
-    idempotency = bind(runtime.store.database, IdempotencyRecord)
-    credentials = bind(runtime.store.database, NodeCredential)
+    """Settlement serves members (member port), shops and its admin (node port)."""
+    settings = SettlementSettings.from_options(dict(runtime.config.options))
+    repo = SettlementRepository(runtime.store.database)
+    peers = SettlementPeers(runtime)
+    board = NoticeBoard()
+    services = [
+        Service(
+            SERVICES["MemberService"].full_name,
+            MemberServicer(runtime, repo, peers, board, settings),
+            settlement_pb2_grpc.add_MemberServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["BillingService"].full_name,
+            # cast: NotifyCancelRequest lands with the cancellation issue.
+            cast(Any, BillingServicer)(runtime, repo, peers, board, settings),
+            settlement_pb2_grpc.add_BillingServiceServicer_to_server,
+        ),
+        Service(
+            SERVICES["SettlementAdminService"].full_name,
+            # cast: RunBilling lands with the cancellation issue.
+            cast(Any, SettlementAdminServicer)(runtime, repo),
+            settlement_pb2_grpc.add_SettlementAdminServiceServicer_to_server,
+        ),
+    ]
     return RoleParts(
         services=services,
-        policies=policies,
-        tables=(idempotency, credentials),
-        credential_table=credentials,
+        policies=POLICIES,
+        tables=repo.tables,
+        credential_table=repo.credentials,
         registration=settlement_registration,
     )

@@ -1,24 +1,32 @@
-"""Builds the verification node. Its services are declared in full; behaviour lands per issue."""
+"""Builds the verification node: the institution's transaction verification server."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
-from nodes.common.node import NodeRuntime, RoleParts, declared_services
-from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, NodeCredential
-
-CALLERS = ("approval", "verification", "settlement", "retail", "marketplace", "admin")
+from nodes.common.node import NodeRuntime, RoleParts
+from nodes.common.server import Service
+from nodes.verification.servicer import POLICIES, VerificationServicer
+from storage.verification.repository import VerificationRepository
 
 
 def build(runtime: NodeRuntime) -> RoleParts:
-    services, policies = declared_services(verification_pb2, verification_pb2_grpc, CALLERS)
-    idempotency = bind(runtime.store.database, IdempotencyRecord)
-    credentials = bind(runtime.store.database, NodeCredential)
+    """Verification serves VerificationService to settlement, retail, approval and admin."""
+    repo = VerificationRepository(runtime.store.database)
+    name = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
     return RoleParts(
-        services=services,
-        policies=policies,
-        tables=(idempotency, credentials),
-        credential_table=credentials,
+        services=[
+            Service(
+                name,
+                # cast: the cancellation RPCs land with the cancellation issue.
+                cast(Any, VerificationServicer)(runtime.store, repo),
+                verification_pb2_grpc.add_VerificationServiceServicer_to_server,
+            )
+        ],
+        policies=POLICIES,
+        tables=repo.tables,
+        credential_table=repo.credentials,
         registration=None,
     )

@@ -76,4 +76,62 @@ class CounterRow(peewee.Model):
         table_name = "counter"
 
 
-MODELS: tuple[type[peewee.Model], ...] = (ProgramSerialRow, EntityRow, LicenseKeyRow, CounterRow)
+class TransactionRecordRow(peewee.Model):
+    """A verified transaction: order number and monies (claim 1, transaction record database)."""
+
+    order_number = peewee.CharField(max_length=64, primary_key=True)
+    retail_entity_id = peewee.CharField(max_length=64, index=True)
+    settlement_agency_id = peewee.CharField(max_length=64, index=True)
+    amount_minor = peewee.BigIntegerField()
+    currency_code = peewee.CharField(max_length=3)
+    transaction_verification_id = peewee.CharField(max_length=64, unique=True)
+    trace_id = peewee.CharField(max_length=64, default="")
+    reported_at = peewee.DateTimeField(null=True)
+    recorded_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "transaction_record"
+
+
+class TransactionMismatchRow(peewee.Model):
+    """A verification request refused because it disagreed with the transaction report."""
+
+    mismatch_id = peewee.CharField(max_length=32, primary_key=True)
+    order_number = peewee.CharField(max_length=64, index=True)
+    retail_entity_id = peewee.CharField(max_length=64)
+    settlement_agency_id = peewee.CharField(max_length=64)
+    requested_amount_minor = peewee.BigIntegerField()
+    requested_currency_code = peewee.CharField(max_length=3)
+    reported_amount_minor = peewee.BigIntegerField(null=True)
+    reported_currency_code = peewee.CharField(max_length=3, default="")
+    mismatched_fields = peewee.CharField(max_length=200)
+    trace_id = peewee.CharField(max_length=64, default="")
+    recorded_at = peewee.DateTimeField(default=utc_now, index=True)
+
+    class Meta:
+        table_name = "transaction_mismatch"
+
+
+class GuaranteePushRow(peewee.Model):
+    """Per push-variant shop: the registry serial it acknowledged (claim 10 delivery state)."""
+
+    retail_entity_id = peewee.CharField(max_length=64, primary_key=True)
+    acknowledged_serial = peewee.BigIntegerField(default=0)
+    failures = peewee.IntegerField(default=0)
+    last_error = peewee.CharField(max_length=200, default="")
+    next_attempt_at = peewee.DateTimeField(default=utc_now)
+    updated_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "guarantee_push"
+
+
+MODELS: tuple[type[peewee.Model], ...] = (
+    ProgramSerialRow,
+    EntityRow,
+    LicenseKeyRow,
+    CounterRow,
+    TransactionRecordRow,
+    TransactionMismatchRow,
+    GuaranteePushRow,
+)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import peewee
 
-from storage.approval.models import CounterRow, EntityRow, LicenseKeyRow, ProgramSerialRow
+from storage.approval.models import (
+    CounterRow,
+    EntityRow,
+    GuaranteePushRow,
+    LicenseKeyRow,
+    ProgramSerialRow,
+    TransactionMismatchRow,
+    TransactionRecordRow,
+)
 from storage.common.database import Store, bind
 from storage.common.models import IdempotencyRecord, NodeCredential
 
@@ -21,6 +29,9 @@ class ApprovalRepository:
         self.counters = bind(database, CounterRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        self.transactions = bind(database, TransactionRecordRow)
+        self.mismatches = bind(database, TransactionMismatchRow)
+        self.pushes = bind(database, GuaranteePushRow)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.serials,
             self.entities,
@@ -28,6 +39,9 @@ class ApprovalRepository:
             self.counters,
             self.idempotency,
             self.credentials,
+            self.transactions,
+            self.mismatches,
+            self.pushes,
         )
 
     def create_schema(self, store: Store) -> None:

@@ -1428,6 +1428,7 @@ class RetailEntityIdentificationGuarantee(_message.Message):
     REGISTRY_SERIAL_FIELD_NUMBER: _builtins.int
     IDENTIFICATION_MATCHES_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    DISCOVERY_VARIANT_FIELD_NUMBER: _builtins.int
     retail_entity_id: _builtins.str
     """Entity ID of the shop."""
     display_name: _builtins.str
@@ -1441,6 +1442,10 @@ class RetailEntityIdentificationGuarantee(_message.Message):
     identification_matches: _builtins.bool
     """Whether the identification in the request equals the registered one
     (entity ID, display name and address).
+    """
+    discovery_variant: _types_pb2.DiscoveryVariant.ValueType
+    """Discovery variant the shop registered; a settlement agency delivers
+    anonymous user IDs only to DISCOVERY_VARIANT_DIRECTORY shops (claim 1).
     """
     @_builtins.property
     def accepted_payment_methods(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.PaymentMethod.ValueType]:
@@ -1461,10 +1466,11 @@ class RetailEntityIdentificationGuarantee(_message.Message):
         registry_serial: _builtins.int = ...,
         identification_matches: _builtins.bool = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        discovery_variant: _types_pb2.DiscoveryVariant.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "display_name", b"display_name", "identification_matches", b"identification_matches", "issued_at", b"issued_at", "registry_serial", b"registry_serial", "retail_entity_id", b"retail_entity_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "identification_matches", b"identification_matches", "issued_at", b"issued_at", "registry_serial", b"registry_serial", "retail_entity_id", b"retail_entity_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1884,6 +1890,7 @@ class TransactionRecord(_message.Message):
     TRANSACTION_VERIFICATION_ID_FIELD_NUMBER: _builtins.int
     REPORTED_AT_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     order_number: _builtins.str
     """Network-wide order number."""
     retail_entity_id: _builtins.str
@@ -1892,6 +1899,8 @@ class TransactionRecord(_message.Message):
     """Billing settlement agency."""
     transaction_verification_id: _builtins.str
     """Transaction verification that created this record."""
+    trace_id: _builtins.str
+    """Trace ID of the purchase flow that produced the record."""
     @_builtins.property
     def amount(self) -> _types_pb2.Money:
         """Total amount of the order."""
@@ -1914,14 +1923,140 @@ class TransactionRecord(_message.Message):
         transaction_verification_id: _builtins.str = ...,
         reported_at: _timestamp_pb2.Timestamp | None = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "recorded_at", b"recorded_at", "reported_at", b"reported_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "order_number", b"order_number", "recorded_at", b"recorded_at", "reported_at", b"reported_at", "retail_entity_id", b"retail_entity_id", "settlement_agency_id", b"settlement_agency_id", "transaction_verification_id", b"transaction_verification_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "order_number", b"order_number", "recorded_at", b"recorded_at", "reported_at", b"reported_at", "retail_entity_id", b"retail_entity_id", "settlement_agency_id", b"settlement_agency_id", "trace_id", b"trace_id", "transaction_verification_id", b"transaction_verification_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransactionRecord: _TypeAlias = TransactionRecord  # noqa: Y015
+
+@_typing.final
+class TransactionMismatch(_message.Message):
+    """TransactionMismatch is approval's record of a transaction verification
+    request that disagreed with verification's transaction report. No
+    transaction record is made for it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    RETAIL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_AGENCY_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_AMOUNT_FIELD_NUMBER: _builtins.int
+    REPORTED_AMOUNT_FIELD_NUMBER: _builtins.int
+    MISMATCHED_FIELDS_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    order_number: _builtins.str
+    """Order number the shop asked to verify."""
+    retail_entity_id: _builtins.str
+    """Shop that sent the verification request."""
+    settlement_agency_id: _builtins.str
+    """Settlement agency named in the verification request."""
+    trace_id: _builtins.str
+    """Trace ID of the refused call."""
+    @_builtins.property
+    def requested_amount(self) -> _types_pb2.Money:
+        """Amount the shop asked to verify."""
+
+    @_builtins.property
+    def reported_amount(self) -> _types_pb2.Money:
+        """Amount in verification's transaction report; unset if the report's
+        amount could not be compared.
+        """
+
+    @_builtins.property
+    def mismatched_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the fields that differ: "retail_entity_id",
+        "settlement_agency_id", "amount", "order_number" or "result".
+        """
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When approval refused the request."""
+
+    def __init__(
+        self,
+        *,
+        order_number: _builtins.str = ...,
+        retail_entity_id: _builtins.str = ...,
+        settlement_agency_id: _builtins.str = ...,
+        requested_amount: _types_pb2.Money | None = ...,
+        reported_amount: _types_pb2.Money | None = ...,
+        mismatched_fields: _abc.Iterable[_builtins.str] | None = ...,
+        trace_id: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recorded_at", b"recorded_at", "reported_amount", b"reported_amount", "requested_amount", b"requested_amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatched_fields", b"mismatched_fields", "order_number", b"order_number", "recorded_at", b"recorded_at", "reported_amount", b"reported_amount", "requested_amount", b"requested_amount", "retail_entity_id", b"retail_entity_id", "settlement_agency_id", b"settlement_agency_id", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionMismatch: _TypeAlias = TransactionMismatch  # noqa: Y015
+
+@_typing.final
+class ListTransactionMismatchesRequest(_message.Message):
+    """ListTransactionMismatchesRequest pages through recorded mismatches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of mismatches to return; the server caps it and uses its
+    default when zero.
+    """
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    order_number: _builtins.str
+    """Only mismatches for this order number; empty for all."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionMismatchesRequest: _TypeAlias = ListTransactionMismatchesRequest  # noqa: Y015
+
+@_typing.final
+class ListTransactionMismatchesResponse(_message.Message):
+    """ListTransactionMismatchesResponse is one page of mismatches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_MISMATCHES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def transaction_mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionMismatch]:
+        """Mismatches on this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        transaction_mismatches: _abc.Iterable[Global___TransactionMismatch] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "transaction_mismatches", b"transaction_mismatches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionMismatchesResponse: _TypeAlias = ListTransactionMismatchesResponse  # noqa: Y015
 
 @_typing.final
 class TransactionVerification(_message.Message):

@@ -1025,6 +1025,11 @@ class TransactionServiceStub:
                 request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordRequest.SerializeToString,
                 response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordResponse.FromString,
                 _registered_method=True)
+        self.ListTransactionMismatches = channel.unary_unary(
+                '/suretynet.approval.v1.TransactionService/ListTransactionMismatches',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -1052,6 +1057,15 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTransactionMismatches(self, request, context):
+        """ListTransactionMismatches lists the transaction verification requests
+        that approval refused with TRANSACTION_MISMATCH, newest first, so that the
+        institution can investigate them. Callers: admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1064,6 +1078,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.GetTransactionRecord,
                     request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordRequest.FromString,
                     response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordResponse.SerializeToString,
+            ),
+            'ListTransactionMismatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactionMismatches,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1123,6 +1142,33 @@ class TransactionService:
             '/suretynet.approval.v1.TransactionService/GetTransactionRecord',
             suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordRequest.SerializeToString,
             suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactionMismatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.TransactionService/ListTransactionMismatches',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -508,6 +508,11 @@ class TransactionServiceStub:
     """GetTransactionRecord returns approval's record of one order. A shop may
     read only its own orders; admin and verification may read any.
     """
+    ListTransactionMismatches: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ListTransactionMismatchesRequest, _approval_pb2.ListTransactionMismatchesResponse]
+    """ListTransactionMismatches lists the transaction verification requests
+    that approval refused with TRANSACTION_MISMATCH, newest first, so that the
+    institution can investigate them. Callers: admin.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -527,6 +532,11 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     GetTransactionRecord: _aio.UnaryUnaryMultiCallable[_approval_pb2.GetTransactionRecordRequest, _approval_pb2.GetTransactionRecordResponse]  # type: ignore[assignment]
     """GetTransactionRecord returns approval's record of one order. A shop may
     read only its own orders; admin and verification may read any.
+    """
+    ListTransactionMismatches: _aio.UnaryUnaryMultiCallable[_approval_pb2.ListTransactionMismatchesRequest, _approval_pb2.ListTransactionMismatchesResponse]  # type: ignore[assignment]
+    """ListTransactionMismatches lists the transaction verification requests
+    that approval refused with TRANSACTION_MISMATCH, newest first, so that the
+    institution can investigate them. Callers: admin.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -556,6 +566,17 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_approval_pb2.GetTransactionRecordResponse, _abc.Awaitable[_approval_pb2.GetTransactionRecordResponse]]:
         """GetTransactionRecord returns approval's record of one order. A shop may
         read only its own orders; admin and verification may read any.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTransactionMismatches(
+        self,
+        request: _approval_pb2.ListTransactionMismatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.ListTransactionMismatchesResponse, _abc.Awaitable[_approval_pb2.ListTransactionMismatchesResponse]]:
+        """ListTransactionMismatches lists the transaction verification requests
+        that approval refused with TRANSACTION_MISMATCH, newest first, so that the
+        institution can investigate them. Callers: admin.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

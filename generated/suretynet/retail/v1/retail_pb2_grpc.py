@@ -87,10 +87,12 @@ class ShopServiceServicer:
         """PlaceOrder runs the whole purchase (flow steps 4-11): discovers the
         member's settlement agency, sends the billing agency identification
         search, verifies the transaction with approval and stores the sales
-        record. A declined purchase is an answer with status DECLINED. Errors:
+        record. A refused purchase leaves no order anywhere. Errors:
         ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
         SETTLEMENT_AGENCY_NOT_FOUND, CATALOG_ITEM_NOT_FOUND, ENTITY_SUSPENDED,
-        PEER_UNAVAILABLE.
+        CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED, GUARANTEE_MISMATCH,
+        TRANSACTION_MISMATCH, PEER_UNAVAILABLE (retry with the same request_id:
+        the shop resumes the recorded flow).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

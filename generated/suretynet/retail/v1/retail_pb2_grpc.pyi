@@ -60,10 +60,12 @@ class ShopServiceStub:
     """PlaceOrder runs the whole purchase (flow steps 4-11): discovers the
     member's settlement agency, sends the billing agency identification
     search, verifies the transaction with approval and stores the sales
-    record. A declined purchase is an answer with status DECLINED. Errors:
+    record. A refused purchase leaves no order anywhere. Errors:
     ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
     SETTLEMENT_AGENCY_NOT_FOUND, CATALOG_ITEM_NOT_FOUND, ENTITY_SUSPENDED,
-    PEER_UNAVAILABLE.
+    CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED, GUARANTEE_MISMATCH,
+    TRANSACTION_MISMATCH, PEER_UNAVAILABLE (retry with the same request_id:
+    the shop resumes the recorded flow).
     """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_retail_pb2.GetOrderRequest, _retail_pb2.GetOrderResponse]
     """GetOrder returns one order; the caller proves it is the buyer by the
@@ -92,10 +94,12 @@ class ShopServiceAsyncStub(ShopServiceStub):
     """PlaceOrder runs the whole purchase (flow steps 4-11): discovers the
     member's settlement agency, sends the billing agency identification
     search, verifies the transaction with approval and stores the sales
-    record. A declined purchase is an answer with status DECLINED. Errors:
+    record. A refused purchase leaves no order anywhere. Errors:
     ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
     SETTLEMENT_AGENCY_NOT_FOUND, CATALOG_ITEM_NOT_FOUND, ENTITY_SUSPENDED,
-    PEER_UNAVAILABLE.
+    CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED, GUARANTEE_MISMATCH,
+    TRANSACTION_MISMATCH, PEER_UNAVAILABLE (retry with the same request_id:
+    the shop resumes the recorded flow).
     """
     GetOrder: _aio.UnaryUnaryMultiCallable[_retail_pb2.GetOrderRequest, _retail_pb2.GetOrderResponse]  # type: ignore[assignment]
     """GetOrder returns one order; the caller proves it is the buyer by the
@@ -139,10 +143,12 @@ class ShopServiceServicer(metaclass=_abc_1.ABCMeta):
         """PlaceOrder runs the whole purchase (flow steps 4-11): discovers the
         member's settlement agency, sends the billing agency identification
         search, verifies the transaction with approval and stores the sales
-        record. A declined purchase is an answer with status DECLINED. Errors:
+        record. A refused purchase leaves no order anywhere. Errors:
         ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
         SETTLEMENT_AGENCY_NOT_FOUND, CATALOG_ITEM_NOT_FOUND, ENTITY_SUSPENDED,
-        PEER_UNAVAILABLE.
+        CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED, GUARANTEE_MISMATCH,
+        TRANSACTION_MISMATCH, PEER_UNAVAILABLE (retry with the same request_id:
+        the shop resumes the recorded flow).
         """
 
     @_abc_1.abstractmethod

@@ -488,6 +488,7 @@ class SettlementOrder(_message.Message):
     CANCEL_PROCESS_RESULT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     BILLED_AT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     order_number: _builtins.str
     """Network-wide order number."""
     member_id: _builtins.str
@@ -498,6 +499,8 @@ class SettlementOrder(_message.Message):
     """Why the purchase was declined; unset when approved."""
     billing_state: Global___BillingState.ValueType
     """Where the order stands in billing."""
+    trace_id: _builtins.str
+    """Trace ID of the purchase flow."""
     @_builtins.property
     def billing_details(self) -> _types_pb2.BillingDetails:
         """Billing details from the billing agency identification search."""
@@ -526,10 +529,11 @@ class SettlementOrder(_message.Message):
         cancel_process_result: _types_pb2.CancelProcessResult | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         billed_at: _timestamp_pb2.Timestamp | None = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billed_at", b"billed_at", "billing_details", b"billing_details", "cancel_process_result", b"cancel_process_result", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_at", b"billed_at", "billing_details", b"billing_details", "billing_state", b"billing_state", "cancel_process_result", b"cancel_process_result", "created_at", b"created_at", "decline_reason", b"decline_reason", "member_id", b"member_id", "order_number", b"order_number", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_at", b"billed_at", "billing_details", b"billing_details", "billing_state", b"billing_state", "cancel_process_result", b"cancel_process_result", "created_at", b"created_at", "decline_reason", b"decline_reason", "member_id", b"member_id", "order_number", b"order_number", "result", b"result", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -420,10 +420,11 @@ class BillingServiceServicer:
         identification search (flow step 5). The agency checks the shop with
         approval (step 6), resolves the anonymous user ID, checks credit,
         notifies the member (step 7), reports to verification (step 9) and
-        answers with the transaction completion report (step 8). A credit refusal
-        is an answer with result DECLINED, not an error. Errors:
-        ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
-        GUARANTEE_MISMATCH, ENTITY_SUSPENDED, PEER_UNAVAILABLE.
+        answers with the transaction completion report (step 8). A refusal records
+        nothing: no order, no notice, no report. Errors: ANONYMOUS_ID_INVALID,
+        ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP, GUARANTEE_MISMATCH,
+        ENTITY_SUSPENDED, CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED,
+        PEER_UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

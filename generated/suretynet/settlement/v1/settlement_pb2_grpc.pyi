@@ -212,10 +212,11 @@ class BillingServiceStub:
     identification search (flow step 5). The agency checks the shop with
     approval (step 6), resolves the anonymous user ID, checks credit,
     notifies the member (step 7), reports to verification (step 9) and
-    answers with the transaction completion report (step 8). A credit refusal
-    is an answer with result DECLINED, not an error. Errors:
-    ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
-    GUARANTEE_MISMATCH, ENTITY_SUSPENDED, PEER_UNAVAILABLE.
+    answers with the transaction completion report (step 8). A refusal records
+    nothing: no order, no notice, no report. Errors: ANONYMOUS_ID_INVALID,
+    ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP, GUARANTEE_MISMATCH,
+    ENTITY_SUSPENDED, CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED,
+    PEER_UNAVAILABLE.
     """
     GetSettlementAgencyGuarantees: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.GetSettlementAgencyGuaranteesRequest, _settlement_pb2.GetSettlementAgencyGuaranteesResponse]
     """GetSettlementAgencyGuarantees returns the agency's settlement agency
@@ -246,10 +247,11 @@ class BillingServiceAsyncStub(BillingServiceStub):
     identification search (flow step 5). The agency checks the shop with
     approval (step 6), resolves the anonymous user ID, checks credit,
     notifies the member (step 7), reports to verification (step 9) and
-    answers with the transaction completion report (step 8). A credit refusal
-    is an answer with result DECLINED, not an error. Errors:
-    ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
-    GUARANTEE_MISMATCH, ENTITY_SUSPENDED, PEER_UNAVAILABLE.
+    answers with the transaction completion report (step 8). A refusal records
+    nothing: no order, no notice, no report. Errors: ANONYMOUS_ID_INVALID,
+    ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP, GUARANTEE_MISMATCH,
+    ENTITY_SUSPENDED, CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED,
+    PEER_UNAVAILABLE.
     """
     GetSettlementAgencyGuarantees: _aio.UnaryUnaryMultiCallable[_settlement_pb2.GetSettlementAgencyGuaranteesRequest, _settlement_pb2.GetSettlementAgencyGuaranteesResponse]  # type: ignore[assignment]
     """GetSettlementAgencyGuarantees returns the agency's settlement agency
@@ -283,10 +285,11 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         identification search (flow step 5). The agency checks the shop with
         approval (step 6), resolves the anonymous user ID, checks credit,
         notifies the member (step 7), reports to verification (step 9) and
-        answers with the transaction completion report (step 8). A credit refusal
-        is an answer with result DECLINED, not an error. Errors:
-        ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
-        GUARANTEE_MISMATCH, ENTITY_SUSPENDED, PEER_UNAVAILABLE.
+        answers with the transaction completion report (step 8). A refusal records
+        nothing: no order, no notice, no report. Errors: ANONYMOUS_ID_INVALID,
+        ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP, GUARANTEE_MISMATCH,
+        ENTITY_SUSPENDED, CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED,
+        PEER_UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod

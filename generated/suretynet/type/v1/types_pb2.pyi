@@ -449,9 +449,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     history; retry only after reinstatement.
     """
     ERROR_REASON_CREDIT_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 55
-    """FAILED_PRECONDITION, or the decline_reason of a DECLINED completion
-    report. The member's credit limit does not cover the order. Operator:
-    nothing; the member may raise the limit with its agency.
+    """FAILED_PRECONDITION. The member's credit limit does not cover the order;
+    nothing is recorded anywhere. Operator: nothing; the member may raise the
+    limit with its agency.
     """
     ERROR_REASON_CATALOG_ITEM_NOT_FOUND: _ErrorReason.ValueType  # 56
     """NOT_FOUND. An order line names an item not in the shop's catalog.
@@ -698,9 +698,9 @@ member involved is suspended or terminated. Operator: see SetEntityStatus
 history; retry only after reinstatement.
 """
 ERROR_REASON_CREDIT_LIMIT_EXCEEDED: ErrorReason.ValueType  # 55
-"""FAILED_PRECONDITION, or the decline_reason of a DECLINED completion
-report. The member's credit limit does not cover the order. Operator:
-nothing; the member may raise the limit with its agency.
+"""FAILED_PRECONDITION. The member's credit limit does not cover the order;
+nothing is recorded anywhere. Operator: nothing; the member may raise the
+limit with its agency.
 """
 ERROR_REASON_CATALOG_ITEM_NOT_FOUND: ErrorReason.ValueType  # 56
 """NOT_FOUND. An order line names an item not in the shop's catalog.

@@ -1,0 +1,171 @@
+"""Claim 10: approval pushes settlement agency identification guarantees to push shops.
+
+Whenever a settlement agency's registry entry changes (registration, information change,
+status change), its entry gets a new registry serial. For every active shop registered with
+the push variant, approval keeps the serial the shop acknowledged and delivers, in serial
+order, every guarantee changed after it. Each push names the serial approval believes the
+shop holds, so a shop that lost state (or missed pushes while down) sees the gap and catches
+up with ListSettlementAgencyGuarantees. A shop that does not answer is retried with
+exponential backoff, bounded by ``max_backoff_s``; the push loop itself is bounded per round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+from dataclasses import dataclass
+
+from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+
+from nodes.approval.guarantees import settlement_agency_guarantee
+from nodes.common import logs
+from nodes.common.errors import DomainError
+from nodes.common.node import NodeRuntime
+from storage.approval.models import EntityRow
+from storage.approval.repository import ApprovalRepository
+from storage.common.models import utc_now
+
+log = logging.getLogger(__name__)
+
+# Guarantees pushed to one shop per round; the rest follow in the next round.
+MAX_PUSHES_PER_SHOP_PER_ROUND = 50
+
+
+@dataclass(frozen=True)
+class PendingPush:
+    """One push shop that is behind: where it is, what it acknowledged, what it lacks."""
+
+    retail_entity_id: str
+    address: str
+    acknowledged_serial: int
+    changes: list[EntityRow]
+
+
+def pending_pushes(repo: ApprovalRepository, now: datetime.datetime) -> list[PendingPush]:
+    """Every active push shop due for an attempt, with the guarantees it has not acknowledged."""
+    entities, pushes = repo.entities, repo.pushes
+    shops = entities.select().where(
+        (entities.role == "retail")
+        & (entities.discovery_variant == "push")
+        & (entities.status == "ACTIVE")
+    )
+    pending = []
+    for shop in shops:
+        pushes.insert(retail_entity_id=shop.entity_id).on_conflict_ignore().execute()
+        state = pushes.get_by_id(shop.entity_id)
+        if state.next_attempt_at > now:
+            continue
+        changes = list(
+            entities.select()
+            .where(
+                (entities.role == "settlement")
+                & (entities.registry_serial > state.acknowledged_serial)
+            )
+            .order_by(entities.registry_serial)
+            .limit(MAX_PUSHES_PER_SHOP_PER_ROUND)
+        )
+        if changes:
+            pending.append(
+                PendingPush(shop.entity_id, shop.address, state.acknowledged_serial, changes)
+            )
+    return pending
+
+
+def acknowledge(repo: ApprovalRepository, retail_entity_id: str, serial: int) -> None:
+    pushes = repo.pushes
+    pushes.update(
+        acknowledged_serial=serial, failures=0, last_error="", updated_at=utc_now()
+    ).where(
+        (pushes.retail_entity_id == retail_entity_id) & (pushes.acknowledged_serial < serial)
+    ).execute()
+
+
+def postpone(
+    repo: ApprovalRepository, retail_entity_id: str, error: str, base_s: float, max_s: float
+) -> None:
+    """Records a failed push and when to try again (exponential backoff, bounded)."""
+    state = repo.pushes.get_by_id(retail_entity_id)
+    state.failures += 1
+    delay_s = min(max_s, base_s * 2 ** min(state.failures, 16))
+    state.next_attempt_at = utc_now() + datetime.timedelta(seconds=delay_s)
+    state.last_error = error[:200]
+    state.updated_at = utc_now()
+    state.save()
+
+
+class GuaranteePusher:
+    """The background loop that keeps every push shop's guarantee cache current."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        repo: ApprovalRepository,
+        *,
+        interval_s: float,
+        max_backoff_s: float,
+    ) -> None:
+        self._runtime = runtime
+        self._repo = repo
+        self._interval_s = interval_s
+        self._max_backoff_s = max_backoff_s
+
+    async def run(self) -> None:
+        """Pushes every ``interval_s`` until cancelled; one round's failure never stops it."""
+        while True:
+            logs.trace_id_var.set("guarantee-push")
+            try:
+                await self.push_round()
+            except Exception:
+                log.exception("guarantee push round failed")
+            await asyncio.sleep(self._interval_s)
+
+    async def push_round(self) -> None:
+        repo = self._repo
+        for shop in await self._runtime.store.run(lambda: pending_pushes(repo, utc_now())):
+            await self._push_to(shop)
+
+    async def _push_to(self, shop: PendingPush) -> None:
+        repo, channels = self._repo, self._runtime.channels
+        stub = retail_pb2_grpc.GuaranteeReceiverServiceStub(channels.channel(shop.address))
+        previous = shop.acknowledged_serial
+        for change in shop.changes:
+            guarantee = settlement_agency_guarantee(change)
+            request = retail_pb2.DeliverSettlementAgencyGuaranteeRequest(
+                request_id=f"push-{change.entity_id}-{change.registry_serial}-after-{previous}",
+                guarantee=guarantee,
+                registry_serial=change.registry_serial,
+                previous_registry_serial=previous,
+            )
+            try:
+                await channels.call(
+                    stub.DeliverSettlementAgencyGuarantee,
+                    request,
+                    peer=shop.retail_entity_id,
+                    idempotent=True,
+                )
+            except DomainError as error:
+                logs.event(
+                    log,
+                    "guarantee push failed",
+                    logging.WARNING,
+                    retail_entity_id=shop.retail_entity_id,
+                    reason=error.reason,
+                )
+                await self._runtime.store.run(
+                    functools.partial(
+                        postpone,
+                        repo,
+                        shop.retail_entity_id,
+                        str(error),
+                        self._interval_s,
+                        self._max_backoff_s,
+                    )
+                )
+                return
+            serial = change.registry_serial
+            await self._runtime.store.run(
+                functools.partial(acknowledge, repo, shop.retail_entity_id, serial)
+            )
+            previous = serial

@@ -1,0 +1,138 @@
+"""Approval's TransactionService adapter: proto in, use case, proto out."""
+
+from __future__ import annotations
+
+import grpc
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
+
+from nodes.approval import transactions
+from nodes.approval.guarantees import check_own
+from nodes.common import logs
+from nodes.common.calls import call_info
+from nodes.common.convert import decode_page_token, encode_page_token, page_size
+from nodes.common.errors import DomainError, ErrorKind, required
+from nodes.common.idempotency import remember, stored_answer
+from nodes.common.node import NodeRuntime
+from storage.approval.repository import ApprovalRepository
+
+
+class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
+    """Transaction verification (step 10) against verification's transaction reports."""
+
+    def __init__(self, runtime: NodeRuntime, repo: ApprovalRepository) -> None:
+        self._runtime = runtime
+        self._store = runtime.store
+        self._repo = repo
+
+    async def _transaction_report(self, order_number: str) -> verification_pb2.TransactionReport:
+        address = self._runtime.config.verification_address
+        if not address:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "PEER_UNAVAILABLE",
+                "approval has no verification_address configured",
+            )
+        stub = verification_pb2_grpc.VerificationServiceStub(
+            self._runtime.channels.channel(address)
+        )
+        response = await self._runtime.channels.call(
+            stub.GetTransactionReport,
+            verification_pb2.GetTransactionReportRequest(order_number=order_number),
+            peer="verification",
+            idempotent=True,
+        )
+        return response.transaction_report
+
+    async def VerifyTransaction(
+        self, request: approval_pb2.VerifyTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> approval_pb2.VerifyTransactionResponse:
+        info = call_info()
+        verification_request = request.transaction_verification_request
+        transactions.validate_request(verification_request)
+        check_own(info.caller, "retail", verification_request.retail_entity_id)
+        repo, scope = self._repo, info.scope
+        stored = await self._store.run(
+            lambda: stored_answer(
+                repo.idempotency,
+                scope=scope,
+                method=info.method,
+                request=request,
+                response_type=approval_pb2.VerifyTransactionResponse,
+            )
+        )
+        if stored is not None:
+            return stored
+        report = await self._transaction_report(verification_request.order_number)
+        fields = transactions.mismatched_fields(verification_request, report)
+        trace_id = logs.current_trace_id()
+        if fields:
+            mismatch = transactions.Mismatch(
+                verification_request, report.billing_details.amount, fields, trace_id
+            )
+            await self._store.run(lambda: transactions.record_mismatch(repo, mismatch))
+            raise transactions.mismatch_error(verification_request.order_number, fields)
+
+        def record() -> approval_pb2.VerifyTransactionResponse:
+            row = transactions.record_transaction(
+                repo, verification_request, report.completed_at.ToDatetime(), trace_id
+            )
+            return remember(
+                repo.idempotency,
+                scope=scope,
+                method=info.method,
+                request=request,
+                response=approval_pb2.VerifyTransactionResponse(
+                    transaction_verification=transactions.verification_to_proto(row),
+                    transaction_record=transactions.record_to_proto(row),
+                ),
+            )
+
+        return await self._store.run(record)
+
+    async def GetTransactionRecord(
+        self, request: approval_pb2.GetTransactionRecordRequest, context: grpc.aio.ServicerContext
+    ) -> approval_pb2.GetTransactionRecordResponse:
+        if not request.order_number:
+            raise required("order_number")
+        caller = call_info().caller
+        row = await self._store.run(
+            lambda: transactions.get_record(self._repo, request.order_number)
+        )
+        if caller is not None and caller.role == "retail":
+            # A shop learns nothing about other shops' orders, not even that they exist.
+            try:
+                check_own(caller, "retail", row.retail_entity_id)
+            except DomainError:
+                raise DomainError(
+                    ErrorKind.NOT_FOUND,
+                    "ORDER_NOT_FOUND",
+                    f"no transaction record for {request.order_number!r}",
+                ) from None
+        return approval_pb2.GetTransactionRecordResponse(
+            transaction_record=transactions.record_to_proto(row)
+        )
+
+    async def ListTransactionMismatches(
+        self,
+        request: approval_pb2.ListTransactionMismatchesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.ListTransactionMismatchesResponse:
+        size, after = page_size(request.page_size), decode_page_token(request.page_token)
+
+        def query() -> approval_pb2.ListTransactionMismatchesResponse:
+            table = self._repo.mismatches
+            rows = table.select()
+            if after:
+                rows = rows.where(table.mismatch_id < after)
+            if request.order_number:
+                rows = rows.where(table.order_number == request.order_number)
+            page = list(rows.order_by(table.mismatch_id.desc()).limit(size + 1))
+            return approval_pb2.ListTransactionMismatchesResponse(
+                transaction_mismatches=[transactions.mismatch_to_proto(row) for row in page[:size]],
+                next_page_token=encode_page_token(page[size - 1].mismatch_id)
+                if len(page) > size
+                else "",
+            )
+
+        return await self._store.run(query)

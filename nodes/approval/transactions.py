@@ -1,0 +1,177 @@
+"""Approval's transaction verification (claim 1, flow step 10) and its record database.
+
+On the shop's transaction verification request, approval compares the request with the
+transaction report the settlement agency filed at verification. Only when shop, agency,
+order number, amount and result agree does it store the order number and the monies as a
+transaction record and answer with a transaction verification. A disagreement is refused
+with TRANSACTION_MISMATCH and kept as a mismatch record for the institution to investigate;
+it never becomes a transaction record.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from suretynet.approval.v1 import approval_pb2
+from suretynet.type.v1 import types_pb2
+from suretynet.verification.v1 import verification_pb2
+
+from nodes.common.convert import money, timestamp
+from nodes.common.errors import DomainError, ErrorKind, Violations
+from storage.approval.models import TransactionMismatchRow, TransactionRecordRow
+from storage.approval.repository import ApprovalRepository
+from storage.common.models import utc_now
+
+
+def validate_request(request: approval_pb2.TransactionVerificationRequest) -> None:
+    """Refuses a verification request missing its order number, parties or amount."""
+    field = "transaction_verification_request."
+    violations = Violations()
+    violations.require(field + "order_number", request.order_number)
+    violations.require(field + "retail_entity_id", request.retail_entity_id)
+    violations.require(field + "settlement_agency_id", request.settlement_agency_id)
+    if request.amount.amount_minor <= 0:
+        violations.add(field + "amount.amount_minor", "must be positive")
+    if len(request.amount.currency_code) != 3:
+        violations.add(field + "amount.currency_code", "must be an ISO 4217 code")
+    violations.raise_if_any()
+
+
+def mismatched_fields(
+    request: approval_pb2.TransactionVerificationRequest,
+    report: verification_pb2.TransactionReport,
+) -> list[str]:
+    """The fields in which the shop's request and the agency's report disagree."""
+    details = report.billing_details
+    differences = []
+    if report.order_number != request.order_number:
+        differences.append("order_number")
+    if details.retail_entity_id != request.retail_entity_id:
+        differences.append("retail_entity_id")
+    if details.settlement_agency_id != request.settlement_agency_id:
+        differences.append("settlement_agency_id")
+    if (details.amount.amount_minor, details.amount.currency_code) != (
+        request.amount.amount_minor,
+        request.amount.currency_code,
+    ):
+        differences.append("amount")
+    if report.result != types_pb2.TRANSACTION_RESULT_APPROVED:
+        differences.append("result")
+    return differences
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """What a refused verification request disagreed on."""
+
+    request: approval_pb2.TransactionVerificationRequest
+    reported_amount: types_pb2.Money | None
+    fields: list[str]
+    trace_id: str
+
+
+def record_mismatch(repo: ApprovalRepository, mismatch: Mismatch) -> TransactionMismatchRow:
+    """Keeps a refused verification request for investigation (no transaction record)."""
+    request = mismatch.request
+    row: TransactionMismatchRow = repo.mismatches.create(
+        # Time-ordered, so that listing newest first is listing by ID.
+        mismatch_id=f"{time.time_ns():020d}{secrets.token_hex(4)}",
+        order_number=request.order_number,
+        retail_entity_id=request.retail_entity_id,
+        settlement_agency_id=request.settlement_agency_id,
+        requested_amount_minor=request.amount.amount_minor,
+        requested_currency_code=request.amount.currency_code,
+        reported_amount_minor=mismatch.reported_amount.amount_minor
+        if mismatch.reported_amount
+        else None,
+        reported_currency_code=mismatch.reported_amount.currency_code
+        if mismatch.reported_amount
+        else "",
+        mismatched_fields=",".join(mismatch.fields),
+        trace_id=mismatch.trace_id,
+    )
+    return row
+
+
+def mismatch_error(order_number: str, fields: list[str]) -> DomainError:
+    return DomainError(
+        ErrorKind.FAILED_PRECONDITION,
+        "TRANSACTION_MISMATCH",
+        f"the verification request for {order_number} differs from the transaction report "
+        f"in {', '.join(fields)}",
+        metadata={"order_number": order_number, "mismatched_fields": ",".join(fields)},
+    )
+
+
+def record_transaction(
+    repo: ApprovalRepository,
+    request: approval_pb2.TransactionVerificationRequest,
+    reported_at: object,
+    trace_id: str,
+) -> TransactionRecordRow:
+    """Stores the order number and monies (transaction record database), once per order."""
+    existing = repo.transactions.get_or_none(repo.transactions.order_number == request.order_number)
+    if existing is not None:
+        return existing
+    row: TransactionRecordRow = repo.transactions.create(
+        order_number=request.order_number,
+        retail_entity_id=request.retail_entity_id,
+        settlement_agency_id=request.settlement_agency_id,
+        amount_minor=request.amount.amount_minor,
+        currency_code=request.amount.currency_code,
+        transaction_verification_id="tv-" + secrets.token_hex(8),
+        trace_id=trace_id,
+        reported_at=reported_at,
+        recorded_at=utc_now(),
+    )
+    return row
+
+
+def record_to_proto(row: TransactionRecordRow) -> approval_pb2.TransactionRecord:
+    return approval_pb2.TransactionRecord(
+        order_number=row.order_number,
+        retail_entity_id=row.retail_entity_id,
+        settlement_agency_id=row.settlement_agency_id,
+        amount=money(row.amount_minor, row.currency_code),
+        transaction_verification_id=row.transaction_verification_id,
+        reported_at=timestamp(row.reported_at),
+        recorded_at=timestamp(row.recorded_at),
+        trace_id=row.trace_id,
+    )
+
+
+def verification_to_proto(row: TransactionRecordRow) -> approval_pb2.TransactionVerification:
+    return approval_pb2.TransactionVerification(
+        transaction_verification_id=row.transaction_verification_id,
+        order_number=row.order_number,
+        amount=money(row.amount_minor, row.currency_code),
+        verified_at=timestamp(row.recorded_at),
+    )
+
+
+def mismatch_to_proto(row: TransactionMismatchRow) -> approval_pb2.TransactionMismatch:
+    mismatch = approval_pb2.TransactionMismatch(
+        order_number=row.order_number,
+        retail_entity_id=row.retail_entity_id,
+        settlement_agency_id=row.settlement_agency_id,
+        requested_amount=money(row.requested_amount_minor, row.requested_currency_code),
+        mismatched_fields=[name for name in row.mismatched_fields.split(",") if name],
+        trace_id=row.trace_id,
+        recorded_at=timestamp(row.recorded_at),
+    )
+    if row.reported_amount_minor is not None:
+        mismatch.reported_amount.CopyFrom(
+            money(row.reported_amount_minor, row.reported_currency_code)
+        )
+    return mismatch
+
+
+def get_record(repo: ApprovalRepository, order_number: str) -> TransactionRecordRow:
+    row = repo.transactions.get_or_none(repo.transactions.order_number == order_number)
+    if row is None:
+        raise DomainError(
+            ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no transaction record for {order_number!r}"
+        )
+    return row

@@ -1,0 +1,145 @@
+"""Retail's outgoing calls: to approval (steps 2, 4a, 10; claim 10 catch-up) and to
+settlement agencies (step 5; claim 19 pulls). Deadlines, bounded retries and trace IDs come
+from the node's channels; a peer's refusal arrives as a DomainError with its reason.
+"""
+
+from __future__ import annotations
+
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from suretynet.type.v1 import types_pb2
+
+from nodes.common.node import NodeRuntime
+
+# Pages of guarantee changes fetched in one catch-up; the next catch-up fetches the rest.
+MAX_GUARANTEE_PAGES = 20
+
+
+class RetailPeers:
+    """Typed calls to the nodes a shop talks to."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self._runtime = runtime
+        channel = runtime.channels.channel(runtime.config.approval_address)
+        self._directory = approval_pb2_grpc.DirectoryServiceStub(channel)
+        self._transactions = approval_pb2_grpc.TransactionServiceStub(channel)
+
+    def _billing(self, address: str) -> settlement_pb2_grpc.BillingServiceAsyncStub:
+        return settlement_pb2_grpc.BillingServiceStub(self._runtime.channels.channel(address))
+
+    async def payment_information(self) -> types_pb2.PaymentInformation:
+        """Step 2: this shop's payment information as approval holds it."""
+        response: approval_pb2.GetPaymentInformationResponse = await self._runtime.channels.call(
+            self._directory.GetPaymentInformation,
+            approval_pb2.GetPaymentInformationRequest(
+                retail_entity_id=self._runtime.config.entity_id
+            ),
+            peer="approval",
+            idempotent=True,
+            to_approval=True,
+        )
+        return response.payment_information
+
+    async def search_settlement_agency(
+        self, anonymous_user_id: str
+    ) -> types_pb2.SettlementAgencyIdentificationGuarantee:
+        """Step 4a (claim 1): the settlement agency identification search at approval."""
+        response: approval_pb2.SearchSettlementAgencyIdentificationResponse = (
+            await self._runtime.channels.call(
+                self._directory.SearchSettlementAgencyIdentification,
+                approval_pb2.SearchSettlementAgencyIdentificationRequest(
+                    retail_entity_id=self._runtime.config.entity_id,
+                    anonymous_user_id=anonymous_user_id,
+                ),
+                peer="approval",
+                idempotent=True,
+                to_approval=True,
+            )
+        )
+        return response.guarantee
+
+    async def related_settlement_agency(
+        self, settlement_agency_id: str
+    ) -> approval_pb2.RelatedSettlementAgencyInformation:
+        """The agency's registry entry (routing prefix), to check an ID it delivers."""
+        response: approval_pb2.GetRelatedSettlementAgencyInformationResponse = (
+            await self._runtime.channels.call(
+                self._directory.GetRelatedSettlementAgencyInformation,
+                approval_pb2.GetRelatedSettlementAgencyInformationRequest(
+                    settlement_agency_id=settlement_agency_id
+                ),
+                peer="approval",
+                idempotent=True,
+                to_approval=True,
+            )
+        )
+        return response.information
+
+    async def guarantees_from_approval(
+        self, after_serial: int
+    ) -> tuple[list[types_pb2.SettlementAgencyIdentificationGuarantee], int]:
+        """Claim 10 catch-up: guarantee changes after a serial, and the serial they complete."""
+        collected: list[types_pb2.SettlementAgencyIdentificationGuarantee] = []
+        token, serial = "", after_serial
+        for _ in range(MAX_GUARANTEE_PAGES):
+            response: approval_pb2.ListSettlementAgencyGuaranteesResponse = (
+                await self._runtime.channels.call(
+                    self._directory.ListSettlementAgencyGuarantees,
+                    approval_pb2.ListSettlementAgencyGuaranteesRequest(
+                        after_serial=after_serial, page_token=token
+                    ),
+                    peer="approval",
+                    idempotent=True,
+                    to_approval=True,
+                )
+            )
+            collected.extend(response.guarantees)
+            token = response.next_page_token
+            if not token:
+                return collected, response.registry_serial
+            serial = max([serial, *(g.registry_serial for g in response.guarantees)])
+        return collected, serial
+
+    async def guarantees_from_agency(
+        self, address: str, agency_id: str, after_serial: int
+    ) -> settlement_pb2.GetSettlementAgencyGuaranteesResponse:
+        """Claim 19: the periodic pull from a settlement agency."""
+        response: settlement_pb2.GetSettlementAgencyGuaranteesResponse = (
+            await self._runtime.channels.call(
+                self._billing(address).GetSettlementAgencyGuarantees,
+                settlement_pb2.GetSettlementAgencyGuaranteesRequest(after_serial=after_serial),
+                peer=agency_id,
+                idempotent=True,
+            )
+        )
+        return response
+
+    async def search_billing_agency(
+        self,
+        address: str,
+        agency_id: str,
+        request: settlement_pb2.SearchBillingAgencyIdentificationRequest,
+    ) -> settlement_pb2.TransactionCompletionReport:
+        """Step 5 out, step 8 back: billing agency identification search, completion report."""
+        response: settlement_pb2.SearchBillingAgencyIdentificationResponse = (
+            await self._runtime.channels.call(
+                self._billing(address).SearchBillingAgencyIdentification,
+                request,
+                peer=agency_id,
+                idempotent=True,
+            )
+        )
+        return response.transaction_completion_report
+
+    async def verify_transaction(
+        self, request: approval_pb2.VerifyTransactionRequest
+    ) -> approval_pb2.VerifyTransactionResponse:
+        """Step 10: the transaction verification request and approval's verification."""
+        response: approval_pb2.VerifyTransactionResponse = await self._runtime.channels.call(
+            self._transactions.VerifyTransaction,
+            request,
+            peer="approval",
+            idempotent=True,
+            to_approval=True,
+        )
+        return response

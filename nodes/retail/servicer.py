@@ -1,0 +1,288 @@
+"""Retail's gRPC adapters: the shop (members), deliveries from peers, and the admin console."""
+
+from __future__ import annotations
+
+import grpc
+from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+
+from nodes.common.calls import call_info
+from nodes.common.convert import decode_page_token, encode_page_token, page_size, timestamp
+from nodes.common.errors import required
+from nodes.common.idempotency import remember, serve_once, stored_answer
+from nodes.common.interceptor import policy
+from nodes.common.node import NodeRuntime
+from nodes.retail import anonymous_ids, catalog, guarantee_cache, orders
+from nodes.retail.discovery import Discovery
+from nodes.retail.peers import RetailPeers
+from nodes.retail.purchase import PurchaseFlow
+from storage.common.models import utc_now
+from storage.retail.repository import RetailRepository
+
+SHOP = "/suretynet.retail.v1.ShopService/"
+ANONYMOUS_ID = "/suretynet.retail.v1.AnonymousIdService/"
+RECEIVER = "/suretynet.retail.v1.GuaranteeReceiverService/"
+ADMIN = "/suretynet.retail.v1.RetailAdminService/"
+
+POLICIES = {
+    **{
+        SHOP + name: policy(members=True)
+        for name in (
+            "ListCatalog",
+            "GetPaymentInformation",
+            "PlaceOrder",
+            "GetOrder",
+            "RequestCancellation",
+        )
+    },
+    ANONYMOUS_ID + "DeliverAnonymousUserId": policy("settlement"),
+    RECEIVER + "DeliverSettlementAgencyGuarantee": policy("approval"),
+    **{
+        ADMIN + name: policy("admin")
+        for name in (
+            "UpsertCatalogItem",
+            "CancelOrder",
+            "GetSalesRecord",
+            "ListSalesRecords",
+            "RefreshGuaranteeCache",
+            "ListGuaranteeCache",
+        )
+    },
+}
+
+
+class ShopServicer(retail_pb2_grpc.ShopServiceServicer):
+    """The member-facing shop; buyers are known only by their anonymous user IDs."""
+
+    def __init__(
+        self, runtime: NodeRuntime, repo: RetailRepository, peers: RetailPeers, flow: PurchaseFlow
+    ) -> None:
+        self._store = runtime.store
+        self._repo = repo
+        self._peers = peers
+        self._flow = flow
+
+    async def ListCatalog(
+        self, request: retail_pb2.ListCatalogRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.ListCatalogResponse:
+        size, after = page_size(request.page_size), decode_page_token(request.page_token)
+
+        def query() -> retail_pb2.ListCatalogResponse:
+            table = self._repo.catalog
+            rows = list(
+                table.select()
+                .where(table.catalog_item_id > after)
+                .order_by(table.catalog_item_id)
+                .limit(size + 1)
+            )
+            return retail_pb2.ListCatalogResponse(
+                catalog_items=[catalog.item_to_proto(row) for row in rows[:size]],
+                next_page_token=encode_page_token(rows[size - 1].catalog_item_id)
+                if len(rows) > size
+                else "",
+            )
+
+        return await self._store.run(query)
+
+    async def GetPaymentInformation(
+        self, request: retail_pb2.GetPaymentInformationRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.GetPaymentInformationResponse:
+        return retail_pb2.GetPaymentInformationResponse(
+            payment_information=await self._peers.payment_information()
+        )
+
+    async def PlaceOrder(
+        self, request: retail_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.PlaceOrderResponse:
+        return await self._flow.place_order(request)
+
+    async def GetOrder(
+        self, request: retail_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.GetOrderResponse:
+        row = await self._store.run(
+            lambda: orders.buyers_order(self._repo, request.order_number, request.anonymous_user_id)
+        )
+        return retail_pb2.GetOrderResponse(order=orders.order_to_proto(row))
+
+
+class AnonymousIdServicer(retail_pb2_grpc.AnonymousIdServiceServicer):
+    """Receives anonymous user IDs from the agencies that issued them (claim 1)."""
+
+    def __init__(self, runtime: NodeRuntime, repo: RetailRepository, peers: RetailPeers) -> None:
+        self._runtime = runtime
+        self._repo = repo
+        self._peers = peers
+
+    async def DeliverAnonymousUserId(
+        self, request: retail_pb2.DeliverAnonymousUserIdRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.DeliverAnonymousUserIdResponse:
+        caller = call_info().caller
+        assert caller is not None, "the policy admits certificate holders only"
+        agency = await self._peers.related_settlement_agency(caller.entity_id)
+        anonymous_ids.check_delivery(
+            request.anonymous_user_id,
+            shop_id=self._runtime.config.entity_id,
+            agency_id=request.settlement_agency_id,
+            caller_agency_id=caller.entity_id,
+            caller_routing_prefix=agency.routing_prefix,
+        )
+
+        def effect() -> retail_pb2.DeliverAnonymousUserIdResponse:
+            row = anonymous_ids.store_delivered(
+                self._repo, request.anonymous_user_id, caller.entity_id
+            )
+            return retail_pb2.DeliverAnonymousUserIdResponse(received_at=timestamp(row.received_at))
+
+        return await serve_once(
+            self._runtime.store,
+            self._repo.idempotency,
+            request,
+            retail_pb2.DeliverAnonymousUserIdResponse,
+            effect,
+        )
+
+
+class GuaranteeReceiverServicer(retail_pb2_grpc.GuaranteeReceiverServiceServicer):
+    """Receives approval's pushed guarantees (claim 10)."""
+
+    def __init__(self, runtime: NodeRuntime, repo: RetailRepository, discovery: Discovery) -> None:
+        self._store = runtime.store
+        self._repo = repo
+        self._discovery = discovery
+
+    async def DeliverSettlementAgencyGuarantee(
+        self,
+        request: retail_pb2.DeliverSettlementAgencyGuaranteeRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> retail_pb2.DeliverSettlementAgencyGuaranteeResponse:
+        if not request.guarantee.settlement_agency_id:
+            raise required("guarantee.settlement_agency_id")
+        applied, gap, serial = await self._store.run(
+            lambda: guarantee_cache.receive_push(
+                self._repo,
+                request.guarantee,
+                request.registry_serial,
+                request.previous_registry_serial,
+            )
+        )
+        if gap:
+            # Pushes were missed (the shop was down, or lost its state): catch up now.
+            await self._discovery.catch_up()
+            serial = (await self._store.run(self._repo.state)).registry_serial
+        return retail_pb2.DeliverSettlementAgencyGuaranteeResponse(
+            applied=applied, cache_registry_serial=serial
+        )
+
+
+class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
+    """The shop operator's console: catalog, sales records, guarantee cache."""
+
+    def __init__(self, runtime: NodeRuntime, repo: RetailRepository, discovery: Discovery) -> None:
+        self._store = runtime.store
+        self._repo = repo
+        self._discovery = discovery
+
+    async def UpsertCatalogItem(
+        self, request: retail_pb2.UpsertCatalogItemRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.UpsertCatalogItemResponse:
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            retail_pb2.UpsertCatalogItemResponse,
+            lambda: retail_pb2.UpsertCatalogItemResponse(
+                catalog_item=catalog.item_to_proto(
+                    catalog.upsert_item(self._repo, request.catalog_item)
+                )
+            ),
+        )
+
+    async def GetSalesRecord(
+        self, request: retail_pb2.GetSalesRecordRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.GetSalesRecordResponse:
+        if not request.order_number:
+            raise required("order_number")
+        row = await self._store.run(
+            lambda: orders.get_sales_record(self._repo, request.order_number)
+        )
+        return retail_pb2.GetSalesRecordResponse(sales_record=orders.sales_record_to_proto(row))
+
+    async def ListSalesRecords(
+        self, request: retail_pb2.ListSalesRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.ListSalesRecordsResponse:
+        size, after = page_size(request.page_size), decode_page_token(request.page_token)
+        since = request.recorded_since.ToDatetime() if request.HasField("recorded_since") else None
+
+        def query() -> retail_pb2.ListSalesRecordsResponse:
+            table = self._repo.sales
+            rows = table.select()
+            if after:
+                rows = rows.where(table.order_number < after)
+            if since is not None:
+                rows = rows.where(table.recorded_at >= since)
+            page = list(rows.order_by(table.order_number.desc()).limit(size + 1))
+            return retail_pb2.ListSalesRecordsResponse(
+                sales_records=[orders.sales_record_to_proto(row) for row in page[:size]],
+                next_page_token=encode_page_token(page[size - 1].order_number)
+                if len(page) > size
+                else "",
+            )
+
+        return await self._store.run(query)
+
+    async def RefreshGuaranteeCache(
+        self, request: retail_pb2.RefreshGuaranteeCacheRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.RefreshGuaranteeCacheResponse:
+        info, repo = call_info(), self._repo
+        stored = await self._store.run(
+            lambda: stored_answer(
+                repo.idempotency,
+                scope=info.scope,
+                method=info.method,
+                request=request,
+                response_type=retail_pb2.RefreshGuaranteeCacheResponse,
+            )
+        )
+        if stored is not None:
+            return stored
+        changed = await self._discovery.refresh(full=request.full_refresh)
+
+        def finish() -> retail_pb2.RefreshGuaranteeCacheResponse:
+            state = repo.state()
+            return remember(
+                repo.idempotency,
+                scope=info.scope,
+                method=info.method,
+                request=request,
+                response=retail_pb2.RefreshGuaranteeCacheResponse(
+                    changed_guarantee_count=changed,
+                    cache_registry_serial=state.registry_serial,
+                    refreshed_at=timestamp(state.refreshed_at or utc_now()),
+                ),
+            )
+
+        return await self._store.run(finish)
+
+    async def ListGuaranteeCache(
+        self, request: retail_pb2.ListGuaranteeCacheRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.ListGuaranteeCacheResponse:
+        size, after = page_size(request.page_size), decode_page_token(request.page_token)
+
+        def query() -> retail_pb2.ListGuaranteeCacheResponse:
+            table = self._repo.guarantees
+            state = self._repo.state()
+            rows = list(
+                table.select()
+                .where(table.routing_prefix > after)
+                .order_by(table.routing_prefix)
+                .limit(size + 1)
+            )
+            return retail_pb2.ListGuaranteeCacheResponse(
+                guarantees=[guarantee_cache.to_proto(row) for row in rows[:size]],
+                cache_registry_serial=state.registry_serial,
+                refreshed_at=timestamp(state.refreshed_at),
+                next_page_token=encode_page_token(rows[size - 1].routing_prefix)
+                if len(rows) > size
+                else "",
+            )
+
+        return await self._store.run(query)

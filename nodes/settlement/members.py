@@ -1,0 +1,190 @@
+"""Members of a settlement agency: enrolment, credentials, sessions and credit (flow step 1).
+
+Passwords are kept only as salted scrypt hashes; session tokens only as SHA-256. The member
+ID and name never leave the agency except to its own admin.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import re
+import secrets
+
+import peewee
+
+from nodes.common.errors import DomainError, ErrorKind, Violations
+from storage.common.models import utc_now
+from storage.settlement.models import MemberRow, SessionRow
+from storage.settlement.repository import SettlementRepository
+
+MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+MIN_PASSWORD_LENGTH = 8
+# scrypt cost: about 50 ms per hash on one core, so guessing is slow and login is not.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SESSION_TOKEN_PREFIX = "snst_"
+# Approved orders in these states still count against the member's credit limit.
+OPEN_BILLING_STATES = ("NOT_YET_BILLED", "BILLED")
+
+
+def _hash_password(password: str, salt: bytes) -> str:
+    return hashlib.scrypt(
+        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+    ).hex()
+
+
+def validate_credit_limit(
+    violations: Violations, field: str, amount_minor: int, currency: str
+) -> None:
+    if amount_minor < 0:
+        violations.add(f"{field}.amount_minor", "must not be negative")
+    if not CURRENCY_PATTERN.match(currency):
+        violations.add(f"{field}.currency_code", "must be an ISO 4217 code")
+
+
+def enroll_member(
+    repo: SettlementRepository,
+    *,
+    member_id: str,
+    display_name: str,
+    password: str,
+    credit_limit_minor: int,
+    currency_code: str,
+) -> MemberRow:
+    """Enrols a member with a password and a credit limit; MEMBER_ALREADY_ENROLLED if taken."""
+    violations = Violations()
+    if not MEMBER_ID_PATTERN.match(member_id):
+        violations.add("member_id", "must be 1-64 letters, digits, '.', '_' or '-'")
+    violations.require("display_name", display_name.strip())
+    if len(password) < MIN_PASSWORD_LENGTH:
+        violations.add("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    validate_credit_limit(violations, "credit_limit", credit_limit_minor, currency_code)
+    violations.raise_if_any()
+    if repo.member(member_id) is not None:
+        raise DomainError(
+            ErrorKind.ALREADY_EXISTS,
+            "MEMBER_ALREADY_ENROLLED",
+            f"member {member_id!r} is already enrolled",
+        )
+    salt = secrets.token_bytes(16)
+    row: MemberRow = repo.members.create(
+        member_id=member_id,
+        display_name=display_name.strip()[:200],
+        password_salt_hex=salt.hex(),
+        password_hash_hex=_hash_password(password, salt),
+        credit_limit_minor=credit_limit_minor,
+        currency_code=currency_code,
+    )
+    return row
+
+
+def get_member(repo: SettlementRepository, member_id: str) -> MemberRow:
+    member = repo.member(member_id)
+    if member is None:
+        raise DomainError(ErrorKind.NOT_FOUND, "MEMBER_NOT_FOUND", f"no member {member_id!r}")
+    return member
+
+
+def set_credit_limit(
+    repo: SettlementRepository, member_id: str, amount_minor: int, currency_code: str
+) -> MemberRow:
+    """Changes a member's credit limit; orders already approved are kept as they are."""
+    violations = Violations()
+    validate_credit_limit(violations, "credit_limit", amount_minor, currency_code)
+    violations.raise_if_any()
+    member = get_member(repo, member_id)
+    if currency_code != member.currency_code and credit_used(repo, member_id) > 0:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "FIELD_INVALID",
+            "credit_limit.currency_code: cannot change while orders are open",
+        )
+    member.credit_limit_minor = amount_minor
+    member.currency_code = currency_code
+    member.updated_at = utc_now()
+    member.save()
+    return member
+
+
+def credit_used(repo: SettlementRepository, member_id: str) -> int:
+    """Sum of the member's approved orders not cancelled (billed or not yet billed)."""
+    orders = repo.orders
+    total = (
+        orders.select(peewee.fn.COALESCE(peewee.fn.SUM(orders.amount_minor), 0))
+        .where((orders.member_id == member_id) & (orders.billing_state.in_(OPEN_BILLING_STATES)))
+        .scalar()
+    )
+    return int(total)
+
+
+def login(
+    repo: SettlementRepository, member_id: str, password: str, session_ttl_s: float
+) -> tuple[str, SessionRow, MemberRow]:
+    """Verifies the member's identity (step 1) and opens a session; returns its token.
+
+    Unknown member and wrong password are refused alike (MEMBER_CREDENTIALS_INVALID), so
+    that the answer does not tell which member IDs exist.
+    """
+    member = repo.member(member_id)
+    salt = bytes.fromhex(member.password_salt_hex) if member else secrets.token_bytes(16)
+    # Hash even for an unknown member, so the timing does not tell either.
+    digest = _hash_password(password, salt)
+    if member is None or not hmac.compare_digest(digest, member.password_hash_hex):
+        raise DomainError(
+            ErrorKind.UNAUTHENTICATED,
+            "MEMBER_CREDENTIALS_INVALID",
+            "member ID or password is wrong",
+        )
+    if member.status != "ACTIVE":
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION, "ENTITY_SUSPENDED", "the member is suspended"
+        )
+    token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utc_now()
+    session: SessionRow = repo.sessions.create(
+        token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+        member_id=member_id,
+        created_at=now,
+        expires_at=now + datetime.timedelta(seconds=session_ttl_s),
+    )
+    return token, session, member
+
+
+def authenticate(
+    repo: SettlementRepository, authorization: str | None
+) -> tuple[MemberRow, SessionRow]:
+    """The member and session behind ``authorization: Bearer <token>`` metadata."""
+    if not authorization:
+        raise DomainError(
+            ErrorKind.UNAUTHENTICATED,
+            "SESSION_MISSING",
+            "send the session token from Login as 'authorization: Bearer <token>'",
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise DomainError(
+            ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "authorization must be 'Bearer <token>'"
+        )
+    session = repo.sessions.get_or_none(
+        repo.sessions.token_sha256 == hashlib.sha256(token.strip().encode()).hexdigest()
+    )
+    if session is None or session.ended_at is not None:
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
+    if utc_now() >= session.expires_at:
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_EXPIRED", "the session expired")
+    member = get_member(repo, session.member_id)
+    if member.status != "ACTIVE":
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION, "ENTITY_SUSPENDED", "the member is suspended"
+        )
+    return member, session
+
+
+def logout(repo: SettlementRepository, session: SessionRow) -> datetime.datetime:
+    ended = session.ended_at or utc_now()
+    repo.sessions.update(ended_at=ended).where(
+        repo.sessions.token_sha256 == session.token_sha256
+    ).execute()
+    return ended

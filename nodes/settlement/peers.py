@@ -1,0 +1,117 @@
+"""Settlement's outgoing calls: to approval (steps 2, 6, claim 19 source), verification
+(step 9) and shops (anonymous ID delivery, claim 1). Deadlines, retries and trace IDs come
+from the node's channels; a peer's refusal arrives as a DomainError with its reason.
+"""
+
+from __future__ import annotations
+
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+from suretynet.type.v1 import types_pb2
+from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
+
+from nodes.common.errors import DomainError, ErrorKind
+from nodes.common.node import NodeRuntime
+
+# Pages of guarantee changes fetched for one claim 19 pull; the shop pulls again for more.
+MAX_GUARANTEE_PAGES = 20
+
+
+class SettlementPeers:
+    """Typed calls to the nodes settlement talks to."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self._runtime = runtime
+        channels = runtime.channels
+        self._directory = approval_pb2_grpc.DirectoryServiceStub(
+            channels.channel(runtime.config.approval_address)
+        )
+
+    def _verification(self) -> verification_pb2_grpc.VerificationServiceAsyncStub:
+        address = self._runtime.config.verification_address
+        if not address:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "PEER_UNAVAILABLE",
+                "this settlement node has no verification_address configured",
+            )
+        return verification_pb2_grpc.VerificationServiceStub(
+            self._runtime.channels.channel(address)
+        )
+
+    async def retail_entity_guarantee(
+        self, identification: types_pb2.RetailEntityIdentification, order_number: str
+    ) -> approval_pb2.RetailEntityIdentificationGuarantee:
+        """Step 6: the retail entity identification search and approval's guarantee."""
+        response = await self._runtime.channels.call(
+            self._directory.SearchRetailEntityIdentification,
+            approval_pb2.SearchRetailEntityIdentificationRequest(
+                retail_entity=identification, order_number=order_number
+            ),
+            peer="approval",
+            idempotent=True,
+            to_approval=True,
+        )
+        return response.guarantee
+
+    async def payment_information(self, retail_entity_id: str) -> types_pb2.PaymentInformation:
+        """Step 2: the shop's payment methods and private details, from approval."""
+        response = await self._runtime.channels.call(
+            self._directory.GetPaymentInformation,
+            approval_pb2.GetPaymentInformationRequest(retail_entity_id=retail_entity_id),
+            peer="approval",
+            idempotent=True,
+            to_approval=True,
+        )
+        return response.payment_information
+
+    async def guarantees_after(
+        self, after_serial: int
+    ) -> tuple[list[types_pb2.SettlementAgencyIdentificationGuarantee], int]:
+        """Guarantee changes after a serial and the serial they bring a receiver up to."""
+        collected: list[types_pb2.SettlementAgencyIdentificationGuarantee] = []
+        token, serial = "", after_serial
+        for _ in range(MAX_GUARANTEE_PAGES):
+            response = await self._runtime.channels.call(
+                self._directory.ListSettlementAgencyGuarantees,
+                approval_pb2.ListSettlementAgencyGuaranteesRequest(
+                    after_serial=after_serial, page_token=token
+                ),
+                peer="approval",
+                idempotent=True,
+                to_approval=True,
+            )
+            collected.extend(response.guarantees)
+            token = response.next_page_token
+            if not token:
+                return collected, response.registry_serial
+            serial = max(serial, *(g.registry_serial for g in response.guarantees))
+        # More pages remain: report only what was fetched; the receiver asks again.
+        return collected, serial
+
+    async def submit_transaction_report(self, report: verification_pb2.TransactionReport) -> None:
+        """Step 9: the transaction report to verification (idempotent per order number)."""
+        _: verification_pb2.SubmitTransactionReportResponse = await self._runtime.channels.call(
+            self._verification().SubmitTransactionReport,
+            verification_pb2.SubmitTransactionReportRequest(
+                request_id=f"report-{report.order_number}", transaction_report=report
+            ),
+            peer="verification",
+            idempotent=True,
+        )
+
+    async def deliver_anonymous_user_id(
+        self, address: str, anonymous_user_id: types_pb2.AnonymousUserId
+    ) -> None:
+        """Claim 1: the anonymous user ID, sent from the agency to the shop."""
+        stub = retail_pb2_grpc.AnonymousIdServiceStub(self._runtime.channels.channel(address))
+        _: retail_pb2.DeliverAnonymousUserIdResponse = await self._runtime.channels.call(
+            stub.DeliverAnonymousUserId,
+            retail_pb2.DeliverAnonymousUserIdRequest(
+                request_id=f"deliver-{anonymous_user_id.value}",
+                anonymous_user_id=anonymous_user_id,
+                settlement_agency_id=self._runtime.config.entity_id,
+            ),
+            peer=anonymous_user_id.retail_entity_id,
+            idempotent=True,
+        )

@@ -1,0 +1,294 @@
+"""The settlement agency's part of a purchase (claim 1, flow steps 5-9).
+
+On the shop's billing agency identification search the agency
+- checks the search is complete and names the calling shop (step 5);
+- compares approval's retail entity identification guarantee with it (steps 6-7);
+- resolves the anonymous user ID to the member, checks the member's credit, and in one
+  transaction stores the order with its billing details and the member's transaction
+  completion notice (steps 7-8);
+- files the transaction report with verification (step 9) and answers the shop with the
+  transaction completion report (step 8).
+A refusal stores nothing: no order, no notice, no report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from suretynet.approval.v1 import approval_pb2
+from suretynet.settlement.v1 import settlement_pb2
+from suretynet.type.v1 import types_pb2
+from suretynet.verification.v1 import verification_pb2
+
+from nodes.common.convert import enum_label, enum_value, timestamp
+from nodes.common.errors import DomainError, ErrorKind, Violations
+from nodes.common.identity import EntityIdentity
+from nodes.settlement import members, notices
+from storage.common.models import utc_now
+from storage.settlement.models import SettlementOrderRow
+from storage.settlement.repository import SettlementRepository
+
+FIELD = "billing_agency_identification_search."
+MAX_LINES = 100
+
+
+def validate_search(
+    search: settlement_pb2.BillingAgencyIdentificationSearch, caller: EntityIdentity
+) -> None:
+    """Refuses an incomplete search, bad amounts, or a shop naming another shop than itself."""
+    violations = Violations()
+    violations.require(
+        FIELD + "retail_entity.retail_entity_id", search.retail_entity.retail_entity_id
+    )
+    violations.require(FIELD + "anonymous_user_id", search.anonymous_user_id)
+    violations.require(FIELD + "order_number", search.order_number)
+    if not search.lines:
+        violations.add(FIELD + "lines", "at least one order line is required")
+    if len(search.lines) > MAX_LINES:
+        violations.add(FIELD + "lines", f"at most {MAX_LINES} lines")
+    currency = search.amount.currency_code
+    if len(currency) != 3:
+        violations.add(FIELD + "amount.currency_code", "must be an ISO 4217 code")
+    if search.amount.amount_minor <= 0:
+        violations.add(FIELD + "amount.amount_minor", "must be positive")
+    total = 0
+    for index, line in enumerate(search.lines):
+        path = f"{FIELD}lines[{index}]."
+        if line.quantity < 1:
+            violations.add(path + "quantity", "must be at least 1")
+        if line.line_amount.currency_code != currency or line.unit_price.currency_code != currency:
+            violations.add(path + "line_amount.currency_code", "must be the order's currency")
+        if line.line_amount.amount_minor != line.quantity * line.unit_price.amount_minor:
+            violations.add(path + "line_amount.amount_minor", "must be quantity x unit_price")
+        total += line.line_amount.amount_minor
+    if search.lines and total != search.amount.amount_minor:
+        violations.add(FIELD + "amount.amount_minor", "must be the sum of the line amounts")
+    if search.payment_method == types_pb2.PAYMENT_METHOD_UNSPECIFIED:
+        violations.add(FIELD + "payment_method", "is required")
+    if (search.payment_method == types_pb2.PAYMENT_METHOD_INSTALLMENTS) != (
+        search.installment_count > 0
+    ):
+        violations.add(FIELD + "installment_count", "set it for installments only (at least 1)")
+    violations.raise_if_any()
+    if search.retail_entity.retail_entity_id != caller.entity_id:
+        raise DomainError(
+            ErrorKind.PERMISSION_DENIED,
+            "NOT_OWNER",
+            f"{caller.uri} may search only under its own retail entity identification",
+        )
+
+
+def check_guarantee(
+    search: settlement_pb2.BillingAgencyIdentificationSearch,
+    guarantee: approval_pb2.RetailEntityIdentificationGuarantee,
+) -> None:
+    """Step 7's verification of approval's answer against the shop's identification."""
+    if guarantee.status != types_pb2.ENTITY_STATUS_ACTIVE:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "ENTITY_SUSPENDED",
+            f"retail entity {guarantee.retail_entity_id} is not active",
+            metadata={"entity_id": guarantee.retail_entity_id},
+        )
+    if not guarantee.identification_matches:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "GUARANTEE_MISMATCH",
+            "the shop identification differs from approval's retail entity identification",
+        )
+    if search.payment_method not in guarantee.accepted_payment_methods:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "TRANSACTION_DECLINED",
+            "the shop has not registered this payment method with approval",
+        )
+
+
+def search_digest(search: settlement_pb2.BillingAgencyIdentificationSearch) -> str:
+    return hashlib.sha256(search.SerializeToString(deterministic=True)).hexdigest()
+
+
+def billing_details(
+    search: settlement_pb2.BillingAgencyIdentificationSearch, agency_id: str
+) -> types_pb2.BillingDetails:
+    """The billing details copied into the order, the completion report and the report."""
+    return types_pb2.BillingDetails(
+        retail_entity_id=search.retail_entity.retail_entity_id,
+        settlement_agency_id=agency_id,
+        anonymous_user_id=search.anonymous_user_id,
+        lines=search.lines,
+        amount=search.amount,
+        payment_method=search.payment_method,
+        installment_count=search.installment_count,
+        ordered_at=search.ordered_at,
+    )
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """A checked billing search, ready to record: who buys, through which agency, and trace."""
+
+    search: settlement_pb2.BillingAgencyIdentificationSearch
+    member_id: str
+    agency_id: str
+    retail_entity_display_name: str
+    trace_id: str
+
+
+def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOrderRow:
+    """Checks credit and stores the order and the member's completion notice, atomically.
+
+    Idempotent by order number: the same search again returns the stored order (no second
+    credit use); another search under the same order number is refused.
+    """
+    search, digest = purchase.search, search_digest(purchase.search)
+    existing = repo.order(search.order_number)
+    if existing is not None:
+        if existing.request_sha256 != digest:
+            raise DomainError(
+                ErrorKind.INVALID_ARGUMENT,
+                "FIELD_INVALID",
+                f"{FIELD}order_number: was already used for a different order",
+            )
+        return existing
+    member = members.get_member(repo, purchase.member_id)
+    if member.status != "ACTIVE":
+        raise DomainError(ErrorKind.FAILED_PRECONDITION, "ENTITY_SUSPENDED", "member is suspended")
+    amount = search.amount
+    if amount.currency_code != member.currency_code:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "TRANSACTION_DECLINED",
+            f"the member's credit is in {member.currency_code}, the order in {amount.currency_code}",
+        )
+    used = members.credit_used(repo, member.member_id)
+    if used + amount.amount_minor > member.credit_limit_minor:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "CREDIT_LIMIT_EXCEEDED",
+            "the member's credit limit does not cover the order",
+            metadata={"order_number": search.order_number},
+        )
+    now = utc_now()
+    details = billing_details(search, purchase.agency_id)
+    notice_id = "tcn-" + secrets.token_hex(8)
+    order: SettlementOrderRow = repo.orders.create(
+        order_number=search.order_number,
+        member_id=member.member_id,
+        retail_entity_id=details.retail_entity_id,
+        anonymous_user_id=search.anonymous_user_id,
+        amount_minor=amount.amount_minor,
+        currency_code=amount.currency_code,
+        billing_details=details.SerializeToString(deterministic=True),
+        request_sha256=digest,
+        completion_notice_id=notice_id,
+        retail_entity_display_name=purchase.retail_entity_display_name,
+        trace_id=purchase.trace_id,
+        created_at=now,
+        completed_at=now,
+        updated_at=now,
+    )
+    notice = completion_notice(order, sequence=0)
+    row = notices.add_notice(
+        repo,
+        member_id=member.member_id,
+        kind="TRANSACTION_COMPLETED",
+        order_number=order.order_number,
+        amount_minor=order.amount_minor,
+        currency_code=order.currency_code,
+        message=f"Order {order.order_number} at {purchase.retail_entity_display_name} approved",
+        payload=notice,
+        notice_id=notice_id,
+    )
+    # The stored payload carries the sequence too, so listing and streaming agree.
+    notice.sequence = row.sequence
+    row.payload = notice.SerializeToString(deterministic=True)
+    row.save()
+    return order
+
+
+def details_of(order: SettlementOrderRow) -> types_pb2.BillingDetails:
+    return types_pb2.BillingDetails.FromString(bytes(order.billing_details))
+
+
+def completion_notice(
+    order: SettlementOrderRow, sequence: int
+) -> settlement_pb2.TransactionCompletionNotice:
+    """The transaction completion notice to the member (step 7)."""
+    details = details_of(order)
+    return settlement_pb2.TransactionCompletionNotice(
+        notice_id=order.completion_notice_id,
+        sequence=sequence,
+        order_number=order.order_number,
+        retail_entity_id=order.retail_entity_id,
+        retail_entity_display_name=order.retail_entity_display_name,
+        lines=details.lines,
+        amount=details.amount,
+        payment_method=details.payment_method,
+        result=_result(order),
+        anonymous_user_id=order.anonymous_user_id,
+        issued_at=timestamp(order.completed_at),
+    )
+
+
+def _result(order: SettlementOrderRow) -> types_pb2.TransactionResult.ValueType:
+    result: types_pb2.TransactionResult.ValueType = enum_value(
+        types_pb2.TransactionResult, "TRANSACTION_RESULT_", order.result
+    )
+    return result
+
+
+def transaction_report(order: SettlementOrderRow) -> verification_pb2.TransactionReport:
+    """The transaction report to verification (step 9): order number and billing details."""
+    return verification_pb2.TransactionReport(
+        order_number=order.order_number,
+        billing_details=details_of(order),
+        result=_result(order),
+        completed_at=timestamp(order.completed_at),
+    )
+
+
+def completion_report(order: SettlementOrderRow) -> settlement_pb2.TransactionCompletionReport:
+    """The transaction completion report to the shop (step 8)."""
+    return settlement_pb2.TransactionCompletionReport(
+        order_number=order.order_number,
+        billing_details=details_of(order),
+        result=_result(order),
+        transaction_completion_notice_id=order.completion_notice_id,
+        completed_at=timestamp(order.completed_at),
+    )
+
+
+def mark_reported(repo: SettlementRepository, order_number: str) -> None:
+    repo.orders.update(reported_at=utc_now()).where(
+        (repo.orders.order_number == order_number) & repo.orders.reported_at.is_null()
+    ).execute()
+
+
+def order_to_proto(order: SettlementOrderRow) -> settlement_pb2.SettlementOrder:
+    """The agency's full record of an order, with the member (admin only)."""
+    return settlement_pb2.SettlementOrder(
+        order_number=order.order_number,
+        member_id=order.member_id,
+        billing_details=details_of(order),
+        result=_result(order),
+        billing_state=enum_value(
+            settlement_pb2.BillingState, "BILLING_STATE_", order.billing_state
+        ),
+        created_at=timestamp(order.created_at),
+        billed_at=timestamp(order.billed_at),
+        trace_id=order.trace_id,
+    )
+
+
+def billing_state_label(value: int) -> str:
+    return enum_label(settlement_pb2.BillingState, "BILLING_STATE_", value).upper()
+
+
+def get_order(repo: SettlementRepository, order_number: str) -> SettlementOrderRow:
+    order = repo.order(order_number)
+    if order is None:
+        raise DomainError(ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no order {order_number!r}")
+    return order

@@ -1,0 +1,581 @@
+"""Settlement's gRPC adapters: members (steps 1-3, 7), shops (steps 5-9, claim 19), admin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from suretynet.type.v1 import types_pb2
+
+from nodes.common import logs
+from nodes.common.calls import call_info
+from nodes.common.convert import (
+    decode_page_token,
+    encode_page_token,
+    enum_label,
+    enum_value,
+    money,
+    page_size,
+    timestamp,
+)
+from nodes.common.errors import DomainError, ErrorKind, Violations, required
+from nodes.common.idempotency import remember, run_once, serve_once, stored_answer
+from nodes.common.interceptor import policy
+from nodes.common.node import NodeRuntime
+from nodes.settlement import anonymous_ids, members, notices, purchases
+from nodes.settlement.notices import NoticeBoard
+from nodes.settlement.peers import SettlementPeers
+from storage.settlement.models import MemberNoticeRow, MemberRow, SessionRow
+from storage.settlement.repository import SettlementRepository
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Message)
+
+MEMBER = "/suretynet.settlement.v1.MemberService/"
+BILLING = "/suretynet.settlement.v1.BillingService/"
+ADMIN = "/suretynet.settlement.v1.SettlementAdminService/"
+
+POLICIES = {
+    **{
+        MEMBER + name: policy(members=True)
+        for name in (
+            "Login",
+            "Logout",
+            "GetPaymentInformation",
+            "IssueAnonymousUserId",
+            "ListTransactionCompletionNotices",
+            "StreamTransactionCompletionNotices",
+            "ListMemberNotices",
+        )
+    },
+    BILLING + "SearchBillingAgencyIdentification": policy("retail"),
+    BILLING + "GetSettlementAgencyGuarantees": policy("retail", "admin"),
+    BILLING + "GetBillingStatus": policy("retail", "admin"),
+    BILLING + "NotifyCancelRequest": policy("retail"),
+    **{
+        ADMIN + name: policy("admin")
+        for name in ("EnrollMember", "SetCreditLimit", "RunBilling", "GetOrder", "ListOrders")
+    },
+}
+
+NOTICE_KINDS = {
+    "TRANSACTION_COMPLETED": settlement_pb2.MEMBER_NOTICE_KIND_TRANSACTION_COMPLETED,
+}
+# A stream re-reads the database at least this often even without a wake-up.
+STREAM_POLL_S = 5.0
+STREAM_BATCH = 100
+
+
+@dataclass(frozen=True)
+class SettlementSettings:
+    """The agency's configurable bounds (``[options]`` of its node.toml)."""
+
+    routing_prefix: str
+    anonymous_id_validity_s: int
+    session_ttl_s: int
+    guarantee_refresh_interval_s: int
+    guarantee_max_staleness_s: int
+
+    @classmethod
+    def from_options(cls, options: dict[str, object]) -> SettlementSettings:
+        def bounded(name: str, default: int, low: int, high: int) -> int:
+            value = int(str(options.get(name, default)))
+            if not low <= value <= high:
+                raise ValueError(f"options.{name}: must be between {low} and {high}")
+            return value
+
+        return cls(
+            routing_prefix=str(options.get("routing_prefix", "")),
+            anonymous_id_validity_s=bounded("anonymous_id_validity_s", 86_400, 1, 31 * 86_400),
+            session_ttl_s=bounded("session_ttl_s", 3_600, 10, 86_400),
+            guarantee_refresh_interval_s=bounded("guarantee_refresh_interval_s", 60, 1, 3_600),
+            guarantee_max_staleness_s=bounded("guarantee_max_staleness_s", 600, 2, 86_400),
+        )
+
+
+def member_to_proto(member: MemberRow, used_minor: int) -> settlement_pb2.Member:
+    return settlement_pb2.Member(
+        member_id=member.member_id,
+        display_name=member.display_name,
+        credit_limit=money(member.credit_limit_minor, member.currency_code),
+        credit_used=money(used_minor, member.currency_code),
+        status=enum_value(settlement_pb2.MemberStatus, "MEMBER_STATUS_", member.status),
+        enrolled_at=timestamp(member.enrolled_at),
+    )
+
+
+def _completion_notice(row: MemberNoticeRow) -> settlement_pb2.TransactionCompletionNotice:
+    return settlement_pb2.TransactionCompletionNotice.FromString(bytes(row.payload))
+
+
+def _member_notice(row: MemberNoticeRow) -> settlement_pb2.MemberNotice:
+    notice = settlement_pb2.MemberNotice(
+        notice_id=row.notice_id,
+        kind=enum_value(settlement_pb2.MemberNoticeKind, "MEMBER_NOTICE_KIND_", row.kind),
+        order_number=row.order_number,
+        amount=money(row.amount_minor, row.currency_code),
+        message=row.message,
+        created_at=timestamp(row.created_at),
+    )
+    if row.kind == "TRANSACTION_COMPLETED":
+        notice.transaction_completion_notice.CopyFrom(_completion_notice(row))
+    elif row.kind == "CANCELLATION_PROCESSED":
+        notice.cancel_process_result.ParseFromString(bytes(row.payload))
+    return notice
+
+
+def _sequence_token(token: str) -> int:
+    decoded = decode_page_token(token)
+    return int(decoded) if decoded.isdigit() else 0
+
+
+class MemberServicer(settlement_pb2_grpc.MemberServiceServicer):
+    """The member's own access: login, payment information, anonymous IDs, notices."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        repo: SettlementRepository,
+        peers: SettlementPeers,
+        board: NoticeBoard,
+        settings: SettlementSettings,
+    ) -> None:
+        self._runtime = runtime
+        self._store = runtime.store
+        self._repo = repo
+        self._peers = peers
+        self._board = board
+        self._settings = settings
+
+    async def _session(self) -> tuple[MemberRow, SessionRow]:
+        authorization = call_info().metadata.get("authorization")
+        return await self._store.run(lambda: members.authenticate(self._repo, authorization))
+
+    async def _once(
+        self, member_id: str, request: Message, response_type: type[R], effect: Callable[[], R]
+    ) -> R:
+        """``serve_once`` scoped to the member, so members choosing equal IDs never collide."""
+        info = call_info()
+        return await self._store.run(
+            lambda: run_once(
+                self._repo.idempotency,
+                scope=f"member:{member_id}",
+                method=info.method,
+                request=request,
+                response_type=response_type,
+                effect=effect,
+            )
+        )
+
+    async def Login(
+        self, request: settlement_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.LoginResponse:
+        violations = Violations()
+        violations.require("member_id", request.member_id)
+        violations.require("password", request.password)
+        violations.raise_if_any()
+
+        def open_session() -> settlement_pb2.LoginResponse:
+            token, session, member = members.login(
+                self._repo, request.member_id, request.password, self._settings.session_ttl_s
+            )
+            return settlement_pb2.LoginResponse(
+                session_token=token,
+                expires_at=timestamp(session.expires_at),
+                member=member_to_proto(member, members.credit_used(self._repo, member.member_id)),
+            )
+
+        return await self._store.run(open_session)
+
+    async def Logout(
+        self, request: settlement_pb2.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.LogoutResponse:
+        member, session = await self._session()
+        return await self._once(
+            member.member_id,
+            request,
+            settlement_pb2.LogoutResponse,
+            lambda: settlement_pb2.LogoutResponse(
+                ended_at=timestamp(members.logout(self._repo, session))
+            ),
+        )
+
+    async def GetPaymentInformation(
+        self,
+        request: settlement_pb2.GetPaymentInformationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.GetPaymentInformationResponse:
+        await self._session()
+        if not request.retail_entity_id:
+            raise required("retail_entity_id")
+        information = await self._peers.payment_information(request.retail_entity_id)
+        return settlement_pb2.GetPaymentInformationResponse(payment_information=information)
+
+    async def IssueAnonymousUserId(
+        self,
+        request: settlement_pb2.IssueAnonymousUserIdRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.IssueAnonymousUserIdResponse:
+        member, _ = await self._session()
+        if not request.retail_entity_id:
+            raise required("retail_entity_id")
+        info, repo = call_info(), self._repo
+        scope = f"member:{member.member_id}"
+        stored = await self._store.run(
+            lambda: stored_answer(
+                repo.idempotency,
+                scope=scope,
+                method=info.method,
+                request=request,
+                response_type=settlement_pb2.IssueAnonymousUserIdResponse,
+            )
+        )
+        if stored is not None:
+            return stored
+        shop = await self._peers.retail_entity_guarantee(
+            types_pb2.RetailEntityIdentification(retail_entity_id=request.retail_entity_id), ""
+        )
+        if shop.status != types_pb2.ENTITY_STATUS_ACTIVE:
+            raise DomainError(
+                ErrorKind.FAILED_PRECONDITION,
+                "ENTITY_SUSPENDED",
+                f"retail entity {shop.retail_entity_id} is not active",
+            )
+        settings = self._settings
+        row = await self._store.run(
+            lambda: anonymous_ids.issue(
+                repo,
+                member_id=member.member_id,
+                retail_entity_id=request.retail_entity_id,
+                routing_prefix=settings.routing_prefix,
+                validity_s=settings.anonymous_id_validity_s,
+            )
+        )
+        anonymous_user_id = types_pb2.AnonymousUserId(
+            value=row.value,
+            retail_entity_id=row.retail_entity_id,
+            routing_prefix=settings.routing_prefix,
+            issued_at=timestamp(row.issued_at),
+            expires_at=timestamp(row.expires_at),
+        )
+        # Claim 1 (directory variant): the agency itself transmits the ID to the shop.
+        delivered = shop.discovery_variant == types_pb2.DISCOVERY_VARIANT_DIRECTORY
+        if delivered:
+            await self._peers.deliver_anonymous_user_id(shop.address, anonymous_user_id)
+
+        def finish() -> settlement_pb2.IssueAnonymousUserIdResponse:
+            if delivered:
+                anonymous_ids.mark_delivered(repo, row.value)
+            return remember(
+                repo.idempotency,
+                scope=scope,
+                method=info.method,
+                request=request,
+                response=settlement_pb2.IssueAnonymousUserIdResponse(
+                    anonymous_user_id=anonymous_user_id, delivered_to_retail_entity=delivered
+                ),
+            )
+
+        return await self._store.run(finish)
+
+    async def ListTransactionCompletionNotices(
+        self,
+        request: settlement_pb2.ListTransactionCompletionNoticesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.ListTransactionCompletionNoticesResponse:
+        member, _ = await self._session()
+        size, before = page_size(request.page_size), _sequence_token(request.page_token)
+        rows = await self._store.run(
+            lambda: notices.notices_page(
+                self._repo, member.member_id, "TRANSACTION_COMPLETED", before, size + 1
+            )
+        )
+        return settlement_pb2.ListTransactionCompletionNoticesResponse(
+            transaction_completion_notices=[_completion_notice(row) for row in rows[:size]],
+            next_page_token=encode_page_token(str(rows[size - 1].sequence))
+            if len(rows) > size
+            else "",
+        )
+
+    async def StreamTransactionCompletionNotices(
+        self,
+        request: settlement_pb2.StreamTransactionCompletionNoticesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[settlement_pb2.StreamTransactionCompletionNoticesResponse]:
+        member, _session = await self._session()
+        member_id, after = member.member_id, max(0, request.after_sequence)
+        wake = self._board.subscribe(member_id)
+        try:
+            while True:
+                rows = await self._store.run(
+                    functools.partial(
+                        notices.notices_after,
+                        self._repo,
+                        member_id,
+                        "TRANSACTION_COMPLETED",
+                        after,
+                        STREAM_BATCH,
+                    )
+                )
+                for row in rows:
+                    after = row.sequence
+                    yield settlement_pb2.StreamTransactionCompletionNoticesResponse(
+                        transaction_completion_notice=_completion_notice(row)
+                    )
+                if len(rows) == STREAM_BATCH:
+                    continue
+                # The stream lives as long as the session that opened it.
+                await self._session()
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=STREAM_POLL_S)
+        finally:
+            self._board.unsubscribe(member_id, wake)
+
+    async def ListMemberNotices(
+        self,
+        request: settlement_pb2.ListMemberNoticesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.ListMemberNoticesResponse:
+        member, _ = await self._session()
+        size, before = page_size(request.page_size), _sequence_token(request.page_token)
+        kind = enum_label(
+            settlement_pb2.MemberNoticeKind, "MEMBER_NOTICE_KIND_", request.kind
+        ).upper()
+        rows = await self._store.run(
+            lambda: notices.notices_page(self._repo, member.member_id, kind, before, size + 1)
+        )
+        return settlement_pb2.ListMemberNoticesResponse(
+            member_notices=[_member_notice(row) for row in rows[:size]],
+            next_page_token=encode_page_token(str(rows[size - 1].sequence))
+            if len(rows) > size
+            else "",
+        )
+
+
+class BillingServicer(settlement_pb2_grpc.BillingServiceServicer):
+    """What shops call: the purchase (steps 5-9) and the claim 19 guarantee pull."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        repo: SettlementRepository,
+        peers: SettlementPeers,
+        board: NoticeBoard,
+        settings: SettlementSettings,
+    ) -> None:
+        self._runtime = runtime
+        self._store = runtime.store
+        self._repo = repo
+        self._peers = peers
+        self._board = board
+        self._settings = settings
+
+    async def SearchBillingAgencyIdentification(
+        self,
+        request: settlement_pb2.SearchBillingAgencyIdentificationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
+        info = call_info()
+        assert info.caller is not None, "the policy admits certificate holders only"
+        search = request.billing_agency_identification_search
+        repo, scope = self._repo, info.scope
+        stored = await self._store.run(
+            lambda: stored_answer(
+                repo.idempotency,
+                scope=scope,
+                method=info.method,
+                request=request,
+                response_type=settlement_pb2.SearchBillingAgencyIdentificationResponse,
+            )
+        )
+        if stored is not None:
+            return stored
+        purchases.validate_search(search, info.caller)
+        shop_id = search.retail_entity.retail_entity_id
+        anonymous = await self._store.run(
+            lambda: anonymous_ids.resolve(repo, search.anonymous_user_id, shop_id)
+        )
+        guarantee = await self._peers.retail_entity_guarantee(
+            search.retail_entity, search.order_number
+        )
+        purchases.check_guarantee(search, guarantee)
+        purchase = purchases.Purchase(
+            search=search,
+            member_id=anonymous.member_id,
+            agency_id=self._runtime.config.entity_id,
+            retail_entity_display_name=guarantee.display_name,
+            trace_id=logs.current_trace_id(),
+        )
+        order = await self._store.run(lambda: purchases.record_order(repo, purchase))
+        self._board.publish(order.member_id)
+        logs.event(log, "order approved", order_number=order.order_number)
+        if order.reported_at is None:
+            await self._peers.submit_transaction_report(purchases.transaction_report(order))
+
+        def finish() -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
+            purchases.mark_reported(repo, order.order_number)
+            return remember(
+                repo.idempotency,
+                scope=scope,
+                method=info.method,
+                request=request,
+                response=settlement_pb2.SearchBillingAgencyIdentificationResponse(
+                    transaction_completion_report=purchases.completion_report(order)
+                ),
+            )
+
+        return await self._store.run(finish)
+
+    async def GetSettlementAgencyGuarantees(
+        self,
+        request: settlement_pb2.GetSettlementAgencyGuaranteesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.GetSettlementAgencyGuaranteesResponse:
+        if request.after_serial < 0:
+            raise DomainError(
+                ErrorKind.INVALID_ARGUMENT, "FIELD_INVALID", "after_serial: must not be negative"
+            )
+        guarantees, serial = await self._peers.guarantees_after(request.after_serial)
+        return settlement_pb2.GetSettlementAgencyGuaranteesResponse(
+            guarantees=guarantees,
+            registry_serial=serial,
+            refresh_interval_s=self._settings.guarantee_refresh_interval_s,
+            max_staleness_s=self._settings.guarantee_max_staleness_s,
+            full_replacement=request.after_serial == 0,
+        )
+
+    async def GetBillingStatus(
+        self, request: settlement_pb2.GetBillingStatusRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.GetBillingStatusResponse:
+        if not request.order_number:
+            raise required("order_number")
+        caller = call_info().caller
+        order = await self._store.run(lambda: purchases.get_order(self._repo, request.order_number))
+        if (
+            caller is not None
+            and caller.role == "retail"
+            and order.retail_entity_id != caller.entity_id
+        ):
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "NOT_OWNER",
+                f"{caller.uri} did not sell order {request.order_number}",
+            )
+        return settlement_pb2.GetBillingStatusResponse(
+            billing_status=settlement_pb2.BillingStatus(
+                order_number=order.order_number,
+                billing_state=enum_value(
+                    settlement_pb2.BillingState, "BILLING_STATE_", order.billing_state
+                ),
+                amount=money(order.amount_minor, order.currency_code),
+                billed_at=timestamp(order.billed_at),
+                updated_at=timestamp(order.updated_at),
+            )
+        )
+
+
+class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer):
+    """The agency's operator console: members, credit limits, orders."""
+
+    def __init__(self, runtime: NodeRuntime, repo: SettlementRepository) -> None:
+        self._store = runtime.store
+        self._repo = repo
+
+    async def EnrollMember(
+        self, request: settlement_pb2.EnrollMemberRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.EnrollMemberResponse:
+        def effect() -> settlement_pb2.EnrollMemberResponse:
+            member = members.enroll_member(
+                self._repo,
+                member_id=request.member_id,
+                display_name=request.display_name,
+                password=request.password,
+                credit_limit_minor=request.credit_limit.amount_minor,
+                currency_code=request.credit_limit.currency_code,
+            )
+            return settlement_pb2.EnrollMemberResponse(member=member_to_proto(member, 0))
+
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            settlement_pb2.EnrollMemberResponse,
+            effect,
+        )
+
+    async def SetCreditLimit(
+        self, request: settlement_pb2.SetCreditLimitRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.SetCreditLimitResponse:
+        if not request.member_id:
+            raise required("member_id")
+
+        def effect() -> settlement_pb2.SetCreditLimitResponse:
+            member = members.set_credit_limit(
+                self._repo,
+                request.member_id,
+                request.credit_limit.amount_minor,
+                request.credit_limit.currency_code,
+            )
+            notices.add_notice(
+                self._repo,
+                member_id=member.member_id,
+                kind="CREDIT_LIMIT_CHANGED",
+                order_number="",
+                amount_minor=member.credit_limit_minor,
+                currency_code=member.currency_code,
+                message="Your credit limit changed",
+                payload=None,
+            )
+            used = members.credit_used(self._repo, member.member_id)
+            return settlement_pb2.SetCreditLimitResponse(member=member_to_proto(member, used))
+
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            settlement_pb2.SetCreditLimitResponse,
+            effect,
+        )
+
+    async def GetOrder(
+        self, request: settlement_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.GetOrderResponse:
+        if not request.order_number:
+            raise required("order_number")
+        order = await self._store.run(lambda: purchases.get_order(self._repo, request.order_number))
+        return settlement_pb2.GetOrderResponse(order=purchases.order_to_proto(order))
+
+    async def ListOrders(
+        self, request: settlement_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.ListOrdersResponse:
+        size, after = page_size(request.page_size), decode_page_token(request.page_token)
+        state = purchases.billing_state_label(request.billing_state)
+
+        def query() -> settlement_pb2.ListOrdersResponse:
+            orders = self._repo.orders
+            rows = orders.select()
+            if after:
+                rows = rows.where(orders.order_number < after)
+            if request.member_id:
+                rows = rows.where(orders.member_id == request.member_id)
+            if state:
+                rows = rows.where(orders.billing_state == state)
+            page = list(rows.order_by(orders.order_number.desc()).limit(size + 1))
+            return settlement_pb2.ListOrdersResponse(
+                orders=[purchases.order_to_proto(row) for row in page[:size]],
+                next_page_token=encode_page_token(page[size - 1].order_number)
+                if len(page) > size
+                else "",
+            )
+
+        return await self._store.run(query)

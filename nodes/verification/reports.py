@@ -1,0 +1,87 @@
+"""Verification's transaction reports (claim 1, flow step 9): the independent witness.
+
+The settlement agency files one report per order; approval later checks the shop's
+transaction verification request against it (step 10). A report is immutable: filing the
+same order again with other content is refused with TRANSACTION_MISMATCH.
+"""
+
+from __future__ import annotations
+
+from suretynet.type.v1 import types_pb2
+from suretynet.verification.v1 import verification_pb2
+
+from nodes.common.convert import enum_label
+from nodes.common.errors import DomainError, ErrorKind, Violations
+from nodes.common.identity import EntityIdentity
+from storage.verification.models import TransactionReportRow
+from storage.verification.repository import VerificationRepository
+
+
+def validate_report(report: verification_pb2.TransactionReport, caller: EntityIdentity) -> None:
+    """Refuses an incomplete report, or one filed for another agency than the caller."""
+    details = report.billing_details
+    violations = Violations()
+    violations.require("transaction_report.order_number", report.order_number)
+    violations.require(
+        "transaction_report.billing_details.retail_entity_id", details.retail_entity_id
+    )
+    violations.require(
+        "transaction_report.billing_details.settlement_agency_id", details.settlement_agency_id
+    )
+    if details.amount.amount_minor <= 0:
+        violations.add("transaction_report.billing_details.amount.amount_minor", "must be positive")
+    if len(details.amount.currency_code) != 3:
+        violations.add(
+            "transaction_report.billing_details.amount.currency_code", "must be an ISO 4217 code"
+        )
+    if report.result == types_pb2.TRANSACTION_RESULT_UNSPECIFIED:
+        violations.add("transaction_report.result", "is required")
+    violations.raise_if_any()
+    if caller.role == "settlement" and details.settlement_agency_id != caller.entity_id:
+        raise DomainError(
+            ErrorKind.PERMISSION_DENIED,
+            "NOT_OWNER",
+            f"{caller.uri} may report only its own transactions",
+        )
+
+
+def store_report(
+    repo: VerificationRepository, report: verification_pb2.TransactionReport, trace_id: str
+) -> TransactionReportRow:
+    """Stores the report once; the same order again must carry the same content."""
+    serialized = report.SerializeToString(deterministic=True)
+    existing = repo.reports.get_or_none(repo.reports.order_number == report.order_number)
+    if existing is not None:
+        if bytes(existing.report) != serialized:
+            raise DomainError(
+                ErrorKind.FAILED_PRECONDITION,
+                "TRANSACTION_MISMATCH",
+                f"a different transaction report for {report.order_number} is already on file",
+                metadata={"order_number": report.order_number},
+            )
+        return existing
+    details = report.billing_details
+    row: TransactionReportRow = repo.reports.create(
+        order_number=report.order_number,
+        settlement_agency_id=details.settlement_agency_id,
+        retail_entity_id=details.retail_entity_id,
+        amount_minor=details.amount.amount_minor,
+        currency_code=details.amount.currency_code,
+        result=enum_label(
+            types_pb2.TransactionResult, "TRANSACTION_RESULT_", report.result
+        ).upper(),
+        report=serialized,
+        trace_id=trace_id,
+    )
+    return row
+
+
+def get_report(repo: VerificationRepository, order_number: str) -> TransactionReportRow:
+    row = repo.reports.get_or_none(repo.reports.order_number == order_number)
+    if row is None:
+        raise DomainError(
+            ErrorKind.NOT_FOUND,
+            "TRANSACTION_REPORT_NOT_FOUND",
+            f"verification holds no transaction report for {order_number!r}",
+        )
+    return row

@@ -1,0 +1,130 @@
+"""Settlement's tables: members, sessions, anonymous user IDs, orders and member notices.
+
+Settlement is the only node that knows which member stands behind an anonymous user ID,
+so these tables hold the member's identity; nothing here ever leaves the agency except to
+its own admin.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from storage.common.models import utc_now
+
+
+class AgencySecretRow(peewee.Model):
+    """A secret key of this agency (the anonymous user ID MAC key); made on first start."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    key_hex = peewee.CharField(max_length=128)
+    created_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "agency_secret"
+
+
+class MemberRow(peewee.Model):
+    """One member: credentials (salted scrypt hash only), credit limit and standing."""
+
+    member_id = peewee.CharField(max_length=64, primary_key=True)
+    display_name = peewee.CharField(max_length=200)
+    password_salt_hex = peewee.CharField(max_length=64)
+    password_hash_hex = peewee.CharField(max_length=128)
+    credit_limit_minor = peewee.BigIntegerField()
+    currency_code = peewee.CharField(max_length=3)
+    status = peewee.CharField(max_length=16, default="ACTIVE")
+    enrolled_at = peewee.DateTimeField(default=utc_now)
+    updated_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "member"
+
+
+class SessionRow(peewee.Model):
+    """An open member session; only the token's SHA-256 is stored."""
+
+    token_sha256 = peewee.CharField(max_length=64, primary_key=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    created_at = peewee.DateTimeField(default=utc_now)
+    expires_at = peewee.DateTimeField()
+    ended_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "member_session"
+
+
+class AnonymousIdRow(peewee.Model):
+    """An issued anonymous user ID and the member it resolves to (only this agency can)."""
+
+    value = peewee.CharField(max_length=32, primary_key=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    retail_entity_id = peewee.CharField(max_length=64)
+    issued_at = peewee.DateTimeField(default=utc_now)
+    expires_at = peewee.DateTimeField()
+    delivered_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "anonymous_user_id"
+
+
+class SettlementOrderRow(peewee.Model):
+    """An approved order: the order number and the billing details (claim 1, step 8).
+
+    ``billing_details`` is the serialized suretynet.type.v1.BillingDetails; the columns
+    beside it repeat what queries and invariants need.
+    """
+
+    order_number = peewee.CharField(max_length=64, primary_key=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    retail_entity_id = peewee.CharField(max_length=64, index=True)
+    anonymous_user_id = peewee.CharField(max_length=32)
+    amount_minor = peewee.BigIntegerField()
+    currency_code = peewee.CharField(max_length=3)
+    billing_details = peewee.BlobField()
+    # SHA-256 of the billing search that created the order: a different search under the
+    # same order number is refused instead of silently answered.
+    request_sha256 = peewee.CharField(max_length=64)
+    result = peewee.CharField(max_length=16, default="APPROVED")
+    billing_state = peewee.CharField(max_length=24, default="NOT_YET_BILLED", index=True)
+    completion_notice_id = peewee.CharField(max_length=64)
+    retail_entity_display_name = peewee.CharField(max_length=200, default="")
+    trace_id = peewee.CharField(max_length=64, default="")
+    created_at = peewee.DateTimeField(default=utc_now, index=True)
+    completed_at = peewee.DateTimeField(default=utc_now)
+    # Set once verification acknowledged the transaction report (step 9).
+    reported_at = peewee.DateTimeField(null=True)
+    billed_at = peewee.DateTimeField(null=True)
+    updated_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "settlement_order"
+
+
+class MemberNoticeRow(peewee.Model):
+    """A notice to a member; ``sequence`` increases per member so streams can resume."""
+
+    notice_id = peewee.CharField(max_length=64, primary_key=True)
+    member_id = peewee.CharField(max_length=64)
+    sequence = peewee.BigIntegerField()
+    kind = peewee.CharField(max_length=32)
+    order_number = peewee.CharField(max_length=64, default="", index=True)
+    amount_minor = peewee.BigIntegerField(default=0)
+    currency_code = peewee.CharField(max_length=3, default="")
+    message = peewee.CharField(max_length=500, default="")
+    # Serialized TransactionCompletionNotice or CancelProcessResult, per kind.
+    payload = peewee.BlobField(default=b"")
+    created_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "member_notice"
+        indexes = ((("member_id", "sequence"), True),)
+
+
+MODELS: tuple[type[peewee.Model], ...] = (
+    AgencySecretRow,
+    MemberRow,
+    SessionRow,
+    AnonymousIdRow,
+    SettlementOrderRow,
+    MemberNoticeRow,
+)

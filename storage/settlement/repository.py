@@ -1,0 +1,46 @@
+"""Settlement's repository: its tables bound to its own database."""
+
+from __future__ import annotations
+
+import peewee
+
+from storage.common.database import bind
+from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.settlement.models import (
+    AgencySecretRow,
+    AnonymousIdRow,
+    MemberNoticeRow,
+    MemberRow,
+    SessionRow,
+    SettlementOrderRow,
+)
+
+
+class SettlementRepository:
+    """Settlement's bound tables. Every use must run inside ``Store.run``/``transaction``."""
+
+    def __init__(self, database: peewee.Database) -> None:
+        self.secrets = bind(database, AgencySecretRow)
+        self.members = bind(database, MemberRow)
+        self.sessions = bind(database, SessionRow)
+        self.anonymous_ids = bind(database, AnonymousIdRow)
+        self.orders = bind(database, SettlementOrderRow)
+        self.notices = bind(database, MemberNoticeRow)
+        self.idempotency = bind(database, IdempotencyRecord)
+        self.credentials = bind(database, NodeCredential)
+        self.tables: tuple[type[peewee.Model], ...] = (
+            self.secrets,
+            self.members,
+            self.sessions,
+            self.anonymous_ids,
+            self.orders,
+            self.notices,
+            self.idempotency,
+            self.credentials,
+        )
+
+    def member(self, member_id: str) -> MemberRow | None:
+        return self.members.get_or_none(self.members.member_id == member_id)
+
+    def order(self, order_number: str) -> SettlementOrderRow | None:
+        return self.orders.get_or_none(self.orders.order_number == order_number)

@@ -1,0 +1,23 @@
+"""Verification's repository: its tables bound to its own database."""
+
+from __future__ import annotations
+
+import peewee
+
+from storage.common.database import bind
+from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.verification.models import TransactionReportRow
+
+
+class VerificationRepository:
+    """Verification's bound tables. Every use must run inside ``Store.run``/``transaction``."""
+
+    def __init__(self, database: peewee.Database) -> None:
+        self.reports = bind(database, TransactionReportRow)
+        self.idempotency = bind(database, IdempotencyRecord)
+        self.credentials = bind(database, NodeCredential)
+        self.tables: tuple[type[peewee.Model], ...] = (
+            self.reports,
+            self.idempotency,
+            self.credentials,
+        )
