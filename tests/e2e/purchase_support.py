@@ -1,0 +1,145 @@
+"""Helpers for end-to-end purchase tests: buying as a member, reading every node's record."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
+
+from nodes.member.client import AgencyClient, ShopClient
+from nodes.network.demo_data import members_of
+from nodes.network.local import LocalNetwork, NodeSpec
+
+# The network every purchase test module runs: one shop per discovery variant, plus an
+# agency whose anonymous user IDs expire within seconds.
+SHORT_ID_AGENCY = "agency-9"
+PURCHASE_TOPOLOGY: tuple[NodeSpec, ...] = (
+    NodeSpec("approval", "institution", "Credit Guarantee Institution"),
+    NodeSpec("verification", "verification", "Transaction Verification Server"),
+    NodeSpec("settlement", "agency-1", "First Settlement Agency", {"routing_prefix": "4111"}, True),
+    NodeSpec(
+        "settlement", "agency-2", "Second Settlement Agency", {"routing_prefix": "5222"}, True
+    ),
+    NodeSpec(
+        "settlement",
+        SHORT_ID_AGENCY,
+        "Short-ID Agency",
+        {"routing_prefix": "7999", "anonymous_id_validity_s": 1},
+        True,
+    ),
+    NodeSpec("retail", "shop-1", "Shop One", {"discovery": "directory"}, True),
+    NodeSpec("retail", "shop-2", "Shop Two", {"discovery": "push"}, True),
+    NodeSpec(
+        "retail",
+        "shop-3",
+        "Shop Three",
+        {"discovery": "cache", "cache_refresh_interval_s": 1, "cache_max_staleness_s": 60},
+        True,
+    ),
+)
+VARIANT_SHOPS = {"directory": "shop-1", "push": "shop-2", "cache": "shop-3"}
+
+
+@dataclass
+class Purchase:
+    """What a member's purchase left: the order and the ID it used."""
+
+    order: retail_pb2.ShopOrder
+    anonymous_user_id: str
+    session_token: str
+
+
+def password_of(agency: str, member_id: str) -> str:
+    return next(m.password for m in members_of(agency) if m.member_id == member_id)
+
+
+async def anonymous_id(
+    network: LocalNetwork, agency: str, member_id: str, shop: str, trace_id: str = ""
+) -> tuple[str, str]:
+    """Logs the member in and gets its anonymous user ID for ``shop``: (ID, session token)."""
+    ca = network.ca.read_bytes()
+    async with AgencyClient(network.node(agency).member_address, ca, trace_id=trace_id) as client:
+        await client.login(member_id, password_of(agency, member_id))
+        issued = await client.anonymous_user_id(shop)
+        return issued.anonymous_user_id.value, client.session_token
+
+
+async def buy(
+    network: LocalNetwork,
+    agency: str,
+    member_id: str,
+    shop: str,
+    items: list[tuple[str, int]],
+    trace_id: str = "",
+) -> Purchase:
+    """A member's whole purchase: login, anonymous ID, order at the shop."""
+    value, token = await anonymous_id(network, agency, member_id, shop, trace_id)
+    ca = network.ca.read_bytes()
+    async with ShopClient(network.node(shop).member_address, ca, trace_id=trace_id) as client:
+        order = await client.place_order(value, items)
+    return Purchase(order, value, token)
+
+
+async def records(
+    network: LocalNetwork, order_number: str, shop: str, agency: str
+) -> dict[str, Any]:
+    """The four records of an order: shop sales record, agency order and billing status,
+    verification's transaction report, approval's transaction record."""
+    async with network.admin_channel(network.node(shop).address) as channel:
+        sales = await retail_pb2_grpc.RetailAdminServiceStub(channel).GetSalesRecord(
+            retail_pb2.GetSalesRecordRequest(order_number=order_number), timeout=10
+        )
+    async with network.admin_channel(network.node(agency).address) as channel:
+        order = await settlement_pb2_grpc.SettlementAdminServiceStub(channel).GetOrder(
+            settlement_pb2.GetOrderRequest(order_number=order_number), timeout=10
+        )
+        billing = await settlement_pb2_grpc.BillingServiceStub(channel).GetBillingStatus(
+            settlement_pb2.GetBillingStatusRequest(order_number=order_number), timeout=10
+        )
+    async with network.admin_channel(network.node("verification").address) as channel:
+        report = await verification_pb2_grpc.VerificationServiceStub(channel).GetTransactionReport(
+            verification_pb2.GetTransactionReportRequest(order_number=order_number), timeout=10
+        )
+    async with network.admin_channel(network.node("institution").address) as channel:
+        record = await approval_pb2_grpc.TransactionServiceStub(channel).GetTransactionRecord(
+            approval_pb2.GetTransactionRecordRequest(order_number=order_number), timeout=10
+        )
+    return {
+        "sales": sales.sales_record,
+        "order": order.order,
+        "billing": billing.billing_status,
+        "report": report.transaction_report,
+        "record": record.transaction_record,
+    }
+
+
+def table_rows(network: LocalNetwork, entity_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table of a node's database, read directly (tests only)."""
+    path = network.node(entity_id).directory / "node.db"
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        connection.row_factory = sqlite3.Row
+        tables = [
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        return {
+            table: [dict(row) for row in connection.execute(f'SELECT * FROM "{table}"')]
+            for table in tables
+        }
+    finally:
+        connection.close()
+
+
+def count(network: LocalNetwork, entity_id: str, table: str) -> int:
+    return len(table_rows(network, entity_id)[table])
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex

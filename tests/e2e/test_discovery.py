@@ -1,0 +1,173 @@
+"""Discovery variants (b) push and (c) cache keep up with the registry (claims 10, 19).
+
+- push: approval pushes each guarantee change; a shop that was down catches up from its
+  stored serial when it comes back;
+- cache: a shop pulling from settlement agencies learns of a new agency within its refresh
+  bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+from suretynet.type.v1 import types_pb2
+
+from nodes.common import pki, tls
+from nodes.network.local import LocalNetwork, issue_serial, restart_node, stop_node
+from tests.e2e.purchase_support import PURCHASE_TOPOLOGY, buy, request_id
+
+CACHE_REFRESH_BOUND_S = 1  # shop-3's cache_refresh_interval_s in PURCHASE_TOPOLOGY
+
+
+@pytest.fixture(scope="module")
+def purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
+    return network_factory(PURCHASE_TOPOLOGY)
+
+
+async def cached(network: LocalNetwork, shop: str) -> retail_pb2.ListGuaranteeCacheResponse:
+    async with network.admin_channel(network.node(shop).address) as channel:
+        response: retail_pb2.ListGuaranteeCacheResponse = (
+            await retail_pb2_grpc.RetailAdminServiceStub(channel).ListGuaranteeCache(
+                retail_pb2.ListGuaranteeCacheRequest(), timeout=10
+            )
+        )
+        return response
+
+
+async def registry_entry(network: LocalNetwork, entity_id: str) -> approval_pb2.RegisteredEntity:
+    async with network.admin_channel(network.node("institution").address) as channel:
+        response = await approval_pb2_grpc.ApprovalAdminServiceStub(channel).GetEntity(
+            approval_pb2.GetEntityRequest(entity_id=entity_id), timeout=10
+        )
+        return response.entity
+
+
+async def set_status(network: LocalNetwork, entity_id: str, status: int) -> None:
+    async with network.admin_channel(network.node("institution").address) as channel:
+        await approval_pb2_grpc.ApprovalAdminServiceStub(channel).SetEntityStatus(
+            approval_pb2.SetEntityStatusRequest(
+                request_id=request_id(), entity_id=entity_id, status=status, reason="test"
+            ),
+            timeout=10,
+        )
+
+
+async def wait_for_guarantee(
+    network: LocalNetwork, shop: str, agency: str, serial: int, within_s: float
+) -> float:
+    """Polls the shop's cache until it holds ``agency`` at ``serial``; returns the wait."""
+    started = time.monotonic()
+    while time.monotonic() - started < within_s:
+        for guarantee in (await cached(network, shop)).guarantees:
+            if guarantee.settlement_agency_id == agency and guarantee.registry_serial >= serial:
+                return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{shop} did not cache {agency} at serial {serial} within {within_s}s")
+
+
+def rpcs_received(network: LocalNetwork, entity: str, method: str, caller: str) -> list[str]:
+    """Timestamps of ``method`` calls from ``caller`` in ``entity``'s audit log."""
+    log = network.data_dir / "logs" / f"{entity}.log"
+    stamps = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if (
+                entry.get("msg") == "rpc"
+                and entry.get("method", "").endswith(method)
+                and entry.get("caller", "").endswith(f"/{caller}")
+            ):
+                stamps.append(entry["ts"])
+    return stamps
+
+
+def test_push_shop_catches_up_after_a_restart(purchase_network: LocalNetwork):
+    """shop-2 is down while agency-2 is suspended and reinstated; back up, it catches up to
+    the registry serial from approval and routes purchases to agency-2 again."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        await wait_for_guarantee(network, "shop-2", "agency-2", 1, 20)
+        catch_ups_before = len(
+            rpcs_received(network, "institution", "ListSettlementAgencyGuarantees", "shop-2")
+        )
+        stop_node(network.node("shop-2"))
+        await set_status(network, "agency-2", types_pb2.ENTITY_STATUS_SUSPENDED)
+        await set_status(network, "agency-2", types_pb2.ENTITY_STATUS_ACTIVE)
+        serial = (await registry_entry(network, "agency-2")).registry_serial
+        await restart_node(network, "shop-2")
+        await wait_for_guarantee(network, "shop-2", "agency-2", serial, 20)
+        catch_ups = rpcs_received(
+            network, "institution", "ListSettlementAgencyGuarantees", "shop-2"
+        )
+        assert len(catch_ups) > catch_ups_before
+        cache = await cached(network, "shop-2")
+        assert cache.cache_registry_serial >= serial
+        purchase = await buy(network, "agency-2", "carol", "shop-2", [("mug", 1)])
+        assert purchase.order.status == retail_pb2.ORDER_STATUS_COMPLETED
+        assert purchase.order.settlement_agency_id == "agency-2"
+
+    asyncio.run(scenario())
+
+
+async def register_agency(network: LocalNetwork, entity_id: str, prefix: str) -> None:
+    """Registers a new settlement agency with approval, as its installer would."""
+    pki_dir = network.data_dir / "pki"
+    issued = pki.issue_certificate(
+        pki_dir,
+        role="settlement",
+        entity_id=entity_id,
+        ip_addresses=[network.ip],
+        out_directory=pki_dir,
+    )
+    approval = network.node("institution").address
+    serial = await issue_serial(network, approval, "settlement", entity_id)
+    credentials = tls.client_credentials(
+        network.ca.read_bytes(), issued.cert_path.read_bytes(), issued.key_path.read_bytes()
+    )
+    async with grpc.aio.secure_channel(approval, credentials) as channel:
+        await approval_pb2_grpc.EnrollmentServiceStub(channel).RegisterEntity(
+            approval_pb2.RegisterEntityRequest(
+                request_id=request_id(),
+                program_serial=serial,
+                role=types_pb2.ROLE_SETTLEMENT,
+                entity_id=entity_id,
+                display_name=f"Agency {entity_id}",
+                address=f"{network.ip}:7911",
+                routing_prefix=prefix,
+            ),
+            timeout=10,
+        )
+
+
+def test_cache_shop_picks_up_a_new_agency_within_its_refresh_bound(purchase_network: LocalNetwork):
+    """A new agency registers; shop-3 (cache, refresh every 1 s) has it cached within its
+    refresh bound plus one pull, and got it from a settlement agency (claim 19)."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        await wait_for_guarantee(network, "shop-3", "agency-1", 1, 20)
+        await register_agency(network, "agency-7", "7111")
+        try:
+            serial = (await registry_entry(network, "agency-7")).registry_serial
+            waited = await wait_for_guarantee(network, "shop-3", "agency-7", serial, 10)
+            assert waited <= CACHE_REFRESH_BOUND_S + 2.0
+            pulls = [
+                stamp
+                for agency in ("agency-1", "agency-2", "agency-9")
+                for stamp in rpcs_received(
+                    network, agency, "GetSettlementAgencyGuarantees", "shop-3"
+                )
+            ]
+            assert pulls, "shop-3 never pulled from a settlement agency"
+        finally:
+            await set_status(network, "agency-7", types_pb2.ENTITY_STATUS_TERMINATED)
+
+    asyncio.run(scenario())

@@ -1,0 +1,131 @@
+"""The purchase end to end (seed 001 claims 1, 10, 19, 28-30): every node its own process.
+
+One network for the module, with one shop per discovery variant: shop-1 directory
+(claim 1), shop-2 push (claim 10), shop-3 cache (claim 19).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+from suretynet.settlement.v1 import settlement_pb2
+
+from nodes.member.client import AgencyClient
+from nodes.network.local import LocalNetwork
+from tests.e2e.purchase_support import PURCHASE_TOPOLOGY, VARIANT_SHOPS, buy, password_of, records
+
+
+@pytest.fixture(scope="module")
+def purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
+    return network_factory(PURCHASE_TOPOLOGY)
+
+
+async def wait_for_cached_agency(network: LocalNetwork, shop: str, agency: str) -> None:
+    """Polls the shop's guarantee cache until ``agency`` is in it (push and cache shops)."""
+    deadline = time.monotonic() + 20
+    async with network.admin_channel(network.node(shop).address) as channel:
+        admin = retail_pb2_grpc.RetailAdminServiceStub(channel)
+        while time.monotonic() < deadline:
+            cache = await admin.ListGuaranteeCache(
+                retail_pb2.ListGuaranteeCacheRequest(), timeout=10
+            )
+            if any(g.settlement_agency_id == agency for g in cache.guarantees):
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{shop} never cached {agency}")
+
+
+@pytest.mark.parametrize("variant", ["directory", "push", "cache"])
+def test_a_purchase_leaves_four_records_that_agree(purchase_network: LocalNetwork, variant: str):
+    """Each variant: the shop's sales record, the agency's order and billing, verification's
+    report and approval's record agree on order number, amount and currency."""
+    network, shop = purchase_network, VARIANT_SHOPS[variant]
+
+    async def scenario() -> None:
+        if variant != "directory":
+            await wait_for_cached_agency(network, shop, "agency-1")
+        purchase = await buy(
+            network, "agency-1", "alice", shop, [("tea", 2), ("mug", 1)], f"test-{variant}"
+        )
+        order = purchase.order
+        assert order.status == retail_pb2.ORDER_STATUS_COMPLETED
+        assert order.amount.amount_minor == 2 * 1_200 + 2_500
+        assert order.amount.currency_code == "USD"
+        assert order.anonymous_user_id.startswith("4111")
+        assert order.trace_id == f"test-{variant}"
+        found = await records(network, order.order_number, shop, "agency-1")
+        amounts = {
+            "sales": found["sales"].billing_details.amount,
+            "order": found["order"].billing_details.amount,
+            "billing": found["billing"].amount,
+            "report": found["report"].billing_details.amount,
+            "record": found["record"].amount,
+        }
+        for name, amount in amounts.items():
+            assert (amount.amount_minor, amount.currency_code) == (4_900, "USD"), name
+        assert found["sales"].order_number == found["order"].order_number == order.order_number
+        assert found["report"].order_number == found["record"].order_number == order.order_number
+        assert found["billing"].billing_state == settlement_pb2.BILLING_STATE_NOT_YET_BILLED
+        assert found["order"].member_id == "alice"
+        assert found["record"].transaction_verification_id == (
+            found["sales"].transaction_verification_id
+        )
+        assert found["record"].retail_entity_id == shop
+        assert found["sales"].settlement_agency_id == "agency-1"
+
+    asyncio.run(scenario())
+
+
+def test_the_member_gets_a_completion_notice_listed_and_streamed(purchase_network: LocalNetwork):
+    """Step 7: the notice carries the order number, shop, lines and amount, in both forms."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        ca = network.ca.read_bytes()
+        async with AgencyClient(network.node("agency-2").member_address, ca) as member:
+            await member.login("carol", password_of("agency-2", "carol"))
+            before = await member.completion_notices()
+            after_sequence = max((n.sequence for n in before), default=0)
+            stream = member.stream_completion_notices(after_sequence, timeout_s=30)
+            next_notice = asyncio.ensure_future(stream.__anext__())
+            purchase = await buy(network, "agency-2", "carol", "shop-1", [("kettle", 1)])
+            streamed = await asyncio.wait_for(next_notice, timeout=20)
+            next_notice.cancel()
+            listed = await member.completion_notices()
+        assert streamed.order_number == purchase.order.order_number
+        assert streamed.sequence == after_sequence + 1
+        assert streamed.retail_entity_id == "shop-1"
+        assert streamed.retail_entity_display_name == "Shop One"
+        assert streamed.amount.amount_minor == 7_900
+        assert [line.catalog_item_id for line in streamed.lines] == ["kettle"]
+        assert streamed.anonymous_user_id == purchase.anonymous_user_id
+        assert listed[0] == streamed
+
+    asyncio.run(scenario())
+
+
+def test_anonymous_ids_carry_the_prefix_and_differ_per_shop(purchase_network: LocalNetwork):
+    """One member, three shops: three unlinkable IDs, each starting with the routing prefix;
+    asking again for the same shop gives the same ID."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        ca = network.ca.read_bytes()
+        async with AgencyClient(network.node("agency-1").member_address, ca) as member:
+            await member.login("alice", password_of("agency-1", "alice"))
+            issued = {shop: await member.anonymous_user_id(shop) for shop in VARIANT_SHOPS.values()}
+            again = await member.anonymous_user_id("shop-2")
+        values = {shop: item.anonymous_user_id.value for shop, item in issued.items()}
+        assert len(set(values.values())) == 3
+        assert all(value.startswith("4111") and len(value) == 20 for value in values.values())
+        assert again.anonymous_user_id.value == values["shop-2"]
+        assert issued["shop-1"].delivered_to_retail_entity
+        assert not issued["shop-2"].delivered_to_retail_entity
+        for item in issued.values():
+            assert item.anonymous_user_id.expires_at.ToSeconds() > time.time()
+
+    asyncio.run(scenario())

@@ -1,0 +1,323 @@
+"""Purchase refusals end to end: each has its reason code and leaves no partial records.
+
+Also the privacy guarantee: no table of a shop's database holds a member's ID, name or
+credentials, whatever the shop's discovery variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from suretynet.type.v1 import types_pb2
+
+from nodes.common import tls
+from nodes.common.channels import LICENSE_KEY_METADATA_KEY
+from nodes.common.convert import money
+from nodes.member.client import ShopClient
+from nodes.network.demo_data import DEMO_MEMBERS, members_of
+from nodes.network.local import LocalNetwork
+from tests.e2e.purchase_support import (
+    PURCHASE_TOPOLOGY,
+    SHORT_ID_AGENCY,
+    anonymous_id,
+    buy,
+    count,
+    request_id,
+    table_rows,
+)
+from tests.support import refusal
+
+COUNTED = {
+    "agency-1": "settlement_order",
+    "agency-2": "settlement_order",
+    "verification": "transaction_report",
+    "institution": "transaction_record",
+    "shop-1": "shop_order",
+    "shop-2": "shop_order",
+    "shop-3": "shop_order",
+}
+
+
+@pytest.fixture(scope="module")
+def purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
+    return network_factory(PURCHASE_TOPOLOGY)
+
+
+def record_counts(network: LocalNetwork) -> dict[str, int]:
+    return {entity: count(network, entity, table) for entity, table in COUNTED.items()}
+
+
+async def set_status(network: LocalNetwork, entity_id: str, status: int) -> None:
+    async with network.admin_channel(network.node("institution").address) as channel:
+        await approval_pb2_grpc.ApprovalAdminServiceStub(channel).SetEntityStatus(
+            approval_pb2.SetEntityStatusRequest(
+                request_id=request_id(), entity_id=entity_id, status=status, reason="test"
+            ),
+            timeout=10,
+        )
+
+
+async def refused_order(network: LocalNetwork, shop: str, value: str, items: list[tuple[str, int]]):
+    async with ShopClient(network.node(shop).member_address, network.ca.read_bytes()) as client:
+        return await refusal(client.place_order(value, items))
+
+
+def test_over_the_credit_limit_is_refused_and_nothing_is_recorded(purchase_network: LocalNetwork):
+    """bob's limit is 30.00: a 79.00 kettle gets CREDIT_LIMIT_EXCEEDED, at every variant."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        before = record_counts(network)
+        for shop in ("shop-1", "shop-2", "shop-3"):
+            value, _ = await anonymous_id(network, "agency-1", "bob", shop)
+            refused = await refused_order(network, shop, value, [("kettle", 1)])
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "CREDIT_LIMIT_EXCEEDED",
+            ), shop
+        assert record_counts(network) == before
+        notices = table_rows(network, "agency-1")["member_notice"]
+        assert not [n for n in notices if n["member_id"] == "bob"]
+
+    asyncio.run(scenario())
+
+
+def test_a_suspended_shop_is_refused_by_the_guarantee_step(purchase_network: LocalNetwork):
+    """Approval's retail entity identification guarantee says SUSPENDED: ENTITY_SUSPENDED."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+        before = record_counts(network)
+        await set_status(network, "shop-1", types_pb2.ENTITY_STATUS_SUSPENDED)
+        try:
+            refused = await refused_order(network, "shop-1", value, [("tea", 1)])
+        finally:
+            await set_status(network, "shop-1", types_pb2.ENTITY_STATUS_ACTIVE)
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "ENTITY_SUSPENDED",
+        )
+        assert record_counts(network) == before
+
+    asyncio.run(scenario())
+
+
+def test_a_suspended_agency_is_refused_by_the_guarantee_step(purchase_network: LocalNetwork):
+    """The settlement agency identification guarantee says SUSPENDED: the shop refuses."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-2", "carol", "shop-1")
+        before = record_counts(network)
+        await set_status(network, "agency-2", types_pb2.ENTITY_STATUS_SUSPENDED)
+        try:
+            refused = await refused_order(network, "shop-1", value, [("tea", 1)])
+        finally:
+            await set_status(network, "agency-2", types_pb2.ENTITY_STATUS_ACTIVE)
+        assert refused.reason == "ENTITY_SUSPENDED"
+        assert refused.metadata.get("entity_id") == "agency-2"
+        assert record_counts(network) == before
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_anonymous_id_is_refused(purchase_network: LocalNetwork):
+    """IDs of the short-ID agency expire within two seconds; afterwards ANONYMOUS_ID_EXPIRED,
+    at the agency (push shop) and at the shop that received it (directory shop)."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        member = members_of(SHORT_ID_AGENCY)[0].member_id
+        ids = {
+            shop: await anonymous_id(network, SHORT_ID_AGENCY, member, shop)
+            for shop in ("shop-1", "shop-2")
+        }
+        expires_at = time.time() + 2.5
+        while time.time() < expires_at:  # the condition is the clock itself
+            await asyncio.sleep(0.1)
+        before = record_counts(network)
+        for shop, (value, _) in ids.items():
+            refused = await refused_order(network, shop, value, [("tea", 1)])
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "ANONYMOUS_ID_EXPIRED",
+            ), shop
+        assert record_counts(network) == before
+
+    asyncio.run(scenario())
+
+
+def test_an_anonymous_id_at_the_wrong_shop_is_refused(purchase_network: LocalNetwork):
+    """An ID for shop-2 presented at shop-3: the agency refuses ANONYMOUS_ID_WRONG_SHOP; at
+    directory shop-1 it was never delivered: ANONYMOUS_ID_INVALID."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-2")
+        before = record_counts(network)
+        wrong = await refused_order(network, "shop-3", value, [("tea", 1)])
+        assert (wrong.code, wrong.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ANONYMOUS_ID_WRONG_SHOP",
+        )
+        undelivered = await refused_order(network, "shop-1", value, [("tea", 1)])
+        assert (undelivered.code, undelivered.reason) == (
+            grpc.StatusCode.NOT_FOUND,
+            "ANONYMOUS_ID_INVALID",
+        )
+        assert record_counts(network) == before
+
+    asyncio.run(scenario())
+
+
+def _node_channel(network: LocalNetwork, entity: str) -> tuple[grpc.ChannelCredentials, Any]:
+    """Mutual-TLS credentials holding a node's own certificate (to act as that node)."""
+    node = network.node(entity)
+    credentials = tls.client_credentials(
+        network.ca.read_bytes(), node.cert.read_bytes(), node.key.read_bytes()
+    )
+    return credentials, node
+
+
+def test_a_report_and_verification_mismatch_is_refused_and_recorded(
+    purchase_network: LocalNetwork,
+):
+    """Acting as shop-1, bill 12.00 at the agency but ask approval to verify 11.00:
+    TRANSACTION_MISMATCH, a mismatch record, and no transaction record."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+        credentials, shop = _node_channel(network, "shop-1")
+        license_key = table_rows(network, "shop-1")["node_credential"][0]["license_key"]
+        order_number = f"ON-mismatch-{request_id()[:8]}"
+        line = types_pb2.OrderLine(
+            catalog_item_id="tea",
+            description="Green tea",
+            quantity=1,
+            unit_price=money(1_200, "USD"),
+            line_amount=money(1_200, "USD"),
+        )
+        async with grpc.aio.secure_channel(
+            network.node("agency-1").address, credentials
+        ) as channel:
+            report = await settlement_pb2_grpc.BillingServiceStub(
+                channel
+            ).SearchBillingAgencyIdentification(
+                settlement_pb2.SearchBillingAgencyIdentificationRequest(
+                    request_id=request_id(),
+                    billing_agency_identification_search=settlement_pb2.BillingAgencyIdentificationSearch(
+                        retail_entity=types_pb2.RetailEntityIdentification(
+                            retail_entity_id="shop-1", display_name="Shop One", address=shop.address
+                        ),
+                        anonymous_user_id=value,
+                        lines=[line],
+                        amount=money(1_200, "USD"),
+                        order_number=order_number,
+                        payment_method=types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
+                    ),
+                ),
+                timeout=10,
+            )
+        assert report.transaction_completion_report.order_number == order_number
+        async with grpc.aio.secure_channel(
+            network.node("institution").address, credentials
+        ) as channel:
+            transactions = approval_pb2_grpc.TransactionServiceStub(channel)
+            refused = await refusal(
+                transactions.VerifyTransaction(
+                    approval_pb2.VerifyTransactionRequest(
+                        request_id=request_id(),
+                        transaction_verification_request=approval_pb2.TransactionVerificationRequest(
+                            order_number=order_number,
+                            retail_entity_id="shop-1",
+                            settlement_agency_id="agency-1",
+                            amount=money(1_100, "USD"),
+                        ),
+                    ),
+                    metadata=[(LICENSE_KEY_METADATA_KEY, license_key)],
+                    timeout=10,
+                )
+            )
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "TRANSACTION_MISMATCH",
+        )
+        assert refused.metadata["mismatched_fields"] == "amount"
+        async with network.admin_channel(network.node("institution").address) as channel:
+            admin = approval_pb2_grpc.TransactionServiceStub(channel)
+            mismatches = await admin.ListTransactionMismatches(
+                approval_pb2.ListTransactionMismatchesRequest(order_number=order_number),
+                timeout=10,
+            )
+            missing = await refusal(
+                admin.GetTransactionRecord(
+                    approval_pb2.GetTransactionRecordRequest(order_number=order_number), timeout=10
+                )
+            )
+        [mismatch] = mismatches.transaction_mismatches
+        assert mismatch.mismatched_fields == ["amount"]
+        assert mismatch.requested_amount.amount_minor == 1_100
+        assert mismatch.reported_amount.amount_minor == 1_200
+        assert missing.reason == "ORDER_NOT_FOUND"
+
+    asyncio.run(scenario())
+
+
+def test_no_shop_table_holds_a_members_identity_or_credentials(purchase_network: LocalNetwork):
+    """After purchases at every variant, scan every column of every table of every shop's
+    database for member IDs, names, passwords and session tokens."""
+    network = purchase_network
+
+    async def scenario() -> list[str]:
+        tokens = []
+        for shop in ("shop-1", "shop-2", "shop-3"):
+            purchase = await buy(network, "agency-1", "alice", shop, [("tea", 1)])
+            tokens.append(purchase.session_token)
+        return tokens
+
+    tokens = asyncio.run(scenario())
+    secrets = list(tokens)
+    for agency_members in DEMO_MEMBERS.values():
+        for member in agency_members:
+            secrets += [member.member_id, member.display_name, member.password]
+    for agency in ("agency-1", "agency-2"):
+        for stored in table_rows(network, agency)["member"]:
+            secrets += [stored["password_hash_hex"], stored["password_salt_hex"]]
+    for shop in ("shop-1", "shop-2", "shop-3"):
+        tables = table_rows(network, shop)
+        assert tables["sales_record"], f"{shop} recorded no sale"
+        for table, rows in tables.items():
+            for row in rows:
+                for column, value in row.items():
+                    text = (
+                        value.decode("utf-8", errors="replace")
+                        if isinstance(value, bytes)
+                        else str(value)
+                    )
+                    for secret in secrets:
+                        # Whole words only: a short ID may occur inside random key material.
+                        pattern = rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])"
+                        assert not re.search(pattern, text), f"{shop}.{table}.{column}: {secret!r}"
+    # The check itself can see member data where it exists: the agency's tables.
+    agency_text = str(table_rows(network, "agency-1"))
+    assert "alice" in agency_text
+
+
+def test_shop_databases_are_plain_sqlite_files(purchase_network: LocalNetwork):
+    """The privacy scan reads the real files: each shop's database opens read-only."""
+    for shop in ("shop-1", "shop-2", "shop-3"):
+        path = purchase_network.node(shop).directory / "node.db"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        assert {"shop_order", "sales_record", "catalog_item"} <= names
