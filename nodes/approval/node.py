@@ -15,6 +15,8 @@ from nodes.approval.servicer import (
     EnrollmentServicer,
     license_key_check,
 )
+from nodes.common.correlation import unregistered
+from nodes.common.identity import EntityIdentity
 from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.server import Service
 from storage.approval.repository import ApprovalRepository
@@ -58,10 +60,19 @@ def build(runtime: NodeRuntime) -> RoleParts:
             approval_pb2_grpc.add_TransactionServiceServicer_to_server,
         ),
     ]
+
+    async def registered_address(identity: EntityIdentity) -> tuple[str, float]:
+        # Approval owns the registry: it reads it fresh on every call, no cache.
+        row = await store.run(lambda: repo.entity(identity.entity_id))
+        if row is None or row.role != identity.role:
+            raise unregistered(identity)
+        return str(row.address), 0.0
+
     return RoleParts(
         services=services,
         policies=POLICIES,
         tables=repo.tables,
         credential_table=None,
         checks=[license_key_check(store, repo)],
+        address_lookup=registered_address,
     )

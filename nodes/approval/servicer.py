@@ -43,7 +43,8 @@ NODES = ("retail", "settlement", "marketplace")
 # Who may call what at approval. Enrolled roles also present a license key on every call
 # except the registration that obtains it.
 POLICIES = {
-    ENROLLMENT + "RegisterEntity": policy(*NODES),
+    # Not correlated: the caller is not registered yet; register_entity checks the address.
+    ENROLLMENT + "RegisterEntity": policy(*NODES, correlate=False),
     ENROLLMENT + "RotateLicenseKey": policy(*NODES, license_key=True),
     ENROLLMENT + "ChangeRetailEntityInformation": policy("retail", "admin", license_key=True),
     ENROLLMENT + "ChangeSettlementAgencyInformation": policy(

@@ -42,10 +42,18 @@ class RpcPolicy:
     members: bool = False
     # Approval only: node callers must present a valid license key in metadata.
     license_key: bool = False
+    # Address correlation applies to every node caller, except where the caller cannot be
+    # registered yet (the registration request itself, which checks its own address).
+    correlate: bool = True
 
 
-def policy(*roles: str, members: bool = False, license_key: bool = False) -> RpcPolicy:
-    return RpcPolicy(frozenset(roles), members=members, license_key=license_key)
+def policy(
+    *roles: str, members: bool = False, license_key: bool = False, correlate: bool = True
+) -> RpcPolicy:
+    """Declares who may call one RPC; see RpcPolicy."""
+    return RpcPolicy(
+        frozenset(roles), members=members, license_key=license_key, correlate=correlate
+    )
 
 
 # A check run after the policy passed; raises DomainError to refuse the call.
