@@ -74,8 +74,12 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         self._checks = list(checks)
         self._insecure_dev = insecure_dev
 
-    def add_check(self, check: CallCheck) -> None:
-        self._checks.append(check)
+    def add_check(self, check: CallCheck, *, first: bool = False) -> None:
+        """Adds a check; ``first`` runs it before the role's own (identity before keys)."""
+        if first:
+            self._checks.insert(0, check)
+        else:
+            self._checks.append(check)
 
     async def intercept_service(
         self,

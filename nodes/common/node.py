@@ -106,7 +106,7 @@ class Node:
                 if address
             },
         )
-        self.interceptor.add_check(self.correlation)
+        self.interceptor.add_check(self.correlation, first=True)
         self.server = NodeServer(config, self.parts.services, self.interceptor)
         self._license_key: str | None = None
 

@@ -30,6 +30,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import logs, pki, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
+from nodes.network.netns import NetnsLab
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -84,6 +85,11 @@ class LocalNetwork:
     admin_key: Path
     nodes: list[RunningNode] = field(default_factory=list)
     ip: str = "127.0.0.1"
+    # With a lab, every node runs in its own network namespace with its own IP.
+    lab: NetnsLab | None = None
+
+    def host_ip(self, entity_id: str) -> str:
+        return self.lab.add_host(entity_id) if self.lab is not None else self.ip
 
     def node(self, entity_id: str) -> RunningNode:
         return next(node for node in self.nodes if node.spec.entity_id == entity_id)
@@ -156,12 +162,13 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
     pki_dir = network.data_dir / "pki"
     cert = pki_dir / f"{spec.role}-{spec.entity_id}.pem"
     key = pki_dir / f"{spec.role}-{spec.entity_id}.key"
+    ip = network.host_ip(spec.entity_id)
     if not cert.exists():
         pki.issue_certificate(
             pki_dir,
             role=spec.role,
             entity_id=spec.entity_id,
-            ip_addresses=[network.ip],
+            ip_addresses=[ip],
             out_directory=pki_dir,
         )
     ready = directory / "ready.json"
@@ -170,34 +177,39 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
         "role": spec.role,
         "entity_id": spec.entity_id,
         "name": spec.name,
-        "listen_address": f"{network.ip}:0",
+        "listen_address": f"{ip}:0",
         "database_url": f"sqlite:///{directory / 'node.db'}",
         "ready_file": str(ready),
         **config,
     }
     if spec.serves_members:
-        values["member_listen_address"] = f"{network.ip}:0"
+        values["member_listen_address"] = f"{ip}:0"
+    tables = {key: values.pop(key) for key in list(values) if isinstance(values[key], dict)}
     write_node_config(
         directory / "node.toml",
         values,
         {
             "tls": {"ca": str(network.ca), "cert": str(cert), "key": str(key)},
-            "options": spec.options,
+            **tables,
+            "options": {**tables.pop("options", {}), **spec.options},
         },
     )
     (network.data_dir / "logs").mkdir(exist_ok=True)
     log_file = (network.data_dir / "logs" / f"{spec.entity_id}.log").open("ab")
+    argv = [
+        sys.executable,
+        "-m",
+        "nodes.cli",
+        "node",
+        "run",
+        spec.role,
+        "--config",
+        str(directory / "node.toml"),
+    ]
+    if network.lab is not None:
+        argv = network.lab.command(spec.entity_id, argv)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nodes.cli",
-            "node",
-            "run",
-            spec.role,
-            "--config",
-            str(directory / "node.toml"),
-        ],
+        argv,
         stdout=log_file,
         stderr=log_file,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -253,6 +265,7 @@ async def start_network(
     topology: Sequence[NodeSpec] = DEFAULT_TOPOLOGY,
     *,
     extra_config: dict[str, Any] | None = None,
+    lab: NetnsLab | None = None,
 ) -> LocalNetwork:
     """Creates the PKI, starts approval, enrols and starts every other node, in order."""
     data_dir = data_dir.resolve()
@@ -270,7 +283,7 @@ async def start_network(
             out_directory=pki_dir,
         )
     network = LocalNetwork(
-        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key"
+        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key", lab=lab
     )
     extra = extra_config or {}
     try:
@@ -334,13 +347,25 @@ def describe(network: LocalNetwork) -> str:
     return "\n".join(lines)
 
 
-async def run_up(data_dir: Path) -> int:
-    """Starts the network, prints it, and runs until Ctrl-C or SIGTERM."""
+async def run_up(data_dir: Path, *, netns: bool = False) -> int:
+    """Starts the network, prints it, and runs until Ctrl-C or SIGTERM.
+
+    With ``netns`` every node runs in its own network namespace with its own IP (root only),
+    so address correlation sees distinct addresses as on separate hosts.
+    """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    network = await start_network(data_dir)
+    lab = NetnsLab() if netns else None
+    if lab is not None:
+        lab.start()
+    try:
+        network = await start_network(data_dir, lab=lab)
+    except BaseException:
+        if lab is not None:
+            lab.teardown()
+        raise
     try:
         print(describe(network), flush=True)
         print("\nRunning; Ctrl-C stops every node.", flush=True)
@@ -354,4 +379,6 @@ async def run_up(data_dir: Path) -> int:
         return 0
     finally:
         network.stop()
+        if lab is not None:
+            lab.teardown()
         print("stopped", flush=True)
