@@ -24,7 +24,7 @@ SUBNET_PREFIX = "10.231"
 MAX_HOSTS = 200
 
 
-class NetnsUnavailable(RuntimeError):
+class NetnsUnavailableError(RuntimeError):
     """This process cannot create network namespaces (not root, or no iproute2)."""
 
 
@@ -78,7 +78,7 @@ class NetnsLab:
 
     def start(self) -> None:
         if not netns_available():
-            raise NetnsUnavailable("network namespaces need root and iproute2 ('ip netns')")
+            raise NetnsUnavailableError("network namespaces need root and iproute2 ('ip netns')")
         _ip("link", "add", self.bridge, "type", "bridge")
         self._bridge_up = True
         _ip("addr", "add", f"{self.gateway_ip}/24", "dev", self.bridge)

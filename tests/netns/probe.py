@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 import suretynet
-from google.protobuf import json_format, message_factory, symbol_database
+from google.protobuf import descriptor_pool, json_format, message_factory
 
 from nodes.common.status import decode_rpc_error
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     _load_all_protos()
     service_name, method_name = args.method.lstrip("/").rsplit("/", 1)
-    pool = symbol_database.Default().pool
+    pool = descriptor_pool.Default()
     method = pool.FindServiceByName(service_name).methods_by_name[method_name]
     request_type = message_factory.GetMessageClass(method.input_type)
     response_type = message_factory.GetMessageClass(method.output_type)
