@@ -15,9 +15,11 @@ def test_sigterm_stops_a_node_cleanly(network_factory):
     node = network.node("institution")
     node.process.send_signal(signal.SIGTERM)
     assert node.process.wait(timeout=30) == 0
-    lines = [json.loads(line) for line in
-             (network.data_dir / "logs" / "institution.log").read_text().splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for line in (network.data_dir / "logs" / "institution.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
     messages = [line["msg"] for line in lines]
     assert messages.index("stopping") < messages.index("stopped")
     assert all(line["node"] == "approval/institution" for line in lines)

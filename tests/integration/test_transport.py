@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
 from nodes.approval import enrollment
 from nodes.common import pki, tls
-from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from tests.support import Pki, grpcurl_binary, node_config, refusal, running
 
 
@@ -21,10 +21,14 @@ def test_health_reports_serving_once_started(ca: Pki, tmp_path: Path):
         async with running(node_config(tmp_path, ca, "approval", "institution")) as node:
             async with ca.channel(node.runtime.address) as channel:
                 response = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=5)
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
                 service = await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(
-                        service="suretynet.approval.v1.EnrollmentService"), timeout=5)
+                        service="suretynet.approval.v1.EnrollmentService"
+                    ),
+                    timeout=5,
+                )
                 assert service.status == health_pb2.HealthCheckResponse.SERVING
                 return response.status
 
@@ -38,8 +42,11 @@ def test_a_client_without_a_certificate_is_refused_at_the_handshake(ca: Pki, tmp
         async with running(node_config(tmp_path, ca, "approval", "institution")) as node:
             credentials = tls.client_credentials(ca.ca.read_bytes())
             async with grpc.aio.secure_channel(node.runtime.address, credentials) as channel:
-                return await refusal(approval_pb2_grpc.ApprovalAdminServiceStub(
-                    channel).ListEntities(approval_pb2.ListEntitiesRequest(), timeout=5))
+                return await refusal(
+                    approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListEntities(
+                        approval_pb2.ListEntitiesRequest(), timeout=5
+                    )
+                )
 
     assert asyncio.run(scenario()).code == grpc.StatusCode.UNAVAILABLE
 
@@ -47,16 +54,21 @@ def test_a_client_without_a_certificate_is_refused_at_the_handshake(ca: Pki, tmp
 def test_a_client_certificate_from_another_ca_is_refused(ca: Pki, tmp_path: Path):
     other = tmp_path / "other-ca"
     pki.init_ca(other)
-    issued = pki.issue_certificate(other, role="admin", entity_id="operator",
-                                   ip_addresses=["127.0.0.1"], out_directory=other)
+    issued = pki.issue_certificate(
+        other, role="admin", entity_id="operator", ip_addresses=["127.0.0.1"], out_directory=other
+    )
 
     async def scenario():
         async with running(node_config(tmp_path, ca, "approval", "institution")) as node:
             credentials = tls.client_credentials(
-                ca.ca.read_bytes(), issued.cert_path.read_bytes(), issued.key_path.read_bytes())
+                ca.ca.read_bytes(), issued.cert_path.read_bytes(), issued.key_path.read_bytes()
+            )
             async with grpc.aio.secure_channel(node.runtime.address, credentials) as channel:
-                return await refusal(approval_pb2_grpc.ApprovalAdminServiceStub(
-                    channel).ListEntities(approval_pb2.ListEntitiesRequest(), timeout=5))
+                return await refusal(
+                    approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListEntities(
+                        approval_pb2.ListEntitiesRequest(), timeout=5
+                    )
+                )
 
     assert asyncio.run(scenario()).code == grpc.StatusCode.UNAVAILABLE
 
@@ -65,8 +77,11 @@ def test_plaintext_is_refused_by_a_tls_node(ca: Pki, tmp_path: Path):
     async def scenario():
         async with running(node_config(tmp_path, ca, "approval", "institution")) as node:
             async with grpc.aio.insecure_channel(node.runtime.address) as channel:
-                return await refusal(approval_pb2_grpc.ApprovalAdminServiceStub(
-                    channel).ListEntities(approval_pb2.ListEntitiesRequest(), timeout=5))
+                return await refusal(
+                    approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListEntities(
+                        approval_pb2.ListEntitiesRequest(), timeout=5
+                    )
+                )
 
     assert asyncio.run(scenario()).code == grpc.StatusCode.UNAVAILABLE
 
@@ -80,10 +95,13 @@ def test_insecure_dev_mode_serves_plaintext_only_when_asked(ca: Pki, tmp_path: P
             async with grpc.aio.insecure_channel(node.runtime.address) as channel:
                 stub = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
                 listed = await stub.ListEntities(
-                    approval_pb2.ListEntitiesRequest(), timeout=5,
-                    metadata=[("x-suretynet-dev-identity", "suretynet://admin/operator")])
-                anonymous = await refusal(stub.ListEntities(
-                    approval_pb2.ListEntitiesRequest(), timeout=5))
+                    approval_pb2.ListEntitiesRequest(),
+                    timeout=5,
+                    metadata=[("x-suretynet-dev-identity", "suretynet://admin/operator")],
+                )
+                anonymous = await refusal(
+                    stub.ListEntities(approval_pb2.ListEntitiesRequest(), timeout=5)
+                )
         return len(listed.entities), anonymous.reason
 
     assert asyncio.run(scenario()) == (0, "CLIENT_CERTIFICATE_REQUIRED")
@@ -95,13 +113,26 @@ def test_grpcurl_lists_and_describes_through_reflection_over_mutual_tls(ca: Pki,
 
     async def scenario() -> tuple[str, str]:
         async with running(node_config(tmp_path, ca, "approval", "institution")) as node:
-            base = [grpcurl_binary(), "-cacert", str(admin.ca), "-cert", str(admin.cert),
-                    "-key", str(admin.key), node.runtime.address]
+            base = [
+                grpcurl_binary(),
+                "-cacert",
+                str(admin.ca),
+                "-cert",
+                str(admin.cert),
+                "-key",
+                str(admin.key),
+                node.runtime.address,
+            ]
             listed = await asyncio.to_thread(
-                subprocess.run, [*base, "list"], capture_output=True, text=True, timeout=30)
+                subprocess.run, [*base, "list"], capture_output=True, text=True, timeout=30
+            )
             described = await asyncio.to_thread(
-                subprocess.run, [*base, "describe", "suretynet.approval.v1.EnrollmentService"],
-                capture_output=True, text=True, timeout=30)
+                subprocess.run,
+                [*base, "describe", "suretynet.approval.v1.EnrollmentService"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert listed.returncode == 0, listed.stderr
             assert described.returncode == 0, described.stderr
             return listed.stdout, described.stdout
@@ -115,13 +146,19 @@ def test_grpcurl_lists_and_describes_through_reflection_over_mutual_tls(ca: Pki,
 
 def test_oversized_messages_are_refused_by_the_configured_bound(ca: Pki, tmp_path: Path):
     async def scenario():
-        config = node_config(tmp_path, ca, "approval", "institution",
-                             limits={"max_message_bytes": 1024})
+        config = node_config(
+            tmp_path, ca, "approval", "institution", limits={"max_message_bytes": 1024}
+        )
         async with running(config) as node:
             async with ca.channel(node.runtime.address) as channel:
-                return await refusal(approval_pb2_grpc.ApprovalAdminServiceStub(
-                    channel).IssueProgramSerial(approval_pb2.IssueProgramSerialRequest(
-                        request_id="big", role=4, note="x" * 4096), timeout=5))
+                return await refusal(
+                    approval_pb2_grpc.ApprovalAdminServiceStub(channel).IssueProgramSerial(
+                        approval_pb2.IssueProgramSerialRequest(
+                            request_id="big", role=4, note="x" * 4096
+                        ),
+                        timeout=5,
+                    )
+                )
 
     assert asyncio.run(scenario()).code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -139,10 +176,13 @@ def test_unexpected_failures_are_internal_without_a_stack_trace(
     async def scenario():
         async with running(node_config(tmp_path, ca, "approval", "institution")) as node:
             async with ca.channel(node.runtime.address) as channel:
-                return await refusal(approval_pb2_grpc.ApprovalAdminServiceStub(
-                    channel).GetEntity(approval_pb2.GetEntityRequest(entity_id="shop-1"),
-                                       timeout=5,
-                                       metadata=[("x-suretynet-trace-id", "trace-bug-1")]))
+                return await refusal(
+                    approval_pb2_grpc.ApprovalAdminServiceStub(channel).GetEntity(
+                        approval_pb2.GetEntityRequest(entity_id="shop-1"),
+                        timeout=5,
+                        metadata=[("x-suretynet-trace-id", "trace-bug-1")],
+                    )
+                )
 
     refused = asyncio.run(scenario())
     assert refused.code == grpc.StatusCode.INTERNAL

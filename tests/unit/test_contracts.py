@@ -30,14 +30,33 @@ def test_every_reason_code_the_nodes_raise_is_documented_in_the_error_reason_enu
             if not REASON_CONTEXT.search(window):
                 continue
             for reason in REASON_LITERAL.findall(line):
-                if reason in {kind for kind in ("INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS",
-                              "FAILED_PRECONDITION", "PERMISSION_DENIED", "UNAUTHENTICATED",
-                              "RESOURCE_EXHAUSTED", "ABORTED", "UNAVAILABLE",
-                              "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "ACTIVE", "SUSPENDED",
-                              "TERMINATED", "REVOKED", "EXPIRED", "GRACE")}:
+                if reason in {
+                    kind
+                    for kind in (
+                        "INVALID_ARGUMENT",
+                        "NOT_FOUND",
+                        "ALREADY_EXISTS",
+                        "FAILED_PRECONDITION",
+                        "PERMISSION_DENIED",
+                        "UNAUTHENTICATED",
+                        "RESOURCE_EXHAUSTED",
+                        "ABORTED",
+                        "UNAVAILABLE",
+                        "DEADLINE_EXCEEDED",
+                        "UNIMPLEMENTED",
+                        "ACTIVE",
+                        "SUSPENDED",
+                        "TERMINATED",
+                        "REVOKED",
+                        "EXPIRED",
+                        "GRACE",
+                    )
+                }:
                     continue
                 used.setdefault(reason, f"{path.relative_to(ROOT)}:{number + 1}")
-    missing = {reason: where for reason, where in used.items() if reason not in documented_reasons()}
+    missing = {
+        reason: where for reason, where in used.items() if reason not in documented_reasons()
+    }
     assert used, "the scan found the reasons raised in nodes/"
     assert missing == {}
 

@@ -98,7 +98,10 @@ def test_matching_address_is_accepted_and_a_different_one_refused():
         asyncio.run(check(call(SHOP, "10.0.0.2"), rule))
     assert refused.value.reason == "ADDRESS_MISMATCH"
     assert refused.value.metadata == {
-        "caller": SHOP.uri, "registered": "10.0.0.1", "observed": "10.0.0.2"}
+        "caller": SHOP.uri,
+        "registered": "10.0.0.1",
+        "observed": "10.0.0.2",
+    }
 
 
 def test_institution_callers_are_correlated_with_the_configured_address():
@@ -109,8 +112,9 @@ def test_institution_callers_are_correlated_with_the_configured_address():
         asyncio.run(check(call(approval, "10.0.0.1"), policy("approval")))
     assert refused.value.reason == "ADDRESS_MISMATCH"
     with pytest.raises(DomainError) as unknown:
-        asyncio.run(check(call(EntityIdentity("verification", "v"), "10.0.0.1"),
-                          policy("verification")))
+        asyncio.run(
+            check(call(EntityIdentity("verification", "v"), "10.0.0.1"), policy("verification"))
+        )
     assert unknown.value.reason == "ADDRESS_UNKNOWN"
 
 

@@ -32,8 +32,11 @@ def test_a_unix_socket_peer_has_no_ip():
 
 @pytest.mark.parametrize(
     ("address", "expected"),
-    [("10.0.0.5:7000", "10.0.0.5"), ("[2001:db8::1]:7000", "2001:db8::1"),
-     ("[::ffff:127.0.0.1]:1", "127.0.0.1")],
+    [
+        ("10.0.0.5:7000", "10.0.0.5"),
+        ("[2001:db8::1]:7000", "2001:db8::1"),
+        ("[::ffff:127.0.0.1]:1", "127.0.0.1"),
+    ],
 )
 def test_registered_addresses_compare_by_ip_only(address: str, expected: str):
     assert host_ip(address) == ipaddress.ip_address(expected)
