@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc  # noqa: E402
+from suretynet.type.v1 import types_pb2  # noqa: E402
 
 from storage.common.database import Store  # noqa: E402
 from tests.support import Pki, node_config, running  # noqa: E402
@@ -66,7 +67,9 @@ async def measure(mode: str, requests: int, concurrency: int) -> dict[str, Any]:
                         for number in queue:
                             await stub.IssueProgramSerial(
                                 approval_pb2.IssueProgramSerialRequest(
-                                    request_id=f"bench-{mode}-{number}", role=4, note="bench"
+                                    request_id=f"bench-{mode}-{number}",
+                                    role=types_pb2.ROLE_RETAIL,
+                                    note="bench",
                                 ),
                                 timeout=30,
                             )
