@@ -99,45 +99,41 @@ def remote_lookup(channels: Any, approval_address: str) -> AddressLookup:
     """Looks registered addresses up at approval (claims 8-9: related entity information)."""
     from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
+    # role -> (DirectoryService method, its request type, the request's ID field)
+    queries: dict[str, tuple[str, Any, str]] = {
+        "retail": (
+            "GetRelatedRetailEntityInformation",
+            approval_pb2.GetRelatedRetailEntityInformationRequest,
+            "retail_entity_id",
+        ),
+        "settlement": (
+            "GetRelatedSettlementAgencyInformation",
+            approval_pb2.GetRelatedSettlementAgencyInformationRequest,
+            "settlement_agency_id",
+        ),
+        "marketplace": (
+            "GetRelatedMarketplaceInformation",
+            approval_pb2.GetRelatedMarketplaceInformationRequest,
+            "marketplace_id",
+        ),
+    }
+
     async def lookup(identity: EntityIdentity) -> tuple[str, float]:
+        method, request_type, id_field = queries[identity.role]
         stub = approval_pb2_grpc.DirectoryServiceStub(channels.channel(approval_address))
         try:
-            if identity.role == "retail":
-                retail = await channels.call(
-                    stub.GetRelatedRetailEntityInformation,
-                    approval_pb2.GetRelatedRetailEntityInformationRequest(
-                        retail_entity_id=identity.entity_id
-                    ),
-                    peer="approval",
-                    idempotent=True,
-                    to_approval=True,
-                )
-                return retail.information.registered_address, float(retail.max_cache_age_s)
-            if identity.role == "settlement":
-                agency = await channels.call(
-                    stub.GetRelatedSettlementAgencyInformation,
-                    approval_pb2.GetRelatedSettlementAgencyInformationRequest(
-                        settlement_agency_id=identity.entity_id
-                    ),
-                    peer="approval",
-                    idempotent=True,
-                    to_approval=True,
-                )
-                return agency.information.registered_address, float(agency.max_cache_age_s)
-            market = await channels.call(
-                stub.GetRelatedMarketplaceInformation,
-                approval_pb2.GetRelatedMarketplaceInformationRequest(
-                    marketplace_id=identity.entity_id
-                ),
+            response = await channels.call(
+                getattr(stub, method),
+                request_type(**{id_field: identity.entity_id}),
                 peer="approval",
                 idempotent=True,
                 to_approval=True,
             )
-            return market.information.registered_address, float(market.max_cache_age_s)
         except DomainError as error:
             if error.reason == "ENTITY_NOT_FOUND":
                 raise unregistered(identity) from None
             raise
+        return response.information.registered_address, float(response.max_cache_age_s)
 
     return lookup
 

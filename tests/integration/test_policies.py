@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ def test_every_served_rpc_has_exactly_one_policy(ca: Pki, tmp_path: Path, role: 
     extra = {} if role == "approval" else {"approval_address": "127.0.0.1:1"}
     if role in ("settlement", "retail", "marketplace"):
         extra["program_serial"] = "SN-X"
-    node = Node(node_config(tmp_path, ca, role, f"{role}-1", **extra))
+    async def build() -> Node:
+        return Node(node_config(tmp_path, ca, role, f"{role}-1", **extra))
+
+    node = asyncio.run(build())  # the grpc.aio server is created inside an event loop
     try:
         served = set()
         for service in node.parts.services:
