@@ -19,6 +19,7 @@ def test_every_served_rpc_has_exactly_one_policy(ca: Pki, tmp_path: Path, role: 
     extra = {} if role == "approval" else {"approval_address": "127.0.0.1:1"}
     if role in ("settlement", "retail", "marketplace"):
         extra["program_serial"] = "SN-X"
+
     async def build() -> Node:
         return Node(node_config(tmp_path, ca, role, f"{role}-1", **extra))
 
