@@ -75,7 +75,9 @@ async def run(calls: int) -> list[tuple[str, list[float]]]:
         ca = Pki(tmp / "pki")
         server, address = await echo_server(ca)
         async with ca.channel(address, "retail", "shop-1") as channel:
-            echo = channel.unary_unary("/bench.Echo/Echo")
+            echo = channel.unary_unary(
+                "/bench.Echo/Echo", request_serializer=None, response_deserializer=None
+            )
             payload = approval_pb2.GetRelatedRetailEntityInformationRequest(
                 retail_entity_id="shop-1"
             ).SerializeToString()
@@ -142,7 +144,7 @@ async def run(calls: int) -> list[tuple[str, list[float]]]:
                         calls,
                     )
                 )
-    for name, flow in FLOWS.items():
+    for flow in FLOWS.values():
         results.append(await flow(calls))
     return results
 
