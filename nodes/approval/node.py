@@ -13,6 +13,7 @@ from nodes.approval.servicer import (
     POLICIES,
     ApprovalAdminServicer,
     EnrollmentServicer,
+    VerifiedKeyCache,
     license_key_check,
 )
 from nodes.common.correlation import unregistered
@@ -35,23 +36,24 @@ def build(runtime: NodeRuntime) -> RoleParts:
     )
     repo = ApprovalRepository(runtime.store.database)
     store = runtime.store
+    limits = runtime.config.limits
+    verified_keys = VerifiedKeyCache(limits.identity_cache_ttl_s, limits.identity_cache_entries)
+    max_cache_age_s = int(options.get("related_information_max_cache_age_s", 5))
     services = [
         Service(
             SERVICES["EnrollmentService"].full_name,
-            EnrollmentServicer(store, repo, license_policy),
+            EnrollmentServicer(store, repo, license_policy, verified_keys),
             approval_pb2_grpc.add_EnrollmentServiceServicer_to_server,
         ),
         Service(
             SERVICES["ApprovalAdminService"].full_name,
-            ApprovalAdminServicer(store, repo),
+            ApprovalAdminServicer(store, repo, verified_keys),
             approval_pb2_grpc.add_ApprovalAdminServiceServicer_to_server,
         ),
         Service(
             SERVICES["DirectoryService"].full_name,
             # cast: the purchase look-ups are not served yet and answer UNIMPLEMENTED.
-            cast(Any, DirectoryServicer)(
-                store, repo, int(options.get("related_information_max_cache_age_s", 5))
-            ),
+            cast(Any, DirectoryServicer)(store, repo, max_cache_age_s),
             approval_pb2_grpc.add_DirectoryServiceServicer_to_server,
         ),
         Service(
@@ -62,17 +64,17 @@ def build(runtime: NodeRuntime) -> RoleParts:
     ]
 
     async def registered_address(identity: EntityIdentity) -> tuple[str, float]:
-        # Approval owns the registry: it reads it fresh on every call, no cache.
+        # Approval reads its own registry, cached under the same bound it gives every node.
         row = await store.run(lambda: repo.entity(identity.entity_id))
         if row is None or row.role != identity.role:
             raise unregistered(identity)
-        return str(row.address), 0.0
+        return str(row.address), float(max_cache_age_s)
 
     return RoleParts(
         services=services,
         policies=POLICIES,
         tables=repo.tables,
         credential_table=None,
-        checks=[license_key_check(store, repo)],
+        checks=[license_key_check(store, repo, verified_keys)],
         address_lookup=registered_address,
     )
