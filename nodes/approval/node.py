@@ -14,9 +14,12 @@ from nodes.approval.servicer import (
     POLICIES,
     ApprovalAdminServicer,
     EnrollmentServicer,
+    VerifiedKeyCache,
     license_key_check,
 )
 from nodes.approval.transaction_servicer import TransactionServicer
+from nodes.common.correlation import unregistered
+from nodes.common.identity import EntityIdentity
 from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.server import Service
 from storage.approval.repository import ApprovalRepository
@@ -35,22 +38,23 @@ def build(runtime: NodeRuntime) -> RoleParts:
     )
     repo = ApprovalRepository(runtime.store.database)
     store = runtime.store
+    limits = runtime.config.limits
+    verified_keys = VerifiedKeyCache(limits.identity_cache_ttl_s, limits.identity_cache_entries)
+    max_cache_age_s = int(options.get("related_information_max_cache_age_s", 5))
     services = [
         Service(
             SERVICES["EnrollmentService"].full_name,
-            EnrollmentServicer(store, repo, license_policy),
+            EnrollmentServicer(store, repo, license_policy, verified_keys),
             approval_pb2_grpc.add_EnrollmentServiceServicer_to_server,
         ),
         Service(
             SERVICES["ApprovalAdminService"].full_name,
-            ApprovalAdminServicer(store, repo),
+            ApprovalAdminServicer(store, repo, verified_keys),
             approval_pb2_grpc.add_ApprovalAdminServiceServicer_to_server,
         ),
         Service(
             SERVICES["DirectoryService"].full_name,
-            DirectoryServicer(
-                store, repo, int(options.get("related_information_max_cache_age_s", 5))
-            ),
+            DirectoryServicer(store, repo, max_cache_age_s),
             approval_pb2_grpc.add_DirectoryServiceServicer_to_server,
         ),
         Service(
@@ -59,6 +63,14 @@ def build(runtime: NodeRuntime) -> RoleParts:
             approval_pb2_grpc.add_TransactionServiceServicer_to_server,
         ),
     ]
+
+    async def registered_address(identity: EntityIdentity) -> tuple[str, float]:
+        # Approval reads its own registry, cached under the same bound it gives every node.
+        row = await store.run(lambda: repo.entity(identity.entity_id))
+        if row is None or row.role != identity.role:
+            raise unregistered(identity)
+        return str(row.address), float(max_cache_age_s)
+
     # Claim 10: guarantees are pushed to push-variant shops as the registry changes.
     pusher = GuaranteePusher(
         runtime,
@@ -76,7 +88,8 @@ def build(runtime: NodeRuntime) -> RoleParts:
         policies=POLICIES,
         tables=repo.tables,
         credential_table=None,
-        checks=[license_key_check(store, repo)],
+        checks=[license_key_check(store, repo, verified_keys)],
+        address_lookup=registered_address,
         on_serving=on_serving,
         background=background,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from typing import Any
 
 import grpc
@@ -43,7 +45,8 @@ NODES = ("retail", "settlement", "marketplace")
 # Who may call what at approval. Enrolled roles also present a license key on every call
 # except the registration that obtains it.
 POLICIES = {
-    ENROLLMENT + "RegisterEntity": policy(*NODES),
+    # Not correlated: the caller is not registered yet; register_entity checks the address.
+    ENROLLMENT + "RegisterEntity": policy(*NODES, correlate=False),
     ENROLLMENT + "RotateLicenseKey": policy(*NODES, license_key=True),
     ENROLLMENT + "ChangeRetailEntityInformation": policy("retail", "admin", license_key=True),
     ENROLLMENT + "ChangeSettlementAgencyInformation": policy(
@@ -162,10 +165,17 @@ def _payment_methods(values: Any) -> list[str]:
 class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
     """Registration, key rotation and information changes (claims 4-7)."""
 
-    def __init__(self, store: Store, repo: ApprovalRepository, license_policy: LicensePolicy):
+    def __init__(
+        self,
+        store: Store,
+        repo: ApprovalRepository,
+        license_policy: LicensePolicy,
+        verified_keys: VerifiedKeyCache,
+    ):
         self._store = store
         self._repo = repo
         self._policy = license_policy
+        self._verified_keys = verified_keys
 
     async def RegisterEntity(
         self, request: approval_pb2.RegisterEntityRequest, context: grpc.aio.ServicerContext
@@ -232,13 +242,15 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
                 previous_license_key_valid_until=timestamp(previous.grace_until),
             )
 
-        return await serve_once(
+        response = await serve_once(
             self._store,
             self._repo.idempotency,
             request,
             approval_pb2.RotateLicenseKeyResponse,
             effect,
         )
+        self._verified_keys.clear()  # the old key's row now carries its grace end
+        return response
 
     async def _change(
         self, request: Any, role: str, change: InformationChange, response_type: type[Any]
@@ -327,9 +339,10 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
 class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
     """The institution's operator console: serials, keys and entity status."""
 
-    def __init__(self, store: Store, repo: ApprovalRepository):
+    def __init__(self, store: Store, repo: ApprovalRepository, verified_keys: VerifiedKeyCache):
         self._store = store
         self._repo = repo
+        self._verified_keys = verified_keys
 
     async def IssueProgramSerial(
         self, request: approval_pb2.IssueProgramSerialRequest, context: grpc.aio.ServicerContext
@@ -382,13 +395,15 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
                 license_key=license_key_to_proto(row, entity.role)
             )
 
-        return await serve_once(
+        response = await serve_once(
             self._store,
             self._repo.idempotency,
             request,
             approval_pb2.RevokeLicenseKeyResponse,
             effect,
         )
+        self._verified_keys.clear()  # a revocation takes effect on the next call
+        return response
 
     async def ListLicenseKeys(
         self, request: approval_pb2.ListLicenseKeysRequest, context: grpc.aio.ServicerContext
@@ -474,13 +489,53 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
         return await self._store.run(query)
 
 
-def license_key_check(store: Store, repo: ApprovalRepository) -> Any:
+class VerifiedKeyCache:
+    """License keys verified in the last ``ttl_s`` seconds, so a busy node costs no read.
+
+    Holds the key row as read (keyed by a digest of the presented key, never the key), so
+    expiry and grace are still checked against the clock on every call. Revocation and
+    rotation on this approval process clear it at once; on another process of a scaled-out
+    approval they take effect within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, LicenseKeyRow]] = {}
+
+    @staticmethod
+    def _digest(presented: str) -> str:
+        return hashlib.sha256(presented.encode()).hexdigest()
+
+    def get(self, presented: str) -> LicenseKeyRow | None:
+        entry = self._entries.get(self._digest(presented))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, presented: str, row: LicenseKeyRow) -> None:
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()  # bounded; a full cache just costs a read per key again
+        self._entries[self._digest(presented)] = (time.monotonic() + self._ttl_s, row)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def license_key_check(store: Store, repo: ApprovalRepository, cache: VerifiedKeyCache) -> Any:
     """The interceptor check that enforces license keys (claims 4-5) on enrolled callers."""
 
     async def check(info: Any, rpc_policy: Any) -> None:
         if not rpc_policy.license_key or info.caller is None or info.caller.role not in NODES:
             return
         presented = info.metadata.get(LICENSE_KEY_METADATA_KEY)
-        await store.run(lambda: enrollment.authenticate_license_key(repo, presented, info.caller))
+        cached = cache.get(presented) if presented else None
+        if cached is not None and cached.entity_id == info.caller.entity_id:
+            enrollment.check_license_key_state(cached, utc_now())
+            return
+        row = await store.run(
+            lambda: enrollment.authenticate_license_key(repo, presented, info.caller)
+        )
+        cache.put(presented, row)
 
     return check

