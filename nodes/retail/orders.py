@@ -300,12 +300,20 @@ def order_to_proto(row: ShopOrderRow) -> retail_pb2.ShopOrder:
         amount=money(row.amount_minor, row.currency_code),
         payment_method=enum_value(types_pb2.PaymentMethod, "PAYMENT_METHOD_", row.payment_method),
         settlement_agency_id=row.settlement_agency_id,
-        decline_reason=enum_value(types_pb2.ErrorReason, "ERROR_REASON_", row.decline_reason),
+        decline_reason=_error_reason(row.decline_reason),
         transaction_verification_id=row.transaction_verification_id,
         created_at=timestamp(row.created_at),
         updated_at=timestamp(row.updated_at),
         trace_id=row.trace_id,
     )
+
+
+def _error_reason(name: str) -> types_pb2.ErrorReason.ValueType:
+    """The ErrorReason enum value of a stored wire reason ("" stays unset)."""
+    value: types_pb2.ErrorReason.ValueType = enum_value(
+        types_pb2.ErrorReason, "ERROR_REASON_", name
+    )
+    return value
 
 
 def sales_record_to_proto(row: SalesRecordRow) -> retail_pb2.SalesRecord:

@@ -120,9 +120,9 @@ def test_unbuilt_rpcs_answer_unimplemented_with_a_reason(network: LocalNetwork):
     result = grpcurl(
         network,
         "-d",
-        '{"order_number": "X"}',
-        network.node("verification").address,
-        "suretynet.verification.v1.VerificationService/GetTransactionReport",
+        "{}",
+        network.node("market-1").address,
+        "suretynet.marketplace.v1.MarketplaceAdminService/ListFraudDisclosures",
     )
     assert result.returncode != 0
     assert "Unimplemented" in result.stderr
