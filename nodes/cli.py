@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--entity")
     admin_commands.add_parser("list-entities", help="list registered entities")
     admin.set_defaults(handler=lambda args: asyncio.run(_approval_admin(args)))
+
+    from nodes.member.cli import add_parser as add_member_parser
+
+    add_member_parser(commands)
     return parser
 
 
