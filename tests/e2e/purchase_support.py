@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,3 +146,34 @@ def count(network: LocalNetwork, entity_id: str, table: str) -> int:
 
 def request_id() -> str:
     return uuid.uuid4().hex
+
+
+async def wait_for_cached_agency(
+    network: LocalNetwork, shop: str, agency: str, within_s: float = 30
+) -> None:
+    """Polls a push or cache shop's guarantee cache until ``agency`` is in it."""
+    deadline = time.monotonic() + within_s
+    async with network.admin_channel(network.node(shop).address) as channel:
+        admin = retail_pb2_grpc.RetailAdminServiceStub(channel)
+        while time.monotonic() < deadline:
+            cache = await admin.ListGuaranteeCache(
+                retail_pb2.ListGuaranteeCacheRequest(), timeout=10
+            )
+            if any(g.settlement_agency_id == agency for g in cache.guarantees):
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{shop} never cached {agency}")
+
+
+def start_purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
+    """PURCHASE_TOPOLOGY, once the push and cache shops know every agency."""
+    network = network_factory(PURCHASE_TOPOLOGY)
+
+    async def ready() -> None:
+        for spec in PURCHASE_TOPOLOGY:
+            if spec.role == "settlement":
+                for shop in (VARIANT_SHOPS["push"], VARIANT_SHOPS["cache"]):
+                    await wait_for_cached_agency(network, shop, spec.entity_id)
+
+    asyncio.run(ready())
+    return network

@@ -21,14 +21,14 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.common import pki, tls
 from nodes.network.local import LocalNetwork, issue_serial, restart_node, stop_node
-from tests.e2e.purchase_support import PURCHASE_TOPOLOGY, buy, request_id
+from tests.e2e.purchase_support import buy, request_id, start_purchase_network
 
 CACHE_REFRESH_BOUND_S = 1  # shop-3's cache_refresh_interval_s in PURCHASE_TOPOLOGY
 
 
 @pytest.fixture(scope="module")
 def purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
-    return network_factory(PURCHASE_TOPOLOGY)
+    return start_purchase_network(network_factory)
 
 
 async def cached(network: LocalNetwork, shop: str) -> retail_pb2.ListGuaranteeCacheResponse:

@@ -10,33 +10,28 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import grpc
 import pytest
-from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2
 
-from nodes.member.client import AgencyClient
-from nodes.network.local import LocalNetwork
-from tests.e2e.purchase_support import PURCHASE_TOPOLOGY, VARIANT_SHOPS, buy, password_of, records
+from nodes.member.client import AgencyClient, ShopClient
+from nodes.network.local import LocalNetwork, restart_node, stop_node
+from tests.e2e.purchase_support import (
+    VARIANT_SHOPS,
+    anonymous_id,
+    buy,
+    password_of,
+    records,
+    start_purchase_network,
+    table_rows,
+)
+from tests.support import refusal
 
 
 @pytest.fixture(scope="module")
 def purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
-    return network_factory(PURCHASE_TOPOLOGY)
-
-
-async def wait_for_cached_agency(network: LocalNetwork, shop: str, agency: str) -> None:
-    """Polls the shop's guarantee cache until ``agency`` is in it (push and cache shops)."""
-    deadline = time.monotonic() + 20
-    async with network.admin_channel(network.node(shop).address) as channel:
-        admin = retail_pb2_grpc.RetailAdminServiceStub(channel)
-        while time.monotonic() < deadline:
-            cache = await admin.ListGuaranteeCache(
-                retail_pb2.ListGuaranteeCacheRequest(), timeout=10
-            )
-            if any(g.settlement_agency_id == agency for g in cache.guarantees):
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{shop} never cached {agency}")
+    return start_purchase_network(network_factory)
 
 
 @pytest.mark.parametrize("variant", ["directory", "push", "cache"])
@@ -46,8 +41,6 @@ def test_a_purchase_leaves_four_records_that_agree(purchase_network: LocalNetwor
     network, shop = purchase_network, VARIANT_SHOPS[variant]
 
     async def scenario() -> None:
-        if variant != "directory":
-            await wait_for_cached_agency(network, shop, "agency-1")
         purchase = await buy(
             network, "agency-1", "alice", shop, [("tea", 2), ("mug", 1)], f"test-{variant}"
         )
@@ -127,5 +120,52 @@ def test_anonymous_ids_carry_the_prefix_and_differ_per_shop(purchase_network: Lo
         assert not issued["shop-2"].delivered_to_retail_entity
         for item in issued.values():
             assert item.anonymous_user_id.expires_at.ToSeconds() > time.time()
+
+    asyncio.run(scenario())
+
+
+def test_a_flow_cut_by_an_outage_resumes_with_the_same_order(purchase_network: LocalNetwork):
+    """Verification is down: PlaceOrder answers PEER_UNAVAILABLE and the order waits at its
+    step. Once verification is back, the same request_id finishes the same order, billed once."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+        ca = network.ca.read_bytes()
+        stop_node(network.node("verification"))
+        try:
+            async with ShopClient(network.node("shop-1").member_address, ca) as shop:
+                down = await refusal(shop.place_order(value, [("mug", 2)], request_id="resume-1"))
+            assert (down.code, down.reason) == (grpc.StatusCode.UNAVAILABLE, "PEER_UNAVAILABLE")
+            pending = [
+                row
+                for row in table_rows(network, "shop-1")["shop_order"]
+                if row["request_id"] == "resume-1"
+            ]
+            assert [(row["status"], row["step"]) for row in pending] == [("PENDING", "bill")]
+        finally:
+            await restart_node(network, "verification")
+        # The client retries with the same request_id until the peers' channels reconnect.
+        deadline = time.monotonic() + 30
+        async with ShopClient(network.node("shop-1").member_address, ca) as shop:
+            while True:
+                try:
+                    order = await shop.place_order(value, [("mug", 2)], request_id="resume-1")
+                    break
+                except grpc.RpcError as error:
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        assert order.status == retail_pb2.ORDER_STATUS_COMPLETED
+        assert order.order_number == pending[0]["order_number"]
+        agency_orders = [
+            row
+            for row in table_rows(network, "agency-1")["settlement_order"]
+            if row["order_number"] == order.order_number
+        ]
+        assert len(agency_orders) == 1
+        assert agency_orders[0]["reported_at"] is not None
+        found = await records(network, order.order_number, "shop-1", "agency-1")
+        assert found["record"].amount.amount_minor == 5_000
 
     asyncio.run(scenario())

@@ -26,13 +26,13 @@ from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo_data import DEMO_MEMBERS, members_of
 from nodes.network.local import LocalNetwork
 from tests.e2e.purchase_support import (
-    PURCHASE_TOPOLOGY,
     SHORT_ID_AGENCY,
     anonymous_id,
     buy,
     count,
     password_of,
     request_id,
+    start_purchase_network,
     table_rows,
 )
 from tests.support import refusal
@@ -50,7 +50,7 @@ COUNTED = {
 
 @pytest.fixture(scope="module")
 def purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
-    return network_factory(PURCHASE_TOPOLOGY)
+    return start_purchase_network(network_factory)
 
 
 def record_counts(network: LocalNetwork) -> dict[str, int]:

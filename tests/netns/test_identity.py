@@ -113,7 +113,7 @@ def test_a_settlement_agency_impersonated_from_a_shops_address_is_refused(
     result = probe(
         "shop-2",
         shop,
-        "/suretynet.retail.v1.GuaranteeReceiverService/DeliverSettlementAgencyGuarantee",
+        "/suretynet.retail.v1.AnonymousIdService/DeliverAnonymousUserId",
         {},
         **node_files(netns_network, "agency-1"),
     )
