@@ -12,7 +12,7 @@ from nodes.common import logs
 from nodes.common.calls import call_info
 from nodes.common.convert import decode_page_token, encode_page_token, page_size
 from nodes.common.errors import DomainError, ErrorKind, required
-from nodes.common.idempotency import remember, stored_answer
+from nodes.common.idempotency import remember_served, served_answer
 from nodes.common.node import NodeRuntime
 from storage.approval.repository import ApprovalRepository
 
@@ -51,15 +51,9 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
         verification_request = request.transaction_verification_request
         transactions.validate_request(verification_request)
         check_own(info.caller, "retail", verification_request.retail_entity_id)
-        repo, scope = self._repo, info.scope
-        stored = await self._store.run(
-            lambda: stored_answer(
-                repo.idempotency,
-                scope=scope,
-                method=info.method,
-                request=request,
-                response_type=approval_pb2.VerifyTransactionResponse,
-            )
+        repo = self._repo
+        stored = await served_answer(
+            self._store, repo.idempotency, request, approval_pb2.VerifyTransactionResponse
         )
         if stored is not None:
             return stored
@@ -77,12 +71,10 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
             row = transactions.record_transaction(
                 repo, verification_request, report.completed_at.ToDatetime(), trace_id
             )
-            return remember(
+            return remember_served(
                 repo.idempotency,
-                scope=scope,
-                method=info.method,
-                request=request,
-                response=approval_pb2.VerifyTransactionResponse(
+                request,
+                approval_pb2.VerifyTransactionResponse(
                     transaction_verification=transactions.verification_to_proto(row),
                     transaction_record=transactions.record_to_proto(row),
                 ),

@@ -142,3 +142,34 @@ async def serve_once(
             effect=effect,
         )
     )
+
+
+async def served_answer(
+    store: Store,
+    records: type[IdempotencyRecord],
+    request: Message,
+    response_type: type[R],
+    *,
+    scope: str | None = None,
+) -> R | None:
+    """``stored_answer`` for the RPC being served (its caller's scope unless ``scope``)."""
+    info = call_info()
+    return await store.run(
+        lambda: stored_answer(
+            records,
+            scope=scope or info.scope,
+            method=info.method,
+            request=request,
+            response_type=response_type,
+        )
+    )
+
+
+def remember_served(
+    records: type[IdempotencyRecord], request: Message, response: R, *, scope: str | None = None
+) -> R:
+    """``remember`` for the RPC being served; call it inside the effect's transaction."""
+    info = call_info()
+    return remember(
+        records, scope=scope or info.scope, method=info.method, request=request, response=response
+    )

@@ -65,9 +65,7 @@ def _items(values: list[str]) -> list[tuple[str, int]]:
     return items
 
 
-async def _agency(args: argparse.Namespace) -> int:
-    manifest = _manifest(args)
-    ca = Path(manifest["ca"]).read_bytes()
+async def _agency(args: argparse.Namespace, manifest: dict[str, Any], ca: bytes) -> int:
     if args.member_command == "login":
         password = args.password or os.environ.get(PASSWORD_ENVIRONMENT, "")
         address = _member_address(manifest, args.agency)
@@ -106,9 +104,7 @@ async def _agency(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _shop(args: argparse.Namespace) -> int:
-    manifest = _manifest(args)
-    ca = Path(manifest["ca"]).read_bytes()
+async def _shop(args: argparse.Namespace, manifest: dict[str, Any], ca: bytes) -> int:
     async with ShopClient(_member_address(manifest, args.shop), ca) as client:
         if args.member_command == "catalog":
             for item in await client.catalog():
@@ -159,6 +155,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    manifest = _manifest(args)
+    ca = Path(manifest["ca"]).read_bytes()
     if args.member_command in ("catalog", "buy", "order"):
-        return asyncio.run(_shop(args))
-    return asyncio.run(_agency(args))
+        return asyncio.run(_shop(args, manifest, ca))
+    return asyncio.run(_agency(args, manifest, ca))

@@ -168,16 +168,9 @@ class AgencyClient(_Client):
 class ShopClient(_Client):
     """A shopper at one shop (ShopService); the buyer is only an anonymous user ID here."""
 
-    def __init__(
-        self,
-        address: str,
-        ca_pem: bytes,
-        *,
-        trace_id: str = "",
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        super().__init__(address, ca_pem, trace_id=trace_id, timeout_s=timeout_s)
-        self._stub = retail_pb2_grpc.ShopServiceStub(self._channel)
+    @property
+    def _stub(self) -> retail_pb2_grpc.ShopServiceAsyncStub:
+        return retail_pb2_grpc.ShopServiceStub(self._channel)
 
     async def __aenter__(self) -> ShopClient:
         return self

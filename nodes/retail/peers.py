@@ -9,10 +9,8 @@ from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
+from nodes.common.guarantee_feed import guarantee_changes
 from nodes.common.node import NodeRuntime
-
-# Pages of guarantee changes fetched in one catch-up; the next catch-up fetches the rest.
-MAX_GUARANTEE_PAGES = 20
 
 
 class RetailPeers:
@@ -79,26 +77,9 @@ class RetailPeers:
         self, after_serial: int
     ) -> tuple[list[types_pb2.SettlementAgencyIdentificationGuarantee], int]:
         """Claim 10 catch-up: guarantee changes after a serial, and the serial they complete."""
-        collected: list[types_pb2.SettlementAgencyIdentificationGuarantee] = []
-        token, serial = "", after_serial
-        for _ in range(MAX_GUARANTEE_PAGES):
-            response: approval_pb2.ListSettlementAgencyGuaranteesResponse = (
-                await self._runtime.channels.call(
-                    self._directory.ListSettlementAgencyGuarantees,
-                    approval_pb2.ListSettlementAgencyGuaranteesRequest(
-                        after_serial=after_serial, page_token=token
-                    ),
-                    peer="approval",
-                    idempotent=True,
-                    to_approval=True,
-                )
-            )
-            collected.extend(response.guarantees)
-            token = response.next_page_token
-            if not token:
-                return collected, response.registry_serial
-            serial = max([serial, *(g.registry_serial for g in response.guarantees)])
-        return collected, serial
+        return await guarantee_changes(
+            self._runtime.channels, self._runtime.config.approval_address, after_serial
+        )
 
     async def guarantees_from_agency(
         self, address: str, agency_id: str, after_serial: int

@@ -8,7 +8,7 @@ from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from nodes.common.calls import call_info
 from nodes.common.convert import decode_page_token, encode_page_token, page_size, timestamp
 from nodes.common.errors import required
-from nodes.common.idempotency import remember, serve_once, stored_answer
+from nodes.common.idempotency import remember_served, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.retail import anonymous_ids, catalog, guarantee_cache, orders
@@ -232,15 +232,9 @@ class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
     async def RefreshGuaranteeCache(
         self, request: retail_pb2.RefreshGuaranteeCacheRequest, context: grpc.aio.ServicerContext
     ) -> retail_pb2.RefreshGuaranteeCacheResponse:
-        info, repo = call_info(), self._repo
-        stored = await self._store.run(
-            lambda: stored_answer(
-                repo.idempotency,
-                scope=info.scope,
-                method=info.method,
-                request=request,
-                response_type=retail_pb2.RefreshGuaranteeCacheResponse,
-            )
+        repo = self._repo
+        stored = await served_answer(
+            self._store, repo.idempotency, request, retail_pb2.RefreshGuaranteeCacheResponse
         )
         if stored is not None:
             return stored
@@ -248,12 +242,10 @@ class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
 
         def finish() -> retail_pb2.RefreshGuaranteeCacheResponse:
             state = repo.state()
-            return remember(
+            return remember_served(
                 repo.idempotency,
-                scope=info.scope,
-                method=info.method,
-                request=request,
-                response=retail_pb2.RefreshGuaranteeCacheResponse(
+                request,
+                retail_pb2.RefreshGuaranteeCacheResponse(
                     changed_guarantee_count=changed,
                     cache_registry_serial=state.registry_serial,
                     refreshed_at=timestamp(state.refreshed_at or utc_now()),

@@ -11,10 +11,8 @@ from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common.errors import DomainError, ErrorKind
+from nodes.common.guarantee_feed import guarantee_changes
 from nodes.common.node import NodeRuntime
-
-# Pages of guarantee changes fetched for one claim 19 pull; the shop pulls again for more.
-MAX_GUARANTEE_PAGES = 20
 
 
 class SettlementPeers:
@@ -69,25 +67,9 @@ class SettlementPeers:
         self, after_serial: int
     ) -> tuple[list[types_pb2.SettlementAgencyIdentificationGuarantee], int]:
         """Guarantee changes after a serial and the serial they bring a receiver up to."""
-        collected: list[types_pb2.SettlementAgencyIdentificationGuarantee] = []
-        token, serial = "", after_serial
-        for _ in range(MAX_GUARANTEE_PAGES):
-            response = await self._runtime.channels.call(
-                self._directory.ListSettlementAgencyGuarantees,
-                approval_pb2.ListSettlementAgencyGuaranteesRequest(
-                    after_serial=after_serial, page_token=token
-                ),
-                peer="approval",
-                idempotent=True,
-                to_approval=True,
-            )
-            collected.extend(response.guarantees)
-            token = response.next_page_token
-            if not token:
-                return collected, response.registry_serial
-            serial = max(serial, *(g.registry_serial for g in response.guarantees))
-        # More pages remain: report only what was fetched; the receiver asks again.
-        return collected, serial
+        return await guarantee_changes(
+            self._runtime.channels, self._runtime.config.approval_address, after_serial
+        )
 
     async def submit_transaction_report(self, report: verification_pb2.TransactionReport) -> None:
         """Step 9: the transaction report to verification (idempotent per order number)."""

@@ -27,7 +27,7 @@ from nodes.common.convert import (
     timestamp,
 )
 from nodes.common.errors import DomainError, ErrorKind, Violations, required
-from nodes.common.idempotency import remember, run_once, serve_once, stored_answer
+from nodes.common.idempotency import remember_served, run_once, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.settlement import anonymous_ids, members, notices, purchases
@@ -138,8 +138,8 @@ def _sequence_token(token: str) -> int:
     return int(decoded) if decoded.isdigit() else 0
 
 
-class MemberServicer(settlement_pb2_grpc.MemberServiceServicer):
-    """The member's own access: login, payment information, anonymous IDs, notices."""
+class _AgencyServicer:
+    """What the member-facing and shop-facing servicers of an agency share."""
 
     def __init__(
         self,
@@ -155,6 +155,10 @@ class MemberServicer(settlement_pb2_grpc.MemberServiceServicer):
         self._peers = peers
         self._board = board
         self._settings = settings
+
+
+class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer):
+    """The member's own access: login, payment information, anonymous IDs, notices."""
 
     async def _session(self) -> tuple[MemberRow, SessionRow]:
         authorization = call_info().metadata.get("authorization")
@@ -228,16 +232,14 @@ class MemberServicer(settlement_pb2_grpc.MemberServiceServicer):
         member, _ = await self._session()
         if not request.retail_entity_id:
             raise required("retail_entity_id")
-        info, repo = call_info(), self._repo
+        repo = self._repo
         scope = f"member:{member.member_id}"
-        stored = await self._store.run(
-            lambda: stored_answer(
-                repo.idempotency,
-                scope=scope,
-                method=info.method,
-                request=request,
-                response_type=settlement_pb2.IssueAnonymousUserIdResponse,
-            )
+        stored = await served_answer(
+            self._store,
+            repo.idempotency,
+            request,
+            settlement_pb2.IssueAnonymousUserIdResponse,
+            scope=scope,
         )
         if stored is not None:
             return stored
@@ -275,14 +277,13 @@ class MemberServicer(settlement_pb2_grpc.MemberServiceServicer):
         def finish() -> settlement_pb2.IssueAnonymousUserIdResponse:
             if delivered:
                 anonymous_ids.mark_delivered(repo, row.value)
-            return remember(
+            return remember_served(
                 repo.idempotency,
-                scope=scope,
-                method=info.method,
-                request=request,
-                response=settlement_pb2.IssueAnonymousUserIdResponse(
+                request,
+                settlement_pb2.IssueAnonymousUserIdResponse(
                     anonymous_user_id=anonymous_user_id, delivered_to_retail_entity=delivered
                 ),
+                scope=scope,
             )
 
         return await self._store.run(finish)
@@ -362,23 +363,8 @@ class MemberServicer(settlement_pb2_grpc.MemberServiceServicer):
         )
 
 
-class BillingServicer(settlement_pb2_grpc.BillingServiceServicer):
+class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceServicer):
     """What shops call: the purchase (steps 5-9) and the claim 19 guarantee pull."""
-
-    def __init__(
-        self,
-        runtime: NodeRuntime,
-        repo: SettlementRepository,
-        peers: SettlementPeers,
-        board: NoticeBoard,
-        settings: SettlementSettings,
-    ) -> None:
-        self._runtime = runtime
-        self._store = runtime.store
-        self._repo = repo
-        self._peers = peers
-        self._board = board
-        self._settings = settings
 
     async def SearchBillingAgencyIdentification(
         self,
@@ -388,15 +374,12 @@ class BillingServicer(settlement_pb2_grpc.BillingServiceServicer):
         info = call_info()
         assert info.caller is not None, "the policy admits certificate holders only"
         search = request.billing_agency_identification_search
-        repo, scope = self._repo, info.scope
-        stored = await self._store.run(
-            lambda: stored_answer(
-                repo.idempotency,
-                scope=scope,
-                method=info.method,
-                request=request,
-                response_type=settlement_pb2.SearchBillingAgencyIdentificationResponse,
-            )
+        repo = self._repo
+        stored = await served_answer(
+            self._store,
+            repo.idempotency,
+            request,
+            settlement_pb2.SearchBillingAgencyIdentificationResponse,
         )
         if stored is not None:
             return stored
@@ -424,12 +407,10 @@ class BillingServicer(settlement_pb2_grpc.BillingServiceServicer):
 
         def finish() -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
             purchases.mark_reported(repo, order.order_number)
-            return remember(
+            return remember_served(
                 repo.idempotency,
-                scope=scope,
-                method=info.method,
-                request=request,
-                response=settlement_pb2.SearchBillingAgencyIdentificationResponse(
+                request,
+                settlement_pb2.SearchBillingAgencyIdentificationResponse(
                     transaction_completion_report=purchases.completion_report(order)
                 ),
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo_data import members_of
+from nodes.network.flows.purchase import wait_for_cached_agency
 from nodes.network.local import LocalNetwork, NodeSpec
 
 # The network every purchase test module runs: one shop per discovery variant, plus an
@@ -148,21 +148,15 @@ def request_id() -> str:
     return uuid.uuid4().hex
 
 
-async def wait_for_cached_agency(
-    network: LocalNetwork, shop: str, agency: str, within_s: float = 30
-) -> None:
-    """Polls a push or cache shop's guarantee cache until ``agency`` is in it."""
-    deadline = time.monotonic() + within_s
-    async with network.admin_channel(network.node(shop).address) as channel:
-        admin = retail_pb2_grpc.RetailAdminServiceStub(channel)
-        while time.monotonic() < deadline:
-            cache = await admin.ListGuaranteeCache(
-                retail_pb2.ListGuaranteeCacheRequest(), timeout=10
-            )
-            if any(g.settlement_agency_id == agency for g in cache.guarantees):
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{shop} never cached {agency}")
+async def set_status(network: LocalNetwork, entity_id: str, status: int) -> None:
+    """The institution's operator sets an entity's registry status."""
+    async with network.admin_channel(network.node("institution").address) as channel:
+        await approval_pb2_grpc.ApprovalAdminServiceStub(channel).SetEntityStatus(
+            approval_pb2.SetEntityStatusRequest(
+                request_id=request_id(), entity_id=entity_id, status=status, reason="test"
+            ),
+            timeout=10,
+        )
 
 
 def start_purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:

@@ -21,7 +21,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.common import pki, tls
 from nodes.network.local import LocalNetwork, issue_serial, restart_node, stop_node
-from tests.e2e.purchase_support import buy, request_id, start_purchase_network
+from tests.e2e.purchase_support import buy, request_id, set_status, start_purchase_network
 
 CACHE_REFRESH_BOUND_S = 1  # shop-3's cache_refresh_interval_s in PURCHASE_TOPOLOGY
 
@@ -47,16 +47,6 @@ async def registry_entry(network: LocalNetwork, entity_id: str) -> approval_pb2.
             approval_pb2.GetEntityRequest(entity_id=entity_id), timeout=10
         )
         return response.entity
-
-
-async def set_status(network: LocalNetwork, entity_id: str, status: int) -> None:
-    async with network.admin_channel(network.node("institution").address) as channel:
-        await approval_pb2_grpc.ApprovalAdminServiceStub(channel).SetEntityStatus(
-            approval_pb2.SetEntityStatusRequest(
-                request_id=request_id(), entity_id=entity_id, status=status, reason="test"
-            ),
-            timeout=10,
-        )
 
 
 async def wait_for_guarantee(

@@ -32,6 +32,7 @@ from tests.e2e.purchase_support import (
     count,
     password_of,
     request_id,
+    set_status,
     start_purchase_network,
     table_rows,
 )
@@ -55,16 +56,6 @@ def purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwo
 
 def record_counts(network: LocalNetwork) -> dict[str, int]:
     return {entity: count(network, entity, table) for entity, table in COUNTED.items()}
-
-
-async def set_status(network: LocalNetwork, entity_id: str, status: int) -> None:
-    async with network.admin_channel(network.node("institution").address) as channel:
-        await approval_pb2_grpc.ApprovalAdminServiceStub(channel).SetEntityStatus(
-            approval_pb2.SetEntityStatusRequest(
-                request_id=request_id(), entity_id=entity_id, status=status, reason="test"
-            ),
-            timeout=10,
-        )
 
 
 async def refused_order(network: LocalNetwork, shop: str, value: str, items: list[tuple[str, int]]):

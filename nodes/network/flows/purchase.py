@@ -80,8 +80,12 @@ async def push_purchase(context: FlowContext) -> None:
     await buy(context, "agency-2", "shop-2", [("kettle", 1)])
 
 
-async def _wait_for_cache(network: LocalNetwork, shop: str, agency: str) -> int:
-    deadline = time.monotonic() + CACHE_READY_TIMEOUT_S
+async def wait_for_cached_agency(
+    network: LocalNetwork, shop: str, agency: str, within_s: float = CACHE_READY_TIMEOUT_S
+) -> int:
+    """Polls a push or cache shop's guarantee cache until ``agency`` is in it; returns the
+    number of guarantees cached then."""
+    deadline = time.monotonic() + within_s
     async with network.admin_channel(network.node(shop).address) as channel:
         admin = retail_pb2_grpc.RetailAdminServiceStub(channel)
         while time.monotonic() < deadline:
@@ -90,7 +94,7 @@ async def _wait_for_cache(network: LocalNetwork, shop: str, agency: str) -> int:
             )
             if any(g.settlement_agency_id == agency for g in cache.guarantees):
                 return len(cache.guarantees)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
     raise DomainError(ErrorKind.UNAVAILABLE, "PEER_UNAVAILABLE", f"{shop} never cached {agency}")
 
 
@@ -101,7 +105,7 @@ async def cache_purchase(context: FlowContext) -> None:
     if not any(node.spec.entity_id == CACHE_SHOP.entity_id for node in network.nodes):
         await start_node(network, CACHE_SHOP)
         await stock_catalog(network, network.node(CACHE_SHOP.entity_id).address)
-    cached = await _wait_for_cache(network, CACHE_SHOP.entity_id, "agency-1")
+    cached = await wait_for_cached_agency(network, CACHE_SHOP.entity_id, "agency-1")
     context.note(f"{CACHE_SHOP.entity_id} started with cache discovery; {cached} guarantees cached")
     await buy(context, "agency-1", CACHE_SHOP.entity_id, [("tea", 1)])
 
