@@ -81,6 +81,7 @@ POLICIES = {
     TRANSACTION + "GetTransactionRecord": policy(
         "retail", "verification", "admin", license_key=True
     ),
+    TRANSACTION + "RecordTransactionCancellation": policy("retail", license_key=True),
     TRANSACTION + "ListTransactionMismatches": policy("admin"),
 }
 

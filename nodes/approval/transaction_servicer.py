@@ -11,7 +11,7 @@ from nodes.approval.guarantees import check_own
 from nodes.common import logs
 from nodes.common.calls import call_info
 from nodes.common.convert import decode_page_token, encode_page_token, page_size
-from nodes.common.errors import DomainError, ErrorKind, required
+from nodes.common.errors import DomainError, ErrorKind, Violations, required
 from nodes.common.idempotency import remember_served, served_answer
 from nodes.common.node import NodeRuntime
 from storage.approval.repository import ApprovalRepository
@@ -25,7 +25,7 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
         self._store = runtime.store
         self._repo = repo
 
-    async def _transaction_report(self, order_number: str) -> verification_pb2.TransactionReport:
+    def _verification_address(self) -> str:
         address = self._runtime.config.verification_address
         if not address:
             raise DomainError(
@@ -33,8 +33,11 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
                 "PEER_UNAVAILABLE",
                 "approval has no verification_address configured",
             )
+        return address
+
+    async def _transaction_report(self, order_number: str) -> verification_pb2.TransactionReport:
         stub = verification_pb2_grpc.VerificationServiceStub(
-            self._runtime.channels.channel(address)
+            self._runtime.channels.channel(self._verification_address())
         )
         response = await self._runtime.channels.call(
             stub.GetTransactionReport,
@@ -81,6 +84,59 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
             )
 
         return await self._store.run(record)
+
+    async def _cancellation_record(
+        self, order_number: str, cancel_request_id: str
+    ) -> verification_pb2.CancellationRecord:
+        stub = verification_pb2_grpc.VerificationServiceStub(
+            self._runtime.channels.channel(self._verification_address())
+        )
+        response: verification_pb2.GetCancellationRecordResponse = (
+            await self._runtime.channels.call(
+                stub.GetCancellationRecord,
+                verification_pb2.GetCancellationRecordRequest(
+                    order_number=order_number, cancel_request_id=cancel_request_id
+                ),
+                peer="verification",
+                idempotent=True,
+            )
+        )
+        return response.cancellation_record
+
+    async def RecordTransactionCancellation(
+        self,
+        request: approval_pb2.RecordTransactionCancellationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.RecordTransactionCancellationResponse:
+        violations = Violations()
+        violations.require("order_number", request.order_number)
+        violations.require("cancel_request_id", request.cancel_request_id)
+        violations.raise_if_any()
+        repo = self._repo
+        row = await self._store.run(lambda: transactions.get_record(repo, request.order_number))
+        check_own(call_info().caller, "retail", row.retail_entity_id)
+        stored = await served_answer(
+            self._store,
+            repo.idempotency,
+            request,
+            approval_pb2.RecordTransactionCancellationResponse,
+        )
+        if stored is not None:
+            return stored
+        record = await self._cancellation_record(request.order_number, request.cancel_request_id)
+        notice = transactions.check_cancellation(row, request.cancel_request_id, record)
+
+        def mark() -> approval_pb2.RecordTransactionCancellationResponse:
+            cancelled = transactions.mark_cancelled(repo, request.order_number, notice)
+            return remember_served(
+                repo.idempotency,
+                request,
+                approval_pb2.RecordTransactionCancellationResponse(
+                    transaction_record=transactions.record_to_proto(cancelled)
+                ),
+            )
+
+        return await self._store.run(mark)
 
     async def GetTransactionRecord(
         self, request: approval_pb2.GetTransactionRecordRequest, context: grpc.aio.ServicerContext

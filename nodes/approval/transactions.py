@@ -18,7 +18,7 @@ from suretynet.approval.v1 import approval_pb2
 from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
-from nodes.common.convert import money, timestamp
+from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from storage.approval.models import TransactionMismatchRow, TransactionRecordRow
 from storage.approval.repository import ApprovalRepository
@@ -129,7 +129,72 @@ def record_transaction(
     return row
 
 
+def check_cancellation(
+    row: TransactionRecordRow,
+    cancel_request_id: str,
+    record: verification_pb2.CancellationRecord,
+) -> verification_pb2.CancelProcessNotice:
+    """The process notice that cancels the order, once verification's records prove it.
+
+    Verification must hold the settlement agency's cancel process notice for this
+    cancellation and, under VERIFIED, the cancel verification; the cancelled amount must be
+    the order's currency and never more than the order's amount.
+    """
+    notice = record.cancel_process_notice
+    if (
+        not record.HasField("cancel_process_notice")
+        or notice.cancel_request_id != cancel_request_id
+    ):
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "CANCEL_REQUEST_NOT_FOUND",
+            f"verification holds no processed cancellation {cancel_request_id!r} for "
+            f"{row.order_number}",
+        )
+    verified = record.cancel_request_notice.procedure == types_pb2.CANCEL_PROCEDURE_VERIFIED
+    if verified and not record.HasField("cancel_verification"):
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "CANCEL_REQUEST_NOT_FOUND",
+            f"cancellation {cancel_request_id!r} has no cancel verification yet",
+        )
+    if (
+        notice.amount.currency_code != row.currency_code
+        or not 0 <= notice.amount.amount_minor <= row.amount_minor
+    ):
+        raise mismatch_error(row.order_number, ["cancelled_amount"])
+    return notice
+
+
+def mark_cancelled(
+    repo: ApprovalRepository, order_number: str, notice: verification_pb2.CancelProcessNotice
+) -> TransactionRecordRow:
+    """Marks the transaction record cancelled (once; a repeat changes nothing)."""
+    row = get_record(repo, order_number)
+    if row.cancelled_at is None:
+        row.cancelled_at = utc_now()
+        row.cancel_request_id = notice.cancel_request_id
+        row.cancel_decision = enum_label(
+            types_pb2.CancelDecision, "CANCEL_DECISION_", notice.decision
+        ).upper()
+        row.cancelled_amount_minor = notice.amount.amount_minor
+        row.save()
+    return row
+
+
 def record_to_proto(row: TransactionRecordRow) -> approval_pb2.TransactionRecord:
+    record = _record_to_proto(row)
+    if row.cancelled_at is not None:
+        record.cancelled_at.FromDatetime(row.cancelled_at)
+        record.cancel_request_id = row.cancel_request_id
+        record.cancel_decision = enum_value(
+            types_pb2.CancelDecision, "CANCEL_DECISION_", row.cancel_decision
+        )
+        record.cancelled_amount.CopyFrom(money(row.cancelled_amount_minor, row.currency_code))
+    return record
+
+
+def _record_to_proto(row: TransactionRecordRow) -> approval_pb2.TransactionRecord:
     return approval_pb2.TransactionRecord(
         order_number=row.order_number,
         retail_entity_id=row.retail_entity_id,

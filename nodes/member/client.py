@@ -230,3 +230,19 @@ class ShopClient(_Client):
             timeout=self.timeout_s,
         )
         return response.order
+
+    async def request_cancellation(
+        self, order_number: str, anonymous_user_id: str, reason: str = "", *, request_id: str = ""
+    ) -> retail_pb2.RequestCancellationResponse:
+        """Asks the shop to cancel an order (claims 2-3); the same answer if asked again."""
+        response: retail_pb2.RequestCancellationResponse = await self._stub.RequestCancellation(
+            retail_pb2.RequestCancellationRequest(
+                request_id=request_id or _request_id(),
+                order_number=order_number,
+                anonymous_user_id=anonymous_user_id,
+                reason=reason,
+            ),
+            metadata=self._metadata(),
+            timeout=self.timeout_s,
+        )
+        return response

@@ -57,8 +57,16 @@ DEFAULT_TOPOLOGY: tuple[NodeSpec, ...] = (
     NodeSpec(
         "settlement", "agency-2", "Second Settlement Agency", {"routing_prefix": "5222"}, True
     ),
-    NodeSpec("retail", "shop-1", "Shop One", {"discovery": "directory"}, True),
-    NodeSpec("retail", "shop-2", "Shop Two", {"discovery": "push"}, True),
+    NodeSpec(
+        "retail",
+        "shop-1",
+        "Shop One",
+        {"discovery": "directory", "cancel_procedure": "notified"},
+        True,
+    ),
+    NodeSpec(
+        "retail", "shop-2", "Shop Two", {"discovery": "push", "cancel_procedure": "verified"}, True
+    ),
     NodeSpec("marketplace", "market-1", "Market One", {}, True),
     NodeSpec("marketplace", "market-2", "Market Two", {}, True),
 )

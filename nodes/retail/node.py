@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
 
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.type.v1 import types_pb2
@@ -11,6 +10,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.registration import retail_registration
 from nodes.common.server import Service
+from nodes.retail.cancellation import CancellationFlow
 from nodes.retail.discovery import Discovery, DiscoverySettings
 from nodes.retail.peers import RetailPeers
 from nodes.retail.purchase import PurchaseFlow
@@ -51,11 +51,17 @@ def build(runtime: NodeRuntime) -> RoleParts:
             str(method) for method in options.get("payment_methods", ["single_payment"])
         ],
     )
+    cancellations = CancellationFlow(
+        runtime,
+        repo,
+        peers,
+        identification,
+        procedure=str(options.get("cancel_procedure", "verified")),
+    )
     services = [
         Service(
             SERVICES["ShopService"].full_name,
-            # cast: RequestCancellation lands with the cancellation issue.
-            cast(Any, ShopServicer)(runtime, repo, peers, flow),
+            ShopServicer(runtime, repo, peers, flow, cancellations),
             retail_pb2_grpc.add_ShopServiceServicer_to_server,
         ),
         Service(
@@ -70,8 +76,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["RetailAdminService"].full_name,
-            # cast: CancelOrder lands with the cancellation issue.
-            cast(Any, RetailAdminServicer)(runtime, repo, discovery),
+            RetailAdminServicer(runtime, repo, discovery, cancellations),
             retail_pb2_grpc.add_RetailAdminServiceServicer_to_server,
         ),
     ]
@@ -82,6 +87,11 @@ def build(runtime: NodeRuntime) -> RoleParts:
         background.append(asyncio.create_task(discovery.run(), name="guarantee-refresh"))
         background.append(
             asyncio.create_task(flow.run_resumer(resume_interval_s), name="purchase-resume")
+        )
+        background.append(
+            asyncio.create_task(
+                cancellations.run_resumer(resume_interval_s), name="cancellation-resume"
+            )
         )
 
     return RoleParts(

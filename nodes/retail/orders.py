@@ -82,7 +82,11 @@ def existing_order(
     repo: RetailRepository, request: retail_pb2.PlaceOrderRequest
 ) -> ShopOrderRow | None:
     """The order an earlier PlaceOrder with this request_id started, if any."""
-    row = repo.orders.get_or_none(repo.orders.request_id == request.request_id)
+    table = repo.orders
+    row = table.get_or_none(
+        (table.anonymous_user_id == request.anonymous_user_id)
+        & (table.request_id == request.request_id)
+    )
     if row is not None and row.request_sha256 != request_digest(request):
         raise DomainError(
             ErrorKind.INVALID_ARGUMENT,

@@ -8,7 +8,9 @@ from __future__ import annotations
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from suretynet.type.v1 import types_pb2
+from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
+from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.guarantee_feed import guarantee_changes
 from nodes.common.node import NodeRuntime
 
@@ -122,5 +124,70 @@ class RetailPeers:
             peer="approval",
             idempotent=True,
             to_approval=True,
+        )
+        return response
+
+    async def submit_cancel_request_notice(
+        self, notice: types_pb2.CancelRequestNotice
+    ) -> verification_pb2.SubmitCancelRequestNoticeResponse:
+        """Claims 2-3: the cancel request notice, with the order number, to verification."""
+        address = self._runtime.config.verification_address
+        if not address:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "PEER_UNAVAILABLE",
+                "this shop has no verification_address configured",
+            )
+        stub = verification_pb2_grpc.VerificationServiceStub(
+            self._runtime.channels.channel(address)
+        )
+        response: verification_pb2.SubmitCancelRequestNoticeResponse = (
+            await self._runtime.channels.call(
+                stub.SubmitCancelRequestNotice,
+                verification_pb2.SubmitCancelRequestNoticeRequest(
+                    request_id=f"request-{notice.cancel_request_id}", cancel_request_notice=notice
+                ),
+                peer="verification",
+                idempotent=True,
+            )
+        )
+        return response
+
+    async def notify_cancel_request(
+        self,
+        address: str,
+        agency_id: str,
+        notice: types_pb2.CancelRequestNotice,
+        identification: types_pb2.RetailEntityIdentification,
+    ) -> settlement_pb2.NotifyCancelRequestResponse:
+        """Claims 2-3: the notice and the shop's identification to the settlement agency."""
+        response: settlement_pb2.NotifyCancelRequestResponse = await self._runtime.channels.call(
+            self._billing(address).NotifyCancelRequest,
+            settlement_pb2.NotifyCancelRequestRequest(
+                request_id=f"notify-{notice.cancel_request_id}",
+                cancel_request_notice=notice,
+                retail_entity=identification,
+            ),
+            peer=agency_id,
+            idempotent=True,
+        )
+        return response
+
+    async def record_transaction_cancellation(
+        self, order_number: str, cancel_request_id: str
+    ) -> approval_pb2.RecordTransactionCancellationResponse:
+        """Marks approval's transaction record cancelled once verification holds the proof."""
+        response: approval_pb2.RecordTransactionCancellationResponse = (
+            await self._runtime.channels.call(
+                self._transactions.RecordTransactionCancellation,
+                approval_pb2.RecordTransactionCancellationRequest(
+                    request_id=f"record-{cancel_request_id}",
+                    order_number=order_number,
+                    cancel_request_id=cancel_request_id,
+                ),
+                peer="approval",
+                idempotent=True,
+                to_approval=True,
+            )
         )
         return response

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
+from suretynet.type.v1 import types_pb2
 
 from nodes.common.calls import call_info
 from nodes.common.convert import decode_page_token, encode_page_token, page_size, timestamp
@@ -12,11 +16,15 @@ from nodes.common.idempotency import remember_served, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.retail import anonymous_ids, catalog, guarantee_cache, orders
+from nodes.retail.cancellation import CancellationFlow, CancelRequest
 from nodes.retail.discovery import Discovery
 from nodes.retail.peers import RetailPeers
 from nodes.retail.purchase import PurchaseFlow
+from storage.common.database import Store
 from storage.common.models import utc_now
 from storage.retail.repository import RetailRepository
+
+R = TypeVar("R", bound=Message)
 
 SHOP = "/suretynet.retail.v1.ShopService/"
 ANONYMOUS_ID = "/suretynet.retail.v1.AnonymousIdService/"
@@ -50,16 +58,41 @@ POLICIES = {
 }
 
 
+async def _cancel_once(
+    store: Store,
+    repo: RetailRepository,
+    flow: CancellationFlow,
+    request: Message,
+    cancel: CancelRequest,
+    response_type: type[R],
+    scope: str | None = None,
+) -> R:
+    """Runs a cancellation for an RPC with a request_id: replay, cancel, remember."""
+    stored = await served_answer(store, repo.idempotency, request, response_type, scope=scope)
+    if stored is not None:
+        return stored
+    outcome = await flow.cancel(cancel)
+    answer = response_type()
+    answer.ParseFromString(outcome.SerializeToString())
+    return await store.run(lambda: remember_served(repo.idempotency, request, answer, scope=scope))
+
+
 class ShopServicer(retail_pb2_grpc.ShopServiceServicer):
     """The member-facing shop; buyers are known only by their anonymous user IDs."""
 
     def __init__(
-        self, runtime: NodeRuntime, repo: RetailRepository, peers: RetailPeers, flow: PurchaseFlow
+        self,
+        runtime: NodeRuntime,
+        repo: RetailRepository,
+        peers: RetailPeers,
+        flow: PurchaseFlow,
+        cancellations: CancellationFlow,
     ) -> None:
         self._store = runtime.store
         self._repo = repo
         self._peers = peers
         self._flow = flow
+        self._cancellations = cancellations
 
     async def ListCatalog(
         self, request: retail_pb2.ListCatalogRequest, context: grpc.aio.ServicerContext
@@ -102,6 +135,29 @@ class ShopServicer(retail_pb2_grpc.ShopServiceServicer):
             lambda: orders.buyers_order(self._repo, request.order_number, request.anonymous_user_id)
         )
         return retail_pb2.GetOrderResponse(order=orders.order_to_proto(row))
+
+    async def RequestCancellation(
+        self, request: retail_pb2.RequestCancellationRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.RequestCancellationResponse:
+        if not request.order_number:
+            raise required("order_number")
+        if not request.anonymous_user_id:
+            raise required("anonymous_user_id")
+        return await _cancel_once(
+            self._store,
+            self._repo,
+            self._cancellations,
+            request,
+            CancelRequest(
+                request.order_number,
+                types_pb2.CANCEL_REQUESTER_MEMBER,
+                request.reason,
+                anonymous_user_id=request.anonymous_user_id,
+            ),
+            retail_pb2.RequestCancellationResponse,
+            # Shoppers have no identity but their anonymous user ID: scope their keys by it.
+            scope=f"shopper:{request.anonymous_user_id}",
+        )
 
 
 class AnonymousIdServicer(retail_pb2_grpc.AnonymousIdServiceServicer):
@@ -174,12 +230,35 @@ class GuaranteeReceiverServicer(retail_pb2_grpc.GuaranteeReceiverServiceServicer
 
 
 class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
-    """The shop operator's console: catalog, sales records, guarantee cache."""
+    """The shop operator's console: catalog, cancellations, sales records, guarantee cache."""
 
-    def __init__(self, runtime: NodeRuntime, repo: RetailRepository, discovery: Discovery) -> None:
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        repo: RetailRepository,
+        discovery: Discovery,
+        cancellations: CancellationFlow,
+    ) -> None:
         self._store = runtime.store
         self._repo = repo
         self._discovery = discovery
+        self._cancellations = cancellations
+
+    async def CancelOrder(
+        self, request: retail_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.CancelOrderResponse:
+        if not request.order_number:
+            raise required("order_number")
+        return await _cancel_once(
+            self._store,
+            self._repo,
+            self._cancellations,
+            request,
+            CancelRequest(
+                request.order_number, types_pb2.CANCEL_REQUESTER_RETAIL_ENTITY, request.reason
+            ),
+            retail_pb2.CancelOrderResponse,
+        )
 
     async def UpsertCatalogItem(
         self, request: retail_pb2.UpsertCatalogItemRequest, context: grpc.aio.ServicerContext

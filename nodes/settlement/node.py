@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
 from nodes.common.node import NodeRuntime, RoleParts
@@ -37,14 +35,12 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["BillingService"].full_name,
-            # cast: NotifyCancelRequest lands with the cancellation issue.
-            cast(Any, BillingServicer)(runtime, repo, peers, board, settings),
+            BillingServicer(runtime, repo, peers, board, settings),
             settlement_pb2_grpc.add_BillingServiceServicer_to_server,
         ),
         Service(
             SERVICES["SettlementAdminService"].full_name,
-            # cast: RunBilling lands with the cancellation issue.
-            cast(Any, SettlementAdminServicer)(runtime, repo),
+            SettlementAdminServicer(runtime, repo),
             settlement_pb2_grpc.add_SettlementAdminServiceServicer_to_server,
         ),
     ]

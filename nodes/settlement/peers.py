@@ -97,3 +97,21 @@ class SettlementPeers:
             peer=anonymous_user_id.retail_entity_id,
             idempotent=True,
         )
+
+    async def submit_cancel_process_notice(
+        self, notice: verification_pb2.CancelProcessNotice
+    ) -> verification_pb2.SubmitCancelProcessNoticeResponse:
+        """Claims 2-3: the cancel process notice to verification; under VERIFIED the answer
+        carries the cancel verification."""
+        response: verification_pb2.SubmitCancelProcessNoticeResponse = (
+            await self._runtime.channels.call(
+                self._verification().SubmitCancelProcessNotice,
+                verification_pb2.SubmitCancelProcessNoticeRequest(
+                    request_id=f"process-{notice.cancel_request_id}",
+                    cancel_process_notice=notice,
+                ),
+                peer="verification",
+                idempotent=True,
+            )
+        )
+        return response

@@ -30,10 +30,11 @@ from nodes.common.errors import DomainError, ErrorKind, Violations, required
 from nodes.common.idempotency import remember_served, run_once, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
-from nodes.settlement import anonymous_ids, members, notices, purchases
+from nodes.settlement import anonymous_ids, billing, cancellations, members, notices, purchases
 from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
-from storage.settlement.models import MemberNoticeRow, MemberRow, SessionRow
+from storage.common.database import Store
+from storage.settlement.models import MemberNoticeRow, MemberRow, SessionRow, SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,66 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
         )
 
 
-class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceServicer):
+TRANSIENT_KINDS = (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind.ABORTED)
+
+
+class CancellationServicerPart:
+    """BillingService.NotifyCancelRequest (claims 2-3), kept apart from the purchase."""
+
+    _store: Store
+    _repo: SettlementRepository
+    _peers: SettlementPeers
+    _board: NoticeBoard
+    _runtime: NodeRuntime
+
+    async def NotifyCancelRequest(
+        self,
+        request: settlement_pb2.NotifyCancelRequestRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.NotifyCancelRequestResponse:
+        caller = call_info().caller
+        assert caller is not None, "the policy admits certificate holders only"
+        cancellations.validate(request, caller)
+        repo = self._repo
+        stored = await served_answer(
+            self._store, repo.idempotency, request, settlement_pb2.NotifyCancelRequestResponse
+        )
+        if stored is not None:
+            return stored
+        notice = request.cancel_request_notice
+        row = await self._store.run(lambda: cancellations.begin(repo, notice, caller))
+        if row.acknowledged_at is None:
+            try:
+                answer = await self._peers.submit_cancel_process_notice(
+                    cancellations.process_notice(row, self._runtime.config.entity_id)
+                )
+            except DomainError as error:
+                if error.kind not in TRANSIENT_KINDS and row.status == "PENDING":
+                    await self._store.run(lambda: cancellations.abandon(repo, row))
+                raise
+            verification = (
+                answer.cancel_verification if answer.HasField("cancel_verification") else None
+            )
+            if row.procedure == "VERIFIED" and verification is None:
+                await self._store.run(lambda: cancellations.abandon(repo, row))
+                raise DomainError(
+                    ErrorKind.FAILED_PRECONDITION,
+                    "CANCEL_REQUEST_NOT_FOUND",
+                    "verification holds no VERIFIED cancel request notice for this cancellation",
+                )
+            row = await self._store.run(lambda: cancellations.acknowledge(repo, row, verification))
+        self._board.publish(row.member_id)
+        logs.event(
+            log, "cancellation processed", order_number=row.order_number, decision=row.decision
+        )
+        return await self._store.run(
+            lambda: remember_served(repo.idempotency, request, cancellations.response(row))
+        )
+
+
+class BillingServicer(
+    CancellationServicerPart, _AgencyServicer, settlement_pb2_grpc.BillingServiceServicer
+):
     """What shops call: the purchase (steps 5-9) and the claim 19 guarantee pull."""
 
     async def SearchBillingAgencyIdentification(
@@ -528,13 +588,50 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
             effect,
         )
 
+    async def RunBilling(
+        self, request: settlement_pb2.RunBillingRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.RunBillingResponse:
+        if request.max_orders < 0:
+            raise DomainError(
+                ErrorKind.INVALID_ARGUMENT, "FIELD_INVALID", "max_orders: must not be negative"
+            )
+        before = request.ordered_before.ToDatetime() if request.HasField("ordered_before") else None
+
+        def effect() -> settlement_pb2.RunBillingResponse:
+            run = billing.run_billing(self._repo, before, request.max_orders)
+            return settlement_pb2.RunBillingResponse(
+                billed_order_count=len(run.orders),
+                billed_totals=[
+                    money(amount, code) for code, amount in sorted(run.totals_minor.items())
+                ],
+                billed_order_numbers=[order.order_number for order in run.orders],
+            )
+
+        return await serve_once(
+            self._store, self._repo.idempotency, request, settlement_pb2.RunBillingResponse, effect
+        )
+
+    def _order(self, order: SettlementOrderRow) -> settlement_pb2.SettlementOrder:
+        """The order with its cancel decision, once one was applied."""
+        message = purchases.order_to_proto(order)
+        table = self._repo.cancellations
+        cancellation = table.get_or_none(
+            (table.order_number == order.order_number) & (table.status == "DONE")
+        )
+        if cancellation is not None:
+            message.cancel_process_result.CopyFrom(cancellations.result(cancellation))
+        return message
+
     async def GetOrder(
         self, request: settlement_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.GetOrderResponse:
         if not request.order_number:
             raise required("order_number")
-        order = await self._store.run(lambda: purchases.get_order(self._repo, request.order_number))
-        return settlement_pb2.GetOrderResponse(order=purchases.order_to_proto(order))
+        return await self._store.run(
+            lambda: settlement_pb2.GetOrderResponse(
+                order=self._order(purchases.get_order(self._repo, request.order_number))
+            )
+        )
 
     async def ListOrders(
         self, request: settlement_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
@@ -553,7 +650,7 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
                 rows = rows.where(orders.billing_state == state)
             page = list(rows.order_by(orders.order_number.desc()).limit(size + 1))
             return settlement_pb2.ListOrdersResponse(
-                orders=[purchases.order_to_proto(row) for row in page[:size]],
+                orders=[self._order(row) for row in page[:size]],
                 next_page_token=encode_page_token(page[size - 1].order_number)
                 if len(page) > size
                 else "",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common.node import NodeRuntime, RoleParts
@@ -20,8 +18,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         services=[
             Service(
                 name,
-                # cast: the cancellation RPCs land with the cancellation issue.
-                cast(Any, VerificationServicer)(runtime.store, repo),
+                VerificationServicer(runtime.store, repo),
                 verification_pb2_grpc.add_VerificationServiceServicer_to_server,
             )
         ],

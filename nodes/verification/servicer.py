@@ -11,7 +11,7 @@ from nodes.common.convert import timestamp
 from nodes.common.errors import required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
-from nodes.verification import reports
+from nodes.verification import cancellations, reports
 from storage.common.database import Store
 from storage.verification.models import TransactionReportRow
 from storage.verification.repository import VerificationRepository
@@ -32,7 +32,7 @@ def _report(row: TransactionReportRow) -> verification_pb2.TransactionReport:
 
 
 class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
-    """Transaction reports (step 9) and, with the cancellation issue, cancel notices."""
+    """Transaction reports (step 9) and cancel notices (claims 2-3)."""
 
     def __init__(self, store: Store, repo: VerificationRepository) -> None:
         self._store = store
@@ -73,3 +73,64 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         return verification_pb2.GetTransactionReportResponse(
             transaction_report=_report(row), received_at=timestamp(row.received_at)
         )
+
+    async def SubmitCancelRequestNotice(
+        self,
+        request: verification_pb2.SubmitCancelRequestNoticeRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> verification_pb2.SubmitCancelRequestNoticeResponse:
+        caller = call_info().caller
+        assert caller is not None, "the policy admits certificate holders only"
+
+        def effect() -> verification_pb2.SubmitCancelRequestNoticeResponse:
+            row = cancellations.store_request(self._repo, request.cancel_request_notice, caller)
+            return verification_pb2.SubmitCancelRequestNoticeResponse(
+                cancel_request_notice=request.cancel_request_notice,
+                received_at=timestamp(row.received_at),
+            )
+
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            verification_pb2.SubmitCancelRequestNoticeResponse,
+            effect,
+        )
+
+    async def SubmitCancelProcessNotice(
+        self,
+        request: verification_pb2.SubmitCancelProcessNoticeRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> verification_pb2.SubmitCancelProcessNoticeResponse:
+        caller = call_info().caller
+        assert caller is not None, "the policy admits certificate holders only"
+
+        def effect() -> verification_pb2.SubmitCancelProcessNoticeResponse:
+            row, request_row = cancellations.store_process(
+                self._repo, request.cancel_process_notice, caller
+            )
+            return cancellations.process_response(row, request_row)
+
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            verification_pb2.SubmitCancelProcessNoticeResponse,
+            effect,
+        )
+
+    async def GetCancellationRecord(
+        self,
+        request: verification_pb2.GetCancellationRecordRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> verification_pb2.GetCancellationRecordResponse:
+        if not request.order_number:
+            raise required("order_number")
+        caller = call_info().caller
+        assert caller is not None, "the policy admits certificate holders only"
+        record = await self._store.run(
+            lambda: cancellations.cancellation_record(
+                self._repo, request.order_number, request.cancel_request_id, caller
+            )
+        )
+        return verification_pb2.GetCancellationRecordResponse(cancellation_record=record)

@@ -88,6 +88,11 @@ class TransactionRecordRow(peewee.Model):
     trace_id = peewee.CharField(max_length=64, default="")
     reported_at = peewee.DateTimeField(null=True)
     recorded_at = peewee.DateTimeField(default=utc_now)
+    # Set once the order's cancellation is confirmed by verification's records.
+    cancelled_at = peewee.DateTimeField(null=True)
+    cancel_request_id = peewee.CharField(max_length=128, default="")
+    cancel_decision = peewee.CharField(max_length=24, default="")
+    cancelled_amount_minor = peewee.BigIntegerField(default=0)
 
     class Meta:
         table_name = "transaction_record"

@@ -78,7 +78,8 @@ class ShopOrderRow(peewee.Model):
     """
 
     order_number = peewee.CharField(max_length=64, primary_key=True)
-    request_id = peewee.CharField(max_length=128, unique=True)
+    # Unique per buyer: two shoppers choosing the same request_id never collide.
+    request_id = peewee.CharField(max_length=128)
     request_sha256 = peewee.CharField(max_length=64)
     anonymous_user_id = peewee.CharField(max_length=32)
     lines = peewee.BlobField()
@@ -95,6 +96,10 @@ class ShopOrderRow(peewee.Model):
     transaction_verification_id = peewee.CharField(max_length=64, default="")
     decline_reason = peewee.CharField(max_length=64, default="")
     response = peewee.BlobField(null=True)
+    # Cancellation flow (claims 2-3): the notice sent, the next step, and the final answer.
+    cancel_notice = peewee.BlobField(null=True)
+    cancel_step = peewee.CharField(max_length=16, default="")
+    cancel_response = peewee.BlobField(null=True)
     trace_id = peewee.CharField(max_length=64, default="")
     ordered_at = peewee.DateTimeField(default=utc_now)
     created_at = peewee.DateTimeField(default=utc_now)
@@ -102,6 +107,7 @@ class ShopOrderRow(peewee.Model):
 
     class Meta:
         table_name = "shop_order"
+        indexes = ((("anonymous_user_id", "request_id"), True),)
 
 
 class SalesRecordRow(peewee.Model):

@@ -120,7 +120,38 @@ class MemberNoticeRow(peewee.Model):
         indexes = ((("member_id", "sequence"), True),)
 
 
+class CancellationRow(peewee.Model):
+    """The agency's decision on a cancelled order, kept with the member (claims 2-3).
+
+    One per order. ``status`` is PENDING while a VERIFIED cancellation waits for the cancel
+    verification (the decision is reserved, not applied) and DONE once applied.
+    """
+
+    order_number = peewee.CharField(max_length=64, primary_key=True)
+    cancel_request_id = peewee.CharField(max_length=128, unique=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    retail_entity_id = peewee.CharField(max_length=64)
+    procedure = peewee.CharField(max_length=16)
+    requested_by = peewee.CharField(max_length=24)
+    reason = peewee.CharField(max_length=500, default="")
+    decision = peewee.CharField(max_length=24)
+    amount_minor = peewee.BigIntegerField()
+    currency_code = peewee.CharField(max_length=3)
+    status = peewee.CharField(max_length=16, default="PENDING")
+    # SHA-256 of the cancel request notice: the same cancellation must carry the same notice.
+    request_sha256 = peewee.CharField(max_length=64)
+    decided_at = peewee.DateTimeField(default=utc_now)
+    # Serialized suretynet.type.v1.CancelVerification (VERIFIED) once received.
+    verification = peewee.BlobField(null=True)
+    # When verification acknowledged the cancel process notice.
+    acknowledged_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "cancellation"
+
+
 MODELS: tuple[type[peewee.Model], ...] = (
+    CancellationRow,
     AgencySecretRow,
     MemberRow,
     SessionRow,

@@ -9,6 +9,7 @@ from storage.common.models import IdempotencyRecord, NodeCredential
 from storage.settlement.models import (
     AgencySecretRow,
     AnonymousIdRow,
+    CancellationRow,
     MemberNoticeRow,
     MemberRow,
     SessionRow,
@@ -26,6 +27,7 @@ class SettlementRepository:
         self.anonymous_ids = bind(database, AnonymousIdRow)
         self.orders = bind(database, SettlementOrderRow)
         self.notices = bind(database, MemberNoticeRow)
+        self.cancellations = bind(database, CancellationRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
         self.tables: tuple[type[peewee.Model], ...] = (
@@ -35,6 +37,7 @@ class SettlementRepository:
             self.anonymous_ids,
             self.orders,
             self.notices,
+            self.cancellations,
             self.idempotency,
             self.credentials,
         )

@@ -6,7 +6,7 @@ import peewee
 
 from storage.common.database import bind
 from storage.common.models import IdempotencyRecord, NodeCredential
-from storage.verification.models import TransactionReportRow
+from storage.verification.models import CancelProcessRow, CancelRequestRow, TransactionReportRow
 
 
 class VerificationRepository:
@@ -14,10 +14,14 @@ class VerificationRepository:
 
     def __init__(self, database: peewee.Database) -> None:
         self.reports = bind(database, TransactionReportRow)
+        self.cancel_requests = bind(database, CancelRequestRow)
+        self.cancel_processes = bind(database, CancelProcessRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.reports,
+            self.cancel_requests,
+            self.cancel_processes,
             self.idempotency,
             self.credentials,
         )

@@ -36,8 +36,16 @@ PURCHASE_TOPOLOGY: tuple[NodeSpec, ...] = (
         {"routing_prefix": "7999", "anonymous_id_validity_s": 1},
         True,
     ),
-    NodeSpec("retail", "shop-1", "Shop One", {"discovery": "directory"}, True),
-    NodeSpec("retail", "shop-2", "Shop Two", {"discovery": "push"}, True),
+    NodeSpec(
+        "retail",
+        "shop-1",
+        "Shop One",
+        {"discovery": "directory", "cancel_procedure": "notified"},
+        True,
+    ),
+    NodeSpec(
+        "retail", "shop-2", "Shop Two", {"discovery": "push", "cancel_procedure": "verified"}, True
+    ),
     NodeSpec(
         "retail",
         "shop-3",
@@ -47,6 +55,7 @@ PURCHASE_TOPOLOGY: tuple[NodeSpec, ...] = (
     ),
 )
 VARIANT_SHOPS = {"directory": "shop-1", "push": "shop-2", "cache": "shop-3"}
+PROCEDURE_SHOPS = {"notified": "shop-1", "verified": "shop-2"}
 
 
 @dataclass

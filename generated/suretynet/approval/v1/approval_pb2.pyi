@@ -1891,6 +1891,10 @@ class TransactionRecord(_message.Message):
     REPORTED_AT_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    CANCELLED_AT_FIELD_NUMBER: _builtins.int
+    CANCEL_DECISION_FIELD_NUMBER: _builtins.int
+    CANCELLED_AMOUNT_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUEST_ID_FIELD_NUMBER: _builtins.int
     order_number: _builtins.str
     """Network-wide order number."""
     retail_entity_id: _builtins.str
@@ -1901,6 +1905,10 @@ class TransactionRecord(_message.Message):
     """Transaction verification that created this record."""
     trace_id: _builtins.str
     """Trace ID of the purchase flow that produced the record."""
+    cancel_decision: _types_pb2.CancelDecision.ValueType
+    """What the settlement agency did with the billing; unset unless cancelled."""
+    cancel_request_id: _builtins.str
+    """Cancellation that cancelled the order; empty unless cancelled."""
     @_builtins.property
     def amount(self) -> _types_pb2.Money:
         """Total amount of the order."""
@@ -1913,6 +1921,14 @@ class TransactionRecord(_message.Message):
     def recorded_at(self) -> _timestamp_pb2.Timestamp:
         """When approval verified and recorded the transaction."""
 
+    @_builtins.property
+    def cancelled_at(self) -> _timestamp_pb2.Timestamp:
+        """When approval recorded the order's cancellation; unset unless cancelled."""
+
+    @_builtins.property
+    def cancelled_amount(self) -> _types_pb2.Money:
+        """Amount whose billing was stopped or credited back; never more than amount."""
+
     def __init__(
         self,
         *,
@@ -1924,14 +1940,75 @@ class TransactionRecord(_message.Message):
         reported_at: _timestamp_pb2.Timestamp | None = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         trace_id: _builtins.str = ...,
+        cancelled_at: _timestamp_pb2.Timestamp | None = ...,
+        cancel_decision: _types_pb2.CancelDecision.ValueType = ...,
+        cancelled_amount: _types_pb2.Money | None = ...,
+        cancel_request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "recorded_at", b"recorded_at", "reported_at", b"reported_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cancelled_amount", b"cancelled_amount", "cancelled_at", b"cancelled_at", "recorded_at", b"recorded_at", "reported_at", b"reported_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "order_number", b"order_number", "recorded_at", b"recorded_at", "reported_at", b"reported_at", "retail_entity_id", b"retail_entity_id", "settlement_agency_id", b"settlement_agency_id", "trace_id", b"trace_id", "transaction_verification_id", b"transaction_verification_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cancel_decision", b"cancel_decision", "cancel_request_id", b"cancel_request_id", "cancelled_amount", b"cancelled_amount", "cancelled_at", b"cancelled_at", "order_number", b"order_number", "recorded_at", b"recorded_at", "reported_at", b"reported_at", "retail_entity_id", b"retail_entity_id", "settlement_agency_id", b"settlement_agency_id", "trace_id", b"trace_id", "transaction_verification_id", b"transaction_verification_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransactionRecord: _TypeAlias = TransactionRecord  # noqa: Y015
+
+@_typing.final
+class RecordTransactionCancellationRequest(_message.Message):
+    """RecordTransactionCancellationRequest asks approval to mark an order cancelled."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key: the same ID with the same request returns
+    the first answer; the same ID with a different request is refused with
+    IDEMPOTENCY_KEY_REUSED.
+    """
+    order_number: _builtins.str
+    """Network-wide order number of the cancelled order."""
+    cancel_request_id: _builtins.str
+    """Cancellation whose process notice verification holds."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        cancel_request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_request_id", b"cancel_request_id", "order_number", b"order_number", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionCancellationRequest: _TypeAlias = RecordTransactionCancellationRequest  # noqa: Y015
+
+@_typing.final
+class RecordTransactionCancellationResponse(_message.Message):
+    """RecordTransactionCancellationResponse returns the record after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction_record(self) -> Global___TransactionRecord:
+        """The transaction record, now cancelled."""
+
+    def __init__(
+        self,
+        *,
+        transaction_record: Global___TransactionRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction_record", b"transaction_record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transaction_record", b"transaction_record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionCancellationResponse: _TypeAlias = RecordTransactionCancellationResponse  # noqa: Y015
 
 @_typing.final
 class TransactionMismatch(_message.Message):

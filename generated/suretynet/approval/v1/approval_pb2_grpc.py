@@ -1025,6 +1025,11 @@ class TransactionServiceStub:
                 request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordRequest.SerializeToString,
                 response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordResponse.FromString,
                 _registered_method=True)
+        self.RecordTransactionCancellation = channel.unary_unary(
+                '/suretynet.approval.v1.TransactionService/RecordTransactionCancellation',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionCancellationRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionCancellationResponse.FromString,
+                _registered_method=True)
         self.ListTransactionMismatches = channel.unary_unary(
                 '/suretynet.approval.v1.TransactionService/ListTransactionMismatches',
                 request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesRequest.SerializeToString,
@@ -1057,6 +1062,17 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordTransactionCancellation(self, request, context):
+        """RecordTransactionCancellation marks a transaction record cancelled once
+        verification holds the settlement agency's cancel process notice for it
+        (and, under the VERIFIED procedure, the cancel verification). Caller: the
+        shop that sold the order, after its cancellation completed. Errors:
+        ORDER_NOT_FOUND, NOT_OWNER, CANCEL_REQUEST_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTransactionMismatches(self, request, context):
         """ListTransactionMismatches lists the transaction verification requests
         that approval refused with TRANSACTION_MISMATCH, newest first, so that the
@@ -1078,6 +1094,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.GetTransactionRecord,
                     request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordRequest.FromString,
                     response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordResponse.SerializeToString,
+            ),
+            'RecordTransactionCancellation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTransactionCancellation,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionCancellationRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionCancellationResponse.SerializeToString,
             ),
             'ListTransactionMismatches': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTransactionMismatches,
@@ -1142,6 +1163,33 @@ class TransactionService:
             '/suretynet.approval.v1.TransactionService/GetTransactionRecord',
             suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordRequest.SerializeToString,
             suretynet_dot_approval_dot_v1_dot_approval__pb2.GetTransactionRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTransactionCancellation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.TransactionService/RecordTransactionCancellation',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionCancellationRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionCancellationResponse.FromString,
             options,
             channel_credentials,
             insecure,

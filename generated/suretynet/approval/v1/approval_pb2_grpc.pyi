@@ -508,6 +508,13 @@ class TransactionServiceStub:
     """GetTransactionRecord returns approval's record of one order. A shop may
     read only its own orders; admin and verification may read any.
     """
+    RecordTransactionCancellation: _grpc.UnaryUnaryMultiCallable[_approval_pb2.RecordTransactionCancellationRequest, _approval_pb2.RecordTransactionCancellationResponse]
+    """RecordTransactionCancellation marks a transaction record cancelled once
+    verification holds the settlement agency's cancel process notice for it
+    (and, under the VERIFIED procedure, the cancel verification). Caller: the
+    shop that sold the order, after its cancellation completed. Errors:
+    ORDER_NOT_FOUND, NOT_OWNER, CANCEL_REQUEST_NOT_FOUND.
+    """
     ListTransactionMismatches: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ListTransactionMismatchesRequest, _approval_pb2.ListTransactionMismatchesResponse]
     """ListTransactionMismatches lists the transaction verification requests
     that approval refused with TRANSACTION_MISMATCH, newest first, so that the
@@ -532,6 +539,13 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     GetTransactionRecord: _aio.UnaryUnaryMultiCallable[_approval_pb2.GetTransactionRecordRequest, _approval_pb2.GetTransactionRecordResponse]  # type: ignore[assignment]
     """GetTransactionRecord returns approval's record of one order. A shop may
     read only its own orders; admin and verification may read any.
+    """
+    RecordTransactionCancellation: _aio.UnaryUnaryMultiCallable[_approval_pb2.RecordTransactionCancellationRequest, _approval_pb2.RecordTransactionCancellationResponse]  # type: ignore[assignment]
+    """RecordTransactionCancellation marks a transaction record cancelled once
+    verification holds the settlement agency's cancel process notice for it
+    (and, under the VERIFIED procedure, the cancel verification). Caller: the
+    shop that sold the order, after its cancellation completed. Errors:
+    ORDER_NOT_FOUND, NOT_OWNER, CANCEL_REQUEST_NOT_FOUND.
     """
     ListTransactionMismatches: _aio.UnaryUnaryMultiCallable[_approval_pb2.ListTransactionMismatchesRequest, _approval_pb2.ListTransactionMismatchesResponse]  # type: ignore[assignment]
     """ListTransactionMismatches lists the transaction verification requests
@@ -566,6 +580,19 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_approval_pb2.GetTransactionRecordResponse, _abc.Awaitable[_approval_pb2.GetTransactionRecordResponse]]:
         """GetTransactionRecord returns approval's record of one order. A shop may
         read only its own orders; admin and verification may read any.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordTransactionCancellation(
+        self,
+        request: _approval_pb2.RecordTransactionCancellationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.RecordTransactionCancellationResponse, _abc.Awaitable[_approval_pb2.RecordTransactionCancellationResponse]]:
+        """RecordTransactionCancellation marks a transaction record cancelled once
+        verification holds the settlement agency's cancel process notice for it
+        (and, under the VERIFIED procedure, the cancel verification). Caller: the
+        shop that sold the order, after its cancellation completed. Errors:
+        ORDER_NOT_FOUND, NOT_OWNER, CANCEL_REQUEST_NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

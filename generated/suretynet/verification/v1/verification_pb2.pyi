@@ -428,16 +428,22 @@ class GetCancellationRecordRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUEST_ID_FIELD_NUMBER: _builtins.int
     order_number: _builtins.str
     """Network-wide order number."""
+    cancel_request_id: _builtins.str
+    """Only this cancellation of the order; empty for the one that was processed
+    (or, if none was, the latest request).
+    """
     def __init__(
         self,
         *,
         order_number: _builtins.str = ...,
+        cancel_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_request_id", b"cancel_request_id", "order_number", b"order_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
