@@ -182,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     admin.set_defaults(handler=lambda args: asyncio.run(_approval_admin(args)))
 
     from nodes.member.cli import add_parser as add_member_parser
+    from nodes.network.admin_cli import add_parsers as add_operator_parsers
 
     add_member_parser(commands)
+    add_operator_parsers(commands)
     return parser
 
 

@@ -106,7 +106,16 @@ async def _agency(args: argparse.Namespace, manifest: dict[str, Any], ca: bytes)
 
 async def _shop(args: argparse.Namespace, manifest: dict[str, Any], ca: bytes) -> int:
     async with ShopClient(_member_address(manifest, args.shop), ca) as client:
-        if args.member_command == "catalog":
+        if args.member_command == "cancel":
+            _print(
+                await client.request_cancellation(
+                    args.order_number,
+                    args.anonymous_id,
+                    args.reason,
+                    request_id=args.request_id or "",
+                )
+            )
+        elif args.member_command == "catalog":
             for item in await client.catalog():
                 _print(item)
         elif args.member_command == "buy":
@@ -151,12 +160,18 @@ def add_parser(commands: Any) -> None:
     order.add_argument("--shop", required=True)
     order.add_argument("--order-number", required=True)
     order.add_argument("--anonymous-id", required=True)
+    cancel = sub.add_parser("cancel", help="ask the shop to cancel an order (claims 2-3)")
+    cancel.add_argument("--shop", required=True)
+    cancel.add_argument("--order-number", required=True)
+    cancel.add_argument("--anonymous-id", required=True)
+    cancel.add_argument("--reason", default="")
+    cancel.add_argument("--request-id")
     member.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
     ca = Path(manifest["ca"]).read_bytes()
-    if args.member_command in ("catalog", "buy", "order"):
+    if args.member_command in ("catalog", "buy", "order", "cancel"):
         return asyncio.run(_shop(args, manifest, ca))
     return asyncio.run(_agency(args, manifest, ca))

@@ -55,9 +55,9 @@ class DemoFlow:
 
 def registered_flows() -> list[DemoFlow]:
     """Every flow built so far, in the order the demo runs them."""
-    from nodes.network.flows import enrollment, purchase
+    from nodes.network.flows import cancellation, enrollment, purchase
 
-    return [*enrollment.FLOWS, *purchase.FLOWS]
+    return [*enrollment.FLOWS, *purchase.FLOWS, *cancellation.FLOWS]
 
 
 def _entity(uri_or_node: str) -> str:

@@ -64,6 +64,7 @@ def begin(
     repo: RetailRepository, request: CancelRequest, procedure: str, shop_id: str
 ) -> ShopOrderRow:
     """Starts the order's cancellation (status CANCELLING), or finds it started or done."""
+    procedure_value = enum_value(types_pb2.CancelProcedure, "CANCEL_PROCEDURE_", procedure)
     if request.anonymous_user_id is not None:
         row = orders.buyers_order(repo, request.order_number, request.anonymous_user_id)
     else:
@@ -85,7 +86,7 @@ def begin(
         settlement_agency_id=row.settlement_agency_id,
         requested_by=request.requested_by,
         reason=request.reason[:500],
-        procedure=enum_value(types_pb2.CancelProcedure, "CANCEL_PROCEDURE_", procedure),
+        procedure=procedure_value,
         requested_at=timestamp(now),
     )
     row.status = "CANCELLING"

@@ -177,6 +177,8 @@ def test_cancel_after_billing_credits_it_back(cancel_network: LocalNetwork, proc
 def test_cancelling_twice_gives_the_same_result_and_no_second_credit(
     cancel_network: LocalNetwork, procedure: str
 ):
+    """A second cancellation of a billed order (another request_id) answers the first's
+    result; the agency keeps one cancellation and one credit notice."""
     network, shop = cancel_network, PROCEDURE_SHOPS[procedure]
 
     async def scenario() -> None:
@@ -199,6 +201,7 @@ def test_cancelling_twice_gives_the_same_result_and_no_second_credit(
 
 @pytest.mark.parametrize("procedure", PROCEDURES)
 def test_cancelling_an_unknown_order_is_refused(cancel_network: LocalNetwork, procedure: str):
+    """No such order, or not the member's (another anonymous ID): ORDER_NOT_FOUND."""
     network, shop = cancel_network, PROCEDURE_SHOPS[procedure]
 
     async def scenario() -> None:
@@ -234,6 +237,44 @@ def _notice(
     )
 
 
+async def notify_as(
+    network: LocalNetwork, shop: str, notice: types_pb2.CancelRequestNotice
+) -> settlement_pb2.NotifyCancelRequestResponse:
+    """Sends the agency a cancel request notice as ``shop`` (its own certificate)."""
+    async with grpc.aio.secure_channel(
+        network.node("agency-1").address, _as_node(network, shop)
+    ) as channel:
+        response: settlement_pb2.NotifyCancelRequestResponse = (
+            await settlement_pb2_grpc.BillingServiceStub(channel).NotifyCancelRequest(
+                settlement_pb2.NotifyCancelRequestRequest(
+                    request_id=request_id(),
+                    cancel_request_notice=notice,
+                    retail_entity=types_pb2.RetailEntityIdentification(retail_entity_id=shop),
+                ),
+                timeout=10,
+            )
+        )
+        return response
+
+
+async def submit_request_as(
+    network: LocalNetwork, shop: str, notice: types_pb2.CancelRequestNotice
+) -> verification_pb2.SubmitCancelRequestNoticeResponse:
+    """Sends verification a cancel request notice as ``shop``."""
+    async with grpc.aio.secure_channel(
+        network.node("verification").address, _as_node(network, shop)
+    ) as channel:
+        response: verification_pb2.SubmitCancelRequestNoticeResponse = (
+            await verification_pb2_grpc.VerificationServiceStub(channel).SubmitCancelRequestNotice(
+                verification_pb2.SubmitCancelRequestNoticeRequest(
+                    request_id=request_id(), cancel_request_notice=notice
+                ),
+                timeout=10,
+            )
+        )
+        return response
+
+
 @pytest.mark.parametrize("procedure", PROCEDURES)
 def test_a_shop_cancelling_another_shops_order_is_denied(
     cancel_network: LocalNetwork, procedure: str
@@ -251,31 +292,8 @@ def test_a_shop_cancelling_another_shops_order_is_denied(
     async def scenario() -> None:
         purchase = await buy(network, "agency-1", "alice", shop, [("tea", 1)])
         notice = _notice(purchase.order, other, procedure_value)
-        credentials = _as_node(network, other)
-        async with grpc.aio.secure_channel(
-            network.node("agency-1").address, credentials
-        ) as channel:
-            at_agency = await refusal(
-                settlement_pb2_grpc.BillingServiceStub(channel).NotifyCancelRequest(
-                    settlement_pb2.NotifyCancelRequestRequest(
-                        request_id=request_id(),
-                        cancel_request_notice=notice,
-                        retail_entity=types_pb2.RetailEntityIdentification(retail_entity_id=other),
-                    ),
-                    timeout=10,
-                )
-            )
-        async with grpc.aio.secure_channel(
-            network.node("verification").address, credentials
-        ) as channel:
-            at_verification = await refusal(
-                verification_pb2_grpc.VerificationServiceStub(channel).SubmitCancelRequestNotice(
-                    verification_pb2.SubmitCancelRequestNoticeRequest(
-                        request_id=request_id(), cancel_request_notice=notice
-                    ),
-                    timeout=10,
-                )
-            )
+        at_agency = await refusal(notify_as(network, other, notice))
+        at_verification = await refusal(submit_request_as(network, other, notice))
         for refused in (at_agency, at_verification):
             assert (refused.code, refused.reason) == (
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -303,29 +321,8 @@ def test_an_order_number_mismatch_is_refused_and_cancels_nothing(cancel_network:
         other_notice = types_pb2.CancelRequestNotice()
         other_notice.CopyFrom(request_notice)
         other_notice.order_number = second.order.order_number
-        credentials = _as_node(network, shop)
-        async with grpc.aio.secure_channel(
-            network.node("verification").address, credentials
-        ) as channel:
-            await verification_pb2_grpc.VerificationServiceStub(channel).SubmitCancelRequestNotice(
-                verification_pb2.SubmitCancelRequestNoticeRequest(
-                    request_id=request_id(), cancel_request_notice=request_notice
-                ),
-                timeout=10,
-            )
-        async with grpc.aio.secure_channel(
-            network.node("agency-1").address, credentials
-        ) as channel:
-            refused = await refusal(
-                settlement_pb2_grpc.BillingServiceStub(channel).NotifyCancelRequest(
-                    settlement_pb2.NotifyCancelRequestRequest(
-                        request_id=request_id(),
-                        cancel_request_notice=other_notice,
-                        retail_entity=types_pb2.RetailEntityIdentification(retail_entity_id=shop),
-                    ),
-                    timeout=10,
-                )
-            )
+        await submit_request_as(network, shop, request_notice)
+        refused = await refusal(notify_as(network, shop, other_notice))
         assert (refused.code, refused.reason) == (
             grpc.StatusCode.FAILED_PRECONDITION,
             "CANCEL_ORDER_NUMBER_MISMATCH",

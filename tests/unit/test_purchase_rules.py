@@ -68,6 +68,7 @@ def test_anonymous_ids_are_keyed_per_shop_prefixed_and_stable(settlement):
 
 
 def test_resolution_refuses_unknown_wrong_shop_and_expired_ids(settlement):
+    """Only the issuing agency resolves an ID, for its shop, before it expires."""
     store, repo = settlement
     row = store.transaction(
         lambda: anonymous_ids.issue(

@@ -28,45 +28,60 @@ CACHE_SHOP = NodeSpec(
 CACHE_READY_TIMEOUT_S = 30.0
 
 
-async def buy(
-    context: FlowContext, agency: str, shop: str, items: list[tuple[str, int]]
-) -> retail_pb2.ShopOrder:
-    """A member of ``agency`` buys ``items`` at ``shop``; notes what each step returned."""
+async def buy_order(
+    context: FlowContext,
+    agency: str,
+    shop: str,
+    items: list[tuple[str, int]],
+    *,
+    trace_id: str = "",
+) -> tuple[retail_pb2.ShopOrder, str]:
+    """A member of ``agency`` buys ``items`` at ``shop``; returns the order and its ID.
+
+    ``trace_id`` defaults to a trace of its own, so that a flow about something else (a
+    cancellation) does not print the purchase.
+    """
     network = context.network
+    trace = trace_id or f"{context.trace_id}-purchase"
     member = members_of(agency)[0]
     ca = network.ca.read_bytes()
-    async with AgencyClient(
-        network.node(agency).member_address, ca, trace_id=context.trace_id
-    ) as client:
+    async with AgencyClient(network.node(agency).member_address, ca, trace_id=trace) as client:
         login = await client.login(member.member_id, member.password)
+        information = await client.payment_information(shop)
+        issued = await client.anonymous_user_id(shop)
+        value = issued.anonymous_user_id.value
+        async with ShopClient(network.node(shop).member_address, ca, trace_id=trace) as shop_client:
+            order = await shop_client.place_order(value, items)
+        notices = await client.completion_notices(page_size=1)
+    if trace == context.trace_id:
+        limit = login.member.credit_limit
+        delivered = (
+            " (delivered to the shop by the agency)" if issued.delivered_to_retail_entity else ""
+        )
         context.note(
             f"step 1: {member.member_id} logged in at {agency}; credit limit "
-            f"{login.member.credit_limit.amount_minor / 100:.2f} "
-            f"{login.member.credit_limit.currency_code}"
+            f"{limit.amount_minor / 100:.2f} {limit.currency_code}"
         )
-        information = await client.payment_information(shop)
         context.note(
             f"step 2: {information.display_name} accepts "
             f"{len(information.accepted_payment_methods)} payment method(s)"
         )
-        issued = await client.anonymous_user_id(shop)
-        value = issued.anonymous_user_id.value
-        delivered = (
-            " (delivered to the shop by the agency)" if issued.delivered_to_retail_entity else ""
-        )
         context.note(f"step 3: anonymous user ID {value}{delivered}")
-        async with ShopClient(
-            network.node(shop).member_address, ca, trace_id=context.trace_id
-        ) as shop_client:
-            order = await shop_client.place_order(value, items)
-        notices = await client.completion_notices(page_size=1)
-    context.note(
-        f"order {order.order_number}: {retail_pb2.OrderStatus.Name(order.status)}, "
-        f"{order.amount.amount_minor / 100:.2f} {order.amount.currency_code}, "
-        f"verification {order.transaction_verification_id}"
-    )
-    if notices and notices[0].order_number == order.order_number:
-        context.note(f"step 7: completion notice #{notices[0].sequence} reached the member")
+        context.note(
+            f"order {order.order_number}: {retail_pb2.OrderStatus.Name(order.status)}, "
+            f"{order.amount.amount_minor / 100:.2f} {order.amount.currency_code}, "
+            f"verification {order.transaction_verification_id}"
+        )
+        if notices and notices[0].order_number == order.order_number:
+            context.note(f"step 7: completion notice #{notices[0].sequence} reached the member")
+    return order, value
+
+
+async def buy(
+    context: FlowContext, agency: str, shop: str, items: list[tuple[str, int]]
+) -> retail_pb2.ShopOrder:
+    """A purchase printed as the flow's own message sequence."""
+    order, _ = await buy_order(context, agency, shop, items, trace_id=context.trace_id)
     return order
 
 
