@@ -413,6 +413,14 @@ def grpcurl_examples(network: LocalNetwork) -> list[str]:
         "suretynet.approval.v1.ApprovalAdminService/IssueProgramSerial"
     )
     examples.append(f"grpcurl {tls_flags} {approval.address} grpc.health.v1.Health/Check")
+    markets = [node for node in network.nodes if node.spec.role == "marketplace"]
+    if markets and markets[0].member_address:
+        # A purchaser has no certificate: server-only TLS on the member port (docs/MARKETPLACE.md).
+        examples.append(
+            f'grpcurl -cacert {network.ca} -d \'{{"member_id": "tanaka-trading", '
+            f'"password": "tanaka-trading-pass"}}\' {markets[0].member_address} '
+            "suretynet.marketplace.v1.PurchaserService/Login"
+        )
     return examples
 
 
