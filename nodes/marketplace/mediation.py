@@ -83,7 +83,7 @@ class Mediator:
             response_type=kind,
         )
 
-    async def _finish(
+    def _once(
         self,
         member_id: str,
         method: str,
@@ -91,23 +91,27 @@ class Mediator:
         kind: type[R],
         effect: Callable[[], R],
     ) -> R:
-        return await self._store.run(
-            lambda: run_once(
-                self._repo.idempotency,
-                scope=self._scope(member_id),
-                method=method,
-                request=request,
-                response_type=kind,
-                effect=effect,
-            )
+        """The member's answer, stored with the request_id in the running transaction."""
+        return run_once(
+            self._repo.idempotency,
+            scope=self._scope(member_id),
+            method=method,
+            request=request,
+            response_type=kind,
+            effect=effect,
         )
 
-    def _view(self, member_id: str, transaction_id: str, kind: type[R]) -> Callable[[], R]:
+    async def _finish(self, member_id: str, method: str, request: Any, kind: type[R]) -> R:
+        """Stores and returns the purchaser's view of the transaction after its flow."""
+        transaction_id = getattr(request, "transaction_id", "") or orders.derived_id(
+            "TX", member_id, request.request_id
+        )
+
         def effect() -> R:
             row = orders.owned(self._repo, member_id, transaction_id)
             return kind(transaction=purchaser_view(row))
 
-        return effect
+        return await self._store.run(lambda: self._once(member_id, method, request, kind, effect))
 
     async def request_purchase(
         self, member_id: str, method: str, request: pb.RequestPurchaseRequest
@@ -148,13 +152,12 @@ class Mediator:
             )
             if local is not None:
                 return _Started(
-                    answer=run_once(
-                        self._repo.idempotency,
-                        scope=self._scope(member_id),
-                        method=method,
-                        request=request,
-                        response_type=kind,
-                        effect=lambda: kind(transaction=purchaser_view(local)),
+                    answer=self._once(
+                        member_id,
+                        method,
+                        request,
+                        kind,
+                        lambda: kind(transaction=purchaser_view(local)),
                     )
                 )
             enquiry = credit.enquire(self._repo, member_id, now)
@@ -205,9 +208,7 @@ class Mediator:
 
             await self._store.run(open_mediation)
         await self._partners.complete(call_id)
-        return await self._finish(
-            member_id, method, request, kind, self._view(member_id, transaction_id, kind)
-        )
+        return await self._finish(member_id, method, request, kind)
 
     async def _step(
         self,
@@ -232,13 +233,12 @@ class Mediator:
             row = orders.owned(self._repo, member_id, request.transaction_id)
             if row.kind == "LOCAL":
                 return _Started(
-                    answer=run_once(
-                        self._repo.idempotency,
-                        scope=self._scope(member_id),
-                        method=method,
-                        request=request,
-                        response_type=kind,
-                        effect=lambda: kind(transaction=purchaser_view(local(row, now))),
+                    answer=self._once(
+                        member_id,
+                        method,
+                        request,
+                        kind,
+                        lambda: kind(transaction=purchaser_view(local(row, now))),
                     )
                 )
             call_id = f"{row.transaction_id}:{step}:{request_hash}"
@@ -256,9 +256,7 @@ class Mediator:
         if started.answer is not None:
             return started.answer  # type: ignore[return-value]
         await self._partners.complete(started.call_id)
-        return await self._finish(
-            member_id, method, request, kind, self._view(member_id, request.transaction_id, kind)
-        )
+        return await self._finish(member_id, method, request, kind)
 
     async def reply(
         self, member_id: str, method: str, request: pb.ReplyToEstimateRequest

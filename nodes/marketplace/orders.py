@@ -11,7 +11,9 @@ import datetime
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import peewee
 from suretynet.marketplace.v1 import marketplace_pb2 as pb
 
 from nodes.common.errors import DomainError, ErrorKind, invalid
@@ -19,6 +21,8 @@ from nodes.marketplace import catalog, credit
 from nodes.marketplace.money import check_amount, total_minor
 from storage.marketplace.models import InvoiceRow, TransactionRow
 from storage.marketplace.repository import MarketplaceRepository
+
+R = TypeVar("R", bound=peewee.Model)
 
 NOT_SHIPPED = ("ORDERED",)
 RETURNABLE = ("DELIVERED", "SETTLED")
@@ -55,7 +59,8 @@ def owned(
     return row
 
 
-def require_state(row: TransactionRow, allowed: tuple[str, ...], action: str) -> None:
+def require_state(row: Any, allowed: tuple[str, ...], action: str) -> None:
+    """Refuses (TRANSACTION_STATE_INVALID) a transaction, ours or supplied, in another state."""
     if row.state not in allowed:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
@@ -65,10 +70,10 @@ def require_state(row: TransactionRow, allowed: tuple[str, ...], action: str) ->
         )
 
 
-def save(row: TransactionRow, now: datetime.datetime, **changes: object) -> TransactionRow:
-    for name, value in changes.items():
+def save(row: R, now: datetime.datetime, **changes: object) -> R:
+    """Applies ``changes`` to a transaction row, ours or supplied, and stamps it."""
+    for name, value in {**changes, "updated_at": now}.items():
         setattr(row, name, value)
-    row.updated_at = now
     row.save()
     return row
 

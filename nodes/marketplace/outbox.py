@@ -21,20 +21,22 @@ PENDING, DONE, REFUSED = "PENDING", "DONE", "REFUSED"
 
 def enqueue(
     repo: MarketplaceRepository,
-    *,
-    request_id: str,
     partner_id: str,
-    method: str,
     request: Message,
-    transaction_id: str,
     now: datetime.datetime,
     first_retry_after: datetime.timedelta,
+    *,
+    transaction_id: str = "",
 ) -> PartnerCallRow:
-    """Records the call; a call refused earlier under the same ID is recorded afresh.
+    """Records the call of MediationService/<request type less "Request"> to ``partner_id``.
 
-    Refuses (REQUEST_IN_PROGRESS) while another call for the same transaction is pending:
-    one partner step at a time keeps both sides' state machines in step.
+    The row takes the request's own request_id. A call refused earlier under the same ID is
+    recorded afresh. With a ``transaction_id``, it refuses (REQUEST_IN_PROGRESS) while
+    another call for that transaction is pending: one partner step at a time keeps both
+    sides' state machines in step.
     """
+    request_id = getattr(request, "request_id")  # noqa: B009 - every recorded call has one
+    method = type(request).__name__.removesuffix("Request")
     calls = repo.partner_calls
     busy = calls.get_or_none(
         (calls.transaction_id == transaction_id)

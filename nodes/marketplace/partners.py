@@ -33,14 +33,10 @@ from storage.marketplace.repository import MarketplaceRepository
 
 log = logging.getLogger(__name__)
 
+# What each recorded call sends: MediationService/<method> takes <method>Request.
 REQUEST_TYPES: dict[str, type[Message]] = {
-    requester.REQUEST: pb.RequestMediatedTransactionRequest,
-    requester.REPLY: pb.ReplyToMediatedEstimateRequest,
-    requester.AMEND: pb.AmendMediatedTransactionRequest,
-    requester.SETTLE: pb.SettleMediatedTransactionRequest,
-    requester.DISCLOSE: pb.DiscloseFraudRequest,
-    requester.RELAY_PAYMENT: pb.RecordPurchaserPaymentRequest,
-    "ReportShipment": pb.ReportShipmentRequest,
+    method.name: getattr(pb, method.input_type.name)
+    for method in pb.DESCRIPTOR.services_by_name["MediationService"].methods
 }
 # Failures after which the same call may still succeed: the partner never refused it.
 RETRYABLE = (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind.ABORTED)

@@ -23,12 +23,8 @@ from nodes.marketplace.views import invoice_view, payout_view
 from storage.marketplace.models import MediationContractRow, TransactionRow
 from storage.marketplace.repository import MarketplaceRepository
 
+# The recorded call whose refusal undoes the whole mediated transaction.
 REQUEST = "RequestMediatedTransaction"
-REPLY = "ReplyToMediatedEstimate"
-AMEND = "AmendMediatedTransaction"
-SETTLE = "SettleMediatedTransaction"
-DISCLOSE = "DiscloseFraud"
-RELAY_PAYMENT = "RecordPurchaserPayment"
 
 
 @dataclass(frozen=True)
@@ -129,10 +125,8 @@ def open_mediation(
     )
     outbox.enqueue(
         repo,
-        request_id=call_request_id,
-        partner_id=partner_id,
-        method=REQUEST,
-        request=pb.RequestMediatedTransactionRequest(
+        partner_id,
+        pb.RequestMediatedTransactionRequest(
             request_id=call_request_id,
             mediated_transaction_id=mediated_id,
             contract_id=contract.contract_id,
@@ -140,9 +134,9 @@ def open_mediation(
             quantity=quantity,
             credit_guarantee=guarantee,
         ),
+        now,
+        settings.resume_after,
         transaction_id=transaction_id,
-        now=now,
-        first_retry_after=settings.resume_after,
     )
     return mediated_id
 
@@ -168,7 +162,6 @@ def record_reply(
     _enqueue(
         repo,
         row,
-        REPLY,
         pb.ReplyToMediatedEstimateRequest(
             request_id=call_request_id,
             mediated_transaction_id=row.mediated_transaction_id,
@@ -178,7 +171,6 @@ def record_reply(
                 replied_at=timestamp(now),
             ),
         ),
-        call_request_id,
         settings,
         now,
     )
@@ -221,28 +213,25 @@ def record_amendment(
             )
         )
     request.mediated_transaction_id = row.mediated_transaction_id
-    _enqueue(repo, row, AMEND, request, request.request_id, settings, now)
+    _enqueue(repo, row, request, settings, now)
     return None
 
 
 def _enqueue(
     repo: MarketplaceRepository,
     row: TransactionRow,
-    method: str,
     request: Message,
-    call_request_id: str,
     settings: MarketplaceSettings,
     now: datetime.datetime,
 ) -> None:
+    """Records a relay step of ``row`` for its partner; one step at a time per transaction."""
     outbox.enqueue(
         repo,
-        request_id=call_request_id,
-        partner_id=row.partner_marketplace_id,
-        method=method,
-        request=request,
+        row.partner_marketplace_id,
+        request,
+        now,
+        settings.resume_after,
         transaction_id=row.transaction_id,
-        now=now,
-        first_retry_after=settings.resume_after,
     )
 
 
@@ -430,7 +419,7 @@ def start_settlement(
         request.mediation_charge_invoice.CopyFrom(invoice_view(invoice))
         # The partner's copy must not point at our purchaser-side transaction.
         request.mediation_charge_invoice.transaction_id = ""
-    _enqueue(repo, row, SETTLE, request, request.request_id, settings, now)
+    _enqueue(repo, row, request, settings, now)
 
 
 def _apply_settlement(
@@ -486,22 +475,19 @@ def relay_payment(
     if invoice.issuer_marketplace_id != self_id:
         row = orders.owned(repo, None, invoice.transaction_id)
         call_id = f"{invoice.invoice_id}:payment:{invoice.paid_amount_minor}"
+        # A payment never waits for a relay step of its transaction, nor blocks one.
         outbox.enqueue(
             repo,
-            request_id=call_id,
-            partner_id=row.partner_marketplace_id,
-            method=RELAY_PAYMENT,
-            request=pb.RecordPurchaserPaymentRequest(
+            row.partner_marketplace_id,
+            pb.RecordPurchaserPaymentRequest(
                 request_id=call_id,
                 mediated_transaction_id=invoice.mediated_transaction_id,
                 invoice_id=invoice.issuer_invoice_id,
                 amount=money(amount_minor, currency_code),
                 paid_at=timestamp(paid_at),
             ),
-            # A payment never waits for a relay step of its transaction, nor blocks one.
-            transaction_id="",
-            now=now,
-            first_retry_after=settings.resume_after,
+            now,
+            settings.resume_after,
         )
     return invoice_view(invoice)
 
@@ -557,17 +543,15 @@ def mark_unlawful(
         disclosure=disclosure.SerializeToString(),
         recorded_at=now,
     )
-    call_id = f"{row.transaction_id}:disclose"
+    # Not tied to the transaction's step lock: a disclosure never waits for a relay.
     outbox.enqueue(
         repo,
-        request_id=call_id,
-        partner_id=partner_id,
-        method=DISCLOSE,
-        request=pb.DiscloseFraudRequest(request_id=call_id, fraud_disclosure=disclosure),
-        # Not tied to the transaction's step lock: a disclosure never waits for a relay.
-        transaction_id="",
-        now=now,
-        first_retry_after=settings.resume_after,
+        partner_id,
+        pb.DiscloseFraudRequest(
+            request_id=f"{row.transaction_id}:disclose", fraud_disclosure=disclosure
+        ),
+        now,
+        settings.resume_after,
     )
     return disclosure
 

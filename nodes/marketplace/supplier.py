@@ -20,8 +20,6 @@ from nodes.marketplace.views import invoice_view, parse, supplied_view
 from storage.marketplace.models import SuppliedTransactionRow
 from storage.marketplace.repository import MarketplaceRepository
 
-REPORT_SHIPMENT = "ReportShipment"
-
 
 def quote(
     repo: MarketplaceRepository,
@@ -153,23 +151,6 @@ def supplied(
     return row
 
 
-def _require(row: SuppliedTransactionRow, allowed: tuple[str, ...], action: str) -> None:
-    if row.state not in allowed:
-        raise DomainError(
-            ErrorKind.FAILED_PRECONDITION,
-            "TRANSACTION_STATE_INVALID",
-            f"cannot {action} a mediated transaction in state {row.state}",
-            metadata={"state": row.state},
-        )
-
-
-def _save(row: SuppliedTransactionRow, now: datetime.datetime, **changes: object) -> None:
-    for name, value in changes.items():
-        setattr(row, name, value)
-    row.updated_at = now
-    row.save()
-
-
 def accept_request(
     repo: MarketplaceRepository,
     caller_id: str,
@@ -223,7 +204,7 @@ def reply(
 ) -> pb.ReplyToMediatedEstimateResponse:
     """The purchaser's reply, relayed (claim 5): acceptance is the order and takes the stock."""
     row = supplied(repo, caller_id, request.mediated_transaction_id)
-    _require(row, ("ESTIMATE_PENDING",), "reply to the estimate of")
+    orders.require_state(row, ("ESTIMATE_PENDING",), "reply to the estimate of")
     estimate = pb.Estimate.FromString(bytes(row.estimate))
     answer = request.estimate_reply
     if answer.estimate_id != estimate.estimate_id:
@@ -240,9 +221,9 @@ def reply(
         guarantee = pb.CreditGuarantee.FromString(bytes(row.credit_guarantee))
         check_guarantee(guarantee, caller_id, now, row.purchaser_pseudonym)
         catalog.take_stock(repo, row.commodity_id, row.quantity)
-        _save(row, now, state="ORDERED", reserved_quantity=row.quantity)
+        orders.save(row, now, state="ORDERED", reserved_quantity=row.quantity)
     elif decision == "DECLINE":
-        _save(row, now, state="ESTIMATE_DECLINED")
+        orders.save(row, now, state="ESTIMATE_DECLINED")
     else:
         raise invalid("estimate_reply.decision", "must be ACCEPT or DECLINE")
     row.estimate_reply = answer.SerializeToString()
@@ -263,11 +244,11 @@ def amend(
     kind = pb.AmendmentKind.Name(request.kind).removeprefix("AMENDMENT_KIND_")
     response = pb.AmendMediatedTransactionResponse()
     if kind == "CANCEL":
-        _require(row, ("ORDERED",), "cancel")
+        orders.require_state(row, ("ORDERED",), "cancel")
         _release(repo, row)
-        _save(row, now, state="CANCELLED")
+        orders.save(row, now, state="CANCELLED")
     elif kind == "CHANGE_QUANTITY":
-        _require(row, ("ORDERED", "ESTIMATE_PENDING"), "change")
+        orders.require_state(row, ("ORDERED", "ESTIMATE_PENDING"), "change")
         orders.check_quantity(request.quantity)
         guarantee = request.credit_guarantee if request.HasField("credit_guarantee") else None
         check_guarantee(guarantee, caller_id, now, row.purchaser_pseudonym)
@@ -284,7 +265,7 @@ def amend(
             settings,
             now,
         )
-        _save(
+        orders.save(
             row,
             now,
             state="ESTIMATE_PENDING",
@@ -295,7 +276,7 @@ def amend(
         )
         response.estimate.CopyFrom(estimate)
     elif kind == "RETURN_GOODS":
-        _require(row, ("DELIVERED", "SETTLED"), "return the goods of")
+        orders.require_state(row, ("DELIVERED", "SETTLED"), "return the goods of")
         if not request.defective:
             catalog.restock(repo, row.commodity_id, row.quantity)
         invoices = repo.invoices
@@ -306,7 +287,7 @@ def amend(
             & (invoices.status == "OPEN")
             & (invoices.paid_amount_minor == 0)
         ).execute()
-        _save(row, now, state="RETURNED")
+        orders.save(row, now, state="RETURNED")
     else:
         raise invalid("kind", "must be CANCEL, CHANGE_QUANTITY or RETURN_GOODS")
     response.mediated_transaction.CopyFrom(supplied_view(row, self_id))
@@ -330,23 +311,19 @@ def ship(
     current = parse(pb.Shipment, row.shipment)
     shipment = orders.next_shipment(current, row.state, update, orders.new_id("SH"), now)
     state = orders.SHIPMENT_STATES[update.status]
-    _save(row, now, shipment=shipment.SerializeToString(), state=state)
-    call_id = f"{row.mediated_transaction_id}:shipment:{update.status}"
+    orders.save(row, now, shipment=shipment.SerializeToString(), state=state)
     outbox.enqueue(
         repo,
-        request_id=call_id,
-        partner_id=row.requesting_marketplace_id,
-        method=REPORT_SHIPMENT,
-        request=pb.ReportShipmentRequest(
-            request_id=call_id,
+        row.requesting_marketplace_id,
+        pb.ReportShipmentRequest(
+            request_id=f"{row.mediated_transaction_id}:shipment:{update.status}",
             mediated_transaction_id=row.mediated_transaction_id,
             shipment_update=pb.ShipmentUpdate(
                 shipment=shipment, note=update.note, updated_at=timestamp(now)
             ),
         ),
-        transaction_id="",
-        now=now,
-        first_retry_after=settings.resume_after,
+        now,
+        settings.resume_after,
     )
     return shipment
 
@@ -372,7 +349,7 @@ def settle(
 ) -> pb.SettleMediatedTransactionResponse:
     """Records the requester's settlement records and issues ours (claims 6-7)."""
     row = supplied(repo, caller_id, request.mediated_transaction_id)
-    _require(row, ("DELIVERED",), "settle")
+    orders.require_state(row, ("DELIVERED",), "settle")
     contract = repo.contracts.get_by_id(row.contract_id)
     estimate = pb.Estimate.FromString(bytes(row.estimate))
     gross = estimate.total_amount
@@ -447,7 +424,7 @@ def settle(
             now=now,
         )
         response.purchaser_invoice.CopyFrom(invoice_view(invoice))
-    _save(row, now, state="SETTLED")
+    orders.save(row, now, state="SETTLED")
     response.mediated_transaction.CopyFrom(supplied_view(row, self_id))
     return response
 

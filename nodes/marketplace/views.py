@@ -34,20 +34,29 @@ def parse(message_type: type[Any], blob: Any) -> Any:
     return None if blob is None else message_type.FromString(bytes(blob))
 
 
-def purchaser_view(row: TransactionRow) -> pb.PurchaserTransaction:
-    return pb.PurchaserTransaction(
-        transaction_id=row.transaction_id,
-        commodity_id=row.commodity_id,
-        commodity_display_name=row.commodity_display_name,
-        quantity=row.quantity,
-        state=state_value(row.state),
-        estimate=parse(pb.Estimate, row.estimate),
-        total_amount=money(row.total_amount_minor, row.currency_code)
+def _transaction_fields(row: TransactionRow) -> dict[str, Any]:
+    """What the purchaser's and the operator's views of a transaction share.
+
+    Every one of these is keyed by this marketplace's own IDs (see the module docstring).
+    """
+    return {
+        "transaction_id": row.transaction_id,
+        "commodity_id": row.commodity_id,
+        "quantity": row.quantity,
+        "state": state_value(row.state),
+        "estimate": parse(pb.Estimate, row.estimate),
+        "total_amount": money(row.total_amount_minor, row.currency_code)
         if row.currency_code
         else None,
-        shipment=parse(pb.Shipment, row.shipment),
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
+        "shipment": parse(pb.Shipment, row.shipment),
+        "created_at": timestamp(row.created_at),
+        "updated_at": timestamp(row.updated_at),
+    }
+
+
+def purchaser_view(row: TransactionRow) -> pb.PurchaserTransaction:
+    return pb.PurchaserTransaction(
+        commodity_display_name=row.commodity_display_name, **_transaction_fields(row)
     )
 
 
@@ -55,17 +64,8 @@ def operator_view(
     row: TransactionRow, enquiry: pb.CreditEnquiryResult | None
 ) -> pb.MarketplaceTransaction:
     return pb.MarketplaceTransaction(
-        transaction_id=row.transaction_id,
         member_id=row.member_id,
         kind=pb.TransactionKind.Value("TRANSACTION_KIND_" + row.kind),
-        commodity_id=row.commodity_id,
-        quantity=row.quantity,
-        state=state_value(row.state),
-        estimate=parse(pb.Estimate, row.estimate),
-        total_amount=money(row.total_amount_minor, row.currency_code)
-        if row.currency_code
-        else None,
-        shipment=parse(pb.Shipment, row.shipment),
         mediated_transaction_id=row.mediated_transaction_id,
         partner_marketplace_id=row.partner_marketplace_id,
         contract_id=row.contract_id,
@@ -74,8 +74,7 @@ def operator_view(
         credit_guarantee=parse(pb.CreditGuarantee, row.credit_guarantee),
         marked_unlawful=row.marked_unlawful,
         unlawful_reason=row.unlawful_reason,
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
+        **_transaction_fields(row),
     )
 
 
@@ -98,36 +97,35 @@ def supplied_view(row: SuppliedTransactionRow, supplier_id: str) -> pb.MediatedT
     )
 
 
+def _invoice_fields(row: InvoiceRow) -> dict[str, Any]:
+    """What the operator's and the purchaser's views of an invoice share."""
+    return {
+        "invoice_id": row.invoice_id,
+        "transaction_id": row.transaction_id,
+        "amount": money(row.amount_minor, row.currency_code),
+        "paid_amount": money(row.paid_amount_minor, row.currency_code),
+        "status": pb.InvoiceStatus.Value("INVOICE_STATUS_" + row.status),
+        "issued_at": timestamp(row.issued_at),
+        "due_at": timestamp(row.due_at),
+        "paid_at": timestamp(row.paid_at),
+    }
+
+
 def invoice_view(row: InvoiceRow) -> pb.Invoice:
     return pb.Invoice(
-        invoice_id=row.invoice_id,
         kind=pb.InvoiceKind.Value("INVOICE_KIND_" + row.kind),
         issuer_marketplace_id=row.issuer_marketplace_id,
         drawee_member_id=row.drawee_member_id,
         drawee_purchaser_pseudonym=row.drawee_purchaser_pseudonym,
         drawee_marketplace_id=row.drawee_marketplace_id,
-        transaction_id=row.transaction_id,
         mediated_transaction_id=row.mediated_transaction_id,
-        amount=money(row.amount_minor, row.currency_code),
-        paid_amount=money(row.paid_amount_minor, row.currency_code),
-        status=pb.InvoiceStatus.Value("INVOICE_STATUS_" + row.status),
-        issued_at=timestamp(row.issued_at),
-        due_at=timestamp(row.due_at),
-        paid_at=timestamp(row.paid_at),
+        **_invoice_fields(row),
     )
 
 
 def purchaser_invoice_view(row: InvoiceRow) -> pb.PurchaserInvoice:
-    return pb.PurchaserInvoice(
-        invoice_id=row.invoice_id,
-        transaction_id=row.transaction_id,
-        amount=money(row.amount_minor, row.currency_code),
-        paid_amount=money(row.paid_amount_minor, row.currency_code),
-        status=pb.InvoiceStatus.Value("INVOICE_STATUS_" + row.status),
-        issued_at=timestamp(row.issued_at),
-        due_at=timestamp(row.due_at),
-        paid_at=timestamp(row.paid_at),
-    )
+    """The purchaser's invoice: under this marketplace's ID, naming no issuer (claim 5)."""
+    return pb.PurchaserInvoice(**_invoice_fields(row))
 
 
 def payout_view(row: PayoutRow) -> pb.Payout:
