@@ -31,6 +31,42 @@ def check_request_id(request_id: str) -> None:
         raise invalid("request_id", f"must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
 
 
+def request_digest(request: Message) -> str:
+    """The SHA-256 that tells two requests with the same ``request_id`` apart."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+def stored_response(
+    records: type[IdempotencyRecord],
+    *,
+    scope: str,
+    method: str,
+    request: Message,
+    response_type: type[R],
+) -> R | None:
+    """The first answer to this ``(scope, method, request_id)``, or None if it never ran.
+
+    For flows that call peers between checking the key and storing the answer (they cannot
+    hold one transaction across a network call). Refuses a reused key like ``run_once``.
+    """
+    request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
+    check_request_id(request_id)
+    existing = records.get_or_none(
+        (records.scope == scope) & (records.method == method) & (records.request_id == request_id)
+    )
+    if existing is None:
+        return None
+    if existing.request_sha256 != request_digest(request):
+        raise DomainError(
+            ErrorKind.INVALID_ARGUMENT,
+            "IDEMPOTENCY_KEY_REUSED",
+            f"request_id {request_id!r} was already used for a different {method} request",
+            violations=[FieldViolation("request_id", "was already used for a different request")],
+            metadata={"request_id": request_id},
+        )
+    return response_type.FromString(bytes(existing.response))
+
+
 def run_once(
     records: type[IdempotencyRecord],
     *,
@@ -47,24 +83,13 @@ def run_once(
     with IDEMPOTENCY_KEY_REUSED; a concurrent duplicate loses the unique-index race and is
     told to retry (ABORTED), which then returns the stored answer.
     """
-    request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
-    check_request_id(request_id)
-    digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-    existing = records.get_or_none(
-        (records.scope == scope) & (records.method == method) & (records.request_id == request_id)
+    stored = stored_response(
+        records, scope=scope, method=method, request=request, response_type=response_type
     )
-    if existing is not None:
-        if existing.request_sha256 != digest:
-            raise DomainError(
-                ErrorKind.INVALID_ARGUMENT,
-                "IDEMPOTENCY_KEY_REUSED",
-                f"request_id {request_id!r} was already used for a different {method} request",
-                violations=[
-                    FieldViolation("request_id", "was already used for a different request")
-                ],
-                metadata={"request_id": request_id},
-            )
-        return response_type.FromString(bytes(existing.response))
+    if stored is not None:
+        return stored
+    request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
+    digest = request_digest(request)
     response = effect()
     try:
         with records._meta.database.atomic():

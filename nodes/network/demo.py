@@ -55,9 +55,9 @@ class DemoFlow:
 
 def registered_flows() -> list[DemoFlow]:
     """Every flow built so far, in the order the demo runs them."""
-    from nodes.network.flows import enrollment
+    from nodes.network.flows import enrollment, mediation
 
-    return [*enrollment.FLOWS]
+    return [*enrollment.FLOWS, *mediation.FLOWS]
 
 
 def _entity(uri_or_node: str) -> str:
