@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from nodes.network.demo import FlowContext, message_sequence
 from nodes.network.flows import mediation
 from nodes.network.local import LocalNetwork
+from tests.support import grpcurl_binary
 
 # What must cross the network in each flow, as the demo prints it.
 EXPECTED = {
@@ -48,8 +48,7 @@ def test_demo_flow_runs_and_its_messages_cross_the_network(network: LocalNetwork
 
 def test_an_operator_can_start_a_mediated_purchase_with_grpcurl(network: LocalNetwork):
     """The member port takes server-only TLS; a purchaser logs in and is mediated by hand."""
-    binary = shutil.which("grpcurl")
-    assert binary
+    binary = grpcurl_binary()
     market = network.node("market-1").member_address
 
     def grpcurl(*args: str) -> dict:
