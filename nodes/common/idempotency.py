@@ -31,7 +31,12 @@ def check_request_id(request_id: str) -> None:
         raise invalid("request_id", f"must be 1-{MAX_REQUEST_ID_LENGTH} printable characters")
 
 
-def stored_answer(
+def request_digest(request: Message) -> str:
+    """The SHA-256 that tells two requests with the same ``request_id`` apart."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+def stored_response(
     records: type[IdempotencyRecord],
     *,
     scope: str,
@@ -41,9 +46,8 @@ def stored_answer(
 ) -> R | None:
     """The first answer to this ``(scope, method, request_id)``, or None if it never ran.
 
-    For RPCs whose effect spans outgoing calls and so cannot sit in one transaction: check
-    here first, do the work, then ``remember`` the answer. Must run inside a transaction.
-    A replay with a different request body is refused with IDEMPOTENCY_KEY_REUSED.
+    For flows that call peers between checking the key and storing the answer (they cannot
+    hold one transaction across a network call). Refuses a reused key like ``run_once``.
     """
     request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
     check_request_id(request_id)
@@ -52,7 +56,7 @@ def stored_answer(
     )
     if existing is None:
         return None
-    if existing.request_sha256 != _digest(request):
+    if existing.request_sha256 != request_digest(request):
         raise DomainError(
             ErrorKind.INVALID_ARGUMENT,
             "IDEMPOTENCY_KEY_REUSED",
@@ -83,7 +87,7 @@ def remember(
                 scope=scope,
                 method=method,
                 request_id=request_id,
-                request_sha256=_digest(request),
+                request_sha256=request_digest(request),
                 response=response.SerializeToString(deterministic=True),
             )
     except peewee.IntegrityError as error:
@@ -93,10 +97,6 @@ def remember(
             f"request_id {request_id!r} is being processed concurrently; retry",
         ) from error
     return response
-
-
-def _digest(request: Message) -> str:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
 def run_once(
@@ -115,11 +115,11 @@ def run_once(
     with IDEMPOTENCY_KEY_REUSED; a concurrent duplicate loses the unique-index race and is
     told to retry (ABORTED), which then returns the stored answer.
     """
-    existing = stored_answer(
+    stored = stored_response(
         records, scope=scope, method=method, request=request, response_type=response_type
     )
-    if existing is not None:
-        return existing
+    if stored is not None:
+        return stored
     return remember(records, scope=scope, method=method, request=request, response=effect())
 
 
@@ -152,10 +152,10 @@ async def served_answer(
     *,
     scope: str | None = None,
 ) -> R | None:
-    """``stored_answer`` for the RPC being served (its caller's scope unless ``scope``)."""
+    """``stored_response`` for the RPC being served (its caller's scope unless ``scope``)."""
     info = call_info()
     return await store.run(
-        lambda: stored_answer(
+        lambda: stored_response(
             records,
             scope=scope or info.scope,
             method=info.method,

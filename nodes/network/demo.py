@@ -55,9 +55,9 @@ class DemoFlow:
 
 def registered_flows() -> list[DemoFlow]:
     """Every flow built so far, in the order the demo runs them."""
-    from nodes.network.flows import cancellation, enrollment, purchase
+    from nodes.network.flows import cancellation, enrollment, mediation, purchase
 
-    return [*enrollment.FLOWS, *purchase.FLOWS, *cancellation.FLOWS]
+    return [*enrollment.FLOWS, *purchase.FLOWS, *cancellation.FLOWS, *mediation.FLOWS]
 
 
 def _entity(uri_or_node: str) -> str:

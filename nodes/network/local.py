@@ -50,6 +50,96 @@ class NodeSpec:
     serves_members: bool = False
 
 
+# What `up` gives each marketplace so that an operator can try a purchase by hand: stock,
+# contract members (password = member ID + "-pass"), and a mediation contract each way
+# (market-1 asks market-2 under claim 6, market-2 asks market-1 under claim 7).
+MARKET_ONE_SEED: dict[str, Any] = {
+    "commodities": [
+        {
+            "commodity_id": "tea-sencha-100g",
+            "display_name": "Sencha green tea, 100 g",
+            "unit_price_minor": 1200,
+            "currency_code": "JPY",
+            "stock_quantity": 50,
+            "delivery_days": 2,
+        },
+    ],
+    "members": [
+        {
+            "member_id": "tanaka-trading",
+            "kind": "CORPORATION",
+            "display_name": "Tanaka Trading K.K.",
+            "contact_email": "buyer@tanaka-trading.example",
+            "postal_address": "1-1 Marunouchi, Chiyoda, Tokyo",
+            "contact_telephone": "+81312345678",
+            "corporate_registration_number": "0100-01-000001",
+            "password": "tanaka-trading-pass",
+        },
+        {
+            "member_id": "sato-hanako",
+            "kind": "INDIVIDUAL",
+            "display_name": "Sato Hanako",
+            "contact_email": "hanako@example.org",
+            "postal_address": "2-2 Umeda, Kita, Osaka",
+            "password": "sato-hanako-pass",
+        },
+    ],
+    "contracts": [
+        {
+            "contract_id": "mc-1-2",
+            "partner_marketplace_id": "market-2",
+            "fee_basis_points": 250,
+            "settlement_mode": "PURCHASER_MARKETPLACE_BILLS",
+            "direction": "OUTBOUND",
+        },
+        {
+            "contract_id": "mc-2-1",
+            "partner_marketplace_id": "market-2",
+            "fee_basis_points": 300,
+            "settlement_mode": "PARTNER_BILLS",
+            "direction": "INBOUND",
+        },
+    ],
+}
+MARKET_TWO_SEED: dict[str, Any] = {
+    "commodities": [
+        {
+            "commodity_id": "coffee-beans-1kg",
+            "display_name": "Coffee beans, 1 kg",
+            "unit_price_minor": 3480,
+            "currency_code": "JPY",
+            "stock_quantity": 40,
+            "delivery_days": 3,
+        },
+    ],
+    "members": [
+        {
+            "member_id": "suzuki-ichiro",
+            "kind": "INDIVIDUAL",
+            "display_name": "Suzuki Ichiro",
+            "contact_email": "ichiro@example.org",
+            "postal_address": "3-3 Sakae, Naka, Nagoya",
+            "password": "suzuki-ichiro-pass",
+        },
+    ],
+    "contracts": [
+        {
+            "contract_id": "mc-1-2",
+            "partner_marketplace_id": "market-1",
+            "fee_basis_points": 250,
+            "settlement_mode": "PURCHASER_MARKETPLACE_BILLS",
+            "direction": "INBOUND",
+        },
+        {
+            "contract_id": "mc-2-1",
+            "partner_marketplace_id": "market-1",
+            "fee_basis_points": 300,
+            "settlement_mode": "PARTNER_BILLS",
+            "direction": "OUTBOUND",
+        },
+    ],
+}
+
 DEFAULT_TOPOLOGY: tuple[NodeSpec, ...] = (
     NodeSpec("approval", "institution", "Credit Guarantee Institution"),
     NodeSpec("verification", "verification", "Transaction Verification Server"),
@@ -67,8 +157,8 @@ DEFAULT_TOPOLOGY: tuple[NodeSpec, ...] = (
     NodeSpec(
         "retail", "shop-2", "Shop Two", {"discovery": "push", "cancel_procedure": "verified"}, True
     ),
-    NodeSpec("marketplace", "market-1", "Market One", {}, True),
-    NodeSpec("marketplace", "market-2", "Market Two", {}, True),
+    NodeSpec("marketplace", "market-1", "Market One", MARKET_ONE_SEED, True),
+    NodeSpec("marketplace", "market-2", "Market Two", MARKET_TWO_SEED, True),
 )
 
 
@@ -153,6 +243,8 @@ def _toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + "}"
     return json.dumps(str(value))
 
 
@@ -419,6 +511,14 @@ def grpcurl_examples(network: LocalNetwork) -> list[str]:
         "suretynet.approval.v1.ApprovalAdminService/IssueProgramSerial"
     )
     examples.append(f"grpcurl {tls_flags} {approval.address} grpc.health.v1.Health/Check")
+    markets = [node for node in network.nodes if node.spec.role == "marketplace"]
+    if markets and markets[0].member_address:
+        # A purchaser has no certificate: server-only TLS on the member port (docs/MARKETPLACE.md).
+        examples.append(
+            f'grpcurl -cacert {network.ca} -d \'{{"member_id": "tanaka-trading", '
+            f'"password": "tanaka-trading-pass"}}\' {markets[0].member_address} '
+            "suretynet.marketplace.v1.PurchaserService/Login"
+        )
     return examples
 
 

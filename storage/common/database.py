@@ -43,7 +43,9 @@ def open_database(url: str) -> peewee.Database:
             raise DatabaseUrlError(f"{url!r}: use sqlite:///relative/path, sqlite:////abs/path")
         if path == ":memory:":
             # One shared connection, so the executor thread and the test see the same data.
-            return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, thread_safe=False)
+            return peewee.SqliteDatabase(
+                path, pragmas=SQLITE_PRAGMAS, thread_safe=False, check_same_thread=False
+            )
         return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
     if parsed.scheme in ("postgres", "postgresql"):
         if not parsed.path.strip("/"):

@@ -88,3 +88,22 @@ def test_sqlite_commits_are_durable_and_use_the_write_ahead_log(tmp_path: Path):
     assert database.execute_sql("pragma journal_mode").fetchone()[0] == "wal"
     assert database.execute_sql("pragma synchronous").fetchone()[0] == 2  # FULL
     database.close()
+
+
+def test_an_in_memory_store_is_one_database_for_the_executor_and_the_caller():
+    """Unit tests use sqlite:///:memory:; tables made on the DB thread are seen by the caller."""
+    import asyncio
+
+    from storage.common.database import Store, bind
+    from storage.common.models import IdempotencyRecord
+
+    store = Store(open_database("sqlite:///:memory:"))
+    table = bind(store.database, IdempotencyRecord)
+    store.create_tables([table])
+    store.transaction(
+        lambda: table.create(
+            scope="s", method="m", request_id="r", request_sha256="x", response=b""
+        )
+    )
+    assert asyncio.run(store.run(lambda: table.select().count())) == 1
+    store.close()

@@ -123,6 +123,34 @@ bills the partner the mediation charge.
 """
 Global___SettlementMode: _TypeAlias = SettlementMode  # noqa: Y015
 
+class _MediationDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MediationDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MediationDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEDIATION_DIRECTION_UNSPECIFIED: _MediationDirection.ValueType  # 0
+    """Direction was not set; refused."""
+    MEDIATION_DIRECTION_OUTBOUND: _MediationDirection.ValueType  # 1
+    """This marketplace requests commodities from the partner for its purchasers."""
+    MEDIATION_DIRECTION_INBOUND: _MediationDirection.ValueType  # 2
+    """The partner requests commodities from this marketplace for its purchasers."""
+    MEDIATION_DIRECTION_BIDIRECTIONAL: _MediationDirection.ValueType  # 3
+    """Both ways, under the same terms."""
+
+class MediationDirection(_MediationDirection, metaclass=_MediationDirectionEnumTypeWrapper):
+    """MediationDirection is which way a mediation contract lets requests flow."""
+
+MEDIATION_DIRECTION_UNSPECIFIED: MediationDirection.ValueType  # 0
+"""Direction was not set; refused."""
+MEDIATION_DIRECTION_OUTBOUND: MediationDirection.ValueType  # 1
+"""This marketplace requests commodities from the partner for its purchasers."""
+MEDIATION_DIRECTION_INBOUND: MediationDirection.ValueType  # 2
+"""The partner requests commodities from this marketplace for its purchasers."""
+MEDIATION_DIRECTION_BIDIRECTIONAL: MediationDirection.ValueType  # 3
+"""Both ways, under the same terms."""
+Global___MediationDirection: _TypeAlias = MediationDirection  # noqa: Y015
+
 class _CreditStandardItem:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -541,6 +569,7 @@ class MediationContract(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     EFFECTIVE_FROM_FIELD_NUMBER: _builtins.int
     EFFECTIVE_UNTIL_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """Identifier of the contract."""
     partner_marketplace_id: _builtins.str
@@ -555,6 +584,11 @@ class MediationContract(_message.Message):
     """Days after invoice issue that payment is due."""
     active: _builtins.bool
     """Whether the contract is in force; inactive contracts are not used."""
+    direction: Global___MediationDirection.ValueType
+    """Which way requests flow under this contract. Both marketplaces hold the
+    contract under the same contract_id, fee and settlement mode, with
+    mirrored directions.
+    """
     @_builtins.property
     def effective_from(self) -> _timestamp_pb2.Timestamp:
         """When the contract takes effect."""
@@ -574,10 +608,11 @@ class MediationContract(_message.Message):
         active: _builtins.bool = ...,
         effective_from: _timestamp_pb2.Timestamp | None = ...,
         effective_until: _timestamp_pb2.Timestamp | None = ...,
+        direction: Global___MediationDirection.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["effective_from", b"effective_from", "effective_until", b"effective_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "contract_id", b"contract_id", "effective_from", b"effective_from", "effective_until", b"effective_until", "fee_basis_points", b"fee_basis_points", "partner_marketplace_id", b"partner_marketplace_id", "payment_terms_days", b"payment_terms_days", "settlement_mode", b"settlement_mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "contract_id", b"contract_id", "direction", b"direction", "effective_from", b"effective_from", "effective_until", b"effective_until", "fee_basis_points", b"fee_basis_points", "partner_marketplace_id", b"partner_marketplace_id", "payment_terms_days", b"payment_terms_days", "settlement_mode", b"settlement_mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2386,6 +2421,7 @@ class AmendMediatedTransactionRequest(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     DEFECTIVE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CREDIT_GUARANTEE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key: the same ID with the same request returns
     the first answer; the same ID with a different request is refused with
@@ -2401,6 +2437,12 @@ class AmendMediatedTransactionRequest(_message.Message):
     """Whether returned goods are defective; RETURN_GOODS only."""
     reason: _builtins.str
     """Purchaser's reason."""
+    @_builtins.property
+    def credit_guarantee(self) -> Global___CreditGuarantee:
+        """Replacement credit guarantee covering the changed quantity;
+        CHANGE_QUANTITY only, and required there.
+        """
+
     def __init__(
         self,
         *,
@@ -2410,10 +2452,11 @@ class AmendMediatedTransactionRequest(_message.Message):
         quantity: _builtins.int = ...,
         defective: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        credit_guarantee: Global___CreditGuarantee | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_guarantee", b"credit_guarantee"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["defective", b"defective", "kind", b"kind", "mediated_transaction_id", b"mediated_transaction_id", "quantity", b"quantity", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_guarantee", b"credit_guarantee", "defective", b"defective", "kind", b"kind", "mediated_transaction_id", b"mediated_transaction_id", "quantity", b"quantity", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2682,6 +2725,75 @@ class DiscloseFraudRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DiscloseFraudRequest: _TypeAlias = DiscloseFraudRequest  # noqa: Y015
+
+@_typing.final
+class RecordPurchaserPaymentRequest(_message.Message):
+    """RecordPurchaserPaymentRequest relays a purchaser's payment (claim 7)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MEDIATED_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PAID_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key: the same ID with the same request returns
+    the first answer; the same ID with a different request is refused with
+    IDEMPOTENCY_KEY_REUSED.
+    """
+    mediated_transaction_id: _builtins.str
+    """Mediated transaction the invoice belongs to."""
+    invoice_id: _builtins.str
+    """The supplier's invoice ID, as returned in SettleMediatedTransactionResponse."""
+    @_builtins.property
+    def amount(self) -> _types_pb2.Money:
+        """Amount paid; in the invoice's currency."""
+
+    @_builtins.property
+    def paid_at(self) -> _timestamp_pb2.Timestamp:
+        """When the purchaser paid."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        mediated_transaction_id: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+        amount: _types_pb2.Money | None = ...,
+        paid_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "paid_at", b"paid_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "invoice_id", b"invoice_id", "mediated_transaction_id", b"mediated_transaction_id", "paid_at", b"paid_at", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPurchaserPaymentRequest: _TypeAlias = RecordPurchaserPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RecordPurchaserPaymentResponse(_message.Message):
+    """RecordPurchaserPaymentResponse returns the supplier's invoice after the payment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def invoice(self) -> Global___Invoice:
+        """The invoice as the supplier stores it."""
+
+    def __init__(
+        self,
+        *,
+        invoice: Global___Invoice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPurchaserPaymentResponse: _TypeAlias = RecordPurchaserPaymentResponse  # noqa: Y015
 
 @_typing.final
 class DiscloseFraudResponse(_message.Message):
@@ -3396,6 +3508,8 @@ class ReconcileResponse(_message.Message):
     MEDIATION_CHARGE_TOTALS_FIELD_NUMBER: _builtins.int
     PAYOUT_TOTALS_FIELD_NUMBER: _builtins.int
     DISCREPANCIES_FIELD_NUMBER: _builtins.int
+    PARTNER_BILLED_TOTALS_FIELD_NUMBER: _builtins.int
+    LOCAL_SALES_TOTALS_FIELD_NUMBER: _builtins.int
     checked_transaction_count: _builtins.int
     """Number of completed transactions checked."""
     @_builtins.property
@@ -3414,6 +3528,20 @@ class ReconcileResponse(_message.Message):
     def discrepancies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconciliationDiscrepancy]:
         """Mismatches found; empty when everything reconciles."""
 
+    @_builtins.property
+    def partner_billed_totals(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Money]:
+        """Total of mediation charge invoices billed to partners (claim 7), one
+        entry per currency.
+        """
+
+    @_builtins.property
+    def local_sales_totals(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Money]:
+        """Total of purchases supplied from this marketplace's own stock, one entry
+        per currency. Per currency: purchaser_billed_totals plus
+        partner_billed_totals less payout_totals equals mediation_charge_totals
+        plus local_sales_totals, exactly.
+        """
+
     def __init__(
         self,
         *,
@@ -3422,10 +3550,12 @@ class ReconcileResponse(_message.Message):
         mediation_charge_totals: _abc.Iterable[_types_pb2.Money] | None = ...,
         payout_totals: _abc.Iterable[_types_pb2.Money] | None = ...,
         discrepancies: _abc.Iterable[Global___ReconciliationDiscrepancy] | None = ...,
+        partner_billed_totals: _abc.Iterable[_types_pb2.Money] | None = ...,
+        local_sales_totals: _abc.Iterable[_types_pb2.Money] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_transaction_count", b"checked_transaction_count", "discrepancies", b"discrepancies", "mediation_charge_totals", b"mediation_charge_totals", "payout_totals", b"payout_totals", "purchaser_billed_totals", b"purchaser_billed_totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_transaction_count", b"checked_transaction_count", "discrepancies", b"discrepancies", "local_sales_totals", b"local_sales_totals", "mediation_charge_totals", b"mediation_charge_totals", "partner_billed_totals", b"partner_billed_totals", "payout_totals", b"payout_totals", "purchaser_billed_totals", b"purchaser_billed_totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -112,8 +112,9 @@ class PurchaserServiceServicer:
         """RequestPurchase requests a commodity purchase. The marketplace supplies
         it itself when it has the stock; otherwise it runs the credit enquiry and
         mediates with a partner, and the answer carries the partner's estimate
-        for the purchaser to reply to. Errors: COMMODITY_NOT_FOUND,
-        CREDIT_ENQUIRY_FAILED, NO_ELIGIBLE_PARTNER, PEER_UNAVAILABLE.
+        for the purchaser to reply to. Errors: CREDIT_ENQUIRY_FAILED (with the
+        enquiry's breakdown in the ErrorInfo metadata), NO_ELIGIBLE_PARTNER,
+        GUARANTEE_EXCEEDED, PEER_UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,7 +122,8 @@ class PurchaserServiceServicer:
 
     def ReplyToEstimate(self, request, context):
         """ReplyToEstimate accepts or declines the estimate of a transaction;
-        accepting places the order. Errors: TRANSACTION_STATE_INVALID.
+        accepting places the order. Errors: TRANSACTION_STATE_INVALID,
+        ESTIMATE_EXPIRED, GUARANTEE_EXPIRED, OUT_OF_STOCK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -562,6 +564,11 @@ class MediationServiceStub:
                 request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.DiscloseFraudRequest.SerializeToString,
                 response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.DiscloseFraudResponse.FromString,
                 _registered_method=True)
+        self.RecordPurchaserPayment = channel.unary_unary(
+                '/suretynet.marketplace.v1.MediationService/RecordPurchaserPayment',
+                request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.RecordPurchaserPaymentRequest.SerializeToString,
+                response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.RecordPurchaserPaymentResponse.FromString,
+                _registered_method=True)
 
 
 class MediationServiceServicer:
@@ -643,6 +650,16 @@ class MediationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPurchaserPayment(self, request, context):
+        """RecordPurchaserPayment relays a purchaser's payment of an invoice the
+        supplying marketplace issued (claim 7): the purchaser pays through its
+        own marketplace, which records it and tells the supplier.
+        Errors: INVOICE_NOT_FOUND, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MediationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -685,6 +702,11 @@ def add_MediationServiceServicer_to_server(servicer, server):
                     servicer.DiscloseFraud,
                     request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.DiscloseFraudRequest.FromString,
                     response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.DiscloseFraudResponse.SerializeToString,
+            ),
+            'RecordPurchaserPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPurchaserPayment,
+                    request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.RecordPurchaserPaymentRequest.FromString,
+                    response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.RecordPurchaserPaymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -906,6 +928,33 @@ class MediationService:
             '/suretynet.marketplace.v1.MediationService/DiscloseFraud',
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.DiscloseFraudRequest.SerializeToString,
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.DiscloseFraudResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPurchaserPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.marketplace.v1.MediationService/RecordPurchaserPayment',
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.RecordPurchaserPaymentRequest.SerializeToString,
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.RecordPurchaserPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

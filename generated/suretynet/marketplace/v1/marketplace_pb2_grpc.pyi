@@ -67,12 +67,14 @@ class PurchaserServiceStub:
     """RequestPurchase requests a commodity purchase. The marketplace supplies
     it itself when it has the stock; otherwise it runs the credit enquiry and
     mediates with a partner, and the answer carries the partner's estimate
-    for the purchaser to reply to. Errors: COMMODITY_NOT_FOUND,
-    CREDIT_ENQUIRY_FAILED, NO_ELIGIBLE_PARTNER, PEER_UNAVAILABLE.
+    for the purchaser to reply to. Errors: CREDIT_ENQUIRY_FAILED (with the
+    enquiry's breakdown in the ErrorInfo metadata), NO_ELIGIBLE_PARTNER,
+    GUARANTEE_EXCEEDED, PEER_UNAVAILABLE.
     """
     ReplyToEstimate: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.ReplyToEstimateRequest, _marketplace_pb2.ReplyToEstimateResponse]
     """ReplyToEstimate accepts or declines the estimate of a transaction;
-    accepting places the order. Errors: TRANSACTION_STATE_INVALID.
+    accepting places the order. Errors: TRANSACTION_STATE_INVALID,
+    ESTIMATE_EXPIRED, GUARANTEE_EXPIRED, OUT_OF_STOCK.
     """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.GetTransactionRequest, _marketplace_pb2.GetTransactionResponse]
     """GetTransaction returns one of the caller's transactions."""
@@ -111,12 +113,14 @@ class PurchaserServiceAsyncStub(PurchaserServiceStub):
     """RequestPurchase requests a commodity purchase. The marketplace supplies
     it itself when it has the stock; otherwise it runs the credit enquiry and
     mediates with a partner, and the answer carries the partner's estimate
-    for the purchaser to reply to. Errors: COMMODITY_NOT_FOUND,
-    CREDIT_ENQUIRY_FAILED, NO_ELIGIBLE_PARTNER, PEER_UNAVAILABLE.
+    for the purchaser to reply to. Errors: CREDIT_ENQUIRY_FAILED (with the
+    enquiry's breakdown in the ErrorInfo metadata), NO_ELIGIBLE_PARTNER,
+    GUARANTEE_EXCEEDED, PEER_UNAVAILABLE.
     """
     ReplyToEstimate: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.ReplyToEstimateRequest, _marketplace_pb2.ReplyToEstimateResponse]  # type: ignore[assignment]
     """ReplyToEstimate accepts or declines the estimate of a transaction;
-    accepting places the order. Errors: TRANSACTION_STATE_INVALID.
+    accepting places the order. Errors: TRANSACTION_STATE_INVALID,
+    ESTIMATE_EXPIRED, GUARANTEE_EXPIRED, OUT_OF_STOCK.
     """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.GetTransactionRequest, _marketplace_pb2.GetTransactionResponse]  # type: ignore[assignment]
     """GetTransaction returns one of the caller's transactions."""
@@ -170,8 +174,9 @@ class PurchaserServiceServicer(metaclass=_abc_1.ABCMeta):
         """RequestPurchase requests a commodity purchase. The marketplace supplies
         it itself when it has the stock; otherwise it runs the credit enquiry and
         mediates with a partner, and the answer carries the partner's estimate
-        for the purchaser to reply to. Errors: COMMODITY_NOT_FOUND,
-        CREDIT_ENQUIRY_FAILED, NO_ELIGIBLE_PARTNER, PEER_UNAVAILABLE.
+        for the purchaser to reply to. Errors: CREDIT_ENQUIRY_FAILED (with the
+        enquiry's breakdown in the ErrorInfo metadata), NO_ELIGIBLE_PARTNER,
+        GUARANTEE_EXCEEDED, PEER_UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
@@ -181,7 +186,8 @@ class PurchaserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_marketplace_pb2.ReplyToEstimateResponse, _abc.Awaitable[_marketplace_pb2.ReplyToEstimateResponse]]:
         """ReplyToEstimate accepts or declines the estimate of a transaction;
-        accepting places the order. Errors: TRANSACTION_STATE_INVALID.
+        accepting places the order. Errors: TRANSACTION_STATE_INVALID,
+        ESTIMATE_EXPIRED, GUARANTEE_EXPIRED, OUT_OF_STOCK.
         """
 
     @_abc_1.abstractmethod
@@ -292,6 +298,12 @@ class MediationServiceStub:
     marketplace after an unlawful transaction, with the reason and the
     transaction (claim 8).
     """
+    RecordPurchaserPayment: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.RecordPurchaserPaymentRequest, _marketplace_pb2.RecordPurchaserPaymentResponse]
+    """RecordPurchaserPayment relays a purchaser's payment of an invoice the
+    supplying marketplace issued (claim 7): the purchaser pays through its
+    own marketplace, which records it and tells the supplier.
+    Errors: INVOICE_NOT_FOUND, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class MediationServiceAsyncStub(MediationServiceStub):
@@ -341,6 +353,12 @@ class MediationServiceAsyncStub(MediationServiceStub):
     """DiscloseFraud discloses a purchaser's information to the supplying
     marketplace after an unlawful transaction, with the reason and the
     transaction (claim 8).
+    """
+    RecordPurchaserPayment: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.RecordPurchaserPaymentRequest, _marketplace_pb2.RecordPurchaserPaymentResponse]  # type: ignore[assignment]
+    """RecordPurchaserPayment relays a purchaser's payment of an invoice the
+    supplying marketplace issued (claim 7): the purchaser pays through its
+    own marketplace, which records it and tells the supplier.
+    Errors: INVOICE_NOT_FOUND, FIELD_INVALID.
     """
 
 class MediationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -436,6 +454,18 @@ class MediationServiceServicer(metaclass=_abc_1.ABCMeta):
         """DiscloseFraud discloses a purchaser's information to the supplying
         marketplace after an unlawful transaction, with the reason and the
         transaction (claim 8).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordPurchaserPayment(
+        self,
+        request: _marketplace_pb2.RecordPurchaserPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketplace_pb2.RecordPurchaserPaymentResponse, _abc.Awaitable[_marketplace_pb2.RecordPurchaserPaymentResponse]]:
+        """RecordPurchaserPayment relays a purchaser's payment of an invoice the
+        supplying marketplace issued (claim 7): the purchaser pays through its
+        own marketplace, which records it and tells the supplier.
+        Errors: INVOICE_NOT_FOUND, FIELD_INVALID.
         """
 
 def add_MediationServiceServicer_to_server(servicer: MediationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

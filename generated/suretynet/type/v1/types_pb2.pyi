@@ -543,6 +543,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_INVOICE_NOT_FOUND: _ErrorReason.ValueType  # 91
     """NOT_FOUND. No invoice has this ID. Operator: check the ID."""
+    ERROR_REASON_CONTRACT_TERMS_MISMATCH: _ErrorReason.ValueType  # 92
+    """FAILED_PRECONDITION. The two marketplaces' records of a mediation
+    contract disagree (settlement mode or fee). Operator: align the contract
+    at both marketplaces with UpsertMediationContract.
+    """
+    ERROR_REASON_ESTIMATE_EXPIRED: _ErrorReason.ValueType  # 93
+    """FAILED_PRECONDITION. The estimate replied to is no longer valid.
+    Operator: nothing; the purchaser requests the purchase again.
+    """
     ERROR_REASON_PEER_UNAVAILABLE: _ErrorReason.ValueType  # 100
     """UNAVAILABLE. A peer node needed to finish the call did not answer in
     time. Operator: check the peer's health; callers retry with the same
@@ -796,6 +805,15 @@ Operator: read the transaction's state first.
 """
 ERROR_REASON_INVOICE_NOT_FOUND: ErrorReason.ValueType  # 91
 """NOT_FOUND. No invoice has this ID. Operator: check the ID."""
+ERROR_REASON_CONTRACT_TERMS_MISMATCH: ErrorReason.ValueType  # 92
+"""FAILED_PRECONDITION. The two marketplaces' records of a mediation
+contract disagree (settlement mode or fee). Operator: align the contract
+at both marketplaces with UpsertMediationContract.
+"""
+ERROR_REASON_ESTIMATE_EXPIRED: ErrorReason.ValueType  # 93
+"""FAILED_PRECONDITION. The estimate replied to is no longer valid.
+Operator: nothing; the purchaser requests the purchase again.
+"""
 ERROR_REASON_PEER_UNAVAILABLE: ErrorReason.ValueType  # 100
 """UNAVAILABLE. A peer node needed to finish the call did not answer in
 time. Operator: check the peer's health; callers retry with the same
