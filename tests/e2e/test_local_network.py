@@ -115,14 +115,16 @@ def test_grpcurl_without_a_client_certificate_is_refused(network: LocalNetwork):
     assert result.stdout == ""
 
 
-def test_unbuilt_rpcs_answer_unimplemented_with_a_reason(network: LocalNetwork):
-    """The protocol is complete; RPCs whose behaviour has not landed say so clearly."""
+def test_a_refusal_seen_through_grpcurl_carries_its_reason(network: LocalNetwork):
+    """Every RPC is served now; a refusal reaches grpcurl as a status with its stable reason
+    (here: verification holds no transaction report for an unknown order)."""
     result = grpcurl(
         network,
         "-d",
-        "{}",
-        network.node("market-1").address,
-        "suretynet.marketplace.v1.MarketplaceAdminService/ListFraudDisclosures",
+        '{"order_number": "X"}',
+        network.node("verification").address,
+        "suretynet.verification.v1.VerificationService/GetTransactionReport",
     )
     assert result.returncode != 0
-    assert "Unimplemented" in result.stderr
+    assert "NotFound" in result.stderr
+    assert "TRANSACTION_REPORT_NOT_FOUND" in result.stderr
