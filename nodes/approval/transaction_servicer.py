@@ -148,15 +148,8 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
             lambda: transactions.get_record(self._repo, request.order_number)
         )
         if caller is not None and caller.role == "retail":
-            # A shop learns nothing about other shops' orders, not even that they exist.
-            try:
-                check_own(caller, "retail", row.retail_entity_id)
-            except DomainError:
-                raise DomainError(
-                    ErrorKind.NOT_FOUND,
-                    "ORDER_NOT_FOUND",
-                    f"no transaction record for {request.order_number!r}",
-                ) from None
+            # Refused like every other node refuses another entity's object (NOT_OWNER).
+            check_own(caller, "retail", row.retail_entity_id)
         return approval_pb2.GetTransactionRecordResponse(
             transaction_record=transactions.record_to_proto(row)
         )

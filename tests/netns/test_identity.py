@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -265,3 +266,73 @@ def test_an_address_change_moves_the_accepted_address_within_the_cache_ttl(
             timeout_s=IDENTITY_CACHE_TTL_S + 30,
             what="the move back",
         )
+
+
+def test_a_shop_can_neither_read_nor_cancel_another_shops_order(
+    netns_network: LocalNetwork, probe: Probe
+):
+    """shop-2, from its own registered address, asks about and cancels shop-1's real order.
+
+    Identity passes (it really is shop-2, where shop-2 is registered): the refusal comes
+    from the object-level check, and the order stays billed and uncancelled.
+    """
+    from nodes.member.client import AgencyClient, ShopClient
+
+    async def buy() -> str:
+        ca_pem = netns_network.ca.read_bytes()
+        agency = netns_network.node("agency-1").member_address
+        shop = netns_network.node("shop-1").member_address
+        async with AgencyClient(agency, ca_pem) as member:
+            await member.login("alice", "alice-demo-password")
+            anonymous = await member.anonymous_user_id("shop-1")
+        async with ShopClient(shop, ca_pem) as shopper:
+            order = await shopper.place_order(anonymous.anonymous_user_id.value, [("tea", 1)])
+        return str(order.order_number)
+
+    order_number = asyncio.run(buy())
+    shop_2 = node_files(netns_network, "shop-2")
+    agency = netns_network.node("agency-1").address
+    read = probe("shop-2", agency, SHOP_TO_AGENCY, {"order_number": order_number}, **shop_2)
+    cancel = probe(
+        "shop-2",
+        agency,
+        "/suretynet.settlement.v1.BillingService/NotifyCancelRequest",
+        {
+            "request_id": "steal-cancel-1",
+            "cancel_request_notice": {
+                "cancel_request_id": "steal-1",
+                "order_number": order_number,
+                "retail_entity_id": "shop-1",
+                "settlement_agency_id": "agency-1",
+                "requested_by": "CANCEL_REQUESTER_RETAIL_ENTITY",
+                "procedure": "CANCEL_PROCEDURE_NOTIFIED",
+            },
+            "retail_entity": {"retail_entity_id": "shop-1"},
+        },
+        **shop_2,
+    )
+    # shop-2's own license key (read from its database by the test), so that approval's
+    # refusal is about ownership, not about a missing key.
+    database = netns_network.node("shop-2").directory / "node.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        (license_key,) = db.execute("select license_key from node_credential").fetchone()
+    record = probe(
+        "shop-2",
+        netns_network.node("institution").address,
+        "/suretynet.approval.v1.TransactionService/GetTransactionRecord",
+        {"order_number": order_number},
+        **shop_2,
+        metadata={"x-suretynet-license-key": license_key},
+    )
+    owner = probe(
+        "shop-1",
+        agency,
+        SHOP_TO_AGENCY,
+        {"order_number": order_number},
+        **node_files(netns_network, "shop-1"),
+    )
+    assert (read["code"], read["reason"]) == ("PERMISSION_DENIED", "NOT_OWNER"), read
+    assert (cancel["code"], cancel["reason"]) == ("PERMISSION_DENIED", "NOT_OWNER"), cancel
+    assert (record["code"], record["reason"]) == ("PERMISSION_DENIED", "NOT_OWNER"), record
+    assert owner["code"] == "OK", owner
+    assert "CANCEL" not in json.dumps(owner["response"]).upper()
