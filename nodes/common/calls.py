@@ -28,8 +28,15 @@ class CallInfo:
 
     @property
     def scope(self) -> str:
-        """The idempotency scope of this caller (its URI, or the member token's subject)."""
-        return self.caller.uri if self.caller else "member"
+        """The idempotency scope of a certificate holder: its URI.
+
+        Members have no certificate; only the role knows who they are (from the session
+        token), so a member-facing RPC must pass its own scope (e.g. ``member:ID``). Asking
+        for a default would let two members' request IDs collide: it is a programming error.
+        """
+        if self.caller is None:
+            raise RuntimeError(f"{self.method}: member callers need an explicit idempotency scope")
+        return self.caller.uri
 
     def remaining_s(self) -> float | None:
         if self.deadline_monotonic is None:

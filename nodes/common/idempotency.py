@@ -129,13 +129,19 @@ async def serve_once(
     request: Message,
     response_type: type[R],
     effect: Callable[[], R],
+    *,
+    scope: str | None = None,
 ) -> R:
-    """``run_once`` for the RPC being served: scoped to its caller and method, in one transaction."""
+    """``run_once`` for the RPC being served, in one transaction.
+
+    Scoped to the calling certificate's entity, or to ``scope`` (required for members).
+    """
     info = call_info()
+    key_scope = scope or info.scope
     return await store.run(
         lambda: run_once(
             records,
-            scope=info.scope,
+            scope=key_scope,
             method=info.method,
             request=request,
             response_type=response_type,

@@ -27,7 +27,7 @@ from nodes.common.convert import (
     timestamp,
 )
 from nodes.common.errors import DomainError, ErrorKind, Violations, required
-from nodes.common.idempotency import remember_served, run_once, serve_once, served_answer
+from nodes.common.idempotency import remember_served, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.settlement import anonymous_ids, billing, cancellations, members, notices, purchases
@@ -169,16 +169,13 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
         self, member_id: str, request: Message, response_type: type[R], effect: Callable[[], R]
     ) -> R:
         """``serve_once`` scoped to the member, so members choosing equal IDs never collide."""
-        info = call_info()
-        return await self._store.run(
-            lambda: run_once(
-                self._repo.idempotency,
-                scope=f"member:{member_id}",
-                method=info.method,
-                request=request,
-                response_type=response_type,
-                effect=effect,
-            )
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            response_type,
+            effect,
+            scope=f"member:{member_id}",
         )
 
     async def Login(
