@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from suretynet.approval.v1 import approval_pb2
 
 from nodes.common.calls import CallInfo
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.idempotency import run_once
 from storage.common.database import Store, bind, open_database
 from storage.common.models import IdempotencyRecord
-from suretynet.approval.v1 import approval_pb2
 
 
 @pytest.fixture
