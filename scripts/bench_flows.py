@@ -149,8 +149,53 @@ async def run(calls: int) -> list[tuple[str, list[float]]]:
     return results
 
 
-# Later issues register whole-flow measurements here: name -> coroutine(calls).
-FLOWS: dict[str, Callable[[int], Awaitable[tuple[str, list[float]]]]] = {}
+async def purchase(calls: int) -> tuple[str, list[float]]:
+    """Whole purchases (steps 4-11: five nodes, each its own process) timed at the member.
+
+    One PlaceOrder is: shop -> approval (directory search), shop -> agency (billing agency
+    identification search), agency -> approval (retail entity identification), agency ->
+    verification (transaction report), shop -> approval (transaction verification, which
+    reads verification's report), and every durable write on the way.
+    """
+    from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+
+    from nodes.member.client import AgencyClient, ShopClient
+    from nodes.network.local import start_network
+
+    with tempfile.TemporaryDirectory() as directory:
+        network = await start_network(Path(directory))
+        try:
+            agency = network.node("agency-1")
+            async with network.admin_channel(agency.address) as channel:
+                await settlement_pb2_grpc.SettlementAdminServiceStub(channel).EnrollMember(
+                    settlement_pb2.EnrollMemberRequest(
+                        request_id="bench-member",
+                        member_id="bench",
+                        display_name="Bench",
+                        password="bench-password",
+                        credit_limit=types_pb2.Money(amount_minor=10**12, currency_code="USD"),
+                    ),
+                    timeout=10,
+                )
+            ca_pem = network.ca.read_bytes()
+            async with AgencyClient(agency.member_address, ca_pem) as member:
+                await member.login("bench", "bench-password")
+                issued = await member.anonymous_user_id("shop-1")
+            anonymous_id = issued.anonymous_user_id.value
+            async with ShopClient(network.node("shop-1").member_address, ca_pem) as shop:
+                return await timed(
+                    "purchase",
+                    lambda number: shop.place_order(
+                        anonymous_id, [("tea", 1)], request_id=f"bench-purchase-{number}"
+                    ),
+                    calls,
+                )
+        finally:
+            network.stop()
+
+
+# Whole-flow measurements: name -> coroutine(calls).
+FLOWS: dict[str, Callable[[int], Awaitable[tuple[str, list[float]]]]] = {"purchase": purchase}
 
 
 def main() -> None:
