@@ -65,18 +65,25 @@ POLICIES = {
             "ListEntities",
         )
     },
-    **{
-        DIRECTORY + name: policy(*NODES, "verification", "admin", license_key=True)
-        for name in (
-            "GetPaymentInformation",
-            "SearchSettlementAgencyIdentification",
-            "ListSettlementAgencyGuarantees",
-            "SearchRetailEntityIdentification",
-            "GetRelatedRetailEntityInformation",
-            "GetRelatedSettlementAgencyInformation",
-            "GetRelatedMarketplaceInformation",
-        )
-    },
+    # Least privilege: each look-up is open to the roles whose flow needs it (and to the
+    # institution's operators, for debugging with grpcurl).
+    DIRECTORY + "GetPaymentInformation": policy("settlement", "retail", "admin", license_key=True),
+    DIRECTORY + "SearchSettlementAgencyIdentification": policy("retail", "admin", license_key=True),
+    # Shops under push catch up from it; agencies serve claim 19's pull from it.
+    DIRECTORY + "ListSettlementAgencyGuarantees": policy(
+        "retail", "settlement", "admin", license_key=True
+    ),
+    DIRECTORY + "SearchRetailEntityIdentification": policy("settlement", "admin", license_key=True),
+    # Address correlation (claims 8-9): asked by whoever receives calls from that role.
+    DIRECTORY + "GetRelatedRetailEntityInformation": policy(
+        "settlement", "verification", "admin", license_key=True
+    ),
+    DIRECTORY + "GetRelatedSettlementAgencyInformation": policy(
+        "retail", "verification", "admin", license_key=True
+    ),
+    DIRECTORY + "GetRelatedMarketplaceInformation": policy(
+        "marketplace", "admin", license_key=True
+    ),
     TRANSACTION + "VerifyTransaction": policy("retail", license_key=True),
     TRANSACTION + "GetTransactionRecord": policy(
         "retail", "verification", "admin", license_key=True
