@@ -16,16 +16,14 @@ from nodes.approval.enrollment import InformationChange, LicensePolicy, Registra
 from nodes.common.calls import call_info
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.convert import (
-    decode_page_token,
-    encode_page_token,
     enum_label,
     enum_value,
-    page_size,
     timestamp,
 )
 from nodes.common.errors import required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
+from nodes.common.paging import by_key
 from storage.approval.models import EntityRow, LicenseKeyRow, ProgramSerialRow
 from storage.approval.repository import ApprovalRepository
 from storage.common.database import Store
@@ -372,20 +370,16 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
     async def ListProgramSerials(
         self, request: approval_pb2.ListProgramSerialsRequest, context: grpc.aio.ServicerContext
     ) -> approval_pb2.ListProgramSerialsResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
         role = role_label(request.role)
 
         def query() -> approval_pb2.ListProgramSerialsResponse:
             table = self._repo.serials
-            rows = table.select().where(table.serial > after)
+            rows = table.select()
             if role:
                 rows = rows.where(table.role == role)
-            page = list(rows.order_by(table.serial).limit(size + 1))
+            page, token = by_key(rows, table.serial, request)
             return approval_pb2.ListProgramSerialsResponse(
-                program_serials=[serial_to_proto(row) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].serial)
-                if len(page) > size
-                else "",
+                program_serials=[serial_to_proto(row) for row in page], next_page_token=token
             )
 
         return await self._store.run(query)
@@ -416,14 +410,13 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
     async def ListLicenseKeys(
         self, request: approval_pb2.ListLicenseKeysRequest, context: grpc.aio.ServicerContext
     ) -> approval_pb2.ListLicenseKeysResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
 
         def query() -> approval_pb2.ListLicenseKeysResponse:
             keys, entities = self._repo.license_keys, self._repo.entities
-            rows = keys.select().where(keys.key_id > after)
+            rows = keys.select()
             if request.entity_id:
                 rows = rows.where(keys.entity_id == request.entity_id)
-            page = list(rows.order_by(keys.key_id).limit(size + 1))
+            page, token = by_key(rows, keys.key_id, request)
             roles = {
                 row.entity_id: row.role
                 for row in entities.select().where(
@@ -432,11 +425,9 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
             }
             return approval_pb2.ListLicenseKeysResponse(
                 license_keys=[
-                    license_key_to_proto(row, roles.get(row.entity_id, "")) for row in page[:size]
+                    license_key_to_proto(row, roles.get(row.entity_id, "")) for row in page
                 ],
-                next_page_token=encode_page_token(page[size - 1].key_id)
-                if len(page) > size
-                else "",
+                next_page_token=token,
             )
 
         return await self._store.run(query)
@@ -475,23 +466,19 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
     async def ListEntities(
         self, request: approval_pb2.ListEntitiesRequest, context: grpc.aio.ServicerContext
     ) -> approval_pb2.ListEntitiesResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
         role = role_label(request.role)
         status = enum_label(EntityStatus, "ENTITY_STATUS_", request.status).upper()
 
         def query() -> approval_pb2.ListEntitiesResponse:
             table = self._repo.entities
-            rows = table.select().where(table.entity_id > after)
+            rows = table.select()
             if role:
                 rows = rows.where(table.role == role)
             if status:
                 rows = rows.where(table.status == status)
-            page = list(rows.order_by(table.entity_id).limit(size + 1))
+            page, token = by_key(rows, table.entity_id, request)
             return approval_pb2.ListEntitiesResponse(
-                entities=[entity_to_proto(row) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].entity_id)
-                if len(page) > size
-                else "",
+                entities=[entity_to_proto(row) for row in page], next_page_token=token
             )
 
         return await self._store.run(query)

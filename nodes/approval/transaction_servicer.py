@@ -10,10 +10,10 @@ from nodes.approval import transactions
 from nodes.approval.guarantees import check_own
 from nodes.common import logs
 from nodes.common.calls import call_info
-from nodes.common.convert import decode_page_token, encode_page_token, page_size
 from nodes.common.errors import DomainError, ErrorKind, Violations, required
 from nodes.common.idempotency import remember_served, served_answer
 from nodes.common.node import NodeRuntime
+from nodes.common.paging import by_key
 from storage.approval.repository import ApprovalRepository
 
 
@@ -159,21 +159,16 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
         request: approval_pb2.ListTransactionMismatchesRequest,
         context: grpc.aio.ServicerContext,
     ) -> approval_pb2.ListTransactionMismatchesResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
 
         def query() -> approval_pb2.ListTransactionMismatchesResponse:
             table = self._repo.mismatches
             rows = table.select()
-            if after:
-                rows = rows.where(table.mismatch_id < after)
             if request.order_number:
                 rows = rows.where(table.order_number == request.order_number)
-            page = list(rows.order_by(table.mismatch_id.desc()).limit(size + 1))
+            page, token = by_key(rows, table.mismatch_id, request, descending=True)
             return approval_pb2.ListTransactionMismatchesResponse(
-                transaction_mismatches=[transactions.mismatch_to_proto(row) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].mismatch_id)
-                if len(page) > size
-                else "",
+                transaction_mismatches=[transactions.mismatch_to_proto(row) for row in page],
+                next_page_token=token,
             )
 
         return await self._store.run(query)

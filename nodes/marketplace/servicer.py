@@ -13,13 +13,13 @@ from suretynet.marketplace.v1 import marketplace_pb2 as pb
 from suretynet.marketplace.v1 import marketplace_pb2_grpc
 
 from nodes.common.calls import call_info
-from nodes.common.convert import decode_page_token, encode_page_token, page_size, timestamp
+from nodes.common.convert import timestamp
 from nodes.common.errors import DomainError, ErrorKind, required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import RpcPolicy, policy
+from nodes.common.paging import by_key, newest_first
 from nodes.marketplace import catalog, credit, members, orders, reconcile, requester, supplier
 from nodes.marketplace.mediation import Mediator
-from nodes.marketplace.paging import newest_first
 from nodes.marketplace.partners import Partners
 from nodes.marketplace.settings import MarketplaceSettings
 from nodes.marketplace.views import (
@@ -125,21 +125,13 @@ class PurchaserServicer(_Base, marketplace_pb2_grpc.PurchaserServiceServicer):
         self, request: pb.ListCommoditiesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCommoditiesResponse:
         await self._member()
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
 
         def query() -> pb.ListCommoditiesResponse:
             table = self._repo.commodities
-            rows = list(
-                table.select()
-                .where(table.commodity_id > after)
-                .order_by(table.commodity_id)
-                .limit(size + 1)
-            )
+            rows, token = by_key(table.select(), table.commodity_id, request)
             return pb.ListCommoditiesResponse(
-                commodities=[catalog.commodity_to_proto(row) for row in rows[:size]],
-                next_page_token=encode_page_token(rows[size - 1].commodity_id)
-                if len(rows) > size
-                else "",
+                commodities=[catalog.commodity_to_proto(row) for row in rows],
+                next_page_token=token,
             )
 
         return await self._store.run(query)

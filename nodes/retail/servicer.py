@@ -10,11 +10,12 @@ from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
 from nodes.common.calls import call_info
-from nodes.common.convert import decode_page_token, encode_page_token, page_size, timestamp
+from nodes.common.convert import timestamp
 from nodes.common.errors import required
 from nodes.common.idempotency import remember_served, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
+from nodes.common.paging import by_key
 from nodes.retail import anonymous_ids, catalog, guarantee_cache, orders
 from nodes.retail.cancellation import CancellationFlow, CancelRequest
 from nodes.retail.discovery import Discovery
@@ -97,21 +98,13 @@ class ShopServicer(retail_pb2_grpc.ShopServiceServicer):
     async def ListCatalog(
         self, request: retail_pb2.ListCatalogRequest, context: grpc.aio.ServicerContext
     ) -> retail_pb2.ListCatalogResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
 
         def query() -> retail_pb2.ListCatalogResponse:
             table = self._repo.catalog
-            rows = list(
-                table.select()
-                .where(table.catalog_item_id > after)
-                .order_by(table.catalog_item_id)
-                .limit(size + 1)
-            )
+            rows, token = by_key(table.select(), table.catalog_item_id, request)
             return retail_pb2.ListCatalogResponse(
-                catalog_items=[catalog.item_to_proto(row) for row in rows[:size]],
-                next_page_token=encode_page_token(rows[size - 1].catalog_item_id)
-                if len(rows) > size
-                else "",
+                catalog_items=[catalog.item_to_proto(row) for row in rows],
+                next_page_token=token,
             )
 
         return await self._store.run(query)
@@ -288,22 +281,17 @@ class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
     async def ListSalesRecords(
         self, request: retail_pb2.ListSalesRecordsRequest, context: grpc.aio.ServicerContext
     ) -> retail_pb2.ListSalesRecordsResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
         since = request.recorded_since.ToDatetime() if request.HasField("recorded_since") else None
 
         def query() -> retail_pb2.ListSalesRecordsResponse:
             table = self._repo.sales
             rows = table.select()
-            if after:
-                rows = rows.where(table.order_number < after)
             if since is not None:
                 rows = rows.where(table.recorded_at >= since)
-            page = list(rows.order_by(table.order_number.desc()).limit(size + 1))
+            page, token = by_key(rows, table.order_number, request, descending=True)
             return retail_pb2.ListSalesRecordsResponse(
-                sales_records=[orders.sales_record_to_proto(row) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].order_number)
-                if len(page) > size
-                else "",
+                sales_records=[orders.sales_record_to_proto(row) for row in page],
+                next_page_token=token,
             )
 
         return await self._store.run(query)
@@ -336,24 +324,16 @@ class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
     async def ListGuaranteeCache(
         self, request: retail_pb2.ListGuaranteeCacheRequest, context: grpc.aio.ServicerContext
     ) -> retail_pb2.ListGuaranteeCacheResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
 
         def query() -> retail_pb2.ListGuaranteeCacheResponse:
             table = self._repo.guarantees
             state = self._repo.state()
-            rows = list(
-                table.select()
-                .where(table.routing_prefix > after)
-                .order_by(table.routing_prefix)
-                .limit(size + 1)
-            )
+            rows, token = by_key(table.select(), table.routing_prefix, request)
             return retail_pb2.ListGuaranteeCacheResponse(
-                guarantees=[guarantee_cache.to_proto(row) for row in rows[:size]],
+                guarantees=[guarantee_cache.to_proto(row) for row in rows],
                 cache_registry_serial=state.registry_serial,
                 refreshed_at=timestamp(state.refreshed_at),
-                next_page_token=encode_page_token(rows[size - 1].routing_prefix)
-                if len(rows) > size
-                else "",
+                next_page_token=token,
             )
 
         return await self._store.run(query)

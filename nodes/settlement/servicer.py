@@ -30,6 +30,7 @@ from nodes.common.errors import DomainError, ErrorKind, Violations, required
 from nodes.common.idempotency import remember_served, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
+from nodes.common.paging import by_key
 from nodes.settlement import anonymous_ids, billing, cancellations, members, notices, purchases
 from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
@@ -633,24 +634,18 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
     async def ListOrders(
         self, request: settlement_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.ListOrdersResponse:
-        size, after = page_size(request.page_size), decode_page_token(request.page_token)
         state = purchases.billing_state_label(request.billing_state)
 
         def query() -> settlement_pb2.ListOrdersResponse:
             orders = self._repo.orders
             rows = orders.select()
-            if after:
-                rows = rows.where(orders.order_number < after)
             if request.member_id:
                 rows = rows.where(orders.member_id == request.member_id)
             if state:
                 rows = rows.where(orders.billing_state == state)
-            page = list(rows.order_by(orders.order_number.desc()).limit(size + 1))
+            page, token = by_key(rows, orders.order_number, request, descending=True)
             return settlement_pb2.ListOrdersResponse(
-                orders=[self._order(row) for row in page[:size]],
-                next_page_token=encode_page_token(page[size - 1].order_number)
-                if len(page) > size
-                else "",
+                orders=[self._order(row) for row in page], next_page_token=token
             )
 
         return await self._store.run(query)

@@ -1,4 +1,8 @@
-"""Newest-first pages over a table, keyed by (timestamp, ID) so that ties page stably."""
+"""Keyset pagination for every List RPC: stable pages, opaque tokens, bounded sizes.
+
+A page token encodes the last key of the previous page (``convert.encode_page_token``),
+never an offset, so rows inserted meanwhile neither repeat nor get skipped.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,23 @@ from typing import Any
 
 from nodes.common.convert import decode_page_token, encode_page_token, page_size
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation
+
+
+def by_key(
+    query: Any, key: Any, request: Any, *, descending: bool = False
+) -> tuple[list[Any], str]:
+    """One page of ``query`` ordered by the unique column ``key``, and the next page's token.
+
+    ``request`` is any List request (``page_size``, ``page_token``); must run on the
+    database thread (inside ``Store.run``).
+    """
+    size, after = page_size(request.page_size), decode_page_token(request.page_token)
+    if after:
+        query = query.where(key < after if descending else key > after)
+    rows = list(query.order_by(key.desc() if descending else key).limit(size + 1))
+    if len(rows) <= size:
+        return rows, ""
+    return rows[:size], encode_page_token(str(getattr(rows[size - 1], key.name)))
 
 
 def newest_first(
