@@ -22,11 +22,11 @@ def test_pages_walk_every_row_once_in_order(descending: bool):
     token = ""
     for _ in range(10):  # bounded: 7 rows in pages of 3 need 3 pages
         request = approval_pb2.ListProgramSerialsRequest(page_size=3, page_token=token)
-        rows, token = store.transaction(
-            lambda request=request: by_key(
-                table.select(), table.serial, request, descending=descending
-            )
-        )
+
+        def page(request: approval_pb2.ListProgramSerialsRequest = request):
+            return by_key(table.select(), table.serial, request, descending=descending)
+
+        rows, token = store.transaction(page)
         seen += [row.serial for row in rows]
         if not token:
             break
