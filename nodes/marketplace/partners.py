@@ -125,6 +125,7 @@ class Partners:
             unit_price_minor=answer.unit_price.amount_minor,
             currency_code=answer.unit_price.currency_code,
             delivery_days=answer.delivery_days,
+            commodity_display_name=answer.commodity_display_name,
         )
 
     async def quotes(

@@ -36,6 +36,8 @@ class Quote:
     unit_price_minor: int
     currency_code: str
     delivery_days: int
+    # The partner's name for the commodity; shown to the purchaser (it names no partner).
+    commodity_display_name: str = ""
 
 
 def choose_partner(quotes: list[Quote], currency_code: str) -> Quote | None:
@@ -110,7 +112,9 @@ def open_mediation(
         request_sha256=request_sha256,
         kind="MEDIATED",
         commodity_id=commodity_id,
-        commodity_display_name=local.display_name if local else commodity_id,
+        commodity_display_name=local.display_name
+        if local
+        else quote.commodity_display_name or commodity_id,
         quantity=quantity,
         state="REQUESTED",
         mediated_transaction_id=mediated_id,

@@ -41,6 +41,7 @@ def quote(
         unit_price=money(row.unit_price_minor, row.currency_code),
         delivery_days=row.delivery_days,
         valid_until=timestamp(now + settings.estimate_validity),
+        commodity_display_name=row.display_name,
     )
 
 

@@ -333,12 +333,14 @@ def test_purchaser_view_never_names_the_partner_nor_its_ids(markets):
     """Claim 5: estimate, reply, order, shipment and invoices all look like market-1's own."""
 
     async def scenario(net: Connected) -> None:
-        await net.op["market-3"].commodity("view-lamp", 4100, 5)
+        await net.op["market-3"].commodity("view-lamp", 4100, 5, display_name="Desk lamp")
         await net.op["market-1"].commodity("view-tea", 900, 5)
         buyer = await net.purchaser("market-1", "view-buyer")
         first = await mediated_purchase(net, buyer, "market-1", "view-lamp", 1)
         await buyer.call("ListTransactions")
-        await buyer.call("GetTransaction", transaction_id=first.transaction_id)
+        seen_first = await buyer.call("GetTransaction", transaction_id=first.transaction_id)
+        # What is bought is named (the partner's name for it); who supplies it is not.
+        assert seen_first.transaction.commodity_display_name == "Desk lamp"
         await buyer.call("ListInvoices")
         claim7_buyer = await net.purchaser("market-2", "view-buyer-7")
         second = await mediated_purchase(net, claim7_buyer, "market-2", "view-tea", 2)

@@ -2242,12 +2242,17 @@ class QuoteCommodityResponse(_message.Message):
     UNIT_PRICE_FIELD_NUMBER: _builtins.int
     DELIVERY_DAYS_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    COMMODITY_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     available: _builtins.bool
     """Whether the supplier can supply the quantity."""
     available_quantity: _builtins.int
     """Units the supplier has in stock."""
     delivery_days: _builtins.int
     """Days from order to delivery."""
+    commodity_display_name: _builtins.str
+    """The partner's display name for the commodity, so the purchaser's view can
+    name what is bought without naming who supplies it.
+    """
     @_builtins.property
     def unit_price(self) -> _types_pb2.Money:
         """Price of one unit."""
@@ -2264,10 +2269,11 @@ class QuoteCommodityResponse(_message.Message):
         unit_price: _types_pb2.Money | None = ...,
         delivery_days: _builtins.int = ...,
         valid_until: _timestamp_pb2.Timestamp | None = ...,
+        commodity_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "available_quantity", b"available_quantity", "delivery_days", b"delivery_days", "unit_price", b"unit_price", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "available_quantity", b"available_quantity", "commodity_display_name", b"commodity_display_name", "delivery_days", b"delivery_days", "unit_price", b"unit_price", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
