@@ -12,7 +12,9 @@ from typing import Any
 
 from suretynet.marketplace.v1 import marketplace_pb2 as pb
 
+from nodes.common import credentials
 from nodes.common.convert import timestamp
+from nodes.common.credentials import MIN_PASSWORD_LENGTH
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import ENTITY_ID_PATTERN
 from storage.marketplace.models import ContractMemberRow
@@ -20,14 +22,8 @@ from storage.marketplace.repository import MarketplaceRepository
 
 KINDS = ("CORPORATION", "INDIVIDUAL")
 PSEUDONYM_KEY_SETTING = "pseudonym_key"
-MIN_PASSWORD_LENGTH = 8
 E164_PATTERN = re.compile(r"^\+[1-9][0-9]{6,14}$")
-# scrypt cost: interactive-login strength, about 50 ms per hash on a small core.
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-
-
-def hash_password(password: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
+SESSION_TOKEN_PREFIX = "snms_"
 
 
 def enroll(
@@ -60,7 +56,7 @@ def enroll(
             "MEMBER_ALREADY_ENROLLED",
             f"contract member {member_id!r} is already enrolled",
         )
-    salt = secrets.token_bytes(16)
+    salt = credentials.new_salt()
     row: ContractMemberRow = repo.members.create(
         member_id=member_id,
         kind=member["kind"],
@@ -70,7 +66,7 @@ def enroll(
         contact_telephone=telephone,
         corporate_registration_number=member.get("corporate_registration_number", ""),
         password_salt=salt,
-        password_hash=hash_password(password, salt),
+        password_hash=credentials.hash_password(password, salt),
         enrolled_at=now,
     )
     return row
@@ -85,23 +81,22 @@ def login(
 ) -> tuple[str, ContractMemberRow, datetime.datetime]:
     """Checks the credentials and opens a session; returns the token (only time it exists)."""
     row = repo.members.get_or_none(repo.members.member_id == member_id)
-    # Hash even for an unknown member, so response time does not reveal who is enrolled.
-    salt = bytes(row.password_salt) if row is not None else b"\0" * 16
-    presented = hash_password(password, salt)
-    if row is None or not hmac.compare_digest(presented, bytes(row.password_hash)):
-        raise DomainError(
-            ErrorKind.UNAUTHENTICATED,
-            "MEMBER_CREDENTIALS_INVALID",
-            "member ID or password is wrong",
-        )
+    # Hashed for an unknown member too: the timing tells nothing either.
+    matches = credentials.password_matches(
+        password,
+        bytes(row.password_salt) if row is not None else None,
+        bytes(row.password_hash) if row is not None else None,
+    )
+    if row is None or not matches:
+        raise credentials.credentials_invalid()
     if row.status != "ACTIVE":
         raise DomainError(
             ErrorKind.PERMISSION_DENIED, "ENTITY_SUSPENDED", "this contract member is suspended"
         )
-    token = "snms_" + secrets.token_urlsafe(32)
+    token, digest = credentials.new_session_token(SESSION_TOKEN_PREFIX)
     expires_at = now + session_ttl
     repo.sessions.create(
-        token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+        token_sha256=digest,
         member_id=member_id,
         issued_at=now,
         expires_at=expires_at,
@@ -113,21 +108,8 @@ def authenticate(
     repo: MarketplaceRepository, authorization: str | None, now: datetime.datetime
 ) -> ContractMemberRow:
     """The member behind ``authorization: Bearer <token>``; refuses with a SESSION_* reason."""
-    if not authorization:
-        raise DomainError(
-            ErrorKind.UNAUTHENTICATED,
-            "SESSION_MISSING",
-            "send 'authorization: Bearer <session token>' from PurchaserService/Login",
-        )
-    scheme, _, token = authorization.partition(" ")
-    sessions = repo.sessions
-    session = (
-        sessions.get_or_none(
-            sessions.token_sha256 == hashlib.sha256(token.strip().encode()).hexdigest()
-        )
-        if scheme.lower() == "bearer"
-        else None
-    )
+    digest = credentials.bearer_token_digest(authorization, login_rpc="PurchaserService/Login")
+    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
     if session is None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "unknown session token")
     if session.expires_at <= now:

@@ -7,13 +7,12 @@ ID and name never leave the agency except to its own admin.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import hmac
 import re
-import secrets
 
 import peewee
 
+from nodes.common import credentials
+from nodes.common.credentials import MIN_PASSWORD_LENGTH
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from storage.common.models import utc_now
 from storage.settlement.models import MemberRow, SessionRow
@@ -21,18 +20,9 @@ from storage.settlement.repository import SettlementRepository
 
 MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
-MIN_PASSWORD_LENGTH = 8
-# scrypt cost: about 50 ms per hash on one core, so guessing is slow and login is not.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SESSION_TOKEN_PREFIX = "snst_"
 # Approved orders in these states still count against the member's credit limit.
 OPEN_BILLING_STATES = ("NOT_YET_BILLED", "BILLED")
-
-
-def _hash_password(password: str, salt: bytes) -> str:
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
-    ).hex()
 
 
 def validate_credit_limit(
@@ -68,12 +58,12 @@ def enroll_member(
             "MEMBER_ALREADY_ENROLLED",
             f"member {member_id!r} is already enrolled",
         )
-    salt = secrets.token_bytes(16)
+    salt = credentials.new_salt()
     row: MemberRow = repo.members.create(
         member_id=member_id,
         display_name=display_name.strip()[:200],
         password_salt_hex=salt.hex(),
-        password_hash_hex=_hash_password(password, salt),
+        password_hash_hex=credentials.hash_password(password, salt).hex(),
         credit_limit_minor=credit_limit_minor,
         currency_code=currency_code,
     )
@@ -128,23 +118,22 @@ def login(
     that the answer does not tell which member IDs exist.
     """
     member = repo.member(member_id)
-    salt = bytes.fromhex(member.password_salt_hex) if member else secrets.token_bytes(16)
-    # Hash even for an unknown member, so the timing does not tell either.
-    digest = _hash_password(password, salt)
-    if member is None or not hmac.compare_digest(digest, member.password_hash_hex):
-        raise DomainError(
-            ErrorKind.UNAUTHENTICATED,
-            "MEMBER_CREDENTIALS_INVALID",
-            "member ID or password is wrong",
-        )
+    # Hashed for an unknown member too: the timing tells nothing either.
+    matches = credentials.password_matches(
+        password,
+        bytes.fromhex(member.password_salt_hex) if member else None,
+        bytes.fromhex(member.password_hash_hex) if member else None,
+    )
+    if member is None or not matches:
+        raise credentials.credentials_invalid()
     if member.status != "ACTIVE":
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION, "ENTITY_SUSPENDED", "the member is suspended"
         )
-    token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token, digest = credentials.new_session_token(SESSION_TOKEN_PREFIX)
     now = utc_now()
     session: SessionRow = repo.sessions.create(
-        token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+        token_sha256=digest,
         member_id=member_id,
         created_at=now,
         expires_at=now + datetime.timedelta(seconds=session_ttl_s),
@@ -156,20 +145,8 @@ def authenticate(
     repo: SettlementRepository, authorization: str | None
 ) -> tuple[MemberRow, SessionRow]:
     """The member and session behind ``authorization: Bearer <token>`` metadata."""
-    if not authorization:
-        raise DomainError(
-            ErrorKind.UNAUTHENTICATED,
-            "SESSION_MISSING",
-            "send the session token from Login as 'authorization: Bearer <token>'",
-        )
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise DomainError(
-            ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "authorization must be 'Bearer <token>'"
-        )
-    session = repo.sessions.get_or_none(
-        repo.sessions.token_sha256 == hashlib.sha256(token.strip().encode()).hexdigest()
-    )
+    digest = credentials.bearer_token_digest(authorization, login_rpc="MemberService/Login")
+    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
     if session is None or session.ended_at is not None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
     if utc_now() >= session.expires_at:
