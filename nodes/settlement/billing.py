@@ -7,6 +7,7 @@ import datetime
 from dataclasses import dataclass
 
 from nodes.settlement import notices
+from storage.common.database import locked
 from storage.common.models import utc_now
 from storage.settlement.models import SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
@@ -35,7 +36,7 @@ def run_billing(
     orders, cancellations = repo.orders, repo.cancellations
     reserved = cancellations.select(cancellations.order_number)
     due = list(
-        orders.select()
+        locked(orders.select())
         .where(
             (orders.billing_state == "NOT_YET_BILLED")
             & (orders.created_at < cutoff)

@@ -64,7 +64,8 @@ def begin(
     Under NOTIFIED the decision is applied in the same transaction; under VERIFIED it is
     reserved until the cancel verification arrives.
     """
-    order = purchases.get_order(repo, notice.order_number)
+    # Locked: the decision (stop or credit back) must not race a billing run.
+    order = purchases.get_order(repo, notice.order_number, lock=True)
     if order.retail_entity_id != caller.entity_id:
         raise DomainError(
             ErrorKind.PERMISSION_DENIED,

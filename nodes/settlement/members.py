@@ -70,8 +70,9 @@ def enroll_member(
     return row
 
 
-def get_member(repo: SettlementRepository, member_id: str) -> MemberRow:
-    member = repo.member(member_id)
+def get_member(repo: SettlementRepository, member_id: str, *, lock: bool = False) -> MemberRow:
+    """The member, or MEMBER_NOT_FOUND; ``lock`` before checking credit against it."""
+    member = repo.member(member_id, lock=lock)
     if member is None:
         raise DomainError(ErrorKind.NOT_FOUND, "MEMBER_NOT_FOUND", f"no member {member_id!r}")
     return member

@@ -153,7 +153,8 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
                 f"{FIELD}order_number: was already used for a different order",
             )
         return existing
-    member = members.get_member(repo, purchase.member_id)
+    # Locked: the credit check and the order it admits must not interleave with another's.
+    member = members.get_member(repo, purchase.member_id, lock=True)
     if member.status != "ACTIVE":
         raise DomainError(ErrorKind.FAILED_PRECONDITION, "ENTITY_SUSPENDED", "member is suspended")
     amount = search.amount
@@ -287,8 +288,11 @@ def billing_state_label(value: int) -> str:
     return enum_label(settlement_pb2.BillingState, "BILLING_STATE_", value).upper()
 
 
-def get_order(repo: SettlementRepository, order_number: str) -> SettlementOrderRow:
-    order = repo.order(order_number)
+def get_order(
+    repo: SettlementRepository, order_number: str, *, lock: bool = False
+) -> SettlementOrderRow:
+    """The order, or ORDER_NOT_FOUND; ``lock`` before deciding on its billing state."""
+    order = repo.order(order_number, lock=lock)
     if order is None:
         raise DomainError(ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no order {order_number!r}")
     return order

@@ -14,7 +14,7 @@ import functools
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import peewee
 
@@ -70,6 +70,17 @@ def bind(database: peewee.Database, model: M) -> M:
     meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
     bound = type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__})
     return bound  # type: ignore[return-value]
+
+
+def locked(query: Any) -> Any:
+    """``query`` with FOR UPDATE where the backend has it, so a read-check-write on money
+    (a credit check, a billing decision) holds its rows until the transaction ends.
+
+    SQLite has no FOR UPDATE and needs none: a node's writes run one at a time on its
+    single writer thread (see Store). PostgreSQL runs several, so the row lock is what
+    keeps two concurrent purchases from both fitting under one credit limit.
+    """
+    return query.for_update() if query.model._meta.database.for_update else query
 
 
 class Store:

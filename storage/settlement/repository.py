@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import peewee
 
-from storage.common.database import bind
+from storage.common.database import bind, locked
 from storage.common.models import IdempotencyRecord, NodeCredential
 from storage.settlement.models import (
     AgencySecretRow,
@@ -42,8 +42,14 @@ class SettlementRepository:
             self.credentials,
         )
 
-    def member(self, member_id: str) -> MemberRow | None:
-        return self.members.get_or_none(self.members.member_id == member_id)
+    def member(self, member_id: str, *, lock: bool = False) -> MemberRow | None:
+        """The member; ``lock`` holds its row to the end of the transaction (credit checks)."""
+        query = self.members.select().where(self.members.member_id == member_id)
+        row: MemberRow | None = (locked(query) if lock else query).first()
+        return row
 
-    def order(self, order_number: str) -> SettlementOrderRow | None:
-        return self.orders.get_or_none(self.orders.order_number == order_number)
+    def order(self, order_number: str, *, lock: bool = False) -> SettlementOrderRow | None:
+        """The order; ``lock`` holds its row to the end of the transaction (billing state)."""
+        query = self.orders.select().where(self.orders.order_number == order_number)
+        row: SettlementOrderRow | None = (locked(query) if lock else query).first()
+        return row

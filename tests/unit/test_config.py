@@ -107,3 +107,16 @@ def test_an_in_memory_store_is_one_database_for_the_executor_and_the_caller():
     )
     assert asyncio.run(store.run(lambda: table.select().count())) == 1
     store.close()
+
+
+def test_money_reads_lock_their_rows_on_postgresql_and_rely_on_one_writer_on_sqlite():
+    """A credit check holds the member row (FOR UPDATE) where writers run in parallel."""
+    from storage.common.database import bind, locked
+    from storage.settlement.models import MemberRow
+
+    postgres = bind(open_database("postgresql://u@db/agency"), MemberRow)
+    sqlite = bind(open_database("sqlite:///:memory:"), MemberRow)
+    pg_sql, _ = locked(postgres.select().where(postgres.member_id == "alice")).sql()
+    sqlite_sql, _ = locked(sqlite.select().where(sqlite.member_id == "alice")).sql()
+    assert pg_sql.endswith("FOR UPDATE")
+    assert "FOR UPDATE" not in sqlite_sql
