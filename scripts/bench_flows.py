@@ -3,8 +3,8 @@
 Everything runs on this machine over real sockets with the same mutual TLS:
 
 - ``echo``: a bare grpc.aio server returning the request bytes (the floor: TLS + HTTP/2);
-- ``directory``: approval's GetRelatedRetailEntityInformation through the full node stack
-  (interceptor, identity, license key, address correlation, a SQLite read);
+- ``directory``: approval's GetPaymentInformation (a shop asking for its own) through the
+  full node stack (interceptor, identity, license key, address correlation, a SQLite read);
 - ``enrol-change``: a mutating RPC (ChangeRetailEntityInformation) with its idempotency key
   and a durable SQLite commit;
 - flows registered in ``FLOWS`` by later issues (the purchase, the cancellation, ...).
@@ -117,10 +117,8 @@ async def run(calls: int) -> list[tuple[str, list[float]]]:
                 results.append(
                     await timed(
                         "directory",
-                        lambda _: directory_stub.GetRelatedRetailEntityInformation(
-                            approval_pb2.GetRelatedRetailEntityInformationRequest(
-                                retail_entity_id="shop-1"
-                            ),
+                        lambda _: directory_stub.GetPaymentInformation(
+                            approval_pb2.GetPaymentInformationRequest(retail_entity_id="shop-1"),
                             metadata=metadata,
                             timeout=10,
                         ),

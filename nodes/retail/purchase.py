@@ -106,12 +106,13 @@ class PurchaseFlow:
 
     async def _drive(self, order_number: str) -> retail_pb2.PlaceOrderResponse:
         repo = self._repo
+        row = await self._store.run(lambda: orders.get_order(repo, order_number))
         for _ in orders.STEPS:
-            row = await self._store.run(lambda: orders.get_order(repo, order_number))
             if row.step == "done":
                 return _finished(row)
             try:
-                await self._step(row)
+                # Each step records its outcome and hands back the row as stored.
+                row = await self._step(row)
             except DomainError as error:
                 if error.kind in TRANSIENT_KINDS:
                     raise
@@ -131,18 +132,20 @@ class PurchaseFlow:
                 raise
         raise AssertionError("the flow ends within its steps")
 
-    async def _step(self, row: ShopOrderRow) -> None:
+    async def _step(self, row: ShopOrderRow) -> ShopOrderRow:
         repo, number = self._repo, row.order_number
         if row.step == "discover":
             guarantee = await self._discovery.find(row.anonymous_user_id)
-            await self._store.run(lambda: orders.record_route(repo, number, guarantee))
-        elif row.step == "bill":
+            return await self._store.run(lambda: orders.record_route(repo, number, guarantee))
+        if row.step == "bill":
             billing_request = orders.billing_search_request(row, self._identification())
             report = await self._peers.search_billing_agency(
                 row.settlement_address, row.settlement_agency_id, billing_request
             )
-            await self._store.run(lambda: orders.record_completion_report(repo, number, report))
-        elif row.step == "verify":
+            return await self._store.run(
+                lambda: orders.record_completion_report(repo, number, report)
+            )
+        if row.step == "verify":
             verify_request = orders.verification_request(row, self._runtime.config.entity_id)
             for attempt in range(1, REPORT_RETRIES + 1):
                 try:
@@ -153,8 +156,10 @@ class PurchaseFlow:
                         raise
                     await asyncio.sleep(REPORT_RETRY_BACKOFF_S * attempt)
             verification = response.transaction_verification
-            await self._store.run(lambda: orders.complete(repo, number, verification))
+            completed = await self._store.run(lambda: orders.complete(repo, number, verification))
             logs.event(log, "sale recorded", order_number=number)
+            return completed
+        raise AssertionError(f"order {number} has no step {row.step!r}")
 
     async def resume_stalled(self, older_than_s: float) -> int:
         """Finishes flows left midway (after a crash, or a peer that was down)."""

@@ -67,7 +67,16 @@ def bind(database: peewee.Database, model: M) -> M:
     so that several nodes of one role (two shops in one test process) never share tables.
     Models therefore refer to each other by plain ID columns, not ForeignKeyField.
     """
-    meta = type("Meta", (), {"database": database, "table_name": model._meta.table_name})
+    meta = type(
+        "Meta",
+        (),
+        {
+            "database": database,
+            "table_name": model._meta.table_name,
+            # save() writes only the columns that changed: smaller UPDATEs, less SQL to build.
+            "only_save_dirty": True,
+        },
+    )
     bound = type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__})
     return bound  # type: ignore[return-value]
 

@@ -1,0 +1,37 @@
+"""The benchmark scripts keep working: run with tiny sizes, they print their tables.
+
+Only the output's shape is checked, never a figure: timings belong to the scripts' output,
+not to assertions (a shared machine makes them noisy).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def run(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_bench_flows_measures_every_call_against_the_echo():
+    output = run("bench_flows.py", "--calls", "5")
+    rows = {line.split()[0] for line in output.splitlines()[2:] if line.strip()}
+    assert rows == {"echo", "directory", "enrol-change", "purchase"}
+
+
+def test_bench_event_loop_compares_executor_and_inline():
+    output = run("bench_event_loop.py", "--requests", "20", "--concurrency", "4")
+    assert "executor" in output and "inline" in output
+    assert "loop lag p99, inline / executor" in output
