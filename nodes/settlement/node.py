@@ -14,8 +14,8 @@ from nodes.settlement.servicer import (
     BillingServicer,
     MemberServicer,
     SettlementAdminServicer,
-    SettlementSettings,
 )
+from nodes.settlement.settings import SettlementSettings
 from storage.settlement.repository import SettlementRepository
 
 SERVICES = settlement_pb2.DESCRIPTOR.services_by_name

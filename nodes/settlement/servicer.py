@@ -7,15 +7,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
-from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs
 from nodes.common.calls import call_info
 from nodes.common.convert import (
     decode_page_token,
@@ -27,14 +24,15 @@ from nodes.common.convert import (
     timestamp,
 )
 from nodes.common.errors import DomainError, ErrorKind, Violations, required
-from nodes.common.idempotency import remember_served, serve_once, served_answer
+from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.common.paging import by_key
-from nodes.settlement import anonymous_ids, billing, cancellations, members, notices, purchases
+from nodes.settlement import billing, cancellations, members, notices, purchases
+from nodes.settlement.flows import AgencyFlows
 from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
-from storage.common.database import Store
+from nodes.settlement.settings import SettlementSettings
 from storage.settlement.models import MemberNoticeRow, MemberRow, SessionRow, SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
 
@@ -75,33 +73,6 @@ NOTICE_KINDS = {
 # A stream re-reads the database at least this often even without a wake-up.
 STREAM_POLL_S = 5.0
 STREAM_BATCH = 100
-
-
-@dataclass(frozen=True)
-class SettlementSettings:
-    """The agency's configurable bounds (``[options]`` of its node.toml)."""
-
-    routing_prefix: str
-    anonymous_id_validity_s: int
-    session_ttl_s: int
-    guarantee_refresh_interval_s: int
-    guarantee_max_staleness_s: int
-
-    @classmethod
-    def from_options(cls, options: dict[str, object]) -> SettlementSettings:
-        def bounded(name: str, default: int, low: int, high: int) -> int:
-            value = int(str(options.get(name, default)))
-            if not low <= value <= high:
-                raise ValueError(f"options.{name}: must be between {low} and {high}")
-            return value
-
-        return cls(
-            routing_prefix=str(options.get("routing_prefix", "")),
-            anonymous_id_validity_s=bounded("anonymous_id_validity_s", 86_400, 1, 31 * 86_400),
-            session_ttl_s=bounded("session_ttl_s", 3_600, 10, 86_400),
-            guarantee_refresh_interval_s=bounded("guarantee_refresh_interval_s", 60, 1, 3_600),
-            guarantee_max_staleness_s=bounded("guarantee_max_staleness_s", 600, 2, 86_400),
-        )
 
 
 def member_to_proto(member: MemberRow, used_minor: int) -> settlement_pb2.Member:
@@ -157,6 +128,7 @@ class _AgencyServicer:
         self._peers = peers
         self._board = board
         self._settings = settings
+        self._flows = AgencyFlows(runtime, repo, peers, board, settings)
 
 
 class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer):
@@ -231,61 +203,7 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
         member, _ = await self._session()
         if not request.retail_entity_id:
             raise required("retail_entity_id")
-        repo = self._repo
-        scope = f"member:{member.member_id}"
-        stored = await served_answer(
-            self._store,
-            repo.idempotency,
-            request,
-            settlement_pb2.IssueAnonymousUserIdResponse,
-            scope=scope,
-        )
-        if stored is not None:
-            return stored
-        shop = await self._peers.retail_entity_guarantee(
-            types_pb2.RetailEntityIdentification(retail_entity_id=request.retail_entity_id), ""
-        )
-        if shop.status != types_pb2.ENTITY_STATUS_ACTIVE:
-            raise DomainError(
-                ErrorKind.FAILED_PRECONDITION,
-                "ENTITY_SUSPENDED",
-                f"retail entity {shop.retail_entity_id} is not active",
-            )
-        settings = self._settings
-        row = await self._store.run(
-            lambda: anonymous_ids.issue(
-                repo,
-                member_id=member.member_id,
-                retail_entity_id=request.retail_entity_id,
-                routing_prefix=settings.routing_prefix,
-                validity_s=settings.anonymous_id_validity_s,
-            )
-        )
-        anonymous_user_id = types_pb2.AnonymousUserId(
-            value=row.value,
-            retail_entity_id=row.retail_entity_id,
-            routing_prefix=settings.routing_prefix,
-            issued_at=timestamp(row.issued_at),
-            expires_at=timestamp(row.expires_at),
-        )
-        # Claim 1 (directory variant): the agency itself transmits the ID to the shop.
-        delivered = shop.discovery_variant == types_pb2.DISCOVERY_VARIANT_DIRECTORY
-        if delivered:
-            await self._peers.deliver_anonymous_user_id(shop.address, anonymous_user_id)
-
-        def finish() -> settlement_pb2.IssueAnonymousUserIdResponse:
-            if delivered:
-                anonymous_ids.mark_delivered(repo, row.value)
-            return remember_served(
-                repo.idempotency,
-                request,
-                settlement_pb2.IssueAnonymousUserIdResponse(
-                    anonymous_user_id=anonymous_user_id, delivered_to_retail_entity=delivered
-                ),
-                scope=scope,
-            )
-
-        return await self._store.run(finish)
+        return await self._flows.issue_anonymous_user_id(member, request)
 
     async def ListTransactionCompletionNotices(
         self,
@@ -362,17 +280,9 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
         )
 
 
-TRANSIENT_KINDS = (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind.ABORTED)
-
-
-class CancellationServicerPart:
-    """BillingService.NotifyCancelRequest (claims 2-3), kept apart from the purchase."""
-
-    _store: Store
-    _repo: SettlementRepository
-    _peers: SettlementPeers
-    _board: NoticeBoard
-    _runtime: NodeRuntime
+class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceServicer):
+    """What shops call: the purchase (steps 5-9), cancellations (claims 2-3) and the
+    claim 19 guarantee pull."""
 
     async def NotifyCancelRequest(
         self,
@@ -381,99 +291,16 @@ class CancellationServicerPart:
     ) -> settlement_pb2.NotifyCancelRequestResponse:
         caller = call_info().caller
         assert caller is not None, "the policy admits certificate holders only"
-        cancellations.validate(request, caller)
-        repo = self._repo
-        stored = await served_answer(
-            self._store, repo.idempotency, request, settlement_pb2.NotifyCancelRequestResponse
-        )
-        if stored is not None:
-            return stored
-        notice = request.cancel_request_notice
-        row = await self._store.run(lambda: cancellations.begin(repo, notice, caller))
-        if row.acknowledged_at is None:
-            try:
-                answer = await self._peers.submit_cancel_process_notice(
-                    cancellations.process_notice(row, self._runtime.config.entity_id)
-                )
-            except DomainError as error:
-                if error.kind not in TRANSIENT_KINDS and row.status == "PENDING":
-                    await self._store.run(lambda: cancellations.abandon(repo, row))
-                raise
-            verification = (
-                answer.cancel_verification if answer.HasField("cancel_verification") else None
-            )
-            if row.procedure == "VERIFIED" and verification is None:
-                await self._store.run(lambda: cancellations.abandon(repo, row))
-                raise DomainError(
-                    ErrorKind.FAILED_PRECONDITION,
-                    "CANCEL_REQUEST_NOT_FOUND",
-                    "verification holds no VERIFIED cancel request notice for this cancellation",
-                )
-            row = await self._store.run(lambda: cancellations.acknowledge(repo, row, verification))
-        self._board.publish(row.member_id)
-        logs.event(
-            log, "cancellation processed", order_number=row.order_number, decision=row.decision
-        )
-        return await self._store.run(
-            lambda: remember_served(repo.idempotency, request, cancellations.response(row))
-        )
-
-
-class BillingServicer(
-    CancellationServicerPart, _AgencyServicer, settlement_pb2_grpc.BillingServiceServicer
-):
-    """What shops call: the purchase (steps 5-9) and the claim 19 guarantee pull."""
+        return await self._flows.process_cancel_request(caller, request)
 
     async def SearchBillingAgencyIdentification(
         self,
         request: settlement_pb2.SearchBillingAgencyIdentificationRequest,
         context: grpc.aio.ServicerContext,
     ) -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
-        info = call_info()
-        assert info.caller is not None, "the policy admits certificate holders only"
-        search = request.billing_agency_identification_search
-        repo = self._repo
-        stored = await served_answer(
-            self._store,
-            repo.idempotency,
-            request,
-            settlement_pb2.SearchBillingAgencyIdentificationResponse,
-        )
-        if stored is not None:
-            return stored
-        purchases.validate_search(search, info.caller)
-        shop_id = search.retail_entity.retail_entity_id
-        anonymous = await self._store.run(
-            lambda: anonymous_ids.resolve(repo, search.anonymous_user_id, shop_id)
-        )
-        guarantee = await self._peers.retail_entity_guarantee(
-            search.retail_entity, search.order_number
-        )
-        purchases.check_guarantee(search, guarantee)
-        purchase = purchases.Purchase(
-            search=search,
-            member_id=anonymous.member_id,
-            agency_id=self._runtime.config.entity_id,
-            retail_entity_display_name=guarantee.display_name,
-            trace_id=logs.current_trace_id(),
-        )
-        order = await self._store.run(lambda: purchases.record_order(repo, purchase))
-        self._board.publish(order.member_id)
-        logs.event(log, "order approved", order_number=order.order_number)
-        if order.reported_at is None:
-            await self._peers.submit_transaction_report(purchases.transaction_report(order))
-
-        def finish() -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
-            purchases.mark_reported(repo, order.order_number)
-            return remember_served(
-                repo.idempotency,
-                request,
-                settlement_pb2.SearchBillingAgencyIdentificationResponse(
-                    transaction_completion_report=purchases.completion_report(order)
-                ),
-            )
-
-        return await self._store.run(finish)
+        caller = call_info().caller
+        assert caller is not None, "the policy admits certificate holders only"
+        return await self._flows.approve_purchase(caller, request)
 
     async def GetSettlementAgencyGuarantees(
         self,
