@@ -14,7 +14,7 @@ from suretynet.marketplace.v1 import marketplace_pb2_grpc
 
 from nodes.common.calls import call_info
 from nodes.common.convert import timestamp
-from nodes.common.errors import DomainError, ErrorKind, required
+from nodes.common.errors import DomainError, required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import RpcPolicy, policy
 from nodes.common.paging import by_key, newest_first
@@ -503,35 +503,15 @@ class MarketplaceAdminServicer(_Base, marketplace_pb2_grpc.MarketplaceAdminServi
         )
 
         def effect() -> pb.ShipOrderResponse:
-            now = utc_now()
-            table = self._repo.transactions
-            own = table.get_or_none(table.transaction_id == request.transaction_id)
-            if own is not None:
-                if own.kind != "LOCAL":
-                    raise DomainError(
-                        ErrorKind.FAILED_PRECONDITION,
-                        "TRANSACTION_STATE_INVALID",
-                        "a mediated order is shipped by the supplying partner",
-                    )
-                return pb.ShipOrderResponse(
-                    shipment=orders.ship_local(
-                        self._repo,
-                        own,
-                        update,
-                        self._self_id,
-                        self._settings.payment_terms_days,
-                        now,
-                    )
-                )
-            supplied = supplier.find_for_shipping(self._repo, request.transaction_id)
-            if supplied is None:
-                raise DomainError(
-                    ErrorKind.NOT_FOUND,
-                    "TRANSACTION_NOT_FOUND",
-                    f"no transaction {request.transaction_id!r}",
-                )
             return pb.ShipOrderResponse(
-                shipment=supplier.ship(self._repo, supplied, update, self._settings, now)
+                shipment=supplier.ship_order(
+                    self._repo,
+                    request.transaction_id,
+                    update,
+                    self_id=self._self_id,
+                    settings=self._settings,
+                    now=utc_now(),
+                )
             )
 
         response = await self._once(request, pb.ShipOrderResponse, effect)

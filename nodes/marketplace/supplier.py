@@ -485,3 +485,34 @@ def receive_disclosure(
         disclosure=disclosure.SerializeToString(),
         recorded_at=now,
     )
+
+
+def ship_order(
+    repo: MarketplaceRepository,
+    transaction_id: str,
+    update: orders.ShipmentInput,
+    *,
+    self_id: str,
+    settings: MarketplaceSettings,
+    now: datetime.datetime,
+) -> pb.Shipment:
+    """The operator ships an order this marketplace supplies: its own local sale, or one it
+    supplies as the partner of a mediation. A mediated order of its own purchasers is
+    shipped by the partner that supplies it, never here.
+    """
+    table = repo.transactions
+    own = table.get_or_none(table.transaction_id == transaction_id)
+    if own is not None:
+        if own.kind != "LOCAL":
+            raise DomainError(
+                ErrorKind.FAILED_PRECONDITION,
+                "TRANSACTION_STATE_INVALID",
+                "a mediated order is shipped by the supplying partner",
+            )
+        return orders.ship_local(repo, own, update, self_id, settings.payment_terms_days, now)
+    supplied = find_for_shipping(repo, transaction_id)
+    if supplied is None:
+        raise DomainError(
+            ErrorKind.NOT_FOUND, "TRANSACTION_NOT_FOUND", f"no transaction {transaction_id!r}"
+        )
+    return ship(repo, supplied, update, settings, now)
