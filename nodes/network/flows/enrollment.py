@@ -33,8 +33,48 @@ def _installer_channel(network: LocalNetwork, role: str, entity_id: str) -> grpc
 
 
 async def enrollment_at_start(context: FlowContext) -> None:
-    """What every node did when `up` started it: serial from the institution, registration."""
-    context.note("each node registered on first start with its serial and got a license key")
+    """What every node did when `up` started it: serial from the institution, registration.
+
+    Checked at approval: every enrolled node is registered, active, at the address it
+    serves from, under a serial issued for its role, holding exactly one active key.
+    """
+    network = context.network
+    async with network.admin_channel(_approval(network)) as channel:
+        admin = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
+        entities = {
+            entity.entity_id: entity
+            for entity in (
+                await admin.ListEntities(
+                    approval_pb2.ListEntitiesRequest(page_size=500),
+                    metadata=context.metadata(),
+                    timeout=10,
+                )
+            ).entities
+        }
+        for node in network.nodes:
+            if node.spec.role not in ("retail", "settlement", "marketplace"):
+                continue
+            entity = entities.get(node.spec.entity_id)
+            if entity is None or entity.address != node.address:
+                raise AssertionError(f"{node.spec.entity_id} is not registered at {node.address}")
+            if entity.status != types_pb2.ENTITY_STATUS_ACTIVE:
+                raise AssertionError(f"{node.spec.entity_id} is not active")
+            keys = (
+                await admin.ListLicenseKeys(
+                    approval_pb2.ListLicenseKeysRequest(entity_id=node.spec.entity_id),
+                    metadata=context.metadata(),
+                    timeout=10,
+                )
+            ).license_keys
+            active = [key for key in keys if key.state == approval_pb2.LICENSE_KEY_STATE_ACTIVE]
+            if len(active) != 1:
+                raise AssertionError(f"{node.spec.entity_id} holds {len(active)} active keys")
+    enrolled = sorted(
+        node.spec.entity_id
+        for node in network.nodes
+        if node.spec.role in ("retail", "settlement", "marketplace")
+    )
+    context.note(f"registered, active, one license key each: {', '.join(enrolled)}")
 
 
 async def installation_and_refusals(context: FlowContext) -> None:
