@@ -22,6 +22,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import tls
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.convert import money
+from nodes.common.status import decode_rpc_error
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo_data import DEMO_MEMBERS, members_of
 from nodes.network.local import LocalNetwork
@@ -81,6 +82,60 @@ def test_over_the_credit_limit_is_refused_and_nothing_is_recorded(purchase_netwo
         assert not [n for n in notices if n["member_id"] == "bob"]
 
     asyncio.run(scenario())
+
+
+def test_concurrent_purchases_never_exceed_one_credit_limit(purchase_network: LocalNetwork):
+    """Eight purchases at once against a limit that covers four: exactly four are approved.
+
+    The credit check and the order it admits are one transaction at the agency, so racing
+    orders are serialized there; the others are refused with CREDIT_LIMIT_EXCEEDED and
+    leave no order behind.
+    """
+    network = purchase_network
+    agency = network.node("agency-1")
+
+    async def scenario() -> list[Any]:
+        async with network.admin_channel(agency.address) as channel:
+            await settlement_pb2_grpc.SettlementAdminServiceStub(channel).EnrollMember(
+                settlement_pb2.EnrollMemberRequest(
+                    request_id="enrol-racer",
+                    member_id="racer",
+                    display_name="Racing Member",
+                    password="racer-password",
+                    credit_limit=money(4 * 1_200 + 600, "USD"),  # four teas fit, a fifth not
+                ),
+                timeout=10,
+            )
+        ca = network.ca.read_bytes()
+        async with AgencyClient(agency.member_address, ca) as member:
+            await member.login("racer", "racer-password")
+            value = (await member.anonymous_user_id("shop-1")).anonymous_user_id.value
+        async with ShopClient(network.node("shop-1").member_address, ca) as shop:
+            return await asyncio.gather(
+                *(
+                    shop.place_order(value, [("tea", 1)], request_id=f"race-{number}")
+                    for number in range(8)
+                ),
+                return_exceptions=True,
+            )
+
+    outcomes = asyncio.run(scenario())
+    approved = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+    assert len(approved) == 4, outcomes
+    assert len(refused) == 4
+    assert {(r.code, r.reason) for r in map(decode_rpc_error, refused)} == {
+        (grpc.StatusCode.FAILED_PRECONDITION, "CREDIT_LIMIT_EXCEEDED")
+    }
+    orders = [
+        row
+        for row in table_rows(network, "agency-1")["settlement_order"]
+        if row["member_id"] == "racer"
+    ]
+    assert sorted(row["order_number"] for row in orders) == sorted(
+        order.order_number for order in approved
+    )
+    assert sum(row["amount_minor"] for row in orders) == 4 * 1_200
 
 
 def test_a_suspended_shop_is_refused_by_the_guarantee_step(purchase_network: LocalNetwork):
