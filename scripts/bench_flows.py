@@ -37,6 +37,23 @@ from nodes.common.channels import LICENSE_KEY_METADATA_KEY  # noqa: E402
 from tests.support import Pki, node_config, running  # noqa: E402
 
 Call = Callable[[int], Awaitable[object]]
+# In flight at once for the throughput figures.
+CONCURRENCY = 8
+# name -> completed calls per second with CONCURRENCY in flight (filled as the run goes).
+THROUGHPUT: dict[str, float] = {}
+
+
+async def throughput(name: str, call: Call, calls: int) -> None:
+    """``calls`` calls with CONCURRENCY in flight; records calls per second under ``name``."""
+    numbers = iter(range(calls))
+
+    async def worker() -> None:
+        for number in numbers:
+            await call(number)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    THROUGHPUT[name] = calls / (time.perf_counter() - started)
 
 
 async def timed(name: str, call: Call, calls: int) -> tuple[str, list[float]]:
@@ -82,6 +99,7 @@ async def run(calls: int) -> list[tuple[str, list[float]]]:
                 retail_entity_id="shop-1"
             ).SerializeToString()
             results.append(await timed("echo", lambda _: echo(payload, timeout=10), calls))
+            await throughput("echo", lambda _: echo(payload, timeout=10), calls)
         await server.stop(None)
 
         async with running(node_config(tmp, ca, "approval", "institution")) as approval:
@@ -181,13 +199,21 @@ async def purchase(calls: int) -> tuple[str, list[float]]:
                 issued = await member.anonymous_user_id("shop-1")
             anonymous_id = issued.anonymous_user_id.value
             async with ShopClient(network.node("shop-1").member_address, ca_pem) as shop:
-                return await timed(
+                measured = await timed(
                     "purchase",
                     lambda number: shop.place_order(
                         anonymous_id, [("tea", 1)], request_id=f"bench-purchase-{number}"
                     ),
                     calls,
                 )
+                await throughput(
+                    "purchase",
+                    lambda number: shop.place_order(
+                        anonymous_id, [("tea", 1)], request_id=f"bench-concurrent-{number}"
+                    ),
+                    calls,
+                )
+                return measured
         finally:
             network.stop()
 
@@ -210,6 +236,12 @@ def main() -> None:
         p90 = ordered[int(len(ordered) * 0.9) - 1]
         p99 = ordered[int(len(ordered) * 0.99) - 1]
         print(f"{name:<16}{p50:>9.2f}{p90:>9.2f}{p99:>9.2f}{p50 / echo_median:>12.1f}")
+    print()
+    print(f"throughput with {CONCURRENCY} in flight ({args.calls} calls each)")
+    for name, per_s in THROUGHPUT.items():
+        print(
+            f"{name:<16}{per_s:>9.0f} per second{THROUGHPUT['echo'] / per_s:>9.1f}x fewer than echo"
+        )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,13 @@ def run(script: str, *args: str) -> str:
 
 def test_bench_flows_measures_every_call_against_the_echo():
     output = run("bench_flows.py", "--calls", "5")
-    rows = {line.split()[0] for line in output.splitlines()[2:] if line.strip()}
+    latency, _, throughput = output.partition("\nthroughput")
+    rows = {line.split()[0] for line in latency.splitlines()[2:] if line.strip()}
     assert rows == {"echo", "directory", "enrol-change", "purchase"}
+    assert {line.split()[0] for line in throughput.splitlines()[1:] if line.strip()} == {
+        "echo",
+        "purchase",
+    }
 
 
 def test_bench_event_loop_compares_executor_and_inline():
