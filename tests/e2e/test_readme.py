@@ -18,7 +18,12 @@ import pytest
 from nodes.network.local import LocalNetwork
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-EXECUTED_SECTIONS = ("### grpcurl", "## Making a purchase", "## Marketplace mediation")
+EXECUTED_SECTIONS = (
+    "### grpcurl",
+    "## Making a purchase",
+    "## Cancelling an order",
+    "## Marketplace mediation",
+)
 
 
 def sections() -> dict[str, list[str]]:
