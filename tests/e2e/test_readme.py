@@ -24,6 +24,13 @@ EXECUTED_SECTIONS = (
     "## Cancelling an order",
     "## Marketplace mediation",
 )
+# What each section's output must show: the example did what its text says.
+EXPECTED = {
+    "### grpcurl": ('"status": "SERVING"', "suretynet.approval.v1.EnrollmentService"),
+    "## Making a purchase": ('"ORDER_STATUS_COMPLETED"', '"transactionCompletionNotices"'),
+    "## Cancelling an order": ('"ORDER_STATUS_CANCELLED"', '"CANCEL_DECISION_STOPPED_BILLING"'),
+    "## Marketplace mediation": ('"TRANSACTION_STATE_ORDERED"', '"partnerMarketplaceId"'),
+}
 
 
 def sections() -> dict[str, list[str]]:
@@ -44,6 +51,7 @@ def test_readme_examples_run(network: LocalNetwork, heading: str):
     blocks = sections()[heading]
     assert blocks, f"the README has runnable examples under {heading}"
     bin_dir = str(Path(sys.executable).parent)
+    output = ""
     for block in blocks:
         script = block.replace("N=/tmp/sn", f"N={network.data_dir}")
         result = subprocess.run(
@@ -56,3 +64,6 @@ def test_readme_examples_run(network: LocalNetwork, heading: str):
         )
         assert result.returncode == 0, f"{heading}:\n{script}\n{result.stdout}\n{result.stderr}"
         assert "ERROR" not in result.stdout
+        output += result.stdout
+    for expected in EXPECTED[heading]:
+        assert expected in output, f"{heading}: {expected} not in the output"
