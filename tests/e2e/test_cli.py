@@ -1,0 +1,132 @@
+"""The operator's `suretynet` commands, run as an operator runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+
+from nodes.network.local import LocalNetwork
+
+
+def suretynet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nodes.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_pki_init_and_issue_write_a_ca_and_a_node_certificate(tmp_path: Path):
+    pki = tmp_path / "pki"
+    assert suretynet("pki", "init", "--dir", str(pki)).returncode == 0
+    again = suretynet("pki", "init", "--dir", str(pki))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    issued = suretynet(
+        "pki",
+        "issue",
+        "--dir",
+        str(pki),
+        "--role",
+        "retail",
+        "--entity",
+        "shop-9",
+        "--ip",
+        "10.0.0.9",
+    )
+    assert issued.returncode == 0, issued.stderr
+    cert = x509.load_pem_x509_certificate((pki / "retail-shop-9.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["suretynet://retail/shop-9"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.9"]
+    assert (pki / "retail-shop-9.key").stat().st_mode & 0o077 == 0, "the key is owner-only"
+    bad = suretynet(
+        "pki",
+        "issue",
+        "--dir",
+        str(pki),
+        "--role",
+        "retail",
+        "--entity",
+        "Shop_9",
+        "--ip",
+        "10.0.0.9",
+    )
+    assert bad.returncode == 2 and "entity ID" in bad.stderr
+
+
+def test_the_institution_manages_serials_keys_and_status_from_the_cli(network: LocalNetwork):
+    manifest = str(network.data_dir / "network.json")
+    serial = suretynet(
+        "approval",
+        "--network",
+        manifest,
+        "issue-serial",
+        "--role",
+        "retail",
+        "--note",
+        "shop nine",
+        "--request-id",
+        "cli-serial-9",
+    )
+    assert serial.returncode == 0, serial.stderr
+    issued = json.loads(serial.stdout)["programSerial"]
+    assert issued["role"] == "ROLE_RETAIL" and issued["serial"].startswith("SN-RET-")
+
+    keys = json.loads(
+        suretynet("approval", "--network", manifest, "list-keys", "--entity", "shop-2").stdout
+    )["licenseKeys"]
+    assert [key["state"] for key in keys] == ["LICENSE_KEY_STATE_ACTIVE"]
+    assert all("licenseKey" not in key for key in keys), "secrets never leave approval"
+
+    suspended = suretynet(
+        "approval",
+        "--network",
+        manifest,
+        "set-status",
+        "--entity",
+        "shop-2",
+        "--status",
+        "suspended",
+        "--reason",
+        "audit",
+        "--request-id",
+        "cli-s",
+    )
+    assert json.loads(suspended.stdout)["entity"]["status"] == "ENTITY_STATUS_SUSPENDED"
+    revoked = suretynet(
+        "approval",
+        "--network",
+        manifest,
+        "revoke-key",
+        "--key-id",
+        keys[0]["licenseKeyId"],
+        "--reason",
+        "audit",
+        "--request-id",
+        "cli-r",
+    )
+    assert json.loads(revoked.stdout)["licenseKey"]["state"] == "LICENSE_KEY_STATE_REVOKED"
+
+
+def test_a_refused_admin_call_prints_its_code_and_reason(network: LocalNetwork):
+    manifest = str(network.data_dir / "network.json")
+    refused = suretynet(
+        "approval",
+        "--network",
+        manifest,
+        "revoke-key",
+        "--key-id",
+        "nope",
+        "--reason",
+        "x",
+        "--request-id",
+        "cli-nope",
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("suretynet: NOT_FOUND LICENSE_KEY_UNKNOWN:")
