@@ -74,10 +74,11 @@ def _admin_channel(args: argparse.Namespace) -> tuple[grpc.aio.Channel, str]:
 
 
 async def _approval_admin(args: argparse.Namespace) -> int:
-    from google.protobuf import json_format
     from google.protobuf.message import Message
     from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
     from suretynet.type.v1 import types_pb2
+
+    from nodes.common.output import print_message
 
     channel, _ = _admin_channel(args)
     response: Message
@@ -115,7 +116,7 @@ async def _approval_admin(args: argparse.Namespace) -> int:
             )
         else:
             response = await stub.ListEntities(approval_pb2.ListEntitiesRequest(), timeout=10)
-    print(json_format.MessageToJson(response))
+    print_message(response)
     return 0
 
 

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from nodes.common.output import print_message
 from nodes.member.client import AgencyClient, ShopClient
 
 PASSWORD_ENVIRONMENT = "SURETYNET_MEMBER_PASSWORD"
@@ -52,7 +52,7 @@ def _load_session(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _print(message: Message) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True))
+    print_message(message)
 
 
 def _items(values: list[str]) -> list[tuple[str, int]]:

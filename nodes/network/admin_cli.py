@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
 from nodes.common import tls
 from nodes.common.convert import money
+from nodes.common.output import print_message
 
 TIMEOUT_S = 30.0
 
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
                 return await _settlement(args, channel)
             return await _shop(args, channel)
 
-    print(json_format.MessageToJson(asyncio.run(call()), preserving_proto_field_name=True))
+    print_message(asyncio.run(call()))
     return 0
 
 

@@ -75,14 +75,14 @@ def test_the_institution_manages_serials_keys_and_status_from_the_cli(network: L
         "cli-serial-9",
     )
     assert serial.returncode == 0, serial.stderr
-    issued = json.loads(serial.stdout)["programSerial"]
+    issued = json.loads(serial.stdout)["program_serial"]
     assert issued["role"] == "ROLE_RETAIL" and issued["serial"].startswith("SN-RET-")
 
     keys = json.loads(
         suretynet("approval", "--network", manifest, "list-keys", "--entity", "shop-2").stdout
-    )["licenseKeys"]
+    )["license_keys"]
     assert [key["state"] for key in keys] == ["LICENSE_KEY_STATE_ACTIVE"]
-    assert all("licenseKey" not in key for key in keys), "secrets never leave approval"
+    assert all("license_key" not in key for key in keys), "secrets never leave approval"
 
     suspended = suretynet(
         "approval",
@@ -105,13 +105,13 @@ def test_the_institution_manages_serials_keys_and_status_from_the_cli(network: L
         manifest,
         "revoke-key",
         "--key-id",
-        keys[0]["licenseKeyId"],
+        keys[0]["license_key_id"],
         "--reason",
         "audit",
         "--request-id",
         "cli-r",
     )
-    assert json.loads(revoked.stdout)["licenseKey"]["state"] == "LICENSE_KEY_STATE_REVOKED"
+    assert json.loads(revoked.stdout)["license_key"]["state"] == "LICENSE_KEY_STATE_REVOKED"
 
 
 def test_a_refused_admin_call_prints_its_code_and_reason(network: LocalNetwork):
@@ -130,3 +130,85 @@ def test_a_refused_admin_call_prints_its_code_and_reason(network: LocalNetwork):
     )
     assert refused.returncode == 1
     assert refused.stderr.startswith("suretynet: NOT_FOUND LICENSE_KEY_UNKNOWN:")
+
+
+def test_a_member_buys_and_cancels_and_operators_follow_it_from_the_cli(network: LocalNetwork):
+    """Steps 1-11 and claim 2 through `suretynet member`, checked with the operators' CLIs."""
+    manifest = str(network.data_dir / "network.json")
+
+    def run(*args: str) -> dict:
+        result = suretynet(*args)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        return json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+
+    member = ("member", "--network", manifest)
+    logged_in = run(
+        *member,
+        "login",
+        "--agency",
+        "agency-1",
+        "--member-id",
+        "alice",
+        "--password",
+        "alice-demo-password",
+    )
+    assert logged_in["member_id"] == "alice"
+    anonymous = run(*member, "anonymous-id", "--shop", "shop-1")["anonymous_user_id"]["value"]
+    assert anonymous.startswith("4111")
+    order = run(
+        *member,
+        "buy",
+        "--shop",
+        "shop-1",
+        "--anonymous-id",
+        anonymous,
+        "--item",
+        "tea=2",
+        "--item",
+        "mug",
+    )
+    assert order["status"] == "ORDER_STATUS_COMPLETED"
+    assert order["amount"] == {"amount_minor": "4900", "currency_code": "USD"}
+    number = order["order_number"]
+    assert (
+        run(
+            *member,
+            "order",
+            "--shop",
+            "shop-1",
+            "--order-number",
+            number,
+            "--anonymous-id",
+            anonymous,
+        )["status"]
+        == "ORDER_STATUS_COMPLETED"
+    )
+
+    agency = ("settlement", "--network", manifest, "--agency", "agency-1")
+    billed = run(*agency, "run-billing", "--request-id", "cli-billing-1")
+    assert number in billed["billed_order_numbers"]
+    assert run(*agency, "get-order", "--order-number", number)["order"]["billing_state"] == (
+        "BILLING_STATE_BILLED"
+    )
+
+    cancelled = run(
+        *member,
+        "cancel",
+        "--shop",
+        "shop-1",
+        "--order-number",
+        number,
+        "--anonymous-id",
+        anonymous,
+        "--reason",
+        "changed my mind",
+        "--request-id",
+        "cli-cancel-1",
+    )
+    assert cancelled["order"]["status"] == "ORDER_STATUS_CANCELLED"
+    # Billed already, so the agency credits it back (claim 2's decision).
+    assert cancelled["cancel_process_result"]["decision"] == "CANCEL_DECISION_CREDITED_BACK"
+    assert cancelled["cancel_process_result"]["amount"]["amount_minor"] == "4900"
+    shop = ("shop", "--network", manifest, "--shop", "shop-1")
+    record = run(*shop, "sales-record", "--order-number", number)
+    assert "cancelled_at" in json.dumps(record)
