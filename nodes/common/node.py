@@ -221,6 +221,9 @@ def _write_json_atomically(path: Any, data: dict[str, Any]) -> None:
 async def run_until_signalled(config: NodeConfig) -> None:
     """Runs a node until SIGTERM or SIGINT, then shuts it down gracefully."""
     logs.configure(f"{config.role}/{config.entity_id}", level=config.log_level)
+    # Start-up and shutdown are not part of any flow: they get the node's own trace ID, so
+    # every line still carries one (grep node-ENTITY for a node's lifecycle).
+    logs.trace_id_var.set(f"node-{config.entity_id}")
     node = Node(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

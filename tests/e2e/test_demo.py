@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -26,3 +27,8 @@ def test_the_demo_runs_every_flow_and_exits_zero(tmp_path):
     sequences = re.findall(r"== Flow \d+: .*?\n(.*?)   -> OK", result.stdout, flags=re.S)
     assert len(sequences) == flows
     assert all(re.search(r"^\s+1\. \S+ -> \S+: \w+/\w+$", s, flags=re.M) for s in sequences)
+    # Every line every node logged is JSON and carries a trace ID.
+    for log_file in (tmp_path / "demo" / "logs").glob("*.log"):
+        for line in log_file.read_text().splitlines():
+            entry = json.loads(line)
+            assert entry["trace_id"] not in ("", "-"), (log_file.name, entry)
