@@ -8,6 +8,7 @@ calls the caller marks idempotent are retried, and only on UNAVAILABLE.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 LICENSE_KEY_METADATA_KEY = "x-suretynet-license-key"
+RECONNECT_BACKOFF_MS = 100
+MAX_RECONNECT_BACKOFF_MS = 1_000
+# How long one retry waits for a reconnecting channel: a little over one reconnect backoff.
+RETRY_READY_WAIT_S = 1.5
 # Below this, a call cannot do useful work: refuse rather than send a doomed request.
 MIN_USEFUL_DEADLINE_S = 0.01
 
@@ -52,6 +57,11 @@ class Channels:
             options = [
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # A restarted peer is back within our bounded retries: gRPC's default
+                # reconnect backoff (1 s, growing to 120 s) would outlast them.
+                ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ]
             if self._credentials is None:
                 channel = grpc.aio.insecure_channel(address, options=options)
@@ -100,22 +110,40 @@ class Channels:
 
         A peer's refusal keeps its reason code; a peer that is down becomes
         UNAVAILABLE/PEER_UNAVAILABLE after the bounded retries.
+
+        The first attempt fails fast. A retry (idempotent calls only) waits for the channel
+        to reconnect, for at most RETRY_READY_WAIT_S: a peer back from a restart is used
+        as soon as the channel reconnects, and a peer still down costs a few seconds.
         """
         attempts = self._config.limits.max_attempts if idempotent else 1
         backoff_s = self._config.limits.retry_backoff_s
         for attempt in range(1, attempts + 1):
+            retrying = attempt > 1
+            timeout_s = self.timeout_s()
+            own_wait = retrying and timeout_s > RETRY_READY_WAIT_S
             try:
                 return await rpc(
                     request,
-                    timeout=self.timeout_s(),
+                    timeout=RETRY_READY_WAIT_S if own_wait else timeout_s,
                     metadata=self.metadata(to_approval=to_approval),
+                    wait_for_ready=retrying,
                 )
             except grpc.RpcError as error:
                 remote = decode_rpc_error(error)
-                if remote.code == grpc.StatusCode.UNAVAILABLE and attempt < attempts:
+                # Only the direct peer being unreachable is retried here. A peer's own
+                # answer (it carries a reason, e.g. PEER_UNAVAILABLE for the node behind
+                # it) was already retried at that hop: retrying it again would multiply.
+                unreachable = not remote.reason and (
+                    remote.code == grpc.StatusCode.UNAVAILABLE
+                    or (own_wait and remote.code == grpc.StatusCode.DEADLINE_EXCEEDED)
+                )
+                if unreachable and attempt < attempts:
                     logs.event(log, "retrying", logging.WARNING, peer=peer, attempt=attempt)
                     await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
                     continue
+                if unreachable and remote.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    # Our own bounded wait for a reconnect ran out, not the caller's deadline.
+                    remote = dataclasses.replace(remote, code=grpc.StatusCode.UNAVAILABLE)
                 raise remote_to_domain(remote, peer=peer) from None
         raise AssertionError("unreachable: the loop returns or raises")
 

@@ -45,7 +45,7 @@ class Limits:
     call_timeout_s: float = 5.0
     # Attempts for an idempotent outgoing call that failed with UNAVAILABLE.
     max_attempts: int = 3
-    retry_backoff_s: float = 0.05
+    retry_backoff_s: float = 0.1
     # Address-correlation lookups are cached this long; bounds how fast info changes apply.
     identity_cache_ttl_s: float = 5.0
     identity_cache_entries: int = 1024
