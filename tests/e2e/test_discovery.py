@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import time
 from collections.abc import Callable
@@ -22,8 +23,6 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import pki, tls
 from nodes.network.local import LocalNetwork, issue_serial, restart_node, stop_node
 from tests.e2e.purchase_support import buy, request_id, set_status, start_purchase_network
-
-CACHE_REFRESH_BOUND_S = 1  # shop-3's cache_refresh_interval_s in PURCHASE_TOPOLOGY
 
 
 @pytest.fixture(scope="module")
@@ -142,21 +141,28 @@ def test_cache_shop_picks_up_a_new_agency_within_its_refresh_bound(purchase_netw
     refresh bound plus one pull, and got it from a settlement agency (claim 19)."""
     network = purchase_network
 
+    def pulls() -> list[str]:
+        return sorted(
+            stamp
+            for agency in ("agency-1", "agency-2", "agency-9")
+            for stamp in rpcs_received(network, agency, "GetSettlementAgencyGuarantees", "shop-3")
+        )
+
     async def scenario() -> None:
         await wait_for_guarantee(network, "shop-3", "agency-1", 1, 20)
         await register_agency(network, "agency-7", "7111")
+        # Log timestamps are UTC with microseconds, like the nodes' own lines.
+        registered = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
             serial = (await registry_entry(network, "agency-7")).registry_serial
-            waited = await wait_for_guarantee(network, "shop-3", "agency-7", serial, 10)
-            assert waited <= CACHE_REFRESH_BOUND_S + 2.0
-            pulls = [
-                stamp
-                for agency in ("agency-1", "agency-2", "agency-9")
-                for stamp in rpcs_received(
-                    network, agency, "GetSettlementAgencyGuarantees", "shop-3"
-                )
-            ]
-            assert pulls, "shop-3 never pulled from a settlement agency"
+            await wait_for_guarantee(network, "shop-3", "agency-7", serial, 10)
+            seen = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            # The bound is counted in pulls, not seconds (a loaded machine only slows the
+            # pulls down): the pull in flight at the registration, or the next one, brought
+            # the new agency; never a later one.
+            after = [stamp for stamp in pulls() if registered <= stamp <= seen]
+            assert len(after) <= 2, after
+            assert pulls(), "shop-3 caches what it pulled from the settlement agencies"
         finally:
             await set_status(network, "agency-7", types_pb2.ENTITY_STATUS_TERMINATED)
 
