@@ -50,6 +50,9 @@ class Limits:
     identity_cache_ttl_s: float = 5.0
     identity_cache_entries: int = 1024
     database_workers: int = 4
+    # Failed logins per member ID within the window before further logins are refused.
+    login_max_failures: int = 5
+    login_failure_window_s: float = 900.0
     shutdown_grace_s: float = 5.0
     enrollment_timeout_s: float = 30.0
 
@@ -192,9 +195,20 @@ def _validate(config: NodeConfig) -> None:
         if config.role in ("retail", "settlement", "marketplace") and not config.program_serial:
             raise ConfigError("config.program_serial: is required to enrol with approval")
     limits = config.limits
-    for name in ("max_message_bytes", "max_concurrent_rpcs", "max_attempts", "database_workers"):
+    for name in (
+        "max_message_bytes",
+        "max_concurrent_rpcs",
+        "max_attempts",
+        "database_workers",
+        "login_max_failures",
+    ):
         if getattr(limits, name) < 1:
             raise ConfigError(f"config.limits.{name}: must be at least 1")
-    for name in ("call_timeout_s", "identity_cache_ttl_s", "shutdown_grace_s"):
+    for name in (
+        "call_timeout_s",
+        "identity_cache_ttl_s",
+        "shutdown_grace_s",
+        "login_failure_window_s",
+    ):
         if getattr(limits, name) <= 0:
             raise ConfigError(f"config.limits.{name}: must be positive")

@@ -13,6 +13,7 @@ import logging
 from suretynet.marketplace.v1 import marketplace_pb2, marketplace_pb2_grpc
 
 from nodes.common import logs
+from nodes.common.credentials import LoginThrottle
 from nodes.common.node import NodeRuntime, RoleParts
 from nodes.common.registration import registration_request
 from nodes.common.server import Service
@@ -45,7 +46,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
     services = [
         Service(
             SERVICES["PurchaserService"].full_name,
-            PurchaserServicer(mediator, *common),
+            PurchaserServicer(mediator, LoginThrottle.from_limits(runtime.config.limits), *common),
             marketplace_pb2_grpc.add_PurchaserServiceServicer_to_server,
         ),
         Service(

@@ -14,6 +14,7 @@ from suretynet.marketplace.v1 import marketplace_pb2_grpc
 
 from nodes.common.calls import call_info
 from nodes.common.convert import timestamp
+from nodes.common.credentials import LoginThrottle, throttled_login
 from nodes.common.errors import DomainError, required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import RpcPolicy, policy
@@ -90,9 +91,10 @@ class _Base:
 class PurchaserServicer(_Base, marketplace_pb2_grpc.PurchaserServiceServicer):
     """A contract member's access to its marketplace (claim 1 request receiving; claim 5)."""
 
-    def __init__(self, mediator: Mediator, *args: Any) -> None:
+    def __init__(self, mediator: Mediator, throttle: LoginThrottle, *args: Any) -> None:
         super().__init__(*args)
         self._mediator = mediator
+        self._throttle = throttle
 
     async def _member(self) -> str:
         authorization = call_info().metadata.get(AUTHORIZATION_METADATA_KEY)
@@ -106,14 +108,18 @@ class PurchaserServicer(_Base, marketplace_pb2_grpc.PurchaserServiceServicer):
     ) -> pb.LoginResponse:
         if not request.member_id:
             raise required("member_id")
-        token, member, expires_at = await self._store.run(
-            lambda: members.login(
-                self._repo,
-                request.member_id,
-                request.password,
-                utc_now(),
-                self._settings.session_ttl,
-            )
+        token, member, expires_at = await throttled_login(
+            self._throttle,
+            request.member_id,
+            lambda: self._store.run(
+                lambda: members.login(
+                    self._repo,
+                    request.member_id,
+                    request.password,
+                    utc_now(),
+                    self._settings.session_ttl,
+                )
+            ),
         )
         return pb.LoginResponse(
             session_token=token,

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import Message
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
+from nodes.common import credentials
 from nodes.common.calls import call_info
 from nodes.common.convert import (
     decode_page_token,
@@ -134,6 +135,17 @@ class _AgencyServicer:
 class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer):
     """The member's own access: login, payment information, anonymous IDs, notices."""
 
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        repo: SettlementRepository,
+        peers: SettlementPeers,
+        board: NoticeBoard,
+        settings: SettlementSettings,
+    ) -> None:
+        super().__init__(runtime, repo, peers, board, settings)
+        self._throttle = credentials.LoginThrottle.from_limits(runtime.config.limits)
+
     async def _session(self) -> tuple[MemberRow, SessionRow]:
         authorization = call_info().metadata.get("authorization")
         return await self._store.run(lambda: members.authenticate(self._repo, authorization))
@@ -169,7 +181,9 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
                 member=member_to_proto(member, members.credit_used(self._repo, member.member_id)),
             )
 
-        return await self._store.run(open_session)
+        return await credentials.throttled_login(
+            self._throttle, request.member_id, lambda: self._store.run(open_session)
+        )
 
     async def Logout(
         self, request: settlement_pb2.LogoutRequest, context: grpc.aio.ServicerContext

@@ -37,3 +37,51 @@ def test_malformed_authorization_is_refused_with_its_reason(header: str | None, 
     with pytest.raises(DomainError) as refused:
         credentials.bearer_token_digest(header, login_rpc="MemberService/Login")
     assert refused.value.reason == reason
+
+
+def test_logins_are_throttled_per_member_after_too_many_failures_and_recover():
+    """Five failures within the window lock the member ID out, not others; time heals it."""
+    now = [1000.0]
+    throttle = credentials.LoginThrottle(max_failures=5, window_s=900, clock=lambda: now[0])
+    for _ in range(5):
+        throttle.check("alice")
+        throttle.failed("alice")
+    with pytest.raises(DomainError) as refused:
+        throttle.check("alice")
+    assert refused.value.reason == "LOGIN_THROTTLED"
+    assert refused.value.metadata["retry_after_s"] == "900"
+    throttle.check("bob")  # another member is unaffected
+    now[0] += 901  # the window slides past the failures
+    throttle.check("alice")
+
+
+def test_a_successful_login_clears_the_failures_and_memory_stays_bounded():
+    throttle = credentials.LoginThrottle(max_failures=2, window_s=60, max_tracked=3)
+    throttle.failed("alice")
+    throttle.succeeded("alice")
+    throttle.failed("alice")
+    throttle.check("alice")  # one failure since the success: still allowed
+    for number in range(10):
+        throttle.failed(f"guess-{number}")
+    assert len(throttle._failures) == 3
+
+
+def test_throttled_login_counts_only_wrong_credentials():
+    import asyncio
+
+    throttle = credentials.LoginThrottle(max_failures=1, window_s=60)
+
+    async def wrong() -> None:
+        raise credentials.credentials_invalid()
+
+    async def suspended() -> None:
+        raise DomainError(credentials.ErrorKind.FAILED_PRECONDITION, "ENTITY_SUSPENDED", "x")
+
+    with pytest.raises(DomainError):
+        asyncio.run(credentials.throttled_login(throttle, "carol", suspended))
+    throttle.check("carol")  # a suspension is not a guess
+    with pytest.raises(DomainError):
+        asyncio.run(credentials.throttled_login(throttle, "carol", wrong))
+    with pytest.raises(DomainError) as refused:
+        asyncio.run(credentials.throttled_login(throttle, "carol", wrong))
+    assert refused.value.reason == "LOGIN_THROTTLED"

@@ -425,6 +425,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """ALREADY_EXISTS. A member with this ID is already enrolled. Operator: use
     another ID or update the existing member.
     """
+    ERROR_REASON_LOGIN_THROTTLED: _ErrorReason.ValueType  # 46
+    """RESOURCE_EXHAUSTED. Too many failed logins for this member ID within the
+    node's window (limits.login_max_failures in limits.login_failure_window_s);
+    ErrorInfo.metadata.retry_after_s says when to try again. Operator: nothing,
+    unless a member reports it: someone may be guessing that member's password.
+    """
     ERROR_REASON_ANONYMOUS_ID_INVALID: _ErrorReason.ValueType  # 50
     """NOT_FOUND. The anonymous user ID was not issued (or, under the directory
     variant, not delivered to this shop). Operator: the member must get a new
@@ -686,6 +692,12 @@ ERROR_REASON_MEMBER_NOT_FOUND: ErrorReason.ValueType  # 44
 ERROR_REASON_MEMBER_ALREADY_ENROLLED: ErrorReason.ValueType  # 45
 """ALREADY_EXISTS. A member with this ID is already enrolled. Operator: use
 another ID or update the existing member.
+"""
+ERROR_REASON_LOGIN_THROTTLED: ErrorReason.ValueType  # 46
+"""RESOURCE_EXHAUSTED. Too many failed logins for this member ID within the
+node's window (limits.login_max_failures in limits.login_failure_window_s);
+ErrorInfo.metadata.retry_after_s says when to try again. Operator: nothing,
+unless a member reports it: someone may be guessing that member's password.
 """
 ERROR_REASON_ANONYMOUS_ID_INVALID: ErrorReason.ValueType  # 50
 """NOT_FOUND. The anonymous user ID was not issued (or, under the directory
