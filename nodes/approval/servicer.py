@@ -13,7 +13,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.approval import enrollment
 from nodes.approval.enrollment import InformationChange, LicensePolicy, Registration
-from nodes.common.calls import call_info
+from nodes.common.calls import call_info, certificate_caller
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.convert import (
     enum_label,
@@ -187,7 +187,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
         self, request: approval_pb2.RegisterEntityRequest, context: grpc.aio.ServicerContext
     ) -> approval_pb2.RegisterEntityResponse:
         info = call_info()
-        assert info.caller is not None
+        caller = certificate_caller()
         registration = Registration(
             program_serial=request.program_serial,
             role=role_label(request.role),
@@ -208,7 +208,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             entity, issued = enrollment.register_entity(
                 self._repo,
                 registration,
-                caller=info.caller,  # type: ignore[arg-type]
+                caller=caller,
                 caller_ip=info.peer_ip,
                 policy=self._policy,
             )
@@ -230,12 +230,11 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
     async def RotateLicenseKey(
         self, request: approval_pb2.RotateLicenseKeyRequest, context: grpc.aio.ServicerContext
     ) -> approval_pb2.RotateLicenseKeyResponse:
-        info = call_info()
-        presented = info.metadata.get(LICENSE_KEY_METADATA_KEY)
+        presented = call_info().metadata.get(LICENSE_KEY_METADATA_KEY)
+        caller = certificate_caller()
 
         def effect() -> approval_pb2.RotateLicenseKeyResponse:
-            assert info.caller is not None
-            current = enrollment.authenticate_license_key(self._repo, presented, info.caller)
+            current = enrollment.authenticate_license_key(self._repo, presented, caller)
             issued, previous = enrollment.rotate_license_key(self._repo, current, self._policy)
             assert previous.grace_until is not None, "a rotated key always has a grace end"
             grace = previous.grace_until - utc_now()
@@ -261,18 +260,17 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
     async def _change(
         self, request: Any, role: str, change: InformationChange, response_type: type[Any]
     ) -> Any:
-        info = call_info()
+        caller = certificate_caller()
         if not request.entity_id:
             raise required("entity_id")
 
         def effect() -> Any:
-            assert info.caller is not None
             entity = enrollment.change_information(
                 self._repo,
                 role=role,
                 entity_id=request.entity_id,
                 change=change,
-                caller=info.caller,
+                caller=caller,
             )
             return response_type(entity=entity_to_proto(entity))
 

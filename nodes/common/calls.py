@@ -55,3 +55,15 @@ def call_info() -> CallInfo:
     if info is None:
         raise RuntimeError("call_info() used outside an RPC served through the interceptor")
     return info
+
+
+def certificate_caller() -> EntityIdentity:
+    """The certificate holder calling an RPC whose policy admits no members.
+
+    The interceptor has already refused certificate-less callers for such an RPC, so a
+    None here is a programming error (a policy with ``members=True``), not a caller's.
+    """
+    caller = call_info().caller
+    if caller is None:
+        raise RuntimeError("certificate_caller() used on an RPC open to members")
+    return caller

@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.common.calls import call_info
+from nodes.common.calls import certificate_caller
 from nodes.common.convert import timestamp
 from nodes.common.errors import required
 from nodes.common.idempotency import remember_served, serve_once, served_answer
@@ -164,8 +164,7 @@ class AnonymousIdServicer(retail_pb2_grpc.AnonymousIdServiceServicer):
     async def DeliverAnonymousUserId(
         self, request: retail_pb2.DeliverAnonymousUserIdRequest, context: grpc.aio.ServicerContext
     ) -> retail_pb2.DeliverAnonymousUserIdResponse:
-        caller = call_info().caller
-        assert caller is not None, "the policy admits certificate holders only"
+        caller = certificate_caller()
         agency = await self._peers.related_settlement_agency(caller.entity_id)
         anonymous_ids.check_delivery(
             request.anonymous_user_id,

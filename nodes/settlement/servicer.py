@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
 from nodes.common import credentials
-from nodes.common.calls import call_info
+from nodes.common.calls import call_info, certificate_caller
 from nodes.common.convert import (
     decode_page_token,
     encode_page_token,
@@ -303,8 +303,7 @@ class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceService
         request: settlement_pb2.NotifyCancelRequestRequest,
         context: grpc.aio.ServicerContext,
     ) -> settlement_pb2.NotifyCancelRequestResponse:
-        caller = call_info().caller
-        assert caller is not None, "the policy admits certificate holders only"
+        caller = certificate_caller()
         return await self._flows.process_cancel_request(caller, request)
 
     async def SearchBillingAgencyIdentification(
@@ -312,8 +311,7 @@ class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceService
         request: settlement_pb2.SearchBillingAgencyIdentificationRequest,
         context: grpc.aio.ServicerContext,
     ) -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
-        caller = call_info().caller
-        assert caller is not None, "the policy admits certificate holders only"
+        caller = certificate_caller()
         return await self._flows.approve_purchase(caller, request)
 
     async def GetSettlementAgencyGuarantees(

@@ -6,7 +6,7 @@ import grpc
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common import logs
-from nodes.common.calls import call_info
+from nodes.common.calls import certificate_caller
 from nodes.common.convert import timestamp
 from nodes.common.errors import required
 from nodes.common.idempotency import serve_once
@@ -43,8 +43,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         request: verification_pb2.SubmitTransactionReportRequest,
         context: grpc.aio.ServicerContext,
     ) -> verification_pb2.SubmitTransactionReportResponse:
-        caller = call_info().caller
-        assert caller is not None, "the policy admits certificate holders only"
+        caller = certificate_caller()
         reports.validate_report(request.transaction_report, caller)
         trace_id = logs.current_trace_id()
 
@@ -79,8 +78,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         request: verification_pb2.SubmitCancelRequestNoticeRequest,
         context: grpc.aio.ServicerContext,
     ) -> verification_pb2.SubmitCancelRequestNoticeResponse:
-        caller = call_info().caller
-        assert caller is not None, "the policy admits certificate holders only"
+        caller = certificate_caller()
 
         def effect() -> verification_pb2.SubmitCancelRequestNoticeResponse:
             row = cancellations.store_request(self._repo, request.cancel_request_notice, caller)
@@ -102,8 +100,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         request: verification_pb2.SubmitCancelProcessNoticeRequest,
         context: grpc.aio.ServicerContext,
     ) -> verification_pb2.SubmitCancelProcessNoticeResponse:
-        caller = call_info().caller
-        assert caller is not None, "the policy admits certificate holders only"
+        caller = certificate_caller()
 
         def effect() -> verification_pb2.SubmitCancelProcessNoticeResponse:
             row, request_row = cancellations.store_process(
@@ -126,8 +123,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     ) -> verification_pb2.GetCancellationRecordResponse:
         if not request.order_number:
             raise required("order_number")
-        caller = call_info().caller
-        assert caller is not None, "the policy admits certificate holders only"
+        caller = certificate_caller()
         record = await self._store.run(
             lambda: cancellations.cancellation_record(
                 self._repo, request.order_number, request.cancel_request_id, caller

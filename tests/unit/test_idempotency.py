@@ -83,3 +83,19 @@ def test_member_callers_must_name_their_own_scope():
     member_call = CallInfo(method="/x.Y/Z", peer_ip=None, caller=None)
     with pytest.raises(RuntimeError, match="explicit idempotency scope"):
         _ = member_call.scope
+
+
+def test_certificate_caller_is_the_certificate_holder_and_refuses_a_member():
+    """Node-only RPCs read their caller once, here; a member there is a policy bug."""
+    from nodes.common.calls import certificate_caller, current_call
+    from nodes.common.identity import EntityIdentity
+
+    shop = EntityIdentity("retail", "shop-1")
+    token = current_call.set(CallInfo(method="/x.Y/Z", peer_ip=None, caller=shop))
+    try:
+        assert certificate_caller() == shop
+        current_call.set(CallInfo(method="/x.Y/Z", peer_ip=None, caller=None))
+        with pytest.raises(RuntimeError, match="open to members"):
+            certificate_caller()
+    finally:
+        current_call.reset(token)
