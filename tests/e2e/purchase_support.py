@@ -17,18 +17,14 @@ from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo_data import members_of
 from nodes.network.flows.purchase import wait_for_cached_agency
-from nodes.network.local import LocalNetwork, NodeSpec
+from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec
 
 # The network every purchase test module runs: one shop per discovery variant, plus an
 # agency whose anonymous user IDs expire within seconds.
 SHORT_ID_AGENCY = "agency-9"
 PURCHASE_TOPOLOGY: tuple[NodeSpec, ...] = (
-    NodeSpec("approval", "institution", "Credit Guarantee Institution"),
-    NodeSpec("verification", "verification", "Transaction Verification Server"),
-    NodeSpec("settlement", "agency-1", "First Settlement Agency", {"routing_prefix": "4111"}, True),
-    NodeSpec(
-        "settlement", "agency-2", "Second Settlement Agency", {"routing_prefix": "5222"}, True
-    ),
+    # The institution and both agencies exactly as `suretynet up` runs them.
+    *(spec for spec in DEFAULT_TOPOLOGY if spec.role in ("approval", "verification", "settlement")),
     NodeSpec(
         "settlement",
         SHORT_ID_AGENCY,
