@@ -119,7 +119,12 @@ def test_institution_callers_are_correlated_with_the_configured_address():
 
 
 def test_members_operators_and_uncorrelated_rpcs_are_not_address_checked():
+    """From an address that would mismatch: accepted, and approval is never even asked."""
     check = correlation("10.0.0.1:7000")
     asyncio.run(check(call(None, "192.0.2.1"), policy(members=True)))
     asyncio.run(check(call(EntityIdentity("admin", "operator"), "192.0.2.1"), policy("admin")))
     asyncio.run(check(call(SHOP, "192.0.2.1"), policy("retail", correlate=False)))
+    assert check.cache.fetches == 0
+    with pytest.raises(DomainError):  # the same shop on a correlated RPC is refused
+        asyncio.run(check(call(SHOP, "192.0.2.1"), policy("retail")))
+    assert check.cache.fetches == 1
