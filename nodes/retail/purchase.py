@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 
 # Errors that mean "not now" rather than "no": the flow stays resumable.
 TRANSIENT_KINDS = (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind.ABORTED)
-# Settlement files the transaction report before it answers, so approval finds it at once;
-# these retries only cover a report still in flight between the two.
-REPORT_RETRIES = 3
-REPORT_RETRY_BACKOFF_S = 0.2
 RESUME_BATCH = 20
 
 
@@ -147,14 +143,9 @@ class PurchaseFlow:
             )
         if row.step == "verify":
             verify_request = orders.verification_request(row, self._runtime.config.entity_id)
-            for attempt in range(1, REPORT_RETRIES + 1):
-                try:
-                    response = await self._peers.verify_transaction(verify_request)
-                    break
-                except DomainError as error:
-                    if error.reason != "TRANSACTION_REPORT_NOT_FOUND" or attempt == REPORT_RETRIES:
-                        raise
-                    await asyncio.sleep(REPORT_RETRY_BACKOFF_S * attempt)
+            # No wait for the report: the agency files it with verification, and has it
+            # acknowledged, before it answers the shop. A missing report is a refusal.
+            response = await self._peers.verify_transaction(verify_request)
             verification = response.transaction_verification
             completed = await self._store.run(lambda: orders.complete(repo, number, verification))
             logs.event(log, "sale recorded", order_number=number)
