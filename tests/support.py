@@ -61,6 +61,9 @@ def node_config(tmp_path: Path, ca: Pki, role: str, entity_id: str, **values: An
         "entity_id": entity_id,
         "database_url": f"sqlite:///{tmp_path / f'{entity_id}.db'}",
         "listen_address": "127.0.0.1:0",
+        # Every in-process node accepts the tests' one operator (Pki.channel's default), as
+        # if each node's organization had issued it; scoping is proven in test_operators.
+        "operators": ["operator"],
         **values,
     }
     if role in ("retail", "settlement", "marketplace"):

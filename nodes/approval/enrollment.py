@@ -339,11 +339,14 @@ def change_information(
     entity_id: str,
     change: InformationChange,
     caller: EntityIdentity,
+    source_ip: str = "",
 ) -> EntityRow:
     """Applies an information change request (claims 6, 7, 15, 16, 24, 25).
 
-    An entity may change only its own entry; the institution's admin may change any.
-    Each change bumps the registry serial so push and cache subscribers see it.
+    An entity may change only its own entry, and (address correlation, before this runs)
+    only from its current registered address; the institution's operators, the only
+    operators approval accepts, may change any. Each change is recorded with who made it
+    and from where, and bumps the registry serial so push and cache subscribers see it.
     """
     if caller.role != "admin" and (caller.role != role or caller.entity_id != entity_id):
         raise DomainError(
@@ -373,6 +376,7 @@ def change_information(
         "routing_prefix": change.routing_prefix,
         "discovery_variant": change.discovery_variant,
     }
+    previous_address = entity.address
     for name, value in updates.items():
         if value is not None:
             setattr(entity, name, value)
@@ -385,6 +389,14 @@ def change_information(
     entity.registry_serial = repo.next_registry_serial()
     entity.updated_at = utc_now()
     entity.save()
+    repo.registry_changes.create(
+        entity_id=entity_id,
+        changed_by=caller.uri,
+        source_ip=source_ip,
+        previous_address=previous_address,
+        address=entity.address,
+        registry_serial=entity.registry_serial,
+    )
     return entity
 
 

@@ -271,6 +271,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
                 entity_id=request.entity_id,
                 change=change,
                 caller=caller,
+                source_ip=str(call_info().peer_ip or ""),
             )
             return response_type(entity=entity_to_proto(entity))
 

@@ -10,6 +10,7 @@ typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -77,6 +78,14 @@ class NodeConfig:
     program_serial: str = ""
     ready_file: Path | None = None
     log_level: str = "INFO"
+    # Operator certificates (suretynet://admin/ENTITY) this node accepts, by ENTITY: its
+    # own organization's. Empty means the node's own entity ID. See docs/IDENTITY.md.
+    operators: tuple[str, ...] = ()
+    # The networks (CIDR) operator calls may come from; loopback unless configured.
+    operator_networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # The file holding the key that seals secrets this node stores (license keys, stored
+    # answers); empty means beside a SQLite database, and is required for PostgreSQL.
+    secrets_key_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     # Role-specific settings, e.g. [retail] discovery = "directory"; read by the role.
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -84,6 +93,11 @@ class NodeConfig:
     @property
     def display_name(self) -> str:
         return self.name or self.entity_id
+
+    @property
+    def accepted_operators(self) -> frozenset[str]:
+        """The operator entity IDs this node accepts (its own entity ID unless configured)."""
+        return frozenset(self.operators or (self.entity_id,))
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -123,6 +137,10 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
             values[key] = _build(TlsConfig, tls_values, f"{where}.tls")
         elif key == "options":
             values[key] = dict(value)
+        elif "tuple[str" in str(kind):
+            if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{where}.{key}: expected a list of strings, got {value!r}")
+            values[key] = tuple(value)
         elif "Path" in str(kind):
             values[key] = value if isinstance(value, Path) else Path(value)
         elif "float" in str(kind):
@@ -173,6 +191,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         )
     if config.ready_file is not None:
         config = dataclasses.replace(config, ready_file=resolve(config.ready_file))
+    if config.secrets_key_file is not None:
+        config = dataclasses.replace(config, secrets_key_file=resolve(config.secrets_key_file))
     return config
 
 
@@ -194,6 +214,16 @@ def _validate(config: NodeConfig) -> None:
             raise ConfigError("config.approval_address: is required for every node but approval")
         if config.role in ("retail", "settlement", "marketplace") and not config.program_serial:
             raise ConfigError("config.program_serial: is required to enrol with approval")
+    for operator in config.operators:
+        try:
+            validate_entity_id(operator)
+        except ValueError as error:
+            raise ConfigError(f"config.operators: {error}") from error
+    for network in config.operator_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as error:
+            raise ConfigError(f"config.operator_networks: {error}") from error
     limits = config.limits
     for name in (
         "max_message_bytes",

@@ -6,7 +6,9 @@ For each RPC it
 3. checks the method's policy: which certificate roles may call it, and whether members
    (no certificate, session token) may;
 4. runs the node's extra checks (license keys at approval, address correlation);
-5. turns a DomainError into a rich status, and anything unexpected into a bare INTERNAL.
+5. decodes the request itself: undecodable bytes and undefined enum numbers are the
+   caller's INVALID_ARGUMENT (nodes/common/decoding.py);
+6. turns a DomainError into a rich status, and anything unexpected into a bare INTERNAL.
 Reflection and health are exempt, so grpcurl and load balancers always work.
 """
 
@@ -23,6 +25,7 @@ import grpc
 
 from nodes.common import logs
 from nodes.common.calls import CallInfo, current_call
+from nodes.common.decoding import decode_request
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity, parse_entity_uri, parse_peer_ip
 from nodes.common.status import internal_status, to_status
@@ -91,16 +94,20 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
         rpc_policy = self._policies.get(method)
+        # The request arrives as raw bytes and is decoded inside the wrapper, after the
+        # caller is admitted, so a body that does not parse is the caller's INVALID_ARGUMENT
+        # (nodes/common/decoding.py), not gRPC's own UNKNOWN.
+        deserializer = handler.request_deserializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, rpc_policy, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, rpc_policy, handler.unary_unary, deserializer),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, rpc_policy, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, rpc_policy, handler.unary_stream, deserializer),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -190,11 +197,16 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         return None
 
     def _wrap_unary(
-        self, method: str, rpc_policy: RpcPolicy | None, behavior: Callable[..., Any]
+        self,
+        method: str,
+        rpc_policy: RpcPolicy | None,
+        behavior: Callable[..., Any],
+        deserializer: Callable[[bytes], Any] | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        async def serve(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def serve(body: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 await self._admit(method, rpc_policy, context)
+                request = decode_request(deserializer, body)
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
             except Exception as error:
@@ -203,11 +215,16 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         return serve
 
     def _wrap_stream(
-        self, method: str, rpc_policy: RpcPolicy | None, behavior: Callable[..., Any]
+        self,
+        method: str,
+        rpc_policy: RpcPolicy | None,
+        behavior: Callable[..., Any],
+        deserializer: Callable[[bytes], Any] | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
-        async def serve(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def serve(body: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 await self._admit(method, rpc_policy, context)
+                request = decode_request(deserializer, body)
                 async for item in behavior(request, context):
                     yield item
             except Exception as error:

@@ -31,6 +31,7 @@ from nodes.common.correlation import (
     remote_lookup,
 )
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
+from nodes.common.operators import OperatorAuthority
 from nodes.common.server import NodeServer, Service, address_with_port
 from storage.common.database import Store, open_database
 from storage.common.models import NodeCredential, utc_now
@@ -107,6 +108,9 @@ class Node:
             },
         )
         self.interceptor.add_check(self.correlation, first=True)
+        self.interceptor.add_check(
+            OperatorAuthority(config.accepted_operators, config.operator_networks), first=True
+        )
         self.server = NodeServer(config, self.parts.services, self.interceptor)
         self._license_key: str | None = None
 

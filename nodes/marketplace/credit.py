@@ -78,7 +78,16 @@ def score(counts: Mapping[str, int], standards: Sequence[Standard], threshold_po
 
 
 def validate_standards(standards: Sequence[Standard], threshold_points: int) -> None:
+    """Refuses standards that could not tell purchasers apart.
+
+    At least one standard is required, and the threshold lies between 1 and the number of
+    standards: with none, or with a threshold of 0 or below, a purchaser failing as many
+    items as it meets (or every one) would still be guaranteed; above the number of
+    standards, no purchaser ever could be.
+    """
     violations = Violations()
+    if not standards:
+        violations.add("standards", "at least one credit standard is required")
     seen: set[str] = set()
     for index, standard in enumerate(standards):
         path = f"standards[{index}]"
@@ -91,8 +100,10 @@ def validate_standards(standards: Sequence[Standard], threshold_points: int) -> 
             violations.add(f"{path}.max_count", f"must be 0-{MAX_COUNT}")
         if not 1 <= standard.window_days <= MAX_WINDOW_DAYS:
             violations.add(f"{path}.window_days", f"must be 1-{MAX_WINDOW_DAYS}")
-    if abs(threshold_points) > len(ITEMS):
-        violations.add("threshold_points", f"must be between -{len(ITEMS)} and {len(ITEMS)}")
+    if not 1 <= threshold_points <= max(1, len(standards)):
+        violations.add(
+            "threshold_points", f"must be between 1 and the number of standards ({len(standards)})"
+        )
     violations.raise_if_any()
 
 

@@ -30,10 +30,12 @@ def _channel(args: argparse.Namespace, entity_id: str) -> grpc.aio.Channel:
     node = next((n for n in manifest["nodes"] if n["entity_id"] == entity_id), None)
     if node is None:
         raise ValueError(f"network.json has no node {entity_id!r}")
+    # Each node accepts only its own organization's operator (docs/IDENTITY.md).
+    operator = node.get("operator") or manifest["admin"]
     credentials = tls.client_credentials(
         Path(manifest["ca"]).read_bytes(),
-        Path(manifest["admin"]["cert"]).read_bytes(),
-        Path(manifest["admin"]["key"]).read_bytes(),
+        Path(operator["cert"]).read_bytes(),
+        Path(operator["key"]).read_bytes(),
     )
     return grpc.aio.secure_channel(node["address"], credentials)
 

@@ -2,7 +2,9 @@
 
 Layout of the data directory:
     pki/ca.pem, pki/ca.key          the network CA
-    pki/<role>-<entity>.pem/.key    node certificates; pki/admin-operator.* for operators
+    pki/<role>-<entity>.pem/.key    node certificates
+    pki/admin-<organization>.*      one operator certificate per organization: the
+                                    institution's (approval, verification) and each node's
     <entity>/node.toml              each node's config; <entity>/node.db its database
     logs/<entity>.log               each node's JSON log lines
     network.json                    written once every node reports SERVING
@@ -35,7 +37,9 @@ from nodes.network.netns import NetnsLab
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
-ADMIN_ENTITY = "operator"
+# The institution's organization: its operator administers approval and verification only.
+INSTITUTION = "institution"
+INSTITUTION_ROLES = ("approval", "verification")
 LAB_VERIFICATION_PORT = 7443
 
 
@@ -173,6 +177,24 @@ class RunningNode:
     key: Path
     address: str = ""
     member_address: str = ""
+    # The operator certificate of the node's organization (suretynet://admin/<organization>).
+    operator_cert: Path | None = None
+    operator_key: Path | None = None
+
+
+def organization(spec: NodeSpec) -> str:
+    """The organization operating a node: the institution's nodes share one."""
+    return INSTITUTION if spec.role in INSTITUTION_ROLES else spec.entity_id
+
+
+def issue_operator_certificate(pki_dir: Path, org: str, ip: str) -> tuple[Path, Path]:
+    """The operator certificate of ``org`` (suretynet://admin/<org>), issued once."""
+    cert, key = pki_dir / f"admin-{org}.pem", pki_dir / f"admin-{org}.key"
+    if not cert.exists():
+        pki.issue_certificate(
+            pki_dir, role="admin", entity_id=org, ip_addresses=[ip], out_directory=pki_dir
+        )
+    return cert, key
 
 
 @dataclass
@@ -196,15 +218,36 @@ class LocalNetwork:
     def node(self, entity_id: str) -> RunningNode:
         return next(node for node in self.nodes if node.spec.entity_id == entity_id)
 
+    def operator_ip(self) -> str:
+        """Where operator calls come from: the host (the bridge's address under a lab)."""
+        return self.lab.gateway_ip if self.lab is not None else self.ip
+
+    def operator_credentials(self, address: str) -> tuple[Path, Path]:
+        """The operator certificate and key of the organization serving ``address``.
+
+        Each node accepts only its own organization's operator, so a tool calling a node's
+        admin RPCs must present that organization's certificate; the institution's is the
+        fallback for an address no node of this network serves.
+        """
+        for node in self.nodes:
+            if address in (node.address, node.member_address) and node.operator_cert:
+                assert node.operator_key is not None
+                return node.operator_cert, node.operator_key
+        return self.admin_cert, self.admin_key
+
     def admin_channel(self, address: str) -> grpc.aio.Channel:
+        """A mutual-TLS channel to ``address`` as the operator of the node serving it."""
+        cert, key = self.operator_credentials(address)
         credentials = tls.client_credentials(
-            self.ca.read_bytes(), self.admin_cert.read_bytes(), self.admin_key.read_bytes()
+            self.ca.read_bytes(), cert.read_bytes(), key.read_bytes()
         )
         return grpc.aio.secure_channel(address, credentials)
 
     def manifest(self) -> dict[str, Any]:
         return {
             "ca": str(self.ca),
+            # The institution's operator (approval and verification); each node's own
+            # organization's operator is under nodes[i].operator.
             "admin": {"cert": str(self.admin_cert), "key": str(self.admin_key)},
             "nodes": [
                 {
@@ -217,6 +260,7 @@ class LocalNetwork:
                     "database": str(node.directory / "node.db"),
                     "config": str(node.directory / "node.toml"),
                     "log": str(self.data_dir / "logs" / f"{node.spec.entity_id}.log"),
+                    "operator": {"cert": str(node.operator_cert), "key": str(node.operator_key)},
                 }
                 for node in self.nodes
             ],
@@ -275,6 +319,9 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
             ip_addresses=[ip],
             out_directory=pki_dir,
         )
+    org = organization(spec)
+    operator_ip = network.operator_ip()
+    operator_cert, operator_key = issue_operator_certificate(pki_dir, org, operator_ip)
     values: dict[str, Any] = {
         "role": spec.role,
         "entity_id": spec.entity_id,
@@ -282,6 +329,8 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
         "listen_address": f"{ip}:0",
         "database_url": f"sqlite:///{directory / 'node.db'}",
         "ready_file": str(directory / "ready.json"),
+        "operators": [org],
+        "operator_networks": [operator_ip],
         **config,
     }
     if spec.serves_members:
@@ -296,7 +345,15 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
             "options": {**tables.pop("options", {}), **spec.options},
         },
     )
-    node = RunningNode(spec, _launch(network, spec, directory), directory, cert, key)
+    node = RunningNode(
+        spec,
+        _launch(network, spec, directory),
+        directory,
+        cert,
+        key,
+        operator_cert=operator_cert,
+        operator_key=operator_key,
+    )
     network.nodes.append(node)
     return node
 
@@ -427,18 +484,9 @@ async def start_network(
     pki_dir = data_dir / "pki"
     if not (pki_dir / "ca.pem").exists():
         pki.init_ca(pki_dir)
-    admin = pki_dir / f"admin-{ADMIN_ENTITY}.pem"
-    if not admin.exists():
-        pki.issue_certificate(
-            pki_dir,
-            role="admin",
-            entity_id=ADMIN_ENTITY,
-            ip_addresses=["127.0.0.1"],
-            out_directory=pki_dir,
-        )
-    network = LocalNetwork(
-        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key", lab=lab
-    )
+    admin_ip = lab.gateway_ip if lab is not None else "127.0.0.1"
+    admin, admin_key = issue_operator_certificate(pki_dir, INSTITUTION, admin_ip)
+    network = LocalNetwork(data_dir, pki_dir / "ca.pem", admin, admin_key, lab=lab)
     extra = extra_config or {}
     try:
         # Approval checks shops against verification (step 10) and verification talks to
@@ -494,10 +542,19 @@ async def _serial_for(network: LocalNetwork, approval: str, spec: NodeSpec) -> s
 
 
 def grpcurl_examples(network: LocalNetwork) -> list[str]:
-    """Ready-to-paste grpcurl commands using the admin certificate."""
+    """Ready-to-paste grpcurl commands using the institution's operator certificate."""
     tls_flags = f"-cacert {network.ca} -cert {network.admin_cert} -key {network.admin_key}"
     approval = next(node for node in network.nodes if node.spec.role == "approval")
     examples = [f"grpcurl {tls_flags} {node.address} list" for node in network.nodes[:2]]
+    agencies = [node for node in network.nodes if node.spec.role == "settlement"]
+    if agencies and agencies[0].operator_cert:
+        # Every other node takes only its own organization's operator certificate.
+        agency = agencies[0]
+        examples.append(
+            f"grpcurl -cacert {network.ca} -cert {agency.operator_cert} "
+            f"-key {agency.operator_key} -d '{{}}' {agency.address} "
+            "suretynet.settlement.v1.SettlementAdminService/ListOrders"
+        )
     examples.append(
         f"grpcurl {tls_flags} {approval.address} describe suretynet.approval.v1.EnrollmentService"
     )

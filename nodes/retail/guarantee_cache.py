@@ -9,14 +9,59 @@ registry serial it is complete up to.
 from __future__ import annotations
 
 import datetime
+import re
 
 from suretynet.type.v1 import types_pb2
 
 from nodes.common.convert import enum_label, enum_value, timestamp
-from nodes.common.errors import DomainError, ErrorKind
+from nodes.common.errors import DomainError, ErrorKind, Violations
+from nodes.common.identity import ENTITY_ID_PATTERN, host_ip
 from storage.common.models import utc_now
 from storage.retail.models import GuaranteeCacheStateRow, GuaranteeRow
 from storage.retail.repository import RetailRepository
+
+ROUTING_PREFIX_PATTERN = re.compile(r"^[0-9]{4,8}$")
+# Registry serials count changes at approval from 1; a million changes a second for thirty
+# years stays below this. A higher serial is garbage, and would pin the cache forever (every
+# later guarantee would look older), so it is refused.
+MAX_REGISTRY_SERIAL = 10**15
+MAX_DISPLAY_NAME_LENGTH = 200
+
+
+def validate_push(
+    guarantee: types_pb2.SettlementAgencyIdentificationGuarantee,
+    registry_serial: int,
+    previous_registry_serial: int,
+) -> None:
+    """Refuses a pushed guarantee (claim 10) that approval could never have written."""
+    violations = Violations()
+    if not ENTITY_ID_PATTERN.match(guarantee.settlement_agency_id):
+        violations.add("guarantee.settlement_agency_id", "must be an entity ID")
+    if len(guarantee.display_name) > MAX_DISPLAY_NAME_LENGTH or not (
+        guarantee.display_name.isprintable()
+    ):
+        violations.add(
+            "guarantee.display_name", f"must be 0-{MAX_DISPLAY_NAME_LENGTH} printable characters"
+        )
+    if not ROUTING_PREFIX_PATTERN.match(guarantee.routing_prefix):
+        violations.add("guarantee.routing_prefix", "must be 4 to 8 digits")
+    host, _, port = guarantee.address.rpartition(":")
+    try:
+        host_ip(guarantee.address)
+        valid_port = port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        valid_port = False
+    if not host or not valid_port:
+        violations.add("guarantee.address", "must be IP:port")
+    if guarantee.status == types_pb2.ENTITY_STATUS_UNSPECIFIED:
+        violations.add("guarantee.status", "is required")
+    if not 0 < guarantee.registry_serial <= MAX_REGISTRY_SERIAL:
+        violations.add("guarantee.registry_serial", f"must be 1 to {MAX_REGISTRY_SERIAL}")
+    if registry_serial != guarantee.registry_serial:
+        violations.add("registry_serial", "must equal guarantee.registry_serial")
+    if not 0 <= previous_registry_serial < max(1, registry_serial):
+        violations.add("previous_registry_serial", "must be 0 or more, and below registry_serial")
+    violations.raise_if_any()
 
 
 def apply(

@@ -12,7 +12,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common.calls import certificate_caller
 from nodes.common.convert import timestamp
 from nodes.common.errors import required
-from nodes.common.idempotency import remember_served, serve_once, served_answer
+from nodes.common.idempotency import check_request_id, remember_served, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.common.paging import by_key
@@ -202,8 +202,14 @@ class GuaranteeReceiverServicer(retail_pb2_grpc.GuaranteeReceiverServiceServicer
         request: retail_pb2.DeliverSettlementAgencyGuaranteeRequest,
         context: grpc.aio.ServicerContext,
     ) -> retail_pb2.DeliverSettlementAgencyGuaranteeResponse:
-        if not request.guarantee.settlement_agency_id:
-            raise required("guarantee.settlement_agency_id")
+        check_request_id(request.request_id)
+        guarantee_cache.validate_push(
+            request.guarantee, request.registry_serial, request.previous_registry_serial
+        )
+        response_type = retail_pb2.DeliverSettlementAgencyGuaranteeResponse
+        stored = await served_answer(self._store, self._repo.idempotency, request, response_type)
+        if stored is not None:
+            return stored
         applied, gap, serial = await self._store.run(
             lambda: guarantee_cache.receive_push(
                 self._repo,
@@ -216,8 +222,10 @@ class GuaranteeReceiverServicer(retail_pb2_grpc.GuaranteeReceiverServiceServicer
             # Pushes were missed (the shop was down, or lost its state): catch up now.
             await self._discovery.catch_up()
             serial = (await self._store.run(self._repo.state)).registry_serial
-        return retail_pb2.DeliverSettlementAgencyGuaranteeResponse(
-            applied=applied, cache_registry_serial=serial
+        response = response_type(applied=applied, cache_registry_serial=serial)
+        # Remembered after the catch-up, so a replay answers exactly what the first call did.
+        return await self._store.run(
+            lambda: remember_served(self._repo.idempotency, request, response)
         )
 
 

@@ -25,11 +25,17 @@ SESSION_TOKEN_PREFIX = "snst_"
 OPEN_BILLING_STATES = ("NOT_YET_BILLED", "BILLED")
 
 
+# 10^12 minor units (ten billion in a two-decimal currency) is far above any member's
+# credit, and keeps every sum of open orders far from the int64 limit.
+MAX_CREDIT_LIMIT_MINOR = 10**12
+
+
 def validate_credit_limit(
     violations: Violations, field: str, amount_minor: int, currency: str
 ) -> None:
-    if amount_minor < 0:
-        violations.add(f"{field}.amount_minor", "must not be negative")
+    """A credit limit is 0 to MAX_CREDIT_LIMIT_MINOR minor units in an ISO 4217 currency."""
+    if not 0 <= amount_minor <= MAX_CREDIT_LIMIT_MINOR:
+        violations.add(f"{field}.amount_minor", f"must be 0 to {MAX_CREDIT_LIMIT_MINOR}")
     if not CURRENCY_PATTERN.match(currency):
         violations.add(f"{field}.currency_code", "must be an ISO 4217 code")
 
@@ -160,8 +166,23 @@ def authenticate(
     return member, session
 
 
+def session_to_end(
+    repo: SettlementRepository, authorization: str | None
+) -> tuple[str, SessionRow]:
+    """The member ID and session a Logout names, ended or not: a repeated Logout must find
+    its session again to answer from its first answer (an unknown token stays refused)."""
+    digest = credentials.bearer_token_digest(authorization, login_rpc="MemberService/Login")
+    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
+    if session is None:
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
+    return str(session.member_id), session
+
+
 def logout(repo: SettlementRepository, session: SessionRow) -> datetime.datetime:
-    ended = session.ended_at or utc_now()
+    """Ends a live session; a session already ended (another Logout) is SESSION_INVALID."""
+    if session.ended_at is not None:
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
+    ended = utc_now()
     repo.sessions.update(ended_at=ended).where(
         repo.sessions.token_sha256 == session.token_sha256
     ).execute()

@@ -188,14 +188,21 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
     async def Logout(
         self, request: settlement_pb2.LogoutRequest, context: grpc.aio.ServicerContext
     ) -> settlement_pb2.LogoutResponse:
-        member, session = await self._session()
-        return await self._once(
-            member.member_id,
+        authorization = call_info().metadata.get("authorization")
+        member_id, session = await self._store.run(
+            lambda: members.session_to_end(self._repo, authorization)
+        )
+        # Scoped to the session too: a member reusing a request_id for a later session's
+        # Logout (the body is the same, the token is metadata) must not get the old answer.
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
             request,
             settlement_pb2.LogoutResponse,
             lambda: settlement_pb2.LogoutResponse(
                 ended_at=timestamp(members.logout(self._repo, session))
             ),
+            scope=f"member:{member_id}/session:{session.token_sha256[:16]}",
         )
 
     async def GetPaymentInformation(

@@ -131,6 +131,23 @@ class GuaranteePushRow(peewee.Model):
         table_name = "guarantee_push"
 
 
+class RegistryChangeRow(peewee.Model):
+    """Who changed an entity's registry entry, from where, and what its address became."""
+
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64, index=True)
+    # The certificate URI of the caller: the entity itself or an institution operator.
+    changed_by = peewee.CharField(max_length=200)
+    source_ip = peewee.CharField(max_length=64, default="")
+    previous_address = peewee.CharField(max_length=128)
+    address = peewee.CharField(max_length=128)
+    registry_serial = peewee.BigIntegerField()
+    changed_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "registry_change"
+
+
 MODELS: tuple[type[peewee.Model], ...] = (
     ProgramSerialRow,
     EntityRow,
@@ -139,4 +156,5 @@ MODELS: tuple[type[peewee.Model], ...] = (
     TransactionRecordRow,
     TransactionMismatchRow,
     GuaranteePushRow,
+    RegistryChangeRow,
 )

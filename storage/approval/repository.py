@@ -10,6 +10,7 @@ from storage.approval.models import (
     GuaranteePushRow,
     LicenseKeyRow,
     ProgramSerialRow,
+    RegistryChangeRow,
     TransactionMismatchRow,
     TransactionRecordRow,
 )
@@ -32,6 +33,7 @@ class ApprovalRepository:
         self.transactions = bind(database, TransactionRecordRow)
         self.mismatches = bind(database, TransactionMismatchRow)
         self.pushes = bind(database, GuaranteePushRow)
+        self.registry_changes = bind(database, RegistryChangeRow)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.serials,
             self.entities,
@@ -42,6 +44,7 @@ class ApprovalRepository:
             self.transactions,
             self.mismatches,
             self.pushes,
+            self.registry_changes,
         )
 
     def create_schema(self, store: Store) -> None:

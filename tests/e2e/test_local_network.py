@@ -129,3 +129,43 @@ def test_a_refusal_seen_through_grpcurl_carries_its_reason(network: LocalNetwork
     assert result.returncode != 0
     assert "NotFound" in result.stderr
     assert "TRANSACTION_REPORT_NOT_FOUND" in result.stderr
+
+
+def test_each_node_accepts_only_its_own_organizations_operator(network: LocalNetwork):
+    """The audit's attack: shop-1's operator listing agency-1's orders (linking members to
+    anonymous IDs) is refused, as is the institution's operator; agency-1's own works."""
+    agency = network.node("agency-1")
+    manifest = json.loads((network.data_dir / "network.json").read_text())
+    operators = {node["entity_id"]: node["operator"] for node in manifest["nodes"]}
+    assert operators["institution"] == operators["verification"] == manifest["admin"]
+    binary = grpcurl_binary()
+
+    def list_orders(operator: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                binary,
+                "-cacert",
+                str(network.ca),
+                "-cert",
+                operator["cert"],
+                "-key",
+                operator["key"],
+                "-max-time",
+                "20",
+                "-d",
+                "{}",
+                agency.address,
+                "suretynet.settlement.v1.SettlementAdminService/ListOrders",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    own = list_orders(operators["agency-1"])
+    assert own.returncode == 0, own.stderr
+    for other in ("shop-1", "agency-2", "market-1", "institution"):
+        refused = list_orders(operators[other])
+        assert refused.returncode != 0, other
+        assert "PermissionDenied" in refused.stderr and "OPERATOR_NOT_ACCEPTED" in refused.stderr

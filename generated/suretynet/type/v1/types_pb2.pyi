@@ -331,6 +331,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     Operator: nothing; the caller retries with the same request_id after a
     short backoff and gets the first answer.
     """
+    ERROR_REASON_REQUEST_UNDECODABLE: _ErrorReason.ValueType  # 6
+    """INVALID_ARGUMENT. The request body is not a valid serialized message of
+    the RPC's request type. Operator: the caller sends malformed bytes; fix
+    its client or its proto version. Never retried.
+    """
     ERROR_REASON_SERIAL_UNKNOWN: _ErrorReason.ValueType  # 10
     """NOT_FOUND. The program serial was never issued. Operator: check the
     serial given at installation, or issue one with IssueProgramSerial.
@@ -402,6 +407,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED. The object belongs to another entity or member (a shop
     reading another shop's order). Operator: the caller is misconfigured or
     probing; do not retry.
+    """
+    ERROR_REASON_OPERATOR_NOT_ACCEPTED: _ErrorReason.ValueType  # 36
+    """PERMISSION_DENIED. The operator certificate names an organization this
+    node does not accept (its config's operators). Operator: use your own
+    organization's operator certificate (docs/IDENTITY.md).
+    """
+    ERROR_REASON_OPERATOR_ADDRESS_NOT_ALLOWED: _ErrorReason.ValueType  # 37
+    """PERMISSION_DENIED. An accepted operator called from an address outside
+    the node's operator_networks. Operator: call from a configured operator
+    host, or add its network to operator_networks.
     """
     ERROR_REASON_SESSION_MISSING: _ErrorReason.ValueType  # 40
     """UNAUTHENTICATED. No "authorization: Bearer" session token was sent.
@@ -599,6 +614,11 @@ ERROR_REASON_REQUEST_IN_PROGRESS: ErrorReason.ValueType  # 5
 Operator: nothing; the caller retries with the same request_id after a
 short backoff and gets the first answer.
 """
+ERROR_REASON_REQUEST_UNDECODABLE: ErrorReason.ValueType  # 6
+"""INVALID_ARGUMENT. The request body is not a valid serialized message of
+the RPC's request type. Operator: the caller sends malformed bytes; fix
+its client or its proto version. Never retried.
+"""
 ERROR_REASON_SERIAL_UNKNOWN: ErrorReason.ValueType  # 10
 """NOT_FOUND. The program serial was never issued. Operator: check the
 serial given at installation, or issue one with IssueProgramSerial.
@@ -670,6 +690,16 @@ ERROR_REASON_NOT_OWNER: ErrorReason.ValueType  # 35
 """PERMISSION_DENIED. The object belongs to another entity or member (a shop
 reading another shop's order). Operator: the caller is misconfigured or
 probing; do not retry.
+"""
+ERROR_REASON_OPERATOR_NOT_ACCEPTED: ErrorReason.ValueType  # 36
+"""PERMISSION_DENIED. The operator certificate names an organization this
+node does not accept (its config's operators). Operator: use your own
+organization's operator certificate (docs/IDENTITY.md).
+"""
+ERROR_REASON_OPERATOR_ADDRESS_NOT_ALLOWED: ErrorReason.ValueType  # 37
+"""PERMISSION_DENIED. An accepted operator called from an address outside
+the node's operator_networks. Operator: call from a configured operator
+host, or add its network to operator_networks.
 """
 ERROR_REASON_SESSION_MISSING: ErrorReason.ValueType  # 40
 """UNAUTHENTICATED. No "authorization: Bearer" session token was sent.
