@@ -166,9 +166,7 @@ def authenticate(
     return member, session
 
 
-def session_to_end(
-    repo: SettlementRepository, authorization: str | None
-) -> tuple[str, SessionRow]:
+def session_to_end(repo: SettlementRepository, authorization: str | None) -> tuple[str, SessionRow]:
     """The member ID and session a Logout names, ended or not: a repeated Logout must find
     its session again to answer from its first answer (an unknown token stays refused)."""
     digest = credentials.bearer_token_digest(authorization, login_rpc="MemberService/Login")
