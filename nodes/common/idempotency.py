@@ -1,5 +1,8 @@
 """Idempotency by ``request_id``: the same request twice has one effect and one answer.
 
+Stored answers are sealed under the node's key (nodes/common/secrets.py), because some
+carry secrets (a license key) that a replay must deliver again.
+
 The key is checked and stored inside the caller's transaction (``Store.run``), together with
 the effect, so a crash can never leave an effect without its key or a key without its effect.
 """
@@ -36,6 +39,21 @@ def request_digest(request: Message) -> str:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
+def _row_context(scope: str, method: str, request_id: str) -> str:
+    # Binds a sealed answer to its row: copied into another row, it does not open.
+    return f"{scope}\n{method}\n{request_id}"
+
+
+def _seal(records: type[IdempotencyRecord], blob: bytes, context: str) -> bytes:
+    box = records.secret_box
+    return blob if box is None else bytes(box.seal(blob, context))
+
+
+def _open(records: type[IdempotencyRecord], blob: bytes, context: str) -> bytes:
+    box = records.secret_box
+    return blob if box is None else bytes(box.open(blob, context))
+
+
 def stored_response(
     records: type[IdempotencyRecord],
     *,
@@ -64,7 +82,8 @@ def stored_response(
             violations=[FieldViolation("request_id", "was already used for a different request")],
             metadata={"request_id": request_id},
         )
-    return response_type.FromString(bytes(existing.response))
+    context = _row_context(scope, method, request_id)
+    return response_type.FromString(_open(records, bytes(existing.response), context))
 
 
 def remember(
@@ -88,7 +107,11 @@ def remember(
                 method=method,
                 request_id=request_id,
                 request_sha256=request_digest(request),
-                response=response.SerializeToString(deterministic=True),
+                response=_seal(
+                    records,
+                    response.SerializeToString(deterministic=True),
+                    _row_context(scope, method, request_id),
+                ),
             )
     except peewee.IntegrityError as error:
         raise DomainError(

@@ -17,13 +17,14 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import peewee
 
 from nodes.common import logs
 from nodes.common.channels import Channels
-from nodes.common.config import NodeConfig
+from nodes.common.config import ConfigError, NodeConfig
 from nodes.common.correlation import (
     AddressCorrelation,
     AddressLookup,
@@ -32,6 +33,7 @@ from nodes.common.correlation import (
 )
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
 from nodes.common.operators import OperatorAuthority
+from nodes.common.secrets import SecretBox, SecretsKeyError, ephemeral_box, load_or_create_key
 from nodes.common.server import NodeServer, Service, address_with_port
 from storage.common.database import Store, open_database
 from storage.common.models import NodeCredential, utc_now
@@ -81,11 +83,18 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        self.secret_box = node_secret_box(config)
+        _create_private_database_file(config.database_url)
         self.store = Store(
             open_database(config.database_url), workers=config.limits.database_workers
         )
         self.runtime = NodeRuntime(config=config, store=self.store, channels=Channels(config))
         self.parts = load_role(self.runtime)
+        # Every table that declares a secret_box (stored answers, the license key, the
+        # agency's anonymous-ID key) seals its secrets under this node's key.
+        for table in self.parts.tables:
+            if hasattr(table, "secret_box"):
+                table.secret_box = self.secret_box
         self.interceptor = NodeInterceptor(
             self.parts.policies, self.parts.checks, insecure_dev=config.insecure_dev
         )
@@ -162,7 +171,9 @@ class Node:
             lambda: table.get_or_none(table.entity_id == self.config.entity_id)
         )
         if stored is not None:
-            self._license_key = stored.license_key
+            self._license_key = self.secret_box.open_text(
+                stored.license_key, _credential_context(stored.entity_id)
+            )
             return
         from nodes.common.enrollment_client import register
 
@@ -181,7 +192,9 @@ class Node:
         def save() -> None:
             table.create(
                 entity_id=self.config.entity_id,
-                license_key=response.license_key,
+                license_key=self.secret_box.seal_text(
+                    response.license_key, _credential_context(self.config.entity_id)
+                ),
                 license_key_id=response.license_key_id,
                 expires_at=response.expires_at.ToDatetime(),
                 updated_at=utc_now(),
@@ -207,6 +220,48 @@ class Node:
         self.store.close()
 
 
+def _credential_context(entity_id: str) -> str:
+    return f"node_credential\n{entity_id}"
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL; None for in-memory and other databases."""
+    if not database_url.startswith("sqlite:///"):
+        return None
+    path = database_url[len("sqlite:///") :]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def node_secret_box(config: NodeConfig) -> SecretBox:
+    """The key that seals this node's stored secrets (nodes/common/secrets.py)."""
+    path = config.secrets_key_file
+    if path is None:
+        database = sqlite_path(config.database_url)
+        if database is None:
+            if config.database_url.startswith("sqlite:///"):
+                return ephemeral_box()  # an in-memory database dies with the process
+            raise ConfigError(
+                "config.secrets_key_file: is required when the database is not a SQLite file"
+            )
+        path = database.with_name(database.name + ".secrets.key")
+    try:
+        return load_or_create_key(path)
+    except SecretsKeyError as error:
+        raise ConfigError(f"config.secrets_key_file: {error}") from error
+
+
+def _create_private_database_file(database_url: str) -> None:
+    """Creates a SQLite database file owner-only (0600) before SQLite opens it; its WAL and
+    shared-memory files take the same mode. It holds password hashes and sealed secrets."""
+    path = sqlite_path(database_url)
+    if path is None:
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    path.chmod(0o600)
+
+
 def enrollment_trace_id(entity_id: str) -> str:
     """The trace ID of a node's enrollment, so its messages can be found in the logs."""
     return f"enrol-{entity_id}"
@@ -224,6 +279,8 @@ def _write_json_atomically(path: Any, data: dict[str, Any]) -> None:
 
 async def run_until_signalled(config: NodeConfig) -> None:
     """Runs a node until SIGTERM or SIGINT, then shuts it down gracefully."""
+    # Everything the node writes (database, WAL, key file, ready file) is its own alone.
+    os.umask(0o077)
     logs.configure(f"{config.role}/{config.entity_id}", level=config.log_level)
     # Start-up and shutdown are not part of any flow: they get the node's own trace ID, so
     # every line still carries one (grep node-ENTITY for a node's lifecycle).

@@ -32,7 +32,7 @@ class IssuedCertificate:
 
 
 def _write_private_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -45,7 +45,7 @@ def _write_private_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 
 
 def _write_certificate(cert: x509.Certificate, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 

@@ -306,7 +306,8 @@ def write_node_config(
 
 def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]) -> RunningNode:
     directory = network.data_dir / spec.entity_id
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     pki_dir = network.data_dir / "pki"
     cert = pki_dir / f"{spec.role}-{spec.entity_id}.pem"
     key = pki_dir / f"{spec.role}-{spec.entity_id}.key"
@@ -361,7 +362,7 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
 def _launch(network: LocalNetwork, spec: NodeSpec, directory: Path) -> subprocess.Popen[bytes]:
     """Starts ``suretynet node run`` on the node's config, logging to logs/<entity>.log."""
     (directory / "ready.json").unlink(missing_ok=True)
-    (network.data_dir / "logs").mkdir(exist_ok=True)
+    (network.data_dir / "logs").mkdir(mode=0o700, exist_ok=True)
     log_file = (network.data_dir / "logs" / f"{spec.entity_id}.log").open("ab")
     argv = [
         sys.executable,
@@ -480,8 +481,10 @@ async def start_network(
     demo catalog (nodes/network/demo_data.py), so a purchase can be made by hand at once.
     """
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # node databases, keys and logs below are the operator's alone
     pki_dir = data_dir / "pki"
+    pki_dir.mkdir(mode=0o700, exist_ok=True)
     if not (pki_dir / "ca.pem").exists():
         pki.init_ca(pki_dir)
     admin_ip = lab.gateway_ip if lab is not None else "127.0.0.1"

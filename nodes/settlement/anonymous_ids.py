@@ -30,11 +30,15 @@ EPOCH = datetime.datetime(2000, 1, 1)
 
 
 def mac_key(repo: SettlementRepository) -> bytes:
-    """The agency's MAC key, made once on first use and kept in the agency's database."""
-    repo.secrets.insert(
-        name=MAC_KEY_NAME, key_hex=secrets.token_bytes(32).hex()
-    ).on_conflict_ignore().execute()
-    return bytes.fromhex(repo.secrets.get_by_id(MAC_KEY_NAME).key_hex)
+    """The agency's MAC key, made once on first use and kept in the agency's database,
+    sealed under the node's key when the node has one (always, outside unit tests)."""
+    box = repo.secrets.secret_box
+    context = f"agency_secret\n{MAC_KEY_NAME}"
+    fresh = secrets.token_bytes(32).hex()
+    stored_value = fresh if box is None else box.seal_text(fresh, context)
+    repo.secrets.insert(name=MAC_KEY_NAME, key_hex=stored_value).on_conflict_ignore().execute()
+    stored = str(repo.secrets.get_by_id(MAC_KEY_NAME).key_hex)
+    return bytes.fromhex(stored if box is None else box.open_text(stored, context))
 
 
 def _digits(key: bytes, member_id: str, retail_entity_id: str, period: int, tweak: int) -> str:

@@ -7,6 +7,7 @@ another node's copy.
 from __future__ import annotations
 
 import datetime
+from typing import Any, ClassVar
 
 import peewee
 
@@ -23,8 +24,11 @@ class IdempotencyRecord(peewee.Model):
     method = peewee.CharField(max_length=200)
     request_id = peewee.CharField(max_length=128)
     request_sha256 = peewee.CharField(max_length=64)
+    # Sealed under the node's key (nodes/common/secrets.py): some answers carry secrets.
     response = peewee.BlobField()
     created_at = peewee.DateTimeField(default=utc_now)
+    # The node's SecretBox, set on each node's bound copy; None only in unit tests.
+    secret_box: ClassVar[Any] = None
 
     class Meta:
         table_name = "idempotency_record"
@@ -35,10 +39,12 @@ class NodeCredential(peewee.Model):
     """The license key this node received from approval at enrollment (one row)."""
 
     entity_id = peewee.CharField(max_length=64, primary_key=True)
+    # Sealed under the node's key (nodes/common/secrets.py), never in clear.
     license_key = peewee.CharField(max_length=128)
     license_key_id = peewee.CharField(max_length=64)
     expires_at = peewee.DateTimeField()
     updated_at = peewee.DateTimeField(default=utc_now)
+    secret_box: ClassVar[Any] = None
 
     class Meta:
         table_name = "node_credential"

@@ -7,6 +7,8 @@ its own admin.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import peewee
 
 from storage.common.models import utc_now
@@ -16,8 +18,11 @@ class AgencySecretRow(peewee.Model):
     """A secret key of this agency (the anonymous user ID MAC key); made on first start."""
 
     name = peewee.CharField(max_length=64, primary_key=True)
+    # Sealed under the node's key (nodes/common/secrets.py), never in clear.
     key_hex = peewee.CharField(max_length=128)
     created_at = peewee.DateTimeField(default=utc_now)
+    # The node's SecretBox, set on each node's bound copy; None only in unit tests.
+    secret_box: ClassVar[Any] = None
 
     class Meta:
         table_name = "agency_secret"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from nodes.network.local import LocalNetwork
 from tests.support import grpcurl_binary
@@ -169,3 +170,55 @@ def test_each_node_accepts_only_its_own_organizations_operator(network: LocalNet
         refused = list_orders(operators[other])
         assert refused.returncode != 0, other
         assert "PermissionDenied" in refused.stderr and "OPERATOR_NOT_ACCEPTED" in refused.stderr
+
+
+def test_node_files_are_private_to_the_operator(network: LocalNetwork):
+    """Data directories 0700; databases, their WAL and key files 0600 (they hold password
+    hashes, the agency's anonymous-ID key and sealed license keys)."""
+    import stat
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    for directory in (network.data_dir, network.data_dir / "pki", network.data_dir / "logs"):
+        assert mode(directory) == 0o700, directory
+    for node in network.nodes:
+        assert mode(node.directory) == 0o700, node.directory
+        private = [node.directory / "node.db", node.directory / "node.db.secrets.key", node.key]
+        private += [path for path in node.directory.glob("node.db-*")]
+        for path in private:
+            assert mode(path) == 0o600, path
+
+
+def test_the_agencys_anonymous_id_key_is_sealed(network: LocalNetwork):
+    """The MAC key behind anonymous user IDs is never in the agency's database in clear."""
+    import asyncio
+    import sqlite3
+
+    import grpc
+    from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+
+
+    agency = network.node("agency-1")
+
+    async def issue_one() -> None:
+        credentials = grpc.ssl_channel_credentials(network.ca.read_bytes())
+        async with grpc.aio.secure_channel(agency.member_address, credentials) as channel:
+            stub = settlement_pb2_grpc.MemberServiceStub(channel)
+            login = await stub.Login(
+                settlement_pb2.LoginRequest(member_id="alice", password="alice-demo-password"),
+                timeout=20,
+            )
+            await stub.IssueAnonymousUserId(
+                settlement_pb2.IssueAnonymousUserIdRequest(
+                    request_id="sealed-key-1", retail_entity_id="shop-1"
+                ),
+                metadata=[("authorization", f"Bearer {login.session_token}")],
+                timeout=20,
+            )
+
+    asyncio.run(issue_one())
+    database = agency.directory / "node.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        values = [row[0] for row in db.execute("select key_hex from agency_secret")]
+    assert values and all(value.startswith("s1:") for value in values)
