@@ -198,7 +198,6 @@ def test_the_agencys_anonymous_id_key_is_sealed(network: LocalNetwork):
     import grpc
     from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
-
     agency = network.node("agency-1")
 
     async def issue_one() -> None:
