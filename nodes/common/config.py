@@ -51,9 +51,14 @@ class Limits:
     identity_cache_ttl_s: float = 5.0
     identity_cache_entries: int = 1024
     database_workers: int = 4
-    # Failed logins per member ID within the window before further logins are refused.
+    # Failed logins per member ID and source address within the window before that
+    # address is refused for that member (nodes/common/credentials.py).
     login_max_failures: int = 5
     login_failure_window_s: float = 900.0
+    # Failed logins per member ID from all addresses within the window beyond which
+    # attempts from addresses the member never used are slowed (backoff up to the delay).
+    login_member_max_failures: int = 20
+    login_member_max_delay_s: float = 60.0
     shutdown_grace_s: float = 5.0
     enrollment_timeout_s: float = 30.0
 
@@ -231,6 +236,7 @@ def _validate(config: NodeConfig) -> None:
         "max_attempts",
         "database_workers",
         "login_max_failures",
+        "login_member_max_failures",
     ):
         if getattr(limits, name) < 1:
             raise ConfigError(f"config.limits.{name}: must be at least 1")
@@ -239,6 +245,7 @@ def _validate(config: NodeConfig) -> None:
         "identity_cache_ttl_s",
         "shutdown_grace_s",
         "login_failure_window_s",
+        "login_member_max_delay_s",
     ):
         if getattr(limits, name) <= 0:
             raise ConfigError(f"config.limits.{name}: must be positive")

@@ -46,7 +46,11 @@ def build(runtime: NodeRuntime) -> RoleParts:
     services = [
         Service(
             SERVICES["PurchaserService"].full_name,
-            PurchaserServicer(mediator, LoginThrottle.from_limits(runtime.config.limits), *common),
+            PurchaserServicer(
+                mediator,
+                LoginThrottle.for_node(store, repo.login_failures, runtime.config.limits),
+                *common,
+            ),
             marketplace_pb2_grpc.add_PurchaserServiceServicer_to_server,
         ),
         Service(

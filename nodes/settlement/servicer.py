@@ -144,7 +144,9 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
         settings: SettlementSettings,
     ) -> None:
         super().__init__(runtime, repo, peers, board, settings)
-        self._throttle = credentials.LoginThrottle.from_limits(runtime.config.limits)
+        self._throttle = credentials.LoginThrottle.for_node(
+            runtime.store, repo.login_failures, runtime.config.limits
+        )
 
     async def _session(self) -> tuple[MemberRow, SessionRow]:
         authorization = call_info().metadata.get("authorization")

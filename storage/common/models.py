@@ -50,4 +50,24 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class LoginFailureRow(peewee.Model):
+    """Failed logins of one member ID from one source address (nodes/common/credentials.py).
+
+    Kept in the node's database so that a restart or a second replica does not reset it.
+    """
+
+    # "<member_id> <source>": one row per member ID and source address.
+    key = peewee.CharField(max_length=200, primary_key=True)
+    member_id = peewee.CharField(max_length=128, index=True)
+    source = peewee.CharField(max_length=64)
+    failures = peewee.IntegerField(default=0)
+    first_failure_at = peewee.DateTimeField(null=True)
+    last_failure_at = peewee.DateTimeField(null=True, index=True)
+    # A source this member logged in from is not slowed by other sources' failures.
+    last_success_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "login_failure"
+
+
 RUNTIME_MODELS: tuple[type[peewee.Model], ...] = (IdempotencyRecord, NodeCredential)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, LoginFailureRow, NodeCredential
 from storage.marketplace import models
 
 
@@ -29,7 +29,9 @@ class MarketplaceRepository:
         self.partner_calls = bind(database, models.PartnerCallRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        self.login_failures = bind(database, LoginFailureRow)
         self.tables: tuple[type[peewee.Model], ...] = (
+            self.login_failures,
             self.settings,
             self.commodities,
             self.members,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind, locked
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, LoginFailureRow, NodeCredential
 from storage.settlement.models import (
     AgencySecretRow,
     AnonymousIdRow,
@@ -30,7 +30,9 @@ class SettlementRepository:
         self.cancellations = bind(database, CancellationRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        self.login_failures = bind(database, LoginFailureRow)
         self.tables: tuple[type[peewee.Model], ...] = (
+            self.login_failures,
             self.secrets,
             self.members,
             self.sessions,

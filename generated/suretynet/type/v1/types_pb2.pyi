@@ -441,10 +441,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     another ID or update the existing member.
     """
     ERROR_REASON_LOGIN_THROTTLED: _ErrorReason.ValueType  # 46
-    """RESOURCE_EXHAUSTED. Too many failed logins for this member ID within the
-    node's window (limits.login_max_failures in limits.login_failure_window_s);
-    ErrorInfo.metadata.retry_after_s says when to try again. Operator: nothing,
-    unless a member reports it: someone may be guessing that member's password.
+    """RESOURCE_EXHAUSTED. Too many failed logins for this member ID from this
+    source address within the node's window (limits.login_max_failures in
+    limits.login_failure_window_s), or, beyond limits.login_member_max_failures
+    from all addresses, an attempt from a new address before its backoff ended;
+    ErrorInfo.metadata.retry_after_s says when to try again. The member is never
+    locked out from an address it logged in from. Operator: nothing, unless a
+    member reports it: someone may be guessing that member's password.
     """
     ERROR_REASON_ANONYMOUS_ID_INVALID: _ErrorReason.ValueType  # 50
     """NOT_FOUND. The anonymous user ID was not issued (or, under the directory
@@ -724,10 +727,13 @@ ERROR_REASON_MEMBER_ALREADY_ENROLLED: ErrorReason.ValueType  # 45
 another ID or update the existing member.
 """
 ERROR_REASON_LOGIN_THROTTLED: ErrorReason.ValueType  # 46
-"""RESOURCE_EXHAUSTED. Too many failed logins for this member ID within the
-node's window (limits.login_max_failures in limits.login_failure_window_s);
-ErrorInfo.metadata.retry_after_s says when to try again. Operator: nothing,
-unless a member reports it: someone may be guessing that member's password.
+"""RESOURCE_EXHAUSTED. Too many failed logins for this member ID from this
+source address within the node's window (limits.login_max_failures in
+limits.login_failure_window_s), or, beyond limits.login_member_max_failures
+from all addresses, an attempt from a new address before its backoff ended;
+ErrorInfo.metadata.retry_after_s says when to try again. The member is never
+locked out from an address it logged in from. Operator: nothing, unless a
+member reports it: someone may be guessing that member's password.
 """
 ERROR_REASON_ANONYMOUS_ID_INVALID: ErrorReason.ValueType  # 50
 """NOT_FOUND. The anonymous user ID was not issued (or, under the directory
