@@ -120,6 +120,14 @@ async def _approval_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fuzz(args: argparse.Namespace) -> int:
+    from nodes.network.fuzz import run_cli
+
+    return run_cli(
+        args.network, long=args.long, examples_per_rpc=args.examples_per_rpc, seed=args.seed
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suretynet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--entity")
     admin_commands.add_parser("list-entities", help="list registered entities")
     admin.set_defaults(handler=lambda args: asyncio.run(_approval_admin(args)))
+
+    fuzz = commands.add_parser(
+        "fuzz", help="hostile input against every RPC of a local network (docs/OPERATIONS.md)"
+    )
+    fuzz.add_argument(
+        "--network", help="network.json of a network made for fuzzing (default: start one)"
+    )
+    fuzz.add_argument("--long", action="store_true", help="the operator's long run")
+    fuzz.add_argument("--examples-per-rpc", type=int, help="generated requests per RPC")
+    fuzz.add_argument("--seed", type=int, default=0, help="request IDs of the replays")
+    fuzz.set_defaults(handler=_fuzz)
 
     from nodes.member.cli import add_parser as add_member_parser
     from nodes.network.admin_cli import add_parsers as add_operator_parsers

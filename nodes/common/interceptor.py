@@ -28,7 +28,7 @@ from nodes.common.calls import CallInfo, current_call
 from nodes.common.decoding import decode_request
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity, parse_entity_uri, parse_peer_ip
-from nodes.common.status import internal_status, to_status
+from nodes.common.status import bounded, internal_status, to_status
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
             method=method,
             code=error.kind.value,
             reason=error.reason,
-            detail=error.message,
+            detail=bounded(error.message),
         )
         status = to_status(error)
     elif isinstance(error, NotImplementedError):

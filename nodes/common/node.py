@@ -172,7 +172,7 @@ class Node:
         )
         if stored is not None:
             self._license_key = self.secret_box.open_text(
-                stored.license_key, _credential_context(stored.entity_id)
+                stored.license_key, credential_context(stored.entity_id)
             )
             return
         from nodes.common.enrollment_client import register
@@ -193,7 +193,7 @@ class Node:
             table.create(
                 entity_id=self.config.entity_id,
                 license_key=self.secret_box.seal_text(
-                    response.license_key, _credential_context(self.config.entity_id)
+                    response.license_key, credential_context(self.config.entity_id)
                 ),
                 license_key_id=response.license_key_id,
                 expires_at=response.expires_at.ToDatetime(),
@@ -220,7 +220,7 @@ class Node:
         self.store.close()
 
 
-def _credential_context(entity_id: str) -> str:
+def credential_context(entity_id: str) -> str:
     return f"node_credential\n{entity_id}"
 
 

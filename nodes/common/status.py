@@ -20,19 +20,39 @@ ERROR_DOMAIN = "suretynet.network"
 # Where grpc-status puts the serialized google.rpc.Status (rpc_status's key, untyped there).
 DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
+# gRPC refuses trailers beyond 16 KiB (the peer then sees the call fail as UNAVAILABLE, not
+# the refusal), and refusals may quote the caller's input: every text is cut to this.
+MAX_TEXT_CHARACTERS = 500
+MAX_VIOLATIONS = 20
+
 _CODES: dict[ErrorKind, grpc.StatusCode] = {
     kind: getattr(grpc.StatusCode, kind.value) for kind in ErrorKind
 }
 
 
+def bounded(text: str) -> str:
+    """``text`` cut to MAX_TEXT_CHARACTERS, saying how long it was."""
+    if len(text) <= MAX_TEXT_CHARACTERS:
+        return text
+    return f"{text[:MAX_TEXT_CHARACTERS]}... ({len(text)} characters)"
+
+
 def to_status(error: DomainError) -> grpc.Status:
-    """Builds the rich status (with ErrorInfo and BadRequest details) for a domain error."""
+    """Builds the rich status (with ErrorInfo and BadRequest details) for a domain error.
+
+    Every text is bounded (MAX_TEXT_CHARACTERS): a refusal that quotes a 1 MiB field must
+    still fit the trailers, or the caller would see UNAVAILABLE instead of the refusal.
+    """
     code = _CODES[error.kind]
     details: list[any_pb2.Any] = []
     info = any_pb2.Any()
     info.Pack(
         error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+            reason=error.reason,
+            domain=ERROR_DOMAIN,
+            metadata={
+                bounded(key): bounded(value) for key, value in list(error.metadata.items())[:20]
+            },
         )
     )
     details.append(info)
@@ -42,14 +62,16 @@ def to_status(error: DomainError) -> grpc.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description, reason=error.reason
+                        field=bounded(v.field),
+                        description=bounded(v.description),
+                        reason=error.reason,
                     )
-                    for v in error.violations
+                    for v in error.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
         details.append(bad_request)
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    status = status_pb2.Status(code=code.value[0], message=bounded(error.message), details=details)
     return rpc_status.to_status(status)
 
 
