@@ -224,6 +224,22 @@ def credential_context(entity_id: str) -> str:
     return f"node_credential\n{entity_id}"
 
 
+def read_license_key(database: Path, entity_id: str) -> str:
+    """The license key a node on a SQLite file holds, opened with the key file beside it.
+
+    For operators and tools with access to the node's data directory (the fuzz harness,
+    tests that act as a node): the key is sealed in the database.
+    """
+    import sqlite3
+
+    box = load_or_create_key(database.with_name(database.name + ".secrets.key"))
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        (stored,) = connection.execute(
+            "select license_key from node_credential where entity_id = ?", (entity_id,)
+        ).fetchone()
+    return box.open_text(str(stored), credential_context(entity_id))
+
+
 def sqlite_path(database_url: str) -> Path | None:
     """The file of a ``sqlite:///`` URL; None for in-memory and other databases."""
     if not database_url.startswith("sqlite:///"):

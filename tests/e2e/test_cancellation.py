@@ -20,6 +20,7 @@ from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common import tls
+from nodes.common.node import read_license_key
 from nodes.member.client import ShopClient
 from nodes.network.local import LocalNetwork
 from tests.e2e.purchase_support import (
@@ -383,7 +384,7 @@ def test_approval_refuses_a_cancellation_verification_does_not_hold(cancel_netwo
 
     async def scenario() -> None:
         purchase = await buy(network, "agency-1", "alice", shop, [("tea", 1)])
-        license_key = table_rows(network, shop)["node_credential"][0]["license_key"]
+        license_key = read_license_key(network.node(shop).directory / "node.db", shop)
         async with grpc.aio.secure_channel(
             network.node("institution").address, _as_node(network, shop)
         ) as channel:

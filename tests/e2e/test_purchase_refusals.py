@@ -22,6 +22,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import tls
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.convert import money
+from nodes.common.node import read_license_key
 from nodes.common.status import decode_rpc_error
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo_data import DEMO_MEMBERS, members_of
@@ -248,7 +249,7 @@ def test_a_report_and_verification_mismatch_is_refused_and_recorded(
     async def scenario() -> None:
         value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
         credentials, shop = _node_channel(network, "shop-1")
-        license_key = table_rows(network, "shop-1")["node_credential"][0]["license_key"]
+        license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
         order_number = f"ON-mismatch-{request_id()[:8]}"
         line = types_pb2.OrderLine(
             catalog_item_id="tea",

@@ -17,6 +17,7 @@ import pytest
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
 from nodes.common import pki
+from nodes.common.node import read_license_key
 from nodes.network.local import LocalNetwork
 from nodes.network.netns import NetnsLab
 from tests.netns.conftest import IDENTITY_CACHE_TTL_S, Probe
@@ -311,11 +312,10 @@ def test_a_shop_can_neither_read_nor_cancel_another_shops_order(
         },
         **shop_2,
     )
-    # shop-2's own license key (read from its database by the test), so that approval's
+    # shop-2's own license key (opened from its database by the test), so that approval's
     # refusal is about ownership, not about a missing key.
     database = netns_network.node("shop-2").directory / "node.db"
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        (license_key,) = db.execute("select license_key from node_credential").fetchone()
+    license_key = read_license_key(database, "shop-2")
     record = probe(
         "shop-2",
         netns_network.node("institution").address,
