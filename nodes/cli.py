@@ -50,6 +50,14 @@ def _node_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_restart(args: argparse.Namespace) -> int:
+    from nodes.network.supervisor import restart_supervised
+
+    entry = asyncio.run(restart_supervised(Path(args.network), args.entity))
+    print(f"{args.entity} restarted: pid {entry['pid']}, SERVING at {entry['address']}")
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
@@ -147,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-dev", action="store_true", help="plaintext, no TLS: development only"
     )
     run.set_defaults(handler=_node_run)
+    restart = node_commands.add_parser(
+        "restart",
+        help="restart a node that 'suretynet up' supervises, and wait until it serves again",
+        description="Sends the node SIGTERM; the supervising 'up' starts it again on the same "
+        "addresses; returns once network.json names the new process and it reports SERVING.",
+    )
+    restart.add_argument("entity", help="the node's entity ID, e.g. shop-1")
+    restart.add_argument("--network", required=True, help="network.json written by 'up'")
+    restart.set_defaults(handler=_node_restart)
 
     up = commands.add_parser("up", help="run a whole local network until Ctrl-C")
     up.add_argument("--data-dir", required=True, help="where certificates, configs, DBs go")
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, FileExistsError, ValueError) as error:
+    except (ConfigError, FileExistsError, ValueError, TimeoutError) as error:
         print(f"suretynet: {error}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:
