@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 
@@ -71,8 +70,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _admin_channel(args: argparse.Namespace) -> tuple[grpc.aio.Channel, str]:
-    manifest = json.loads(Path(args.network).read_text())
-    approval = next(node for node in manifest["nodes"] if node["role"] == "approval")
+    from nodes.network.descriptor import find_role, load_network
+
+    manifest = load_network(args.network)
+    approval = find_role(manifest, "approval", path=args.network)
     credentials = tls.client_credentials(
         Path(manifest["ca"]).read_bytes(),
         Path(manifest["admin"]["cert"]).read_bytes(),
@@ -208,11 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; an operator's mistake is one line on stderr and a non-zero exit."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, FileExistsError, ValueError, TimeoutError) as error:
+    except KeyboardInterrupt:
+        return 130
+    except (ConfigError, ValueError, TimeoutError) as error:
         print(f"suretynet: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A file that is missing or unreadable (certificates, keys, configs).
+        where = f": {error.filename}" if error.filename else ""
+        print(f"suretynet: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:
         remote = decode_rpc_error(error)

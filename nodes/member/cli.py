@@ -22,8 +22,9 @@ PASSWORD_ENVIRONMENT = "SURETYNET_MEMBER_PASSWORD"
 
 
 def _manifest(args: argparse.Namespace) -> dict[str, Any]:
-    manifest: dict[str, Any] = json.loads(Path(args.network).read_text())
-    return manifest
+    from nodes.network.descriptor import load_network
+
+    return load_network(args.network)
 
 
 def _member_address(manifest: dict[str, Any], entity_id: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ TIMEOUT_S = 30.0
 
 
 def _channel(args: argparse.Namespace, entity_id: str) -> grpc.aio.Channel:
-    manifest: dict[str, Any] = json.loads(Path(args.network).read_text())
-    node = next((n for n in manifest["nodes"] if n["entity_id"] == entity_id), None)
-    if node is None:
-        raise ValueError(f"network.json has no node {entity_id!r}")
+    from nodes.network.descriptor import find_node, load_network
+
+    manifest = load_network(args.network)
+    node = find_node(manifest, entity_id, path=args.network)
     credentials = tls.client_credentials(
         Path(manifest["ca"]).read_bytes(),
         Path(manifest["admin"]["cert"]).read_bytes(),

@@ -52,6 +52,10 @@ LOWEST_CHOSEN_PORT = 10_000
 MAX_PORT_PROBES = 200
 
 
+class NodeStartError(RuntimeError):
+    """A node of the local network exited or never reported SERVING; says which and why."""
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """One node of the local network."""
@@ -460,7 +464,7 @@ async def wait_ready(network: LocalNetwork, node: RunningNode) -> None:
         if node.process.poll() is not None:
             log = network.data_dir / "logs" / f"{node.spec.entity_id}.log"
             tail = log.read_text().splitlines()[-15:] if log.exists() else []
-            raise RuntimeError(
+            raise NodeStartError(
                 f"{node.spec.entity_id} exited with {node.process.returncode}:\n" + "\n".join(tail)
             )
         if time.monotonic() > deadline:
@@ -474,7 +478,7 @@ async def wait_ready(network: LocalNetwork, node: RunningNode) -> None:
             health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True
         )
         if response.status != health_pb2.HealthCheckResponse.SERVING:
-            raise RuntimeError(f"{node.spec.entity_id} reports {response.status}")
+            raise NodeStartError(f"{node.spec.entity_id} reports {response.status}")
 
 
 async def issue_serial(network: LocalNetwork, approval: str, role: str, note: str) -> str:
@@ -682,6 +686,11 @@ async def run_up(data_dir: Path, *, netns: bool = False) -> int:
         lab.start()
     try:
         network = await start_network(data_dir, topology, lab=lab)
+    except (NodeStartError, TimeoutError) as error:
+        if lab is not None:
+            lab.teardown()
+        print(f"suretynet up: the network did not start: {error}", file=sys.stderr, flush=True)
+        return 1
     except BaseException:
         if lab is not None:
             lab.teardown()

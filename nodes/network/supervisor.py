@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nodes.common import logs, tls
+from nodes.network.descriptor import find_node, load_network
 from nodes.network.local import (
     START_TIMEOUT_S,
     LocalNetwork,
@@ -156,15 +156,8 @@ def _process_alive(pid: int) -> bool:
 
 
 def _entry(manifest_path: Path, entity_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{manifest_path}: {error}") from error
-    for entry in manifest.get("nodes", []):
-        if entry.get("entity_id") == entity_id:
-            return manifest, entry
-    known = ", ".join(entry.get("entity_id", "?") for entry in manifest.get("nodes", []))
-    raise ValueError(f"{manifest_path} lists no node {entity_id!r} (it lists: {known})")
+    manifest = load_network(manifest_path)
+    return manifest, find_node(manifest, entity_id, path=str(manifest_path))
 
 
 async def _serving(manifest: dict[str, Any], address: str) -> bool:
