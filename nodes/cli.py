@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from nodes.common import pki, tls
 from nodes.common.config import ConfigError, load_config
-from nodes.common.convert import enum_value
+from nodes.common.convert import enum_label, enum_value
 from nodes.common.identity import ROLES
 from nodes.common.status import decode_rpc_error
 
@@ -55,6 +56,15 @@ def _node_restart(args: argparse.Namespace) -> int:
     entry = asyncio.run(restart_supervised(Path(args.network), args.entity))
     print(f"{args.entity} restarted: pid {entry['pid']}, SERVING at {entry['address']}")
     return 0
+
+
+def _node_change_info(args: argparse.Namespace) -> int:
+    from nodes.network.change_info import change_info
+
+    status = asyncio.run(change_info(Path(args.network), args.entity))
+    fields = ", ".join(status["fields"]) or "none"
+    print(f"{args.entity}: {status['outcome']} (fields: {fields}) {status['detail']}".rstrip())
+    return 0 if status["outcome"] in ("MATCHED", "CHANGED") else 1
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -119,6 +129,8 @@ async def _approval_admin(args: argparse.Namespace) -> int:
                 ),
                 timeout=10,
             )
+        elif args.admin_command == "change-info":
+            response = await _change_information(channel, args)
         elif args.admin_command == "list-keys":
             response = await stub.ListLicenseKeys(
                 approval_pb2.ListLicenseKeysRequest(entity_id=args.entity or ""), timeout=10
@@ -127,6 +139,56 @@ async def _approval_admin(args: argparse.Namespace) -> int:
             response = await stub.ListEntities(approval_pb2.ListEntitiesRequest(), timeout=10)
     print_message(response)
     return 0
+
+
+async def _change_information(channel: grpc.aio.Channel, args: argparse.Namespace) -> Any:
+    """The institution changes an entity's registry entry (a move, a correction)."""
+    from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+    from suretynet.type.v1 import types_pb2
+
+    entity = (
+        await approval_pb2_grpc.ApprovalAdminServiceStub(channel).GetEntity(
+            approval_pb2.GetEntityRequest(entity_id=args.entity), timeout=10
+        )
+    ).entity
+    role = enum_label(types_pb2.Role, "ROLE_", entity.role)
+    if args.routing_prefix is not None and role != "settlement":
+        raise ValueError(f"--routing-prefix: {args.entity} is a {role} entity, not an agency")
+    values = {
+        "display_name": args.name,
+        "address": args.address,
+        "routing_prefix": args.routing_prefix,
+    }
+    present = {key: value for key, value in values.items() if value is not None}
+    if not present:
+        raise ValueError("change-info: give at least one of --name, --address, --routing-prefix")
+    stub = approval_pb2_grpc.EnrollmentServiceStub(channel)
+    if role == "retail":
+        return await stub.ChangeRetailEntityInformation(
+            approval_pb2.ChangeRetailEntityInformationRequest(
+                request_id=args.request_id,
+                entity_id=args.entity,
+                change=approval_pb2.RetailEntityInformationChange(**present),
+            ),
+            timeout=10,
+        )
+    if role == "settlement":
+        return await stub.ChangeSettlementAgencyInformation(
+            approval_pb2.ChangeSettlementAgencyInformationRequest(
+                request_id=args.request_id,
+                entity_id=args.entity,
+                change=approval_pb2.SettlementAgencyInformationChange(**present),
+            ),
+            timeout=10,
+        )
+    return await stub.ChangeMarketplaceInformation(
+        approval_pb2.ChangeMarketplaceInformationRequest(
+            request_id=args.request_id,
+            entity_id=args.entity,
+            change=approval_pb2.MarketplaceInformationChange(**present),
+        ),
+        timeout=10,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("entity", help="the node's entity ID, e.g. shop-1")
     restart.add_argument("--network", required=True, help="network.json written by 'up'")
     restart.set_defaults(handler=_node_restart)
+    change = node_commands.add_parser(
+        "change-info",
+        help="make a running node compare its installation info with approval's registry "
+        "and send any change (claims 6-7)",
+        description="Sends the node SIGHUP and prints the outcome it records: MATCHED, "
+        "CHANGED (with the fields sent), REFUSED or FAILED (exit 1, with the reason). Edits "
+        "to node.toml take effect with 'suretynet node restart', which announces on start.",
+    )
+    change.add_argument("entity", help="the node's entity ID, e.g. shop-1")
+    change.add_argument("--network", required=True, help="network.json written by 'up'")
+    change.set_defaults(handler=_node_change_info)
 
     up = commands.add_parser("up", help="run a whole local network until Ctrl-C")
     up.add_argument("--data-dir", required=True, help="where certificates, configs, DBs go")
@@ -195,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--status", required=True, choices=["active", "suspended", "terminated"])
     status.add_argument("--reason", default="")
     status.add_argument("--request-id", required=True)
+    change = admin_commands.add_parser(
+        "change-info",
+        help="change an entity's registry entry as the institution (a move to a new address)",
+    )
+    change.add_argument("--entity", required=True, help="entity ID, e.g. shop-1")
+    change.add_argument("--name", help="new display name")
+    change.add_argument("--address", help="new address HOST:PORT (a move)")
+    change.add_argument("--routing-prefix", help="new routing prefix (agencies only)")
+    change.add_argument("--request-id", required=True, help="idempotency key; reuse to retry")
     keys = admin_commands.add_parser("list-keys", help="list license keys (never the secrets)")
     keys.add_argument("--entity")
     admin_commands.add_parser("list-entities", help="list registered entities")

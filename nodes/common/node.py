@@ -32,8 +32,8 @@ from nodes.common.correlation import (
 )
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
 from nodes.common.server import NodeServer, Service, address_with_port
-from storage.common.database import Store, open_database
-from storage.common.models import NodeCredential, utc_now
+from storage.common.database import Store, bind, open_database
+from storage.common.models import InformationAnnouncement, NodeCredential, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class Node:
         self._license_key: str | None = None
 
     async def start(self) -> None:
-        self.store.create_tables(self.parts.tables)
+        self.store.create_tables(
+            [*self.parts.tables, bind(self.store.database, InformationAnnouncement)]
+        )
         self.server.bind()
         config = self.config
         self.runtime.address = (
@@ -125,8 +127,8 @@ class Node:
             )
         self.runtime.channels.license_key = lambda: self._license_key
         await self.server.start()
-        if self.parts.registration is not None:
-            await self._enrol()
+        if self.parts.registration is not None and not await self._enrol():
+            await self.announce_information()
         if self.parts.on_serving is not None:
             await self.parts.on_serving()
         await self.server.set_serving()
@@ -150,8 +152,20 @@ class Node:
                 },
             )
 
-    async def _enrol(self) -> None:
-        """Registers with approval on first start; later starts reuse the stored key."""
+    async def announce_information(self) -> Any:
+        """Compares installation info with approval's registry and sends any change (claims
+        6-7); see nodes/common/announce.py. Returns the Announcement."""
+        from nodes.common.announce import announce
+
+        assert self.parts.registration is not None
+        return await announce(self.runtime, self.parts.registration(self.runtime))
+
+    async def _enrol(self) -> bool:
+        """Registers with approval on first start; later starts reuse the stored key.
+
+        Returns True when it registered now (the registration carried the installation
+        info), False when the node already held a key.
+        """
         table = self.parts.credential_table
         assert table is not None and self.parts.registration is not None
         stored = await self.store.run(
@@ -159,7 +173,7 @@ class Node:
         )
         if stored is not None:
             self._license_key = stored.license_key
-            return
+            return False
         from nodes.common.enrollment_client import register
 
         logs.trace_id_var.set(enrollment_trace_id(self.config.entity_id))
@@ -186,6 +200,7 @@ class Node:
         await self.store.run(save)
         self._license_key = response.license_key
         logs.event(log, "enrolled", license_key_id=response.license_key_id)
+        return True
 
     def replace_license_key(self, key: str) -> None:
         self._license_key = key
@@ -229,7 +244,20 @@ async def run_until_signalled(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    announcements: set[asyncio.Task[Any]] = set()
+
+    def change_info() -> None:
+        # SIGHUP (`suretynet node change-info`): compare and announce again, in the
+        # background; the task set keeps a reference until it is done.
+        if node.parts.registration is None:
+            logs.event(log, "SIGHUP ignored: this role has no registry entry of its own")
+            return
+        task = asyncio.ensure_future(node.announce_information())
+        announcements.add(task)
+        task.add_done_callback(announcements.discard)
+
     await node.start()
+    loop.add_signal_handler(signal.SIGHUP, change_info)
     await stopping.wait()
     logs.event(log, "stopping", grace_s=config.limits.shutdown_grace_s)
     await node.stop()

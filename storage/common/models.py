@@ -44,4 +44,24 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class InformationAnnouncement(peewee.Model):
+    """Each time the node compared its installation info with approval's registry entry.
+
+    ``outcome`` is MATCHED (nothing differed), CHANGED (the change request was accepted),
+    REFUSED (approval refused it) or FAILED (approval could not be asked).
+    """
+
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64)
+    outcome = peewee.CharField(max_length=16)
+    # Comma-separated names of the fields that differed ("" when none).
+    fields = peewee.CharField(max_length=200, default="")
+    registry_serial = peewee.BigIntegerField(default=0)
+    detail = peewee.CharField(max_length=500, default="")
+    announced_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "information_announcement"
+
+
 RUNTIME_MODELS: tuple[type[peewee.Model], ...] = (IdempotencyRecord, NodeCredential)
