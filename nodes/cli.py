@@ -24,6 +24,13 @@ def _pki(args: argparse.Namespace) -> int:
             f"CA certificate: {issued.cert_path}\nCA private key: {issued.key_path} (keep it offline)"
         )
         return 0
+    if args.pki_command == "renew":
+        renewed = pki.renew_certificate(Path(args.dir), Path(args.cert))
+        print(
+            f"certificate: {renewed.cert_path}\nprivate key: {renewed.key_path}\n"
+            "running nodes present it on their next TLS handshakes (no restart)"
+        )
+        return 0
     out = Path(args.out or args.dir)
     issued = pki.issue_certificate(
         Path(args.dir),
@@ -205,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--entity", required=True, help="entity ID, e.g. shop-1")
     issue.add_argument("--ip", required=True, action="append", help="IP SAN (repeatable)")
     issue.add_argument("--out", help="output directory (default: the CA's directory)")
+    renew = pki_commands.add_parser(
+        "renew",
+        help="re-issue a certificate with the same names and a new key, in place",
+        description="Writes a new key and certificate over CERT (and CERT's .key) with the "
+        "same role, entity and IPs; running nodes reload them on their next handshakes.",
+    )
+    renew.add_argument("--dir", default="pki", help="the CA's directory (default: ./pki)")
+    renew.add_argument(
+        "--cert", required=True, help="the certificate to renew, e.g. pki/retail-shop-1.pem"
+    )
     pki_parser.set_defaults(handler=_pki)
 
     node = commands.add_parser("node", help="run one node")

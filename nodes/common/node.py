@@ -31,9 +31,15 @@ from nodes.common.correlation import (
     remote_lookup,
 )
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
+from nodes.common.license import LicenseKeeper
 from nodes.common.server import NodeServer, Service, address_with_port
 from storage.common.database import Store, bind, open_database
-from storage.common.models import InformationAnnouncement, NodeCredential, utc_now
+from storage.common.models import (
+    InformationAnnouncement,
+    NodeCredential,
+    NodeEnrollment,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +114,24 @@ class Node:
         )
         self.interceptor.add_check(self.correlation, first=True)
         self.server = NodeServer(config, self.parts.services, self.interceptor)
-        self._license_key: str | None = None
+        self.keeper: LicenseKeeper | None = None
+        if self.parts.registration is not None and self.parts.credential_table is not None:
+            self.keeper = LicenseKeeper(
+                self.runtime, self.parts.credential_table, self._license_usable
+            )
+            keeper = self.keeper
+            self.runtime.channels.license_key = lambda: keeper.key
+            self.runtime.channels.on_license_answer = keeper.answer
 
     async def start(self) -> None:
         self.store.create_tables(
-            [*self.parts.tables, bind(self.store.database, InformationAnnouncement)]
+            [
+                *self.parts.tables,
+                bind(self.store.database, InformationAnnouncement),
+                bind(self.store.database, NodeEnrollment),
+            ]
         )
+        self._check_certificate()
         self.server.bind()
         config = self.config
         self.runtime.address = (
@@ -125,13 +143,17 @@ class Node:
             self.runtime.member_address = address_with_port(
                 config.member_listen_address, self.server.member_port
             )
-        self.runtime.channels.license_key = lambda: self._license_key
         await self.server.start()
         if self.parts.registration is not None and not await self._enrol():
             await self.announce_information()
         if self.parts.on_serving is not None:
             await self.parts.on_serving()
-        await self.server.set_serving()
+        if self.keeper is None or self.keeper.usable:
+            await self.server.set_serving()
+        else:
+            await self.server.set_not_serving()
+        if self.keeper is not None:
+            self.parts.background.append(asyncio.create_task(self.keeper.run()))
         logs.event(
             log,
             "serving",
@@ -152,6 +174,28 @@ class Node:
                 },
             )
 
+    def _check_certificate(self) -> None:
+        """Refuses to start with a certificate peers would reject (wrong IP, entity, dates)."""
+        from nodes.common import pki
+        from nodes.common.config import ConfigError
+
+        config = self.config
+        if config.insecure_dev or config.tls is None:
+            return
+        addresses = [config.advertised_address or config.listen_address]
+        if config.member_listen_address:
+            addresses.append(config.member_listen_address)
+        for address in addresses:
+            try:
+                pki.check_node_certificate(
+                    config.tls.cert.read_bytes(),
+                    role=config.role,
+                    entity_id=config.entity_id,
+                    address=address,
+                )
+            except pki.CertificateError as error:
+                raise ConfigError(f"config.tls.cert ({config.tls.cert}): {error}") from error
+
     async def announce_information(self) -> Any:
         """Compares installation info with approval's registry and sends any change (claims
         6-7); see nodes/common/announce.py. Returns the Announcement."""
@@ -163,47 +207,76 @@ class Node:
     async def _enrol(self) -> bool:
         """Registers with approval on first start; later starts reuse the stored key.
 
-        Returns True when it registered now (the registration carried the installation
-        info), False when the node already held a key.
+        A program serial in the config other than the one the node registered with (the
+        way back for a revoked node) registers again and replaces the stored key. Returns
+        True when it registered now (the registration carried the installation info).
         """
         table = self.parts.credential_table
-        assert table is not None and self.parts.registration is not None
-        stored = await self.store.run(
-            lambda: table.get_or_none(table.entity_id == self.config.entity_id)
-        )
-        if stored is not None:
-            self._license_key = stored.license_key
+        keeper = self.keeper
+        assert table is not None and self.parts.registration is not None and keeper is not None
+        enrollments = bind(self.store.database, NodeEnrollment)
+        entity_id, serial = self.config.entity_id, self.config.program_serial
+
+        def stored_state() -> tuple[Any, str]:
+            row = table.get_or_none(table.entity_id == entity_id)
+            enrolled = enrollments.get_or_none(enrollments.entity_id == entity_id)
+            if row is not None and enrolled is None:
+                # Registered before serials were recorded: with the serial configured now.
+                enrolled = enrollments.create(entity_id=entity_id, program_serial=serial)
+            return row, enrolled.program_serial if enrolled is not None else ""
+
+        stored, enrolled_serial = await self.store.run(stored_state)
+        if stored is not None and enrolled_serial == serial:
+            keeper.hold(stored)
             return False
         from nodes.common.enrollment_client import register
 
-        logs.trace_id_var.set(enrollment_trace_id(self.config.entity_id))
+        logs.trace_id_var.set(enrollment_trace_id(entity_id))
+        if stored is not None:
+            logs.event(
+                log,
+                "re-registering with a new program serial",
+                logging.WARNING,
+                previous_program_serial=enrolled_serial,
+                program_serial=serial,
+            )
         request = self.parts.registration(self.runtime)
         # The request ID is derived from the serial, so a crash between approval's answer
         # and our commit is healed by asking again: approval returns the same key.
         request.request_id = (
-            "enrol-"
-            + hashlib.sha256(
-                f"{self.config.program_serial}/{self.config.entity_id}".encode()
-            ).hexdigest()[:32]
+            "enrol-" + hashlib.sha256(f"{serial}/{entity_id}".encode()).hexdigest()[:32]
         )
         response = await register(self.runtime, request)
 
-        def save() -> None:
-            table.create(
-                entity_id=self.config.entity_id,
-                license_key=response.license_key,
-                license_key_id=response.license_key_id,
-                expires_at=response.expires_at.ToDatetime(),
-                updated_at=utc_now(),
-            )
+        def save() -> Any:
+            with self.store.database.atomic():
+                table.delete().where(table.entity_id == entity_id).execute()
+                row = table.create(
+                    entity_id=entity_id,
+                    license_key=response.license_key,
+                    license_key_id=response.license_key_id,
+                    expires_at=response.expires_at.ToDatetime(),
+                    updated_at=utc_now(),
+                )
+                enrollments.insert(
+                    entity_id=entity_id, program_serial=serial, enrolled_at=utc_now()
+                ).on_conflict_replace().execute()
+                return row
 
-        await self.store.run(save)
-        self._license_key = response.license_key
+        keeper.hold(await self.store.run(save))
         logs.event(log, "enrolled", license_key_id=response.license_key_id)
         return True
 
     def replace_license_key(self, key: str) -> None:
-        self._license_key = key
+        if self.keeper is not None:
+            self.keeper.key = key
+
+    async def _license_usable(self, usable: bool) -> None:
+        """Health follows the license key: NOT_SERVING while approval refuses it."""
+        if usable:
+            await self.server.set_serving()
+        else:
+            await self.server.set_not_serving()
 
     async def stop(self) -> None:
         for task in self.parts.background:

@@ -107,6 +107,11 @@ class NodeServer:
         for name in ["", *(service.name for service in self._services)]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def set_not_serving(self) -> None:
+        """Marks the node and each of its services NOT_SERVING (it cannot do its work)."""
+        for name in ["", *(service.name for service in self._services)]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight RPCs finish for ``grace_s`` seconds."""
         await self.health.enter_graceful_shutdown()

@@ -44,6 +44,17 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class NodeEnrollment(peewee.Model):
+    """The program serial this node registered with: a new one in its config re-registers it."""
+
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    program_serial = peewee.CharField(max_length=64)
+    enrolled_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "node_enrollment"
+
+
 class InformationAnnouncement(peewee.Model):
     """Each time the node compared its installation info with approval's registry entry.
 
