@@ -74,6 +74,39 @@ def _node_change_info(args: argparse.Namespace) -> int:
     return 0 if status["outcome"] in ("MATCHED", "CHANGED") else 1
 
 
+def _node_rotate_key(args: argparse.Namespace) -> int:
+    from nodes.network.change_info import rotate_key
+
+    key = asyncio.run(rotate_key(Path(args.network), args.entity))
+    print(f"{args.entity}: new license key {key}")
+    return 0
+
+
+def _network_add_node(args: argparse.Namespace) -> int:
+    from nodes.network.descriptor import add_node
+
+    entry = {
+        "role": args.role,
+        "entity_id": args.entity,
+        "address": args.address,
+        "member_address": args.member_address or "",
+        "config": args.config or "",
+        "cert": args.cert or "",
+        "key": args.key or "",
+        "log": args.log or "",
+    }
+    network = add_node(
+        Path(args.network),
+        entry,
+        ca=args.ca or "",
+        admin_cert=args.admin_cert or "",
+        admin_key=args.admin_key or "",
+        replace=args.replace,
+    )
+    print(f"{args.network}: {len(network['nodes'])} node(s); {args.entity} at {args.address}")
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
@@ -138,6 +171,13 @@ async def _approval_admin(args: argparse.Namespace) -> int:
             )
         elif args.admin_command == "change-info":
             response = await _change_information(channel, args)
+        elif args.admin_command == "list-serials":
+            response = await stub.ListProgramSerials(
+                approval_pb2.ListProgramSerialsRequest(
+                    role=enum_value(types_pb2.Role, "ROLE_", args.role or "")
+                ),
+                timeout=10,
+            )
         elif args.admin_command == "list-keys":
             response = await stub.ListLicenseKeys(
                 approval_pb2.ListLicenseKeysRequest(entity_id=args.entity or ""), timeout=10
@@ -198,8 +238,24 @@ async def _change_information(channel: grpc.aio.Channel, args: argparse.Namespac
     )
 
 
+NETWORK_HELP = "the network descriptor (network.json written by 'up' or 'network add-node')"
+REQUEST_ID_HELP = "idempotency key: the same ID repeats the first answer; reuse it to retry"
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("suretynet")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="suretynet", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     pki_parser = commands.add_parser("pki", help="the network's certificate authority")
@@ -208,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--dir", default="pki", help="where to write the CA (default: ./pki)")
     issue = pki_commands.add_parser("issue", help="issue a node or admin certificate")
     issue.add_argument("--dir", default="pki", help="the CA's directory (default: ./pki)")
-    issue.add_argument("--role", required=True, choices=sorted(ROLES))
+    issue.add_argument("--role", required=True, choices=sorted(ROLES), help="the holder's role")
     issue.add_argument("--entity", required=True, help="entity ID, e.g. shop-1")
     issue.add_argument("--ip", required=True, action="append", help="IP SAN (repeatable)")
     issue.add_argument("--out", help="output directory (default: the CA's directory)")
@@ -228,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     node_commands = node.add_subparsers(dest="node_command", required=True)
     run = node_commands.add_parser("run", help="run a node until SIGTERM/SIGINT")
     run.add_argument(
-        "role", choices=["approval", "verification", "settlement", "retail", "marketplace"]
+        "role",
+        choices=["approval", "verification", "settlement", "retail", "marketplace"],
+        help="the role the config must name",
     )
     run.add_argument("--config", required=True, help="the node's TOML file")
     run.add_argument(
@@ -242,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "addresses; returns once network.json names the new process and it reports SERVING.",
     )
     restart.add_argument("entity", help="the node's entity ID, e.g. shop-1")
-    restart.add_argument("--network", required=True, help="network.json written by 'up'")
+    restart.add_argument("--network", required=True, help=NETWORK_HELP)
     restart.set_defaults(handler=_node_restart)
     change = node_commands.add_parser(
         "change-info",
@@ -253,8 +311,47 @@ def build_parser() -> argparse.ArgumentParser:
         "to node.toml take effect with 'suretynet node restart', which announces on start.",
     )
     change.add_argument("entity", help="the node's entity ID, e.g. shop-1")
-    change.add_argument("--network", required=True, help="network.json written by 'up'")
+    change.add_argument("--network", required=True, help=NETWORK_HELP)
     change.set_defaults(handler=_node_change_info)
+    rotate = node_commands.add_parser(
+        "rotate-key",
+        help="make a running node rotate its license key now, and wait for the new key",
+        description="Sends the node SIGUSR1; it rotates its key (the old one keeps working "
+        "for approval's rotation grace) and this waits until approval lists the new key.",
+    )
+    rotate.add_argument("entity", help="the node's entity ID, e.g. shop-1")
+    rotate.add_argument("--network", required=True, help=NETWORK_HELP)
+    rotate.set_defaults(handler=_node_rotate_key)
+
+    network = commands.add_parser(
+        "network", help="write the network descriptor (network.json) the CLIs read"
+    )
+    network_commands = network.add_subparsers(dest="network_command", required=True)
+    add = network_commands.add_parser(
+        "add-node",
+        help="add a node to network.json (created if missing), or replace one",
+        description="Records where a node is so that every CLI can reach it; the format is "
+        "in docs/OPERATIONS.md, 'The network descriptor'.",
+    )
+    add.add_argument("--network", required=True, help="the descriptor to write, network.json")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=["approval", "verification", "settlement", "retail", "marketplace"],
+        help="the node's role",
+    )
+    add.add_argument("--entity", required=True, help="the node's entity ID, e.g. shop-9")
+    add.add_argument("--address", required=True, help="the node port, HOST:PORT (mutual TLS)")
+    add.add_argument("--member-address", help="the member port, HOST:PORT, if it has one")
+    add.add_argument("--config", help="the node's node.toml, if on this host")
+    add.add_argument("--cert", help="the node's certificate, for reference")
+    add.add_argument("--key", help="the node's private key, for reference")
+    add.add_argument("--log", help="the node's log file, if on this host")
+    add.add_argument("--ca", help="the network CA's PEM (needed to create the descriptor)")
+    add.add_argument("--admin-cert", help="the operator's certificate (to create it)")
+    add.add_argument("--admin-key", help="the operator's private key (to create it)")
+    add.add_argument("--replace", action="store_true", help="overwrite the node if listed")
+    add.set_defaults(handler=_network_add_node)
 
     up = commands.add_parser("up", help="run a whole local network until Ctrl-C")
     up.add_argument("--data-dir", required=True, help="where certificates, configs, DBs go")
@@ -266,25 +363,41 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=_up)
 
     demo = commands.add_parser("demo", help="run every flow on a fresh local network")
-    demo.add_argument("--keep", help="use this directory instead of a temporary one")
+    demo.add_argument(
+        "--keep", help="run the network in this directory and leave it there afterwards"
+    )
     demo.set_defaults(handler=_demo)
 
     admin = commands.add_parser("approval", help="the institution's admin calls to approval")
-    admin.add_argument("--network", required=True, help="network.json written by 'up'")
+    admin.add_argument("--network", required=True, help=NETWORK_HELP)
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     serial = admin_commands.add_parser("issue-serial", help="issue a program serial number")
-    serial.add_argument("--role", required=True, choices=["retail", "settlement", "marketplace"])
-    serial.add_argument("--note", default="")
-    serial.add_argument("--request-id", required=True)
+    serial.add_argument(
+        "--role",
+        required=True,
+        choices=["retail", "settlement", "marketplace"],
+        help="the role the serial may register",
+    )
+    serial.add_argument("--note", default="", help="a note for the institution's records")
+    serial.add_argument("--request-id", required=True, help=REQUEST_ID_HELP)
+    serials = admin_commands.add_parser("list-serials", help="list issued program serials")
+    serials.add_argument(
+        "--role", choices=["retail", "settlement", "marketplace"], help="only this role's"
+    )
     revoke = admin_commands.add_parser("revoke-key", help="revoke a license key")
-    revoke.add_argument("--key-id", required=True)
-    revoke.add_argument("--reason", required=True)
-    revoke.add_argument("--request-id", required=True)
+    revoke.add_argument("--key-id", required=True, help="license key ID (see list-keys)")
+    revoke.add_argument("--reason", required=True, help="why, for the records and the node")
+    revoke.add_argument("--request-id", required=True, help=REQUEST_ID_HELP)
     status = admin_commands.add_parser("set-status", help="suspend or reactivate an entity")
-    status.add_argument("--entity", required=True)
-    status.add_argument("--status", required=True, choices=["active", "suspended", "terminated"])
-    status.add_argument("--reason", default="")
-    status.add_argument("--request-id", required=True)
+    status.add_argument("--entity", required=True, help="entity ID, e.g. shop-1")
+    status.add_argument(
+        "--status",
+        required=True,
+        choices=["active", "suspended", "terminated"],
+        help="the new status",
+    )
+    status.add_argument("--reason", default="", help="why, for the records")
+    status.add_argument("--request-id", required=True, help=REQUEST_ID_HELP)
     change = admin_commands.add_parser(
         "change-info",
         help="change an entity's registry entry as the institution (a move to a new address)",
@@ -293,9 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument("--name", help="new display name")
     change.add_argument("--address", help="new address HOST:PORT (a move)")
     change.add_argument("--routing-prefix", help="new routing prefix (agencies only)")
-    change.add_argument("--request-id", required=True, help="idempotency key; reuse to retry")
+    change.add_argument("--request-id", required=True, help=REQUEST_ID_HELP)
     keys = admin_commands.add_parser("list-keys", help="list license keys (never the secrets)")
-    keys.add_argument("--entity")
+    keys.add_argument("--entity", help="only this entity's keys")
     admin_commands.add_parser("list-entities", help="list registered entities")
     admin.set_defaults(handler=lambda args: asyncio.run(_approval_admin(args)))
 

@@ -157,6 +157,19 @@ class LicenseKeeper:
             previous_valid_until=response.previous_license_key_valid_until.ToDatetime(),
         )
 
+    async def rotate_now(self) -> None:
+        """An operator's rotation (SIGUSR1): rotate, or log why it could not."""
+        try:
+            await self.rotate()
+        except DomainError as error:
+            logs.event(
+                log,
+                "license key rotation failed",
+                logging.ERROR,
+                reason=error.reason,
+                error=error.message,
+            )
+
     async def run(self) -> None:
         """Rotates the key each time two thirds of its lifetime have passed, until cancelled."""
         retry_s = MIN_RETRY_S

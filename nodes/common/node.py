@@ -329,8 +329,18 @@ async def run_until_signalled(config: NodeConfig) -> None:
         announcements.add(task)
         task.add_done_callback(announcements.discard)
 
+    def rotate_key() -> None:
+        # SIGUSR1 (`suretynet node rotate-key`): rotate the license key now.
+        if node.keeper is None:
+            logs.event(log, "SIGUSR1 ignored: this role holds no license key")
+            return
+        task = asyncio.ensure_future(node.keeper.rotate_now())
+        announcements.add(task)
+        task.add_done_callback(announcements.discard)
+
     await node.start()
     loop.add_signal_handler(signal.SIGHUP, change_info)
+    loop.add_signal_handler(signal.SIGUSR1, rotate_key)
     await stopping.wait()
     logs.event(log, "stopping", grace_s=config.limits.shutdown_grace_s)
     await node.stop()

@@ -1,10 +1,11 @@
-"""``suretynet node change-info``: make a running node announce its own information again.
+"""``suretynet node change-info`` and ``rotate-key``: ask a running node to act now.
 
-The node (nodes/common/announce.py) compares its installation information with approval's
-registry entry on every start; SIGHUP makes it do so again at once, e.g. after a failed
-announcement or when the institution changed the entry. This sends the SIGHUP to the
-process network.json names and waits for the node's ``information.json`` (beside its ready
-file) to record the new outcome.
+Both signal the process network.json names, on this host:
+- SIGHUP: the node compares its installation information with approval's registry entry
+  and sends any change (nodes/common/announce.py), as it does on every start; this waits
+  for its ``information.json`` (beside its ready file) to record the new outcome;
+- SIGUSR1: the node rotates its license key at once (nodes/common/license.py); this
+  waits until approval lists the new key as active.
 """
 
 from __future__ import annotations
@@ -71,3 +72,58 @@ async def change_info(
         await asyncio.sleep(POLL_INTERVAL_S)
     status: dict[str, Any] = json.loads(path.read_text())
     return status
+
+
+async def _newest_key(manifest: dict[str, Any], entity_id: str) -> str:
+    import grpc
+    from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+
+    from nodes.common import tls
+    from nodes.network.descriptor import find_role
+
+    approval = find_role(manifest, "approval")
+    credentials = tls.client_credentials(
+        Path(manifest["ca"]).read_bytes(),
+        Path(manifest["admin"]["cert"]).read_bytes(),
+        Path(manifest["admin"]["key"]).read_bytes(),
+    )
+    async with grpc.aio.secure_channel(approval["address"], credentials) as channel:
+        response = await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListLicenseKeys(
+            approval_pb2.ListLicenseKeysRequest(entity_id=entity_id), timeout=10
+        )
+    active = [
+        key for key in response.license_keys if key.state == approval_pb2.LICENSE_KEY_STATE_ACTIVE
+    ]
+    newest = max(active, key=lambda key: key.issued_at.ToDatetime(), default=None)
+    return newest.license_key_id if newest is not None else ""
+
+
+async def rotate_key(
+    manifest_path: Path, entity_id: str, timeout_s: float = CHANGE_INFO_TIMEOUT_S
+) -> str:
+    """SIGUSR1s the node (it rotates its license key now) and returns the new key's ID
+    once approval lists it as active."""
+    manifest = load_network(manifest_path)
+    entry = find_node(manifest, entity_id, path=str(manifest_path))
+    if entry["role"] not in ("retail", "settlement", "marketplace"):
+        raise ValueError(f"{entity_id} is a {entry['role']} node: it holds no license key")
+    before = await _newest_key(manifest, entity_id)
+    pid = int(entry.get("pid", 0))
+    try:
+        if not pid:
+            raise ProcessLookupError
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError as error:
+        raise ValueError(
+            f"{entity_id} is not running as pid {pid} (network.json): start it first"
+        ) from error
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = await _newest_key(manifest, entity_id)
+        if after and after != before:
+            return after
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{entity_id} did not rotate its key within {timeout_s:.0f}s: see its log"
+            )
+        await asyncio.sleep(POLL_INTERVAL_S)

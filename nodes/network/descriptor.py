@@ -82,3 +82,52 @@ def write_network(path: Path, network: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(network, indent=2))
     os.replace(tmp, path)
+
+
+def add_node(
+    path: Path,
+    entry: dict[str, Any],
+    *,
+    ca: str = "",
+    admin_cert: str = "",
+    admin_key: str = "",
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Adds (or with ``replace`` replaces) one node in the descriptor at ``path``.
+
+    A descriptor that does not exist yet is created, which needs the CA and the
+    operator's certificate and key. Returns the descriptor as written.
+    """
+    import re
+
+    from nodes.common.identity import validate_entity_id
+
+    if path.exists():
+        network = load_network(path)
+    else:
+        if not (ca and admin_cert and admin_key):
+            raise ValueError(
+                f"{path} does not exist yet: give --ca, --admin-cert and --admin-key to create it"
+            )
+        network = {"ca": ca, "admin": {"cert": admin_cert, "key": admin_key}, "nodes": []}
+    if ca:
+        network["ca"] = ca
+    if admin_cert and admin_key:
+        network["admin"] = {"cert": admin_cert, "key": admin_key}
+    validate_entity_id(entry["entity_id"])
+    if entry["role"] not in NODE_ROLES:
+        raise ValueError(f"--role must be one of {', '.join(sorted(NODE_ROLES))}")
+    for key in ("address", "member_address"):
+        value = entry.get(key, "")
+        if value and not re.match(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$", value):
+            raise ValueError(f"--{key.replace('_', '-')} {value!r} is not HOST:PORT")
+    listed = [node for node in network["nodes"] if node["entity_id"] == entry["entity_id"]]
+    if listed and not replace:
+        raise ValueError(
+            f"{path} already lists {entry['entity_id']!r}: pass --replace to overwrite it"
+        )
+    network["nodes"] = [
+        node for node in network["nodes"] if node["entity_id"] != entry["entity_id"]
+    ] + [{key: value for key, value in entry.items() if value not in ("", None)}]
+    write_network(path, network)
+    return network
