@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from nodes.common import logs
+from nodes.common import failpoints, logs
 from nodes.common.calls import CallInfo, current_call
 from nodes.common.decoding import decode_request
 from nodes.common.errors import DomainError, ErrorKind
@@ -203,12 +203,19 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         behavior: Callable[..., Any],
         deserializer: Callable[[bytes], Any] | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        step = method.rsplit(".", 1)[-1]
+
         async def serve(body: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 await self._admit(method, rpc_policy, context)
                 request = decode_request(deserializer, body)
+                failpoints.begin(step)
                 result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
+                answer = await result if inspect.isawaitable(result) else result
+                crash_after_answer = failpoints.after_answer(step)
+                if crash_after_answer is not None:
+                    context.add_done_callback(crash_after_answer)  # type: ignore[arg-type]
+                return answer
             except Exception as error:
                 await _abort(context, method, error)
 

@@ -49,6 +49,7 @@ from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.interceptor import RpcPolicy
 from nodes.common.node import read_license_key
 from nodes.common.status import decode_rpc_error
+from nodes.network.descriptor import operator_credentials
 
 CALL_TIMEOUT_S = 20.0
 STREAM_TIMEOUT_S = 2.0
@@ -520,7 +521,7 @@ class Network:
                 metadata.append(("authorization", f"Bearer {token}"))
             return self.channel(node["member_address"]), metadata
         if "admin" in target.policy.roles:
-            operator = node.get("operator") or self.manifest["admin"]
+            operator = operator_credentials(self.manifest, node)
             return self.channel(node["address"], operator["cert"], operator["key"]), []
         caller = next(
             entity
@@ -659,7 +660,7 @@ class Harness:
 
     def check_health(self) -> None:
         for entity, node in self.network.nodes.items():
-            operator = node.get("operator") or self.network.manifest["admin"]
+            operator = operator_credentials(self.network.manifest, node)
             channel = self.network.channel(node["address"], operator["cert"], operator["key"])
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(

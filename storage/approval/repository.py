@@ -15,7 +15,7 @@ from storage.approval.models import (
     TransactionRecordRow,
 )
 from storage.common.database import Store, bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 
 REGISTRY_COUNTER = "registry"
 
@@ -33,6 +33,7 @@ class ApprovalRepository:
         self.transactions = bind(database, TransactionRecordRow)
         self.mismatches = bind(database, TransactionMismatchRow)
         self.pushes = bind(database, GuaranteePushRow)
+        self.voids = bind(database, OrderVoid)
         self.registry_changes = bind(database, RegistryChangeRow)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.serials,
@@ -44,6 +45,7 @@ class ApprovalRepository:
             self.transactions,
             self.mismatches,
             self.pushes,
+            self.voids,
             self.registry_changes,
         )
 

@@ -17,6 +17,33 @@ def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
+class SealedCharField(peewee.CharField):
+    """A short secret kept sealed under the node's key (nodes/common/secrets.py).
+
+    Sealing happens on the way in and opening on the way out, through the ``secret_box``
+    the node sets on its bound copy of the model, so code reading and writing the column
+    never sees the sealed form. A value written before sealing (no prefix) reads as is.
+    Never compare this column in a query: each sealing is different.
+    """
+
+    def _sealing(self) -> tuple[Any, str]:
+        box = getattr(self.model, "secret_box", None)
+        return box, f"{self.model._meta.table_name}.{self.name}"
+
+    def db_value(self, value: Any) -> Any:
+        box, context = self._sealing()
+        if value is not None and box is not None:
+            value = box.seal_text(str(value), context)
+        return super().db_value(value)
+
+    def python_value(self, value: Any) -> Any:
+        value = super().python_value(value)
+        box, context = self._sealing()
+        if value is not None and box is not None:
+            value = box.open_text(str(value), context)
+        return value
+
+
 class IdempotencyRecord(peewee.Model):
     """The first answer to a mutating request, stored in the same transaction as its effect."""
 
@@ -40,7 +67,7 @@ class NodeCredential(peewee.Model):
 
     entity_id = peewee.CharField(max_length=64, primary_key=True)
     # Sealed under the node's key (nodes/common/secrets.py), never in clear.
-    license_key = peewee.CharField(max_length=128)
+    license_key = SealedCharField(max_length=128)
     license_key_id = peewee.CharField(max_length=64)
     expires_at = peewee.DateTimeField()
     updated_at = peewee.DateTimeField(default=utc_now)
@@ -48,6 +75,68 @@ class NodeCredential(peewee.Model):
 
     class Meta:
         table_name = "node_credential"
+
+
+class OrderVoid(peewee.Model):
+    """A void recorded for an order number: the purchase's compensating step.
+
+    Kept whether or not this node holds the order, so that a request for the order that
+    arrives after its void (a late retry, a delayed duplicate) can never bring it back.
+    """
+
+    order_number = peewee.CharField(max_length=64, primary_key=True)
+    retail_entity_id = peewee.CharField(max_length=64)
+    settlement_agency_id = peewee.CharField(max_length=64, default="")
+    reason = peewee.CharField(max_length=64)
+    voided_at = peewee.DateTimeField(default=utc_now)
+    # Agency: when verification acknowledged the void (its own resumer delivers it).
+    forwarded_at = peewee.DateTimeField(null=True)
+    forward_attempts = peewee.IntegerField(default=0)
+    next_forward_at = peewee.DateTimeField(default=utc_now, index=True)
+
+    class Meta:
+        table_name = "order_void"
+
+
+class StoreHeartbeat(peewee.Model):
+    """One row the store rewrites to probe whether its database can be written again."""
+
+    name = peewee.CharField(max_length=16, primary_key=True)
+    beat_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "store_heartbeat"
+
+
+class NodeEnrollment(peewee.Model):
+    """The program serial this node registered with: a new one in its config re-registers it."""
+
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    program_serial = peewee.CharField(max_length=64)
+    enrolled_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "node_enrollment"
+
+
+class InformationAnnouncement(peewee.Model):
+    """Each time the node compared its installation info with approval's registry entry.
+
+    ``outcome`` is MATCHED (nothing differed), CHANGED (the change request was accepted),
+    REFUSED (approval refused it) or FAILED (approval could not be asked).
+    """
+
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64)
+    outcome = peewee.CharField(max_length=16)
+    # Comma-separated names of the fields that differed ("" when none).
+    fields = peewee.CharField(max_length=200, default="")
+    registry_serial = peewee.BigIntegerField(default=0)
+    detail = peewee.CharField(max_length=500, default="")
+    announced_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "information_announcement"
 
 
 class LoginFailureRow(peewee.Model):

@@ -54,9 +54,11 @@ def test_license_keys_are_never_stored_in_clear_but_a_replay_still_delivers_them
                 program_serial=shop_serial, options={"discovery": "directory"},
             )  # fmt: skip
             async with running(shop) as node:
-                keys.append(node._license_key or "")
+                assert node.keeper is not None
+                keys.append(node.keeper.key or "")
             async with running(shop) as node:
-                assert node._license_key == keys[-1], "a restart opens the sealed key"
+                assert node.keeper is not None
+                assert node.keeper.key == keys[-1], "a restart opens the sealed key"
 
     asyncio.run(scenario())
     assert all(keys)
