@@ -148,10 +148,8 @@ class Node:
             await self.announce_information()
         if self.parts.on_serving is not None:
             await self.parts.on_serving()
-        if self.keeper is None or self.keeper.usable:
-            await self.server.set_serving()
-        else:
-            await self.server.set_not_serving()
+        await self._refresh_health()
+        self.store.health_listeners.append(lambda _healthy: self._refresh_health())
         if self.keeper is not None:
             self.parts.background.append(asyncio.create_task(self.keeper.run()))
         logs.event(
@@ -272,11 +270,13 @@ class Node:
             self.keeper.key = key
 
     async def _license_usable(self, usable: bool) -> None:
-        """Health follows the license key: NOT_SERVING while approval refuses it."""
-        if usable:
-            await self.server.set_serving()
-        else:
-            await self.server.set_not_serving()
+        await self._refresh_health()
+
+    async def _refresh_health(self) -> None:
+        """SERVING only while the node can do its work: its database can be written and
+        approval accepts its license key."""
+        usable = self.keeper is None or self.keeper.usable
+        await self.server.set_serving(self.store.healthy and usable)
 
     async def stop(self) -> None:
         for task in self.parts.background:

@@ -58,6 +58,9 @@ ROLE_OPTIONS: dict[str, dict[str, Option]] = {
         "session_ttl_s": Option("int", "member session lifetime"),
         "guarantee_refresh_interval_s": Option("int", "cache discovery: refresh interval"),
         "guarantee_max_staleness_s": Option("int", "cache discovery: staleness bound"),
+        "resume_interval_s": Option(
+            "int", "how often the agency delivers unacknowledged reports and voids itself"
+        ),
     },
     "retail": {
         "discovery": Option(
@@ -84,6 +87,9 @@ ROLE_OPTIONS: dict[str, dict[str, Option]] = {
             proto_prefix="CANCEL_PROCEDURE_",
         ),
         "purchase_resume_interval_s": Option(SECONDS, "how often pending orders are resumed"),
+        "order_lifetime_s": Option(
+            SECONDS, "how long an order may wait for its agency before the shop voids it"
+        ),
     },
     "marketplace": {
         "currency_code": Option("str", "the currency the marketplace trades in"),
