@@ -124,12 +124,10 @@ class Node:
             self.runtime.channels.on_license_answer = keeper.answer
 
     async def start(self) -> None:
+        # Nodes that enrol also record their serial and their information announcements.
+        lifecycle_tables = [InformationAnnouncement, NodeEnrollment] if self.keeper else []
         self.store.create_tables(
-            [
-                *self.parts.tables,
-                bind(self.store.database, InformationAnnouncement),
-                bind(self.store.database, NodeEnrollment),
-            ]
+            [*self.parts.tables, *(bind(self.store.database, t) for t in lifecycle_tables)]
         )
         self._check_certificate()
         self.server.bind()

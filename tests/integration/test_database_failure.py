@@ -43,12 +43,13 @@ def small_disk(directory: Path, size: str = "4m") -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Writes a filler file until the disk is full; returns it (delete it to free the disk)."""
     filler = directory / "filler"
-    with filler.open("wb") as handle:
-        chunk = b"\0" * 65536
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(chunk)
-                handle.flush()
+    chunk = b"\0" * 65536
+    # Closing flushes what a partial last write left buffered, which fails too: the
+    # disk is full either way.
+    with contextlib.suppress(OSError), filler.open("wb") as handle:
+        while True:
+            handle.write(chunk)
+            handle.flush()
     return filler
 
 
