@@ -20,6 +20,7 @@ from nodes.network.local import LocalNetwork
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXECUTED_SECTIONS = (
     "### grpcurl",
+    "## Enrolling a node",
     "## Making a purchase",
     "## Cancelling an order",
     "## Marketplace mediation",
@@ -27,6 +28,7 @@ EXECUTED_SECTIONS = (
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
     "### grpcurl": ('"status": "SERVING"', "suretynet.approval.v1.EnrollmentService"),
+    "## Enrolling a node": ('"serial": "SN-RET-', "retail-shop-9.pem"),
     "## Making a purchase": ('"ORDER_STATUS_COMPLETED"', '"transactionCompletionNotices"'),
     "## Cancelling an order": ('"ORDER_STATUS_CANCELLED"', '"CANCEL_DECISION_STOPPED_BILLING"'),
     "## Marketplace mediation": ('"TRANSACTION_STATE_ORDERED"', '"partnerMarketplaceId"'),
