@@ -433,7 +433,7 @@ def render_table(report: Report) -> str:
     lines.append(
         f"{report.orders_checked} orders, {report.members_checked} members, "
         f"{report.mediations_checked} mediations checked on {len(report.nodes_read)} nodes: "
-        + (f"{len(report.mismatches)} mismatches" if report.mismatches else "consistent")
+        + (f"{len(report.mismatches)} mismatch(es)" if report.mismatches else "consistent")
     )
     return "\n".join(lines)
 
