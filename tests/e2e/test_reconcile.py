@@ -35,18 +35,20 @@ ROLE_ORDER = types_pb2.FLOW_RECORD_KIND_ORDER
 
 @pytest.fixture(scope="module")
 def busy_network(network: LocalNetwork) -> LocalNetwork:
-    """The `up` network after purchases, cancellations, a billing run and mediations."""
+    """The `up` network after purchases, cancellations, a billing run, mediations and refusals."""
 
     async def run_flows() -> None:
         for number, flow in enumerate(
             (
                 purchase.directory_purchase,
                 purchase.push_purchase,
+                purchase.credit_limit_refusal,
                 cancellation.member_cancels_before_billing,
                 cancellation.shop_cancels_after_billing,
                 mediation.local_purchase,
                 mediation.mediated_claim_6,
                 mediation.mediated_claim_7,
+                mediation.credit_refusal,
             )
         ):
             await flow(FlowContext(network, trace_id=f"reconcile-flow-{number}"))
