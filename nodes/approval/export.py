@@ -1,4 +1,4 @@
-"""Approval's records of flows for ExportFlowRecords: transaction records and mismatches.
+"""Approval's records of flows for ExportFlowRecords: transaction records, mismatches, voids.
 
 A refused transaction verification never becomes a transaction record (see
 transactions.py); it is exported as a record of its own, state FAILED, with the attribute
@@ -16,7 +16,6 @@ from storage.approval.repository import ApprovalRepository
 RECORD_STATES = {
     "RECORDED": fx.COMPLETED,
     "CANCELLED": fx.CANCELLED,
-    "VOIDED": fx.VOIDED,
     "MISMATCH": fx.FAILED,
 }
 APPROVAL_ROLE = types_pb2.ROLE_APPROVAL
@@ -48,14 +47,21 @@ def sections(repo: ApprovalRepository, approval_id: str) -> list[fx.Section]:
             mismatches.mismatch_id,
             lambda row: _mismatch(row, approval_id),
         ),
+        fx.void_section(
+            repo.voids,
+            kind=types_pb2.FLOW_RECORD_KIND_TRANSACTION_RECORD,
+            entity_id=approval_id,
+            role=APPROVAL_ROLE,
+            method=SERVICE + "RecordTransactionVoid",
+            sender=lambda row: row.retail_entity_id,
+        ),
     ]
 
 
 def _record(row: TransactionRecordRow, approval_id: str) -> types_pb2.FlowRecord:
-    # The void mark is being added to the table with the saga work (issue 9); until then no
-    # record has one.
-    voided_at = getattr(row, "voided_at", None)
-    stored = "VOIDED" if voided_at else "CANCELLED" if row.cancelled_at else "RECORDED"
+    # Approval records a void only for an order it never verified (see
+    # transactions.record_void), so a record is never voided; its voids export on their own.
+    stored = "CANCELLED" if row.cancelled_at else "RECORDED"
     events = [
         fx.event(
             "transaction verified",
@@ -77,8 +83,6 @@ def _record(row: TransactionRecordRow, approval_id: str) -> types_pb2.FlowRecord
                 detail=row.cancel_decision,
             )
         )
-    if voided_at:
-        events.append(fx.event("record voided", voided_at, sender=approval_id))
     return fx.record(
         entity_id=approval_id,
         role=APPROVAL_ROLE,
@@ -90,7 +94,7 @@ def _record(row: TransactionRecordRow, approval_id: str) -> types_pb2.FlowRecord
         amount_minor=row.amount_minor,
         currency_code=row.currency_code,
         created_at=row.recorded_at,
-        updated_at=voided_at or row.cancelled_at or row.recorded_at,
+        updated_at=row.cancelled_at or row.recorded_at,
         events=events,
         counterparts=[row.retail_entity_id, row.settlement_agency_id],
         attributes={

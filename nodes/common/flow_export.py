@@ -26,11 +26,12 @@ from nodes.common.paging import across_sections
 # Normalized states every role maps its own to; intermediate ones have a lifetime.
 PENDING = "PENDING"
 CANCELLING = "CANCELLING"
+VOIDING = "VOIDING"
 COMPLETED = "COMPLETED"
 CANCELLED = "CANCELLED"
 VOIDED = "VOIDED"
 FAILED = "FAILED"
-INTERMEDIATE_STATES = frozenset({PENDING, CANCELLING})
+INTERMEDIATE_STATES = frozenset({PENDING, CANCELLING, VOIDING})
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,67 @@ def export_page(
     ]
     rows, token = across_sections(chosen, request.page_size, request.page_token)
     return [sections[index].build(row) for index, row in rows], token
+
+
+def void_section(
+    table: Any,
+    *,
+    kind: int,
+    entity_id: str,
+    role: int,
+    method: str,
+    sender: Callable[[Any], str],
+    forwarded: tuple[str, str] | None = None,
+) -> Section:
+    """The node's voids (``OrderVoid``) as records of ``kind`` with attribute ``void``.
+
+    A void is kept whether or not the node holds the order, and holds no money: its record
+    has no amount, and reconciliation compares only the records without the attribute.
+    ``forwarded`` (method, receiver) adds the void's delivery onwards (agency to
+    verification).
+    """
+
+    def rows(order_number: str) -> Any:
+        query = table.select()
+        return query.where(table.order_number == order_number) if order_number else query
+
+    def build(row: Any) -> types_pb2.FlowRecord:
+        events = [
+            event(
+                "void received",
+                row.voided_at,
+                method=method,
+                sender=sender(row),
+                receiver=entity_id,
+                detail=row.reason,
+            )
+        ]
+        if forwarded is not None and getattr(row, "forwarded_at", None) is not None:
+            events.append(
+                event(
+                    "void forwarded",
+                    row.forwarded_at,
+                    method=forwarded[0],
+                    sender=entity_id,
+                    receiver=forwarded[1],
+                    attempts=row.forward_attempts,
+                )
+            )
+        return record(
+            entity_id=entity_id,
+            role=role,
+            kind=kind,
+            key=row.order_number,
+            order_number=row.order_number,
+            stored_state="VOIDED",
+            mapping={},
+            amount_minor=0,
+            currency_code="",
+            created_at=row.voided_at,
+            updated_at=getattr(row, "forwarded_at", None) or row.voided_at,
+            events=events,
+            counterparts=[row.retail_entity_id, row.settlement_agency_id],
+            attributes={"void": "true", "reason": row.reason},
+        )
+
+    return Section(kind, rows, table.order_number, build)

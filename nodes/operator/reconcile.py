@@ -48,6 +48,7 @@ MEMBER_CREDIT = types_pb2.FLOW_RECORD_KIND_MEMBER_CREDIT
 # both (docs/RELIABILITY.md).
 DEFAULT_LIFETIMES_S: dict[str, float] = {
     "order.PENDING": 600.0,
+    "order.VOIDING": 600.0,
     "cancellation.CANCELLING": 600.0,
     "transaction_report.PENDING": 600.0,
     "mediated_transaction.PENDING": 7 * 86400.0,
@@ -117,6 +118,11 @@ def _moment(record: types_pb2.FlowRecord) -> datetime.datetime | None:
     return stamp.ToDatetime(tzinfo=datetime.UTC)
 
 
+def _annotation(record: types_pb2.FlowRecord) -> bool:
+    """A refused verification or a void: facts about an order that hold no money."""
+    return "true" in (record.attributes.get("mismatch"), record.attributes.get("void"))
+
+
 class _Index:
     """Every node's records, arranged for the checks."""
 
@@ -136,7 +142,7 @@ class _Index:
         return [
             record
             for record in self.by_order.get((kind, order_number), [])
-            if record.role == role and record.attributes.get("mismatch") != "true"
+            if record.role == role and not _annotation(record)
         ]
 
 
@@ -212,7 +218,11 @@ def _check_orphans_and_duplicates(report: Report, index: _Index) -> None:
         (TRANSACTION_RECORD, types_pb2.ROLE_APPROVAL),
     ):
         for record in index.by_kind.get(kind, []):
-            if record.role == role and record.order_number not in index.shop_orders:
+            if (
+                record.role == role
+                and not _annotation(record)
+                and record.order_number not in index.shop_orders
+            ):
                 report.add(
                     "ORPHAN_ORDER",
                     record.entity_id,
@@ -223,7 +233,7 @@ def _check_orphans_and_duplicates(report: Report, index: _Index) -> None:
                 )
     holders: dict[str, list[str]] = defaultdict(list)
     for record in index.by_kind.get(ORDER, []):
-        if record.role == types_pb2.ROLE_SETTLEMENT:
+        if record.role == types_pb2.ROLE_SETTLEMENT and not _annotation(record):
             holders[record.order_number].append(record.entity_id)
     for number, agencies in holders.items():
         if len(agencies) > 1:

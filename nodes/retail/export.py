@@ -20,8 +20,13 @@ ORDER_STATES = {
     "COMPLETED": fx.COMPLETED,
     "CANCELLED": fx.CANCELLED,
     "FAILED": fx.FAILED,
+    # Refused before the billing search left: no other node holds anything.
+    "DECLINED": fx.FAILED,
+    # Refused after it may have left: voided at approval and the agency, or being voided.
+    "VOIDING": fx.VOIDING,
     "VOIDED": fx.VOIDED,
 }
+REFUSED_STATUSES = ("FAILED", "DECLINED", "VOIDING", "VOIDED")
 # A shop order's cancellation: cancel_step as the cancellation flow stores it.
 CANCELLATION_STATES = {"request": fx.CANCELLING, "record": fx.CANCELLING, "done": fx.CANCELLED}
 RETAIL_ROLE = types_pb2.ROLE_RETAIL
@@ -71,14 +76,24 @@ def _order(row: ShopOrderRow, sale: SalesRecordRow | None, shop_id: str) -> type
             detail=f"request {row.request_id}",
         )
     ]
-    if row.status == "FAILED":
+    if row.status in REFUSED_STATUSES:
         events.append(
             fx.event(
-                "order failed",
+                f"order {row.status.lower()}",
                 row.updated_at,
                 sender=shop_id,
                 refusal_reason=row.decline_reason or "TRANSACTION_DECLINED",
-                detail=f"at step {row.step}",
+                detail=f"step {row.step}",
+            )
+        )
+    if row.attempts > 0:
+        events.append(
+            fx.event(
+                f"step {row.step} being retried",
+                row.updated_at,
+                sender=shop_id,
+                detail=f"next attempt at {row.next_attempt_at:%H:%M:%S}",
+                attempts=row.attempts + 1,
             )
         )
     if sale is not None:
@@ -110,6 +125,7 @@ def _order(row: ShopOrderRow, sale: SalesRecordRow | None, shop_id: str) -> type
             "request_id": row.request_id,
             "settlement_agency_id": row.settlement_agency_id,
             "decline_reason": row.decline_reason,
+            "attempts": str(row.attempts),
             "sales_record": sale.status if sale is not None else "",
             "trace_id": row.trace_id,
         },

@@ -66,6 +66,18 @@ def sections(repo: SettlementRepository, agency_id: str) -> list[fx.Section]:
             member_rows.member_id,
             lambda row: _member_credit(repo, row, agency_id),
         ),
+        fx.void_section(
+            repo.voids,
+            kind=types_pb2.FLOW_RECORD_KIND_ORDER,
+            entity_id=agency_id,
+            role=SETTLEMENT_ROLE,
+            method=BILLING + "VoidOrder",
+            sender=lambda row: row.retail_entity_id,
+            forwarded=(
+                "suretynet.verification.v1.VerificationService/VoidTransactionReport",
+                "verification",
+            ),
+        ),
     ]
 
 
@@ -93,6 +105,16 @@ def _order(row: SettlementOrderRow, agency_id: str) -> types_pb2.FlowRecord:
             detail=f"notice {row.completion_notice_id}",
         ),
     ]
+    if row.report_attempts > 0:
+        events.append(
+            fx.event(
+                "transaction report retried",
+                row.reported_at or row.updated_at,
+                sender=agency_id,
+                detail="acknowledged" if row.reported_at else "not yet acknowledged",
+                attempts=row.report_attempts + 1,
+            )
+        )
     if row.billed_at is not None:
         events.append(fx.event("billed", row.billed_at, sender=agency_id))
     record = fx.record(

@@ -1,7 +1,8 @@
-"""Verification's records of flows for ExportFlowRecords: reports and cancellations.
+"""Verification's records of flows for ExportFlowRecords: reports, cancellations, voids.
 
 A transaction report reads CANCELLED once an agency's cancel process notice for its order
-is stored, and VOIDED once the report carries a void mark.
+is stored, and VOIDED once the agency voided the order here (an ``OrderVoid``, exported
+also as a record of its own).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from suretynet.type.v1 import types_pb2
 
 from nodes.common import flow_export as fx
+from nodes.common import voids
+from storage.common.models import OrderVoid
 from storage.verification.models import CancelProcessRow, CancelRequestRow, TransactionReportRow
 from storage.verification.repository import VerificationRepository
 
@@ -47,7 +50,12 @@ def sections(repo: VerificationRepository, verification_id: str) -> list[fx.Sect
             types_pb2.FLOW_RECORD_KIND_TRANSACTION_REPORT,
             report_rows,
             reports.order_number,
-            lambda row: _report(row, process_of(row.order_number), verification_id),
+            lambda row: _report(
+                row,
+                process_of(row.order_number),
+                voids.voided(repo.voids, row.order_number, row.retail_entity_id),
+                verification_id,
+            ),
         ),
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_CANCELLATION,
@@ -57,16 +65,25 @@ def sections(repo: VerificationRepository, verification_id: str) -> list[fx.Sect
                 row, process_of(row.order_number, row.cancel_request_id), verification_id
             ),
         ),
+        fx.void_section(
+            repo.voids,
+            kind=types_pb2.FLOW_RECORD_KIND_TRANSACTION_REPORT,
+            entity_id=verification_id,
+            role=VERIFICATION_ROLE,
+            method=SERVICE + "VoidTransactionReport",
+            sender=lambda row: row.settlement_agency_id,
+        ),
     ]
 
 
 def _report(
-    row: TransactionReportRow, process: CancelProcessRow | None, verification_id: str
+    row: TransactionReportRow,
+    process: CancelProcessRow | None,
+    void: OrderVoid | None,
+    verification_id: str,
 ) -> types_pb2.FlowRecord:
     stored = row.result
-    # The void mark is being added to the table with the saga work (issue 9); until then no
-    # report has one.
-    voided_at = getattr(row, "voided_at", None)
+    voided_at = void.voided_at if void is not None else None
     if voided_at is not None:
         stored = "VOIDED"
     elif process is not None:
@@ -81,8 +98,6 @@ def _report(
             detail=f"result {row.result}",
         )
     ]
-    if voided_at is not None:
-        events.append(fx.event("report voided", voided_at, sender=verification_id))
     return fx.record(
         entity_id=verification_id,
         role=VERIFICATION_ROLE,

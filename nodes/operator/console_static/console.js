@@ -130,10 +130,12 @@ function drawDiagram(journey) {
       }
     } else {
       const group = element("g", {
-        class: "local" + (refused ? " refused" : ""), "data-from": sender, "data-label": step.label,
+        class: "local" + (refused ? " refused" : "") + (step.attempts > 1 ? " retried" : ""),
+        "data-from": sender, "data-label": step.label,
       }, svg);
       element("rect", { x: x(sender) - 75, y: y - 14, width: 150, height: 22, rx: 4 }, group);
-      const text = refused ? `✕ ${step.label}: ${step.refusal_reason}` : step.label;
+      const retried = step.attempts > 1 ? ` ↻ ${step.attempts}` : "";
+      const text = (refused ? `✕ ${step.label}: ${step.refusal_reason}` : step.label) + retried;
       element("text", { x: x(sender), y: y + 1, "text-anchor": "middle" }, group, text);
       element("title", {}, group, step.detail || step.step);
     }
