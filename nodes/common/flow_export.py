@@ -161,7 +161,8 @@ def void_section(
     A void is kept whether or not the node holds the order, and holds no money: its record
     has no amount, and reconciliation compares only the records without the attribute.
     ``forwarded`` (method, receiver) adds the void's delivery onwards (agency to
-    verification).
+    verification) as a step of this node, with its attempts; the receiver's own record
+    draws the message.
     """
 
     def rows(order_number: str) -> Any:
@@ -182,11 +183,10 @@ def void_section(
         if forwarded is not None and getattr(row, "forwarded_at", None) is not None:
             events.append(
                 event(
-                    "void forwarded",
+                    f"void forwarded to {forwarded[1]}",
                     row.forwarded_at,
-                    method=forwarded[0],
                     sender=entity_id,
-                    receiver=forwarded[1],
+                    detail=forwarded[0],
                     attempts=row.forward_attempts,
                 )
             )

@@ -106,7 +106,9 @@ def journey(order_number: str, exports: Iterable[NodeExport]) -> Journey:
                     key=record.key,
                     state=record.state,
                     stored_state=record.stored_state,
-                    amount=f"{record.amount.amount_minor} {record.amount.currency_code}".strip(),
+                    amount=f"{record.amount.amount_minor} {record.amount.currency_code}"
+                    if record.amount.currency_code
+                    else "",
                 )
             )
             for event in record.events:

@@ -27,6 +27,11 @@ ORDER_STATES = {
     "VOIDED": fx.VOIDED,
 }
 REFUSED_STATUSES = ("FAILED", "DECLINED", "VOIDING", "VOIDED")
+REFUSAL_DETAILS = {
+    "DECLINED": "refused before the billing search left; no other node holds it",
+    "VOIDING": "refused after the billing search; voiding at approval and the agency",
+    "VOIDED": "refused after the billing search; voided at approval and the agency",
+}
 # A shop order's cancellation: cancel_step as the cancellation flow stores it.
 CANCELLATION_STATES = {"request": fx.CANCELLING, "record": fx.CANCELLING, "done": fx.CANCELLED}
 RETAIL_ROLE = types_pb2.ROLE_RETAIL
@@ -83,7 +88,7 @@ def _order(row: ShopOrderRow, sale: SalesRecordRow | None, shop_id: str) -> type
                 row.updated_at,
                 sender=shop_id,
                 refusal_reason=row.decline_reason or "TRANSACTION_DECLINED",
-                detail=f"step {row.step}",
+                detail=REFUSAL_DETAILS.get(row.status, ""),
             )
         )
     if row.attempts > 0:

@@ -19,23 +19,31 @@ from pathlib import Path
 
 import grpc
 import pytest
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
+from nodes.common import flow_export as fx
 from nodes.common.status import decode_rpc_error
+from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo import FlowContext
+from nodes.network.demo_data import members_of
 from nodes.network.flows import cancellation, mediation, purchase
 from nodes.network.local import LocalNetwork
 from nodes.operator import network as network_file
+from nodes.operator import trace
 from nodes.operator.reconcile import Report, reconcile
 
 ROLE_ORDER = types_pb2.FLOW_RECORD_KIND_ORDER
+# 0.2 s apart: the shop's resumer voids a refused order within its first rounds.
+VOID_WAIT_ROUNDS = 300
 
 
 @pytest.fixture(scope="module")
 def busy_network(network: LocalNetwork) -> LocalNetwork:
-    """The `up` network after purchases, cancellations, a billing run, mediations and refusals."""
+    """The `up` network after purchases, cancellations, a billing run, mediations, refusals
+    and a voided order."""
 
     async def run_flows() -> None:
         for number, flow in enumerate(
@@ -54,7 +62,47 @@ def busy_network(network: LocalNetwork) -> LocalNetwork:
             await flow(FlowContext(network, trace_id=f"reconcile-flow-{number}"))
 
     asyncio.run(run_flows())
+    asyncio.run(_purchase_by_a_suspended_shop(network))
     return network
+
+
+async def _purchase_by_a_suspended_shop(network: LocalNetwork) -> None:
+    """shop-2 is suspended while its billing search is out: the agency refuses, the shop
+    voids the order at approval and the agency (issue 9's saga); waits until it is VOIDED."""
+    member = members_of("agency-2")[0]
+    ca = network.ca.read_bytes()
+    async with AgencyClient(network.node("agency-2").member_address, ca) as client:
+        await client.login(member.member_id, member.password)
+        value = (await client.anonymous_user_id("shop-2")).anonymous_user_id.value
+    await _set_status(network, "shop-2", types_pb2.ENTITY_STATUS_SUSPENDED)
+    try:
+        async with ShopClient(network.node("shop-2").member_address, ca) as shop:
+            with pytest.raises(grpc.RpcError):
+                await shop.place_order(value, [("mug", 1)])
+    finally:
+        await _set_status(network, "shop-2", types_pb2.ENTITY_STATUS_ACTIVE)
+    manifest = network_file.load(network.data_dir / "network.json")
+    shop_2 = next(node for node in manifest.nodes if node.entity_id == "shop-2")
+    for _ in range(VOID_WAIT_ROUNDS):
+        orders = (await network_file.export_node(manifest, shop_2, kind=ROLE_ORDER)).records
+        if orders and all(order.state not in fx.INTERMEDIATE_STATES for order in orders):
+            assert "VOIDED" in {order.stored_state for order in orders}, orders
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"shop-2's refused order never ended: {orders}")
+
+
+async def _set_status(network: LocalNetwork, entity_id: str, status: int) -> None:
+    async with network.admin_channel(network.node("institution").address) as channel:
+        await approval_pb2_grpc.ApprovalAdminServiceStub(channel).SetEntityStatus(
+            approval_pb2.SetEntityStatusRequest(
+                request_id=f"reconcile-status-{entity_id}-{status}",
+                entity_id=entity_id,
+                status=status,
+                reason="reconcile test",
+            ),
+            timeout=10,
+        )
 
 
 def _reconcile(network: LocalNetwork) -> Report:
@@ -410,3 +458,20 @@ def test_unreadable_network_file_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no.json: no such file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_voided_order_is_traced_to_every_void(busy_network: LocalNetwork) -> None:
+    """A voided purchase (over the credit limit, or by the suspended shop): trace shows the
+    refusal, the voids sent, and each node's VOIDED record."""
+    voided = _pick(busy_network, "shop-2", ROLE_ORDER, "VOIDED")
+    order, agency = voided.order_number, voided.attributes["settlement_agency_id"]
+    journey = asyncio.run(
+        trace.trace(network_file.load(busy_network.data_dir / "network.json"), order)
+    )
+    hops = {(step.sender, step.receiver, step.label) for step in journey.steps}
+    assert ("shop-2", "institution", "TransactionService/RecordTransactionVoid") in hops
+    assert ("shop-2", agency, "BillingService/VoidOrder") in hops
+    reason = voided.attributes["decline_reason"]
+    assert reason and any(step.refusal_reason == reason for step in journey.steps)
+    finals = {(final.node, final.state) for final in journey.finals}
+    assert {("shop-2", "VOIDED"), (agency, "VOIDED"), ("institution", "VOIDED")} <= finals

@@ -73,6 +73,8 @@ def test_stored_states_map_and_new_ones_pass_through_unchanged() -> None:
     """Today's states and issue 9's voids map; a state no mapping knows is kept as stored."""
     assert fx.normalized("PENDING", SHOP_STATES) == fx.PENDING
     assert fx.normalized("VOIDED", SHOP_STATES) == fx.VOIDED
+    assert fx.normalized("DECLINED", SHOP_STATES) == fx.FAILED
+    assert fx.normalized("VOIDING", SHOP_STATES) in fx.INTERMEDIATE_STATES
     assert fx.normalized("CREDITED_BACK", AGENCY_STATES) == fx.CANCELLED
     assert fx.normalized("VOIDED", AGENCY_STATES) == fx.VOIDED
     assert fx.normalized("ON_HOLD", AGENCY_STATES) == "ON_HOLD"
@@ -95,6 +97,7 @@ def test_stored_states_map_and_new_ones_pass_through_unchanged() -> None:
         (("ON_HOLD", "COMPLETED", "ON_HOLD", "ON_HOLD"), False),
         # In flight: states may differ until the flow ends.
         (("PENDING", "COMPLETED", "COMPLETED", "COMPLETED"), True),
+        (("VOIDING", "COMPLETED", "COMPLETED", "VOIDED"), True),
     ],
 )
 def test_four_records_must_agree_on_state(
