@@ -30,7 +30,7 @@ from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo import FlowContext
 from nodes.network.demo_data import members_of
 from nodes.network.flows import cancellation, mediation, purchase
-from nodes.network.local import LocalNetwork
+from nodes.network.local import LocalNetwork, restart_node, stop_node
 from nodes.operator import network as network_file
 from nodes.operator import trace
 from nodes.operator.reconcile import Report, reconcile
@@ -475,3 +475,30 @@ def test_a_voided_order_is_traced_to_every_void(busy_network: LocalNetwork) -> N
     assert reason and any(step.refusal_reason == reason for step in journey.steps)
     finals = {(final.node, final.state) for final in journey.finals}
     assert {("shop-2", "VOIDED"), (agency, "VOIDED"), ("institution", "VOIDED")} <= finals
+
+
+def test_a_node_that_cannot_be_read_is_a_finding(busy_network: LocalNetwork) -> None:
+    """A stopped node: NODE_UNREADABLE (nothing it holds was checked), exit 1; back once the
+    node is restarted on its addresses."""
+    stop_node(busy_network.node("market-2"))
+    try:
+        report = _reconcile(busy_network)
+        _fired(report, "NODE_UNREADABLE", "market-2")
+        assert "market-2" not in report.nodes_read
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nodes.cli",
+                "reconcile",
+                "--network",
+                str(busy_network.data_dir / "network.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1 and "NODE_UNREADABLE" in done.stdout, done.stdout
+    finally:
+        asyncio.run(restart_node(busy_network, "market-2"))
+    assert _reconcile(busy_network).mismatches == []
