@@ -122,11 +122,12 @@ class Resumer:
         return sum(outcomes)
 
     async def _one(self, flow: DueFlow, gate: asyncio.Semaphore) -> bool:
-        if flow.peer and not self.peers.ready(flow.peer):
-            # Not an attempt: the flow waits for its peer without counting a failure.
-            await self._postpone(flow, self.peers.seconds_left(flow.peer))
-            return False
         async with gate:
+            # Checked once the flow's turn comes: a peer that failed meanwhile is skipped.
+            if flow.peer and not self.peers.ready(flow.peer):
+                # Not an attempt: the flow waits for its peer without counting a failure.
+                await self._postpone(flow, self.peers.seconds_left(flow.peer))
+                return False
             logs.trace_id_var.set(flow.trace_id or logs.new_trace_id())
             try:
                 await self._drive(flow)

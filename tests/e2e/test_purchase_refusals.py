@@ -61,7 +61,7 @@ def open_shop_orders(network: LocalNetwork) -> list[dict[str, Any]]:
         row
         for shop in ("shop-1", "shop-2", "shop-3")
         for row in table_rows(network, shop)["shop_order"]
-        if row["status"] not in FINAL_REFUSED + ("COMPLETED", "CANCELLED")
+        if row["status"] not in (*FINAL_REFUSED, "COMPLETED", "CANCELLED")
     ]
 
 
