@@ -11,6 +11,7 @@ import asyncio
 import html.parser
 import json
 import os
+import re
 import selectors
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from suretynet.type.v1 import types_pb2
 
 from nodes.network.demo import FlowContext
 from nodes.network.flows import cancellation, mediation, purchase
@@ -32,6 +34,8 @@ from nodes.operator import trace
 REPO = Path(__file__).resolve().parents[2]
 CONSOLE_START_TIMEOUT_S = 30.0
 BROWSER_TIMEOUT_S = 120
+# 0.2 s apart: the shop's saga voids a refused order within its first rounds.
+WAIT_ROUNDS = 300
 # Hops every purchase at shop-1 (directory discovery, agency-1) must show, named
 # independently of the exported records so that a missing record fails the test.
 PURCHASE_HOPS = {
@@ -51,12 +55,14 @@ CANCELLATION_HOPS = {
 
 @pytest.fixture(scope="module")
 def traced_network(network: LocalNetwork) -> LocalNetwork:
-    """The `up` network after a purchase, a cancelled purchase and a mediation."""
+    """The `up` network after a purchase, a refused (voided) one, a cancelled one and a
+    mediation."""
 
     async def run_flows() -> None:
         for number, flow in enumerate(
             (
                 purchase.directory_purchase,
+                purchase.credit_limit_refusal,
                 cancellation.member_cancels_before_billing,
                 mediation.mediated_claim_6,
             )
@@ -64,7 +70,21 @@ def traced_network(network: LocalNetwork) -> LocalNetwork:
             await flow(FlowContext(network, trace_id=f"console-flow-{number}"))
 
     asyncio.run(run_flows())
+    asyncio.run(_until_no_order_in_flight(network))
     return network
+
+
+async def _until_no_order_in_flight(network: LocalNetwork) -> None:
+    """The refused order is voided by the shop's saga; waits (bounded) until it is."""
+    manifest = network_file.load(_manifest(network))
+    shops = [node for node in manifest.nodes if node.role == "retail"]
+    for _ in range(WAIT_ROUNDS):
+        exports = await network_file.export_all(manifest, nodes=shops)
+        states = {record.state for export in exports for record in export.records}
+        if not states & {"PENDING", "VOIDING", "CANCELLING"}:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"orders still in flight: {states}")
 
 
 def _manifest(network: LocalNetwork) -> Path:
@@ -79,6 +99,9 @@ def _orders(network: LocalNetwork) -> dict[str, str]:
         for record in export.records:
             if record.entity_id == "shop-1" and record.attributes.get("step"):
                 found[record.state] = record.order_number
+            if record.entity_id == "shop-2" and record.kind == types_pb2.FLOW_RECORD_KIND_ORDER:
+                assert record.state == "VOIDED", record
+                found["REFUSED"] = record.order_number
             if record.entity_id == "market-1" and record.attributes.get("side") == "requester":
                 found["MEDIATION"] = record.key
     return found
@@ -232,6 +255,24 @@ def test_console_draws_every_hop_of_an_order_in_chromium(
     journey = asyncio.run(trace.trace(network_file.load(_manifest(traced_network)), order))
     recorded = {(step.sender, step.receiver, step.label) for step in journey.steps if step.receiver}
     assert recorded and recorded <= diagram.hops, recorded - diagram.hops
+
+
+def test_console_marks_a_refusal_and_the_voids_it_caused(
+    traced_network: LocalNetwork, console_url: str, chromium: str, tmp_path: Path
+) -> None:
+    """The order over the credit limit: the refusal drawn in red with its reason, and the
+    shop's voids at approval and the agency drawn as hops."""
+    order = _orders(traced_network)["REFUSED"]
+    dom = _browser(chromium, tmp_path, "--dump-dom", f"{console_url}?order={order}")
+    diagram = _Diagram()
+    diagram.feed(dom)
+    assert diagram.ready == "true" and diagram.journey == order, dom[-2000:]
+    assert re.search(r'<g class="local refused"[^>]*>.*?CREDIT_LIMIT_EXCEEDED', dom), dom[-3000:]
+    assert ("shop-2", "institution", "TransactionService/RecordTransactionVoid") in diagram.hops
+    assert any(
+        sender == "shop-2" and label == "BillingService/VoidOrder"
+        for sender, _, label in diagram.hops
+    ), diagram.hops
 
 
 def test_console_api_searches_and_reports_health(
