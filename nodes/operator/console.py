@@ -5,7 +5,7 @@ sheet (console_static/, no build step), and four JSON endpoints that read the ne
 the same admin RPCs as ``trace`` and ``reconcile``:
 
 - ``/api/flows?q=TEXT``: recent orders, cancellations and mediations (newest first, at most
-  ``RECENT_LIMIT``), those whose number contains TEXT;
+  ``RECENT_LIMIT``), those whose number contains TEXT, and the nodes that could not be read;
 - ``/api/journey?order=NUMBER``: one order's journey (``trace.journey``), which the page
   draws as an SVG sequence diagram;
 - ``/api/nodes``: each node's health and, where network.json gives its ``metrics_address``,
@@ -75,10 +75,20 @@ def _stamp(record: types_pb2.FlowRecord) -> str:
     return str(record.created_at.ToDatetime().isoformat(timespec="milliseconds")) + "Z"
 
 
-async def recent_flows(network: Network, query: str) -> list[dict[str, Any]]:
-    """Shops' orders and cancellations, and marketplaces' transactions, newest first."""
-    nodes = [node for node in network.nodes if node.role in ("retail", "marketplace")]
-    exports = await export_all(network, nodes=nodes)
+async def recent_flows(network: Network, query: str) -> dict[str, Any]:
+    """Shops' orders and cancellations, and marketplaces' transactions, newest first.
+
+    Only those kinds are read (the number filter matches parts of numbers, so it is applied
+    here, not by the nodes).
+    """
+    shops = [node for node in network.nodes if node.role == "retail"]
+    markets = [node for node in network.nodes if node.role == "marketplace"]
+    batches = await asyncio.gather(
+        export_all(network, kind=types_pb2.FLOW_RECORD_KIND_ORDER, nodes=shops),
+        export_all(network, kind=types_pb2.FLOW_RECORD_KIND_CANCELLATION, nodes=shops),
+        export_all(network, kind=types_pb2.FLOW_RECORD_KIND_MEDIATED_TRANSACTION, nodes=markets),
+    )
+    exports = [export for batch in batches for export in batch]
     flows = []
     for export in exports:
         for record in export.records:
@@ -114,7 +124,8 @@ async def recent_flows(network: Network, query: str) -> list[dict[str, Any]]:
                 }
             )
     flows.sort(key=lambda flow: flow["created_at"], reverse=True)
-    return flows[:RECENT_LIMIT]
+    errors = sorted({f"{e.node.entity_id}: {e.error}" for e in exports if e.error})
+    return {"flows": flows[:RECENT_LIMIT], "errors": errors}
 
 
 def key_metrics(text: str) -> dict[str, float]:
@@ -179,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, (STATIC / name).read_bytes(), content_type)
             elif url.path == "/api/flows":
                 query = _param(params, "q")
-                self._json(HTTPStatus.OK, {"flows": loop.run(recent_flows(network, query))})
+                self._json(HTTPStatus.OK, loop.run(recent_flows(network, query)))
             elif url.path == "/api/journey":
                 order = _param(params, "order")
                 if not order:

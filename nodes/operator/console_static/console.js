@@ -50,7 +50,8 @@ async function loadNodes() {
 
 async function loadFlows(query) {
   const body = document.querySelector("#flows tbody");
-  const { flows } = await getJson("/api/flows?q=" + encodeURIComponent(query || ""));
+  const { flows, errors } = await getJson("/api/flows?q=" + encodeURIComponent(query || ""));
+  document.getElementById("errors").textContent = errors.length ? `unreadable: ${errors.join("; ")}` : "";
   body.replaceChildren();
   for (const flow of flows) {
     const row = body.insertRow();
