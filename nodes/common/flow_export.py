@@ -32,6 +32,8 @@ CANCELLED = "CANCELLED"
 VOIDED = "VOIDED"
 FAILED = "FAILED"
 INTERMEDIATE_STATES = frozenset({PENDING, CANCELLING, VOIDING})
+# The longest key any exported table has (request IDs and cancel request IDs).
+MAX_ORDER_NUMBER_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,14 @@ def export_page(
     """One page of records for an ExportFlowRecordsRequest; runs on the database thread.
 
     Refuses a kind this release does not know (FIELD_INVALID on ``kind``) and a token it did
-    not issue (PAGE_TOKEN_INVALID). The sections' order is fixed, so tokens stay valid
+    not issue (PAGE_TOKEN_INVALID), and an order number longer than any key
+    (FIELD_INVALID on ``order_number``). The sections' order is fixed, so tokens stay valid
     between calls; a kind filter only skips sections.
     """
     if request.kind and request.kind not in types_pb2.FlowRecordKind.values():
         raise invalid("kind", f"{request.kind} is not a FlowRecordKind")
+    if len(request.order_number) > MAX_ORDER_NUMBER_LENGTH:
+        raise invalid("order_number", f"at most {MAX_ORDER_NUMBER_LENGTH} characters")
     chosen = [
         (section.rows(request.order_number), section.key)
         if not request.kind or section.kind == request.kind

@@ -225,7 +225,8 @@ def test_export_pages_across_kinds_and_filters(busy_network: LocalNetwork) -> No
 
 
 def test_export_refuses_bad_input_and_non_operators(busy_network: LocalNetwork) -> None:
-    """Bad token and unknown kind get INVALID_ARGUMENT with a reason; a shop is refused."""
+    """Bad token, unknown kind, oversized order number: INVALID_ARGUMENT with a reason and the
+    field at fault; another node's certificate is refused."""
     node = busy_network.node("shop-1")
 
     async def call(request: retail_pb2.ExportFlowRecordsRequest, channel: grpc.aio.Channel) -> str:
@@ -237,13 +238,17 @@ def test_export_refuses_bad_input_and_non_operators(busy_network: LocalNetwork) 
             )
         except grpc.RpcError as error:
             remote = decode_rpc_error(error)
-            return f"{remote.code.name} {remote.reason}"
+            fields = ",".join(violation.field for violation in remote.violations)
+            return f"{remote.code.name} {remote.reason} {fields}".rstrip()
         return "OK"
 
     async def run() -> list[str]:
         async with busy_network.admin_channel(node.address) as channel:
             bad_token = await call(retail_pb2.ExportFlowRecordsRequest(page_token="xyz"), channel)
             bad_kind = await call(retail_pb2.ExportFlowRecordsRequest(kind=99), channel)
+            too_long = await call(
+                retail_pb2.ExportFlowRecordsRequest(order_number="x" * 129), channel
+            )
         agency = busy_network.node("agency-1")
         from nodes.common import tls
 
@@ -252,11 +257,12 @@ def test_export_refuses_bad_input_and_non_operators(busy_network: LocalNetwork) 
         )
         async with grpc.aio.secure_channel(node.address, credentials) as channel:
             as_agency = await call(retail_pb2.ExportFlowRecordsRequest(), channel)
-        return [bad_token, bad_kind, as_agency]
+        return [bad_token, bad_kind, too_long, as_agency]
 
     assert asyncio.run(run()) == [
-        "INVALID_ARGUMENT PAGE_TOKEN_INVALID",
-        "INVALID_ARGUMENT FIELD_INVALID",
+        "INVALID_ARGUMENT PAGE_TOKEN_INVALID page_token",
+        "INVALID_ARGUMENT FIELD_INVALID kind",
+        "INVALID_ARGUMENT FIELD_INVALID order_number",
         "PERMISSION_DENIED ROLE_NOT_ALLOWED",
     ]
 
