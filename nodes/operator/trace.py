@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -203,8 +204,6 @@ def render(journey_: Journey) -> str:
 
 def run(network: Network, order_number: str, *, as_json: bool = False) -> int:
     """The CLI: 0 when some node holds the order, 1 when none does (or a node is unreadable)."""
-    import json
-
     result = asyncio.run(trace(network, order_number))
     if as_json:
         print(json.dumps(result.as_json(), indent=2))
