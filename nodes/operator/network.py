@@ -62,6 +62,8 @@ class NodeEntry:
     entity_id: str
     address: str
     metrics_address: str = ""
+    # The node's own node.toml, where network.json names it (lifetimes are read from it).
+    config: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def load(path: str | Path) -> Network:
                 entity_id=str(node["entity_id"]),
                 address=str(node["address"]),
                 metrics_address=str(node.get("metrics_address") or ""),
+                config=str(node.get("config") or ""),
             )
             for node in manifest["nodes"]
         )

@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import tomllib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from suretynet.type.v1 import types_pb2
@@ -44,8 +46,9 @@ MEMBER_CREDIT = types_pb2.FLOW_RECORD_KIND_MEMBER_CREDIT
 
 # How long a record may stay in an intermediate state, in seconds, keyed
 # "<record kind>.<normalized state>" (kind as in FlowRecordKind, lower case, no prefix).
-# network.json's "lifetimes_s" object overrides these, and --lifetime KEY=SECONDS overrides
-# both (docs/RELIABILITY.md).
+# A shop's own order lifetime (its node.toml) replaces order.PENDING for its orders;
+# network.json's "lifetimes_s" object overrides both, and --lifetime KEY=SECONDS overrides
+# everything (docs/RELIABILITY.md).
 DEFAULT_LIFETIMES_S: dict[str, float] = {
     "order.PENDING": 600.0,
     "order.VOIDING": 600.0,
@@ -54,6 +57,9 @@ DEFAULT_LIFETIMES_S: dict[str, float] = {
     "mediated_transaction.PENDING": 7 * 86400.0,
 }
 CLOSED_STATES = frozenset({fx.CANCELLED, fx.VOIDED, fx.FAILED})
+# A shop's order may outlive its lifetime until its janitor's next rounds void it.
+JANITOR_ROUNDS = 2
+SHOP_DEFAULT_RESUME_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,23 @@ def kind_label(kind: int) -> str:
     return str(name).removeprefix("FLOW_RECORD_KIND_").lower()
 
 
-def lifetimes(network: Network, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Defaults, then network.json's "lifetimes_s", then ``overrides``."""
+@dataclass(frozen=True)
+class Lifetimes:
+    """The lifetime of each intermediate state, network-wide and per node."""
+
+    network: dict[str, float]
+    nodes: dict[str, dict[str, float]]
+    # Set explicitly (network.json or --lifetime): these win over what nodes configure.
+    explicit: frozenset[str]
+
+    def of(self, entity_id: str, key: str) -> float | None:
+        if key not in self.explicit and key in self.nodes.get(entity_id, {}):
+            return self.nodes[entity_id][key]
+        return self.network.get(key)
+
+
+def lifetimes(network: Network, overrides: Mapping[str, float] | None = None) -> Lifetimes:
+    """Defaults, each shop's own order lifetime, network.json's "lifetimes_s", ``overrides``."""
     configured = network.settings.get("lifetimes_s") or {}
     if not isinstance(configured, dict):
         raise ValueError('network.json: "lifetimes_s" must be an object of KEY: seconds')
@@ -104,7 +125,25 @@ def lifetimes(network: Network, overrides: Mapping[str, float] | None = None) ->
     for key, value in configured.items():
         merged[str(key)] = float(value)
     merged.update(overrides or {})
-    return merged
+    per_node = {
+        node.entity_id: _shop_lifetimes(Path(node.config))
+        for node in network.nodes
+        if node.role == "retail" and node.config
+    }
+    return Lifetimes(merged, per_node, frozenset({*configured, *(overrides or {})}))
+
+
+def _shop_lifetimes(config: Path) -> dict[str, float]:
+    """order.PENDING from the shop's order_lifetime_s, plus its janitor's next rounds."""
+    try:
+        options = tomllib.loads(config.read_text()).get("options", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    if "order_lifetime_s" not in options:
+        return {}
+    lifetime_s = float(options["order_lifetime_s"])
+    interval_s = float(options.get("purchase_resume_interval_s", SHOP_DEFAULT_RESUME_INTERVAL_S))
+    return {"order.PENDING": lifetime_s + JANITOR_ROUNDS * interval_s}
 
 
 def _money(record: types_pb2.FlowRecord) -> str:
@@ -112,7 +151,10 @@ def _money(record: types_pb2.FlowRecord) -> str:
 
 
 def _moment(record: types_pb2.FlowRecord) -> datetime.datetime | None:
-    stamp = record.updated_at if record.HasField("updated_at") else record.created_at
+    """Since when the record is in its state: a flow PENDING since it began (as the shop's
+    janitor counts), any other intermediate state since its last change."""
+    use_updated = record.state != fx.PENDING and record.HasField("updated_at")
+    stamp = record.updated_at if use_updated else record.created_at
     if not stamp.seconds and not stamp.nanos:
         return None
     return stamp.ToDatetime(tzinfo=datetime.UTC)
@@ -361,13 +403,13 @@ def _check_mediations(report: Report, index: _Index) -> None:
 
 
 def _check_lifetimes(
-    report: Report, index: _Index, limits: Mapping[str, float], now: datetime.datetime
+    report: Report, index: _Index, limits: Lifetimes, now: datetime.datetime
 ) -> None:
     for kind, records in index.by_kind.items():
         for record in records:
             if record.state not in fx.INTERMEDIATE_STATES:
                 continue
-            limit = limits.get(f"{kind_label(kind)}.{record.state}")
+            limit = limits.of(record.entity_id, f"{kind_label(kind)}.{record.state}")
             moment = _moment(record)
             if limit is None or moment is None:
                 continue

@@ -437,16 +437,16 @@ def test_intermediate_state_past_its_lifetime_fires(busy_network: LocalNetwork) 
     order = _pick(busy_network, "agency-2", ROLE_ORDER, "COMPLETED")
     database = busy_network.node("agency-2").directory / "node.db"
     with sqlite3.connect(database) as connection:
-        reported_at, updated_at = connection.execute(
-            "SELECT reported_at, updated_at FROM settlement_order WHERE order_number = ?",
+        reported_at, created_at = connection.execute(
+            "SELECT reported_at, created_at FROM settlement_order WHERE order_number = ?",
             (order.order_number,),
         ).fetchone()
     with _tampered(
         busy_network,
         "agency-2",
-        "UPDATE settlement_order SET reported_at = NULL, updated_at = '2000-01-01 00:00:00' "
+        "UPDATE settlement_order SET reported_at = NULL, created_at = '2000-01-01 00:00:00' "
         "WHERE order_number = ?",
-        f"UPDATE settlement_order SET reported_at = '{reported_at}', updated_at = '{updated_at}' "
+        f"UPDATE settlement_order SET reported_at = '{reported_at}', created_at = '{created_at}' "
         "WHERE order_number = ?",
         (order.order_number,),
     ):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from suretynet.type.v1 import types_pb2
 
 from nodes.common import flow_export as fx
 from nodes.operator.console import key_metrics
-from nodes.operator.network import NodeEntry, NodeExport
+from nodes.operator.network import Network, NodeEntry, NodeExport
 from nodes.operator.reconcile import (
+    DEFAULT_LIFETIMES_S,
     Report,
     _check_member_credit,
     _check_order,
     _Index,
+    lifetimes,
     parse_lifetime,
 )
 from nodes.operator.trace import journey, render
@@ -182,3 +186,24 @@ def test_lifetime_flags_and_metrics_text_are_parsed() -> None:
         "python_gc_objects_collected_total 99\n"
     )
     assert key_metrics(text) == {"suretynet_rpc_served_total": 7.0}
+
+
+def test_a_shops_own_order_lifetime_bounds_its_pending_orders(tmp_path: Path) -> None:
+    """order_lifetime_s in the shop's node.toml, plus two janitor rounds, unless the
+    operator set order.PENDING explicitly."""
+    config = tmp_path / "node.toml"
+    config.write_text("[options]\norder_lifetime_s = 2\npurchase_resume_interval_s = 1\n")
+    network = Network(
+        path=tmp_path / "network.json",
+        nodes=(
+            NodeEntry("retail", "shop-9", "127.0.0.1:1", config=str(config)),
+            NodeEntry("retail", "shop-1", "127.0.0.1:2"),
+        ),
+        ca=b"",
+        admin_cert=b"",
+        admin_key=b"",
+    )
+    limits = lifetimes(network)
+    assert limits.of("shop-9", "order.PENDING") == 4.0
+    assert limits.of("shop-1", "order.PENDING") == DEFAULT_LIFETIMES_S["order.PENDING"]
+    assert lifetimes(network, {"order.PENDING": 30.0}).of("shop-9", "order.PENDING") == 30.0
