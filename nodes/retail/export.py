@@ -92,13 +92,16 @@ def _order(row: ShopOrderRow, sale: SalesRecordRow | None, shop_id: str) -> type
             )
         )
     if row.attempts > 0:
+        # attempts counts the failed ones; a flow that went on sent one more.
+        in_flight = row.status in ("PENDING", "VOIDING")
         events.append(
             fx.event(
-                f"step {row.step} being retried",
+                f"step {row.step} being retried" if in_flight else "finished after retries",
                 row.updated_at,
                 sender=shop_id,
-                detail=f"next attempt at {row.next_attempt_at:%H:%M:%S}",
-                attempts=row.attempts + 1,
+                detail=f"{row.attempts} failed attempts"
+                + (f"; next at {row.next_attempt_at:%H:%M:%S}" if in_flight else ""),
+                attempts=row.attempts + (0 if in_flight else 1),
             )
         )
     if sale is not None:

@@ -111,8 +111,9 @@ def _order(row: SettlementOrderRow, agency_id: str) -> types_pb2.FlowRecord:
                 "transaction report retried",
                 row.reported_at or row.updated_at,
                 sender=agency_id,
-                detail="acknowledged" if row.reported_at else "not yet acknowledged",
-                attempts=row.report_attempts + 1,
+                detail=f"{row.report_attempts} failed attempts; "
+                + ("acknowledged" if row.reported_at else "not yet acknowledged"),
+                attempts=row.report_attempts + (1 if row.reported_at else 0),
             )
         )
     if row.billed_at is not None:

@@ -22,12 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from suretynet.type.v1 import types_pb2
 
+from nodes.common.status import decode_rpc_error
+from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo import FlowContext
+from nodes.network.demo_data import members_of
 from nodes.network.flows import cancellation, mediation, purchase
-from nodes.network.local import LocalNetwork
+from nodes.network.local import LocalNetwork, restart_node, stop_node
 from nodes.operator import network as network_file
 from nodes.operator import trace
 
@@ -273,6 +277,61 @@ def test_console_marks_a_refusal_and_the_voids_it_caused(
         sender == "shop-2" and label == "BillingService/VoidOrder"
         for sender, _, label in diagram.hops
     ), diagram.hops
+
+
+@pytest.fixture(scope="module")
+def retried_order(traced_network: LocalNetwork) -> str:
+    """A purchase at shop-1 while verification is down: the agency cannot file its report,
+    so its resumer retries it once verification is back on its address, and the order ends."""
+    network = traced_network
+
+    async def scenario() -> str:
+        member = members_of("agency-1")[0]
+        ca = network.ca.read_bytes()
+        async with AgencyClient(network.node("agency-1").member_address, ca) as client:
+            await client.login(member.member_id, member.password)
+            value = (await client.anonymous_user_id("shop-1")).anonymous_user_id.value
+        stop_node(network.node("verification"))
+        try:
+            async with ShopClient(network.node("shop-1").member_address, ca) as shop:
+                try:
+                    number = (await shop.place_order(value, [("tea", 1)])).order_number
+                except grpc.RpcError as error:
+                    number = decode_rpc_error(error).metadata["order_number"]
+            await _until_the_agency_has_retried(network, number)
+        finally:
+            await restart_node(network, "verification")
+        await _until_no_order_in_flight(network)
+        return str(number)
+
+    return asyncio.run(scenario())
+
+
+async def _until_the_agency_has_retried(network: LocalNetwork, order_number: str) -> None:
+    """Waits (bounded) until agency-1's resumer has failed to file the report at least once."""
+    manifest = network_file.load(_manifest(network))
+    agency = next(node for node in manifest.nodes if node.entity_id == "agency-1")
+    for _ in range(WAIT_ROUNDS):
+        export = await network_file.export_node(manifest, agency, order_number=order_number)
+        if any(event.attempts for record in export.records for event in record.events):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"agency-1 never retried the report of {order_number}")
+
+
+def test_console_marks_a_retried_message(
+    traced_network: LocalNetwork,
+    retried_order: str,
+    console_url: str,
+    chromium: str,
+    tmp_path: Path,
+) -> None:
+    """The report verification missed while down is drawn as retried."""
+    journey = asyncio.run(trace.trace(network_file.load(_manifest(traced_network)), retried_order))
+    assert any(step.attempts > 1 for step in journey.steps), journey.steps
+    dom = _browser(chromium, tmp_path, "--dump-dom", f"{console_url}?order={retried_order}")
+    assert re.search(r'<g class="[^"]*\bretried\b', dom), dom[-3000:]
+    assert "↻" in dom
 
 
 def test_console_api_searches_and_reports_health(
