@@ -53,7 +53,6 @@ DEFAULT_LIFETIMES_S: dict[str, float] = {
     "order.PENDING": 600.0,
     "order.VOIDING": 600.0,
     "cancellation.CANCELLING": 600.0,
-    "transaction_report.PENDING": 600.0,
     "mediated_transaction.PENDING": 7 * 86400.0,
 }
 CLOSED_STATES = frozenset({fx.CANCELLED, fx.VOIDED, fx.FAILED})
