@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from nodes.common import logs
+from nodes.common import failpoints, logs
 from nodes.common.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class Resumer:
                 await self._postpone(flow, self.peers.seconds_left(flow.peer))
                 return False
             logs.trace_id_var.set(flow.trace_id or logs.new_trace_id())
+            failpoints.begin(f"resume:{self.name}")
             try:
                 await self._drive(flow)
             except DomainError as error:
