@@ -146,7 +146,8 @@ def key_metrics(text: str) -> dict[str, float]:
     return dict(sorted(sums.items())[:MAX_METRICS_SHOWN])
 
 
-def _metrics(node: NodeEntry) -> dict[str, Any]:
+def node_metrics(node: NodeEntry) -> dict[str, Any]:
+    """The node's key metrics from its metrics_address, or why there are none."""
     if not node.metrics_address:
         return {"state": "not configured"}
     url = f"http://{node.metrics_address}/metrics"
@@ -161,7 +162,9 @@ def _metrics(node: NodeEntry) -> dict[str, Any]:
 async def node_overview(network: Network) -> list[dict[str, Any]]:
     """Each node: role, entity, address, health, and key metrics where it serves them."""
     statuses = await asyncio.gather(*(health(network, node) for node in network.nodes))
-    metrics = await asyncio.gather(*(asyncio.to_thread(_metrics, node) for node in network.nodes))
+    metrics = await asyncio.gather(
+        *(asyncio.to_thread(node_metrics, node) for node in network.nodes)
+    )
     return [
         {
             "entity_id": node.entity_id,
