@@ -49,7 +49,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["ApprovalAdminService"].full_name,
-            ApprovalAdminServicer(store, repo, verified_keys),
+            ApprovalAdminServicer(store, repo, verified_keys, runtime.config.entity_id),
             approval_pb2_grpc.add_ApprovalAdminServiceServicer_to_server,
         ),
         Service(

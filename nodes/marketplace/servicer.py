@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from suretynet.marketplace.v1 import marketplace_pb2 as pb
 from suretynet.marketplace.v1 import marketplace_pb2_grpc
 
+from nodes.common import flow_export
 from nodes.common.calls import call_info
 from nodes.common.convert import timestamp
 from nodes.common.credentials import LoginThrottle, throttled_login
@@ -19,7 +20,16 @@ from nodes.common.errors import DomainError, required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import RpcPolicy, policy
 from nodes.common.paging import by_key, newest_first
-from nodes.marketplace import catalog, credit, members, orders, reconcile, requester, supplier
+from nodes.marketplace import (
+    catalog,
+    credit,
+    export,
+    members,
+    orders,
+    reconcile,
+    requester,
+    supplier,
+)
 from nodes.marketplace.mediation import Mediator
 from nodes.marketplace.partners import Partners
 from nodes.marketplace.settings import MarketplaceSettings
@@ -643,3 +653,10 @@ class MarketplaceAdminServicer(_Base, marketplace_pb2_grpc.MarketplaceAdminServi
             )
 
         return await self._store.run(query)
+
+    async def ExportFlowRecords(
+        self, request: pb.ExportFlowRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExportFlowRecordsResponse:
+        sections = export.sections(self._repo, self._self_id)
+        records, token = await self._store.run(lambda: flow_export.export_page(sections, request))
+        return pb.ExportFlowRecordsResponse(flow_records=records, next_page_token=token)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from suretynet.type.v1 import types_pb2
 
 from nodes.common import logs
 from nodes.common.status import decode_rpc_error
@@ -145,6 +146,7 @@ async def run_demo(keep: Path | None = None) -> int:
     commands to try once ``suretynet up --data-dir KEEP`` has started it again.
     """
     results: list[tuple[str, bool, float, list[str]]] = []
+    closing = ""
     with _temporary(keep) as data_dir:
         print("Starting a local SuretyNet network (each node its own process) ...", flush=True)
         started = time.monotonic()
@@ -178,6 +180,7 @@ async def run_demo(keep: Path | None = None) -> int:
                     print(f"     {note}")
                 print(f"   -> {'OK' if ok else 'FAILED'} ({elapsed * 1000:.0f} ms)\n", flush=True)
                 results.append((flow.title, ok, elapsed, context.expected))
+            closing = await where_to_look(network)
         finally:
             network.stop()
     print("== Summary")
@@ -190,6 +193,7 @@ async def run_demo(keep: Path | None = None) -> int:
         print(f"  [{outcome}] {title} ({elapsed * 1000:.0f} ms)")
     passed = sum(1 for _, ok, _, _ in results if ok)
     print(f"{passed} of {len(results)} flows succeeded")
+    print(closing)
     if keep is not None:
         print(
             f"\nThe network is stopped; its directory is kept. Start it again as it was with\n"
@@ -198,3 +202,30 @@ async def run_demo(keep: Path | None = None) -> int:
         for example in grpcurl_examples(network):
             print(f"  {example}")
     return 0 if results and passed == len(results) else 1
+
+
+async def where_to_look(network: LocalNetwork) -> str:
+    """The run's reconciliation, and the commands that show a live network's orders."""
+    from nodes.operator import network as network_file
+    from nodes.operator.reconcile import reconcile, render_table
+
+    manifest = network_file.load(network.data_dir / "network.json")
+    report = await reconcile(manifest)
+    exports = await network_file.export_all(
+        manifest,
+        kind=types_pb2.FLOW_RECORD_KIND_ORDER,
+        nodes=[node for node in manifest.nodes if node.role == "retail"],
+    )
+    orders = [record.order_number for export in exports for record in export.records]
+    return "\n".join(
+        [
+            "",
+            "== Where to look",
+            "Reconciliation of this run (docs/RELIABILITY.md):",
+            *(f"  {line}" for line in render_table(report).splitlines()),
+            "On a network that keeps running (`suretynet up --data-dir /tmp/sn`):",
+            "  suretynet trace ORDER --network /tmp/sn/network.json"
+            + (f"   # this run's orders were e.g. {orders[0]}" if orders else ""),
+            "  suretynet console --network /tmp/sn/network.json   # http://127.0.0.1:8089/",
+        ]
+    )

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf.message import Message
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
-from nodes.common import credentials
+from nodes.common import credentials, flow_export
 from nodes.common.calls import call_info, certificate_caller
 from nodes.common.convert import (
     decode_page_token,
@@ -29,7 +29,7 @@ from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.common.paging import by_key
-from nodes.settlement import billing, cancellations, members, notices, purchases
+from nodes.settlement import billing, cancellations, export, members, notices, purchases
 from nodes.settlement.flows import AgencyFlows
 from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
@@ -65,7 +65,14 @@ POLICIES = {
     BILLING + "VoidOrder": policy("retail"),
     **{
         ADMIN + name: policy("admin")
-        for name in ("EnrollMember", "SetCreditLimit", "RunBilling", "GetOrder", "ListOrders")
+        for name in (
+            "EnrollMember",
+            "SetCreditLimit",
+            "RunBilling",
+            "GetOrder",
+            "ListOrders",
+            "ExportFlowRecords",
+        )
     },
 }
 
@@ -378,6 +385,7 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
     def __init__(self, runtime: NodeRuntime, repo: SettlementRepository) -> None:
         self._store = runtime.store
         self._repo = repo
+        self._entity_id = runtime.config.entity_id
 
     async def EnrollMember(
         self, request: settlement_pb2.EnrollMemberRequest, context: grpc.aio.ServicerContext
@@ -498,3 +506,10 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
             )
 
         return await self._store.run(query)
+
+    async def ExportFlowRecords(
+        self, request: settlement_pb2.ExportFlowRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.ExportFlowRecordsResponse:
+        sections = export.sections(self._repo, self._entity_id)
+        records, token = await self._store.run(lambda: flow_export.export_page(sections, request))
+        return settlement_pb2.ExportFlowRecordsResponse(flow_records=records, next_page_token=token)

@@ -27,6 +27,10 @@ def test_the_demo_runs_every_flow_and_exits_zero(tmp_path):
     sequences = re.findall(r"== Flow \d+: .*?\n(.*?)   -> OK", result.stdout, flags=re.S)
     assert len(sequences) == flows
     assert all(re.search(r"^\s+1\. \S+ -> \S+: \w+/\w+$", s, flags=re.M) for s in sequences)
+    # Every flow left the network consistent, and the user is told where to look.
+    closing = result.stdout.split("== Where to look", 1)[1]
+    assert re.search(r"\d+ orders, .* checked on \d+ nodes: consistent", closing), closing
+    assert "suretynet console --network" in closing and "suretynet trace" in closing
     # Every line every node logged is JSON and carries a trace ID.
     for log_file in (tmp_path / "demo" / "logs").glob("*.log"):
         for line in log_file.read_text().splitlines():

@@ -24,6 +24,7 @@ EXECUTED_SECTIONS = (
     "## Making a purchase",
     "## Cancelling an order",
     "## Marketplace mediation",
+    "## Checking and tracing the network",
 )
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
@@ -32,6 +33,11 @@ EXPECTED = {
     "## Making a purchase": ('"ORDER_STATUS_COMPLETED"', '"transactionCompletionNotices"'),
     "## Cancelling an order": ('"ORDER_STATUS_CANCELLED"', '"CANCEL_DECISION_STOPPED_BILLING"'),
     "## Marketplace mediation": ('"TRANSACTION_STATE_ORDERED"', '"partnerMarketplaceId"'),
+    "## Checking and tracing the network": (
+        "consistent",
+        "0 mismatches",
+        "shop-1 -> agency-1: BillingService/SearchBillingAgencyIdentification",
+    ),
 }
 
 

@@ -225,6 +225,11 @@ class ApprovalAdminServiceStub:
     """GetEntity returns one registry entry."""
     ListEntities: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ListEntitiesRequest, _approval_pb2.ListEntitiesResponse]
     """ListEntities lists registry entries, optionally filtered by role and status."""
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ExportFlowRecordsRequest, _approval_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (transaction records) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class ApprovalAdminServiceAsyncStub(ApprovalAdminServiceStub):
@@ -255,6 +260,11 @@ class ApprovalAdminServiceAsyncStub(ApprovalAdminServiceStub):
     """GetEntity returns one registry entry."""
     ListEntities: _aio.UnaryUnaryMultiCallable[_approval_pb2.ListEntitiesRequest, _approval_pb2.ListEntitiesResponse]  # type: ignore[assignment]
     """ListEntities lists registry entries, optionally filtered by role and status."""
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_approval_pb2.ExportFlowRecordsRequest, _approval_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (transaction records) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 class ApprovalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """ApprovalAdminService is the credit guarantee institution's operator
@@ -324,6 +334,17 @@ class ApprovalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_approval_pb2.ListEntitiesResponse, _abc.Awaitable[_approval_pb2.ListEntitiesResponse]]:
         """ListEntities lists registry entries, optionally filtered by role and status."""
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _approval_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_approval_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (transaction records) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
 
 def add_ApprovalAdminServiceServicer_to_server(servicer: ApprovalAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -1042,6 +1042,11 @@ class MarketplaceAdminServiceStub:
                 request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresRequest.SerializeToString,
                 response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresResponse.FromString,
                 _registered_method=True)
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.marketplace.v1.MarketplaceAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class MarketplaceAdminServiceServicer:
@@ -1152,6 +1157,15 @@ class MarketplaceAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketplaceAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1219,6 +1233,11 @@ def add_MarketplaceAdminServiceServicer_to_server(servicer, server):
                     servicer.ListFraudDisclosures,
                     request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresRequest.FromString,
                     response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresResponse.SerializeToString,
+            ),
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1574,6 +1593,33 @@ class MarketplaceAdminService:
             '/suretynet.marketplace.v1.MarketplaceAdminService/ListFraudDisclosures',
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresRequest.SerializeToString,
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.marketplace.v1.MarketplaceAdminService/ExportFlowRecords',
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

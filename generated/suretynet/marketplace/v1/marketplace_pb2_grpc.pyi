@@ -526,6 +526,11 @@ class MarketplaceAdminServiceStub:
     """
     ListFraudDisclosures: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.ListFraudDisclosuresRequest, _marketplace_pb2.ListFraudDisclosuresResponse]
     """ListFraudDisclosures lists fraud disclosures sent or received."""
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.ExportFlowRecordsRequest, _marketplace_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class MarketplaceAdminServiceAsyncStub(MarketplaceAdminServiceStub):
@@ -581,6 +586,11 @@ class MarketplaceAdminServiceAsyncStub(MarketplaceAdminServiceStub):
     """
     ListFraudDisclosures: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.ListFraudDisclosuresRequest, _marketplace_pb2.ListFraudDisclosuresResponse]  # type: ignore[assignment]
     """ListFraudDisclosures lists fraud disclosures sent or received."""
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.ExportFlowRecordsRequest, _marketplace_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 class MarketplaceAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """MarketplaceAdminService is the marketplace operator's console. Only callers
@@ -711,5 +721,16 @@ class MarketplaceAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_marketplace_pb2.ListFraudDisclosuresResponse, _abc.Awaitable[_marketplace_pb2.ListFraudDisclosuresResponse]]:
         """ListFraudDisclosures lists fraud disclosures sent or received."""
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _marketplace_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketplace_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_marketplace_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
 
 def add_MarketplaceAdminServiceServicer_to_server(servicer: MarketplaceAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -691,6 +691,11 @@ class SettlementAdminServiceStub:
                 request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.settlement.v1.SettlementAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class SettlementAdminServiceServicer:
@@ -736,6 +741,15 @@ class SettlementAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SettlementAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -763,6 +777,11 @@ def add_SettlementAdminServiceServicer_to_server(servicer, server):
                     servicer.ListOrders,
                     request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersRequest.FromString,
                     response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -902,6 +921,33 @@ class SettlementAdminService:
             '/suretynet.settlement.v1.SettlementAdminService/ListOrders',
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersRequest.SerializeToString,
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.settlement.v1.SettlementAdminService/ExportFlowRecords',
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

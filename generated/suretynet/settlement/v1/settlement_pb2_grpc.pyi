@@ -391,6 +391,11 @@ class SettlementAdminServiceStub:
     """GetOrder returns the agency's record of one order, with the member."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ListOrdersRequest, _settlement_pb2.ListOrdersResponse]
     """ListOrders lists the agency's orders, newest first."""
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ExportFlowRecordsRequest, _settlement_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class SettlementAdminServiceAsyncStub(SettlementAdminServiceStub):
@@ -414,6 +419,11 @@ class SettlementAdminServiceAsyncStub(SettlementAdminServiceStub):
     """GetOrder returns the agency's record of one order, with the member."""
     ListOrders: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListOrdersRequest, _settlement_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """ListOrders lists the agency's orders, newest first."""
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ExportFlowRecordsRequest, _settlement_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 class SettlementAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """SettlementAdminService is the settlement agency's operator console. Only
@@ -464,5 +474,16 @@ class SettlementAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.ListOrdersResponse, _abc.Awaitable[_settlement_pb2.ListOrdersResponse]]:
         """ListOrders lists the agency's orders, newest first."""
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _settlement_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_settlement_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
 
 def add_SettlementAdminServiceServicer_to_server(servicer: SettlementAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -903,6 +903,73 @@ certificate (suretynet pki renew); retrying does not help.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
+class _FlowRecordKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FlowRecordKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlowRecordKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FLOW_RECORD_KIND_UNSPECIFIED: _FlowRecordKind.ValueType  # 0
+    """Kind was not set; in an ExportFlowRecords request it means every kind."""
+    FLOW_RECORD_KIND_ORDER: _FlowRecordKind.ValueType  # 1
+    """A purchase order: the shop's order (retail) or the agency's order and
+    billing state (settlement).
+    """
+    FLOW_RECORD_KIND_CANCELLATION: _FlowRecordKind.ValueType  # 2
+    """A cancellation of an order, as the shop, the agency or verification
+    recorded it.
+    """
+    FLOW_RECORD_KIND_TRANSACTION_REPORT: _FlowRecordKind.ValueType  # 3
+    """Verification's transaction report of an order (flow step 9)."""
+    FLOW_RECORD_KIND_TRANSACTION_RECORD: _FlowRecordKind.ValueType  # 4
+    """Approval's transaction record of a verified order (flow step 10)."""
+    FLOW_RECORD_KIND_MEDIATED_TRANSACTION: _FlowRecordKind.ValueType  # 5
+    """A marketplace transaction: the requester's transaction with its purchaser
+    (local or mediated) or the supplier's side of a mediated transaction.
+    """
+    FLOW_RECORD_KIND_INVOICE: _FlowRecordKind.ValueType  # 6
+    """An invoice a marketplace issued or mirrors (claims 6-7)."""
+    FLOW_RECORD_KIND_PAYOUT: _FlowRecordKind.ValueType  # 7
+    """A payout of a purchase amount less the mediation charge (claim 6)."""
+    FLOW_RECORD_KIND_MEMBER_CREDIT: _FlowRecordKind.ValueType  # 8
+    """A member's credit at its settlement agency: the credit in use in amount,
+    the limit in credit_limit.
+    """
+
+class FlowRecordKind(_FlowRecordKind, metaclass=_FlowRecordKindEnumTypeWrapper):
+    """FlowRecordKind is which kind of a node's records a FlowRecord describes.
+    Operator tools (suretynet reconcile, trace, console) read them through each
+    node's ExportFlowRecords admin RPC.
+    """
+
+FLOW_RECORD_KIND_UNSPECIFIED: FlowRecordKind.ValueType  # 0
+"""Kind was not set; in an ExportFlowRecords request it means every kind."""
+FLOW_RECORD_KIND_ORDER: FlowRecordKind.ValueType  # 1
+"""A purchase order: the shop's order (retail) or the agency's order and
+billing state (settlement).
+"""
+FLOW_RECORD_KIND_CANCELLATION: FlowRecordKind.ValueType  # 2
+"""A cancellation of an order, as the shop, the agency or verification
+recorded it.
+"""
+FLOW_RECORD_KIND_TRANSACTION_REPORT: FlowRecordKind.ValueType  # 3
+"""Verification's transaction report of an order (flow step 9)."""
+FLOW_RECORD_KIND_TRANSACTION_RECORD: FlowRecordKind.ValueType  # 4
+"""Approval's transaction record of a verified order (flow step 10)."""
+FLOW_RECORD_KIND_MEDIATED_TRANSACTION: FlowRecordKind.ValueType  # 5
+"""A marketplace transaction: the requester's transaction with its purchaser
+(local or mediated) or the supplier's side of a mediated transaction.
+"""
+FLOW_RECORD_KIND_INVOICE: FlowRecordKind.ValueType  # 6
+"""An invoice a marketplace issued or mirrors (claims 6-7)."""
+FLOW_RECORD_KIND_PAYOUT: FlowRecordKind.ValueType  # 7
+"""A payout of a purchase amount less the mediation charge (claim 6)."""
+FLOW_RECORD_KIND_MEMBER_CREDIT: FlowRecordKind.ValueType  # 8
+"""A member's credit at its settlement agency: the credit in use in amount,
+the limit in credit_limit.
+"""
+Global___FlowRecordKind: _TypeAlias = FlowRecordKind  # noqa: Y015
+
 @_typing.final
 class Money(_message.Message):
     """Money is an exact amount of one currency, expressed in the currency's minor
@@ -1415,3 +1482,196 @@ class CancelVerification(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelVerification: _TypeAlias = CancelVerification  # noqa: Y015
+
+@_typing.final
+class FlowEvent(_message.Message):
+    """FlowEvent is one step of a flow that a node recorded: a message it
+    received or sent, or a local decision, with its time and any refusal.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    FROM_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    TO_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    REFUSAL_REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """What happened, in a few words, for example "billing search received"."""
+    method: _builtins.str
+    """Fully qualified RPC of the message, for example
+    "suretynet.settlement.v1.BillingService/SearchBillingAgencyIdentification";
+    empty for a step with no message.
+    """
+    from_entity_id: _builtins.str
+    """Entity ID of the node that sent the message (or took the step)."""
+    to_entity_id: _builtins.str
+    """Entity ID of the node that received the message; empty for a local step."""
+    refusal_reason: _builtins.str
+    """Stable reason of a refusal or decline (an ErrorReason name without its
+    prefix, or the node's decline reason); empty when the step succeeded.
+    """
+    detail: _builtins.str
+    """Free text the node adds (a decision, an amount); for people, not programs."""
+    attempts: _builtins.int
+    """How many times the node sent the message; above 1 it was retried."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node recorded the step."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        method: _builtins.str = ...,
+        from_entity_id: _builtins.str = ...,
+        to_entity_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        refusal_reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "detail", b"detail", "from_entity_id", b"from_entity_id", "method", b"method", "occurred_at", b"occurred_at", "refusal_reason", b"refusal_reason", "step", b"step", "to_entity_id", b"to_entity_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlowEvent: _TypeAlias = FlowEvent  # noqa: Y015
+
+@_typing.final
+class FlowRecord(_message.Message):
+    """FlowRecord is one record a node holds of a flow, in a shape shared by every
+    role so that one tool can compare them across the network.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STORED_STATE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    ANONYMOUS_USER_ID_FIELD_NUMBER: _builtins.int
+    COUNTERPART_ENTITY_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    CREDIT_LIMIT_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    entity_id: _builtins.str
+    """Entity ID of the node holding the record."""
+    role: Global___Role.ValueType
+    """Role of the node holding the record."""
+    kind: Global___FlowRecordKind.ValueType
+    """Which kind of record this is."""
+    key: _builtins.str
+    """The record's own key at its node: the order number, a marketplace
+    transaction ID, an invoice or payout ID, a member ID.
+    """
+    order_number: _builtins.str
+    """Network-wide order number the record belongs to: the order number of a
+    purchase, or the mediated transaction ID of a marketplace mediation; empty
+    for a local marketplace sale and for member credit.
+    """
+    state: _builtins.str
+    """Normalized state, comparable across roles: PENDING (intermediate),
+    COMPLETED, CANCELLED, VOIDED (compensated), FAILED, or for marketplace
+    records their own state name (ORDERED, SETTLED, OPEN, PAID...). A stored
+    state no mapping knows is passed through unchanged.
+    """
+    stored_state: _builtins.str
+    """The state exactly as the node stores it, for example "NOT_YET_BILLED"."""
+    member_id: _builtins.str
+    """Member ID, only where the node is allowed to know it (the member's own
+    settlement agency, a marketplace's own purchaser).
+    """
+    anonymous_user_id: _builtins.str
+    """Anonymous user ID or purchaser pseudonym the node knows the buyer by."""
+    @_builtins.property
+    def amount(self) -> Global___Money:
+        """Amount of the record: the order's total, the amount stopped or credited
+        back, an invoice or payout amount, or a member's credit in use.
+        """
+
+    @_builtins.property
+    def counterpart_entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Entity IDs of the other nodes this record names (shop, agency, partner)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node created the record."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node last changed the record."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlowEvent]:
+        """Steps the node recorded for this flow, oldest first."""
+
+    @_builtins.property
+    def credit_limit(self) -> Global___Money:
+        """Member credit only: the member's credit limit."""
+
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Role-specific facts, documented in docs/RELIABILITY.md, for example
+        "billing_state", "decision", "settlement_mode", "invoice_kind",
+        "mediation_charge_minor", "step".
+        """
+
+    def __init__(
+        self,
+        *,
+        entity_id: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        kind: Global___FlowRecordKind.ValueType = ...,
+        key: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        state: _builtins.str = ...,
+        stored_state: _builtins.str = ...,
+        amount: Global___Money | None = ...,
+        member_id: _builtins.str = ...,
+        anonymous_user_id: _builtins.str = ...,
+        counterpart_entity_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        events: _abc.Iterable[Global___FlowEvent] | None = ...,
+        credit_limit: Global___Money | None = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "credit_limit", b"credit_limit", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "anonymous_user_id", b"anonymous_user_id", "attributes", b"attributes", "counterpart_entity_ids", b"counterpart_entity_ids", "created_at", b"created_at", "credit_limit", b"credit_limit", "entity_id", b"entity_id", "events", b"events", "key", b"key", "kind", b"kind", "member_id", b"member_id", "order_number", b"order_number", "role", b"role", "state", b"state", "stored_state", b"stored_state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlowRecord: _TypeAlias = FlowRecord  # noqa: Y015

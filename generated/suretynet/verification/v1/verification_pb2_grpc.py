@@ -338,3 +338,81 @@ class VerificationService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class VerificationAdminServiceStub:
+    """VerificationAdminService is for the institution's operators.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.verification.v1.VerificationAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
+
+
+class VerificationAdminServiceServicer:
+    """VerificationAdminService is for the institution's operators.
+    """
+
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (transaction reports and cancellations) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_VerificationAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'suretynet.verification.v1.VerificationAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('suretynet.verification.v1.VerificationAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class VerificationAdminService:
+    """VerificationAdminService is for the institution's operators.
+    """
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.verification.v1.VerificationAdminService/ExportFlowRecords',
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

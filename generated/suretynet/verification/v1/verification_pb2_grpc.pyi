@@ -198,3 +198,43 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_VerificationServiceServicer_to_server(servicer: VerificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class VerificationAdminServiceStub:
+    """VerificationAdminService is for the institution's operators."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> VerificationAdminServiceAsyncStub: ...
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ExportFlowRecordsRequest, _verification_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (transaction reports and cancellations) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
+
+@_typing.type_check_only
+class VerificationAdminServiceAsyncStub(VerificationAdminServiceStub):
+    """VerificationAdminService is for the institution's operators."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_verification_pb2.ExportFlowRecordsRequest, _verification_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (transaction reports and cancellations) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
+
+class VerificationAdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """VerificationAdminService is for the institution's operators."""
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _verification_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_verification_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (transaction reports and cancellations) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+
+def add_VerificationAdminServiceServicer_to_server(servicer: VerificationAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
