@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import time
 from collections.abc import Callable
 
@@ -29,7 +28,13 @@ from nodes.network.local import (
     restart_node,
     stop_node,
 )
-from tests.e2e.purchase_support import buy, request_id, set_status, start_purchase_network
+from tests.e2e.purchase_support import (
+    buy,
+    request_id,
+    rpcs_received,
+    set_status,
+    start_purchase_network,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +71,6 @@ async def wait_for_guarantee(
                 return time.monotonic() - started
         await asyncio.sleep(0.05)
     raise AssertionError(f"{shop} did not cache {agency} at serial {serial} within {within_s}s")
-
-
-def rpcs_received(network: LocalNetwork, entity: str, method: str, caller: str) -> list[str]:
-    """Timestamps of ``method`` calls from ``caller`` in ``entity``'s audit log."""
-    log = network.data_dir / "logs" / f"{entity}.log"
-    stamps = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if (
-                entry.get("msg") == "rpc"
-                and entry.get("method", "").endswith(method)
-                and entry.get("caller", "").endswith(f"/{caller}")
-            ):
-                stamps.append(entry["ts"])
-    return stamps
 
 
 def test_push_shop_catches_up_after_a_restart(purchase_network: LocalNetwork):
