@@ -61,6 +61,8 @@ POLICIES = {
             "SetEntityStatus",
             "GetEntity",
             "ListEntities",
+            "ExportAuditChain",
+            "ListAuditedRecords",
         )
     },
     # Least privilege: each look-up is open to the roles whose flow needs it (and to the

@@ -13,6 +13,8 @@ from suretynet.verification.v1 import verification_pb2
 from nodes.common.convert import enum_label
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
+from nodes.verification import audit
+from storage.common.models import utc_now
 from storage.verification.models import TransactionReportRow
 from storage.verification.repository import VerificationRepository
 
@@ -72,7 +74,9 @@ def store_report(
         ).upper(),
         report=serialized,
         trace_id=trace_id,
+        received_at=utc_now(),
     )
+    audit.chain_report(repo, row)
     return row
 
 

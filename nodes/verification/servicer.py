@@ -17,6 +17,7 @@ from storage.verification.models import TransactionReportRow
 from storage.verification.repository import VerificationRepository
 
 SERVICE = "/suretynet.verification.v1.VerificationService/"
+ADMIN = "/suretynet.verification.v1.VerificationAdminService/"
 
 POLICIES = {
     SERVICE + "SubmitTransactionReport": policy("settlement"),
@@ -24,6 +25,8 @@ POLICIES = {
     SERVICE + "SubmitCancelRequestNotice": policy("retail"),
     SERVICE + "SubmitCancelProcessNotice": policy("settlement"),
     SERVICE + "GetCancellationRecord": policy("admin", "approval", "retail", "settlement"),
+    ADMIN + "ExportAuditChain": policy("admin"),
+    ADMIN + "ListAuditedRecords": policy("admin"),
 }
 
 

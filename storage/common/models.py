@@ -45,3 +45,45 @@ class NodeCredential(peewee.Model):
 
 
 RUNTIME_MODELS: tuple[type[peewee.Model], ...] = (IdempotencyRecord, NodeCredential)
+
+
+class AuditChainEntryRow(peewee.Model):
+    """One entry of the node's audit chain (append-only; see nodes/common/audit_chain.py).
+
+    Columns hold exactly what the entry hash covers, as text, so that re-reading a row
+    gives the bytes that were hashed on any backend.
+    """
+
+    sequence = peewee.BigIntegerField(primary_key=True)
+    kind = peewee.CharField(max_length=40)
+    subject = peewee.CharField(max_length=200, index=True)
+    state_json = peewee.TextField()
+    recorded_at = peewee.CharField(max_length=40)
+    previous_hash = peewee.CharField(max_length=64)
+    entry_hash = peewee.CharField(max_length=64)
+
+    class Meta:
+        table_name = "audit_chain_entry"
+
+
+class AuditChainHeadRow(peewee.Model):
+    """The chain's last sequence and hash (one row); updating it first serializes appends."""
+
+    name = peewee.CharField(max_length=16, primary_key=True)
+    sequence = peewee.BigIntegerField(default=0)
+    entry_hash = peewee.CharField(max_length=64)
+
+    class Meta:
+        table_name = "audit_chain_head"
+
+
+class AuditCheckpointRow(peewee.Model):
+    """A signed checkpoint of the audit chain, published at intervals."""
+
+    sequence = peewee.BigIntegerField(primary_key=True)
+    entry_hash = peewee.CharField(max_length=64)
+    signed_at = peewee.CharField(max_length=40)
+    signature = peewee.CharField(max_length=128)
+
+    class Meta:
+        table_name = "audit_checkpoint"

@@ -23,6 +23,7 @@ EXECUTED_SECTIONS = (
     "## Making a purchase",
     "## Cancelling an order",
     "## Marketplace mediation",
+    "## Auditing the institution's records",
 )
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
@@ -30,6 +31,11 @@ EXPECTED = {
     "## Making a purchase": ('"ORDER_STATUS_COMPLETED"', '"transactionCompletionNotices"'),
     "## Cancelling an order": ('"ORDER_STATUS_CANCELLED"', '"CANCEL_DECISION_STOPPED_BILLING"'),
     "## Marketplace mediation": ('"TRANSACTION_STATE_ORDERED"', '"partnerMarketplaceId"'),
+    "## Auditing the institution's records": (
+        "OK: both chains are intact",
+        '"signingPublicKey"',
+        '"TRANSACTION_RECORDED"',
+    ),
 }
 
 

@@ -1349,3 +1349,126 @@ class CancelVerification(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelVerification: _TypeAlias = CancelVerification  # noqa: Y015
+
+@_typing.final
+class AuditChainEntry(_message.Message):
+    """AuditChainEntry is one entry of a node's audit chain: an append-only,
+    hash-chained log of every change to its audited records (approval's
+    transaction records; verification's reports and cancellation notices). A
+    later change to a record (a cancellation, a void) is a new entry, never an
+    edit of an old one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    STATE_JSON_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
+    ENTRY_HASH_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Position in the chain, 1 for the first entry, without gaps."""
+    kind: _builtins.str
+    """What happened, for example TRANSACTION_RECORDED or TRANSACTION_CANCELLED."""
+    subject: _builtins.str
+    """Record the entry is about, as "table/key", for example
+    "transaction_record/ORD-1".
+    """
+    state_json: _builtins.str
+    """The record's fields this entry sets, as canonical JSON (sorted keys, no
+    spaces); replaying a subject's entries in order gives the record's state.
+    """
+    recorded_at: _builtins.str
+    """When the node appended the entry (ISO 8601, UTC), part of the hash."""
+    previous_hash: _builtins.str
+    """Lowercase hex SHA-256 of the previous entry; 64 zeros for the first."""
+    entry_hash: _builtins.str
+    """Lowercase hex SHA-256 over sequence, kind, subject, state_json,
+    recorded_at and previous_hash (docs/AUDIT.md gives the exact bytes).
+    """
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        state_json: _builtins.str = ...,
+        recorded_at: _builtins.str = ...,
+        previous_hash: _builtins.str = ...,
+        entry_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_hash", b"entry_hash", "kind", b"kind", "previous_hash", b"previous_hash", "recorded_at", b"recorded_at", "sequence", b"sequence", "state_json", b"state_json", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditChainEntry: _TypeAlias = AuditChainEntry  # noqa: Y015
+
+@_typing.final
+class AuditCheckpoint(_message.Message):
+    """AuditCheckpoint is a node's signed statement that its audit chain reached
+    a sequence with a given hash; published at intervals.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENTRY_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Sequence of the last entry the checkpoint covers."""
+    entry_hash: _builtins.str
+    """entry_hash of that entry."""
+    signed_at: _builtins.str
+    """When the node signed it (ISO 8601, UTC)."""
+    signature: _builtins.str
+    """Lowercase hex Ed25519 signature over the checkpoint message
+    (docs/AUDIT.md), made with the node's audit signing key.
+    """
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        entry_hash: _builtins.str = ...,
+        signed_at: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_hash", b"entry_hash", "sequence", b"sequence", "signature", b"signature", "signed_at", b"signed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditCheckpoint: _TypeAlias = AuditCheckpoint  # noqa: Y015
+
+@_typing.final
+class AuditedRecord(_message.Message):
+    """AuditedRecord is the current state of one audited record as its table holds
+    it, in the same canonical JSON form as AuditChainEntry.state_json.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    STATE_JSON_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """Record, as "table/key"."""
+    state_json: _builtins.str
+    """The record's audited fields as canonical JSON."""
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        state_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state_json", b"state_json", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditedRecord: _TypeAlias = AuditedRecord  # noqa: Y015
