@@ -87,3 +87,20 @@ class AuditCheckpointRow(peewee.Model):
 
     class Meta:
         table_name = "audit_checkpoint"
+
+
+class DataDisclosureRow(peewee.Model):
+    """One disclosure of a member's data (agencies and marketplaces): who, what, when, why."""
+
+    # Time-ordered, so that listing newest first is listing by ID.
+    disclosure_id = peewee.CharField(max_length=40, primary_key=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    kind = peewee.CharField(max_length=32)
+    recipient = peewee.CharField(max_length=200)
+    data = peewee.CharField(max_length=500)
+    purpose = peewee.CharField(max_length=300)
+    reference = peewee.CharField(max_length=128, default="")
+    disclosed_at = peewee.DateTimeField(default=utc_now, index=True)
+
+    class Meta:
+        table_name = "data_disclosure"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind, locked
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import DataDisclosureRow, IdempotencyRecord, NodeCredential
 from storage.settlement.models import (
     AgencySecretRow,
     AnonymousIdRow,
@@ -30,6 +30,8 @@ class SettlementRepository:
         self.cancellations = bind(database, CancellationRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        # Who saw the member's data (nodes/common/disclosures.py).
+        self.data_disclosures = bind(database, DataDisclosureRow)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.secrets,
             self.members,
@@ -40,6 +42,7 @@ class SettlementRepository:
             self.cancellations,
             self.idempotency,
             self.credentials,
+            self.data_disclosures,
         )
 
     def member(self, member_id: str, *, lock: bool = False) -> MemberRow | None:

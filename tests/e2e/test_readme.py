@@ -24,6 +24,7 @@ EXECUTED_SECTIONS = (
     "## Cancelling an order",
     "## Marketplace mediation",
     "## Auditing the institution's records",
+    "## Who saw my data",
 )
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
@@ -35,6 +36,10 @@ EXPECTED = {
         "OK: both chains are intact",
         '"signingPublicKey"',
         '"TRANSACTION_RECORDED"',
+    ),
+    "## Who saw my data": (
+        '"DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED"',
+        '"DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE"',
     ),
 }
 
