@@ -89,6 +89,7 @@ POLICIES = {
         "retail", "verification", "admin", license_key=True
     ),
     TRANSACTION + "RecordTransactionCancellation": policy("retail", license_key=True),
+    TRANSACTION + "RecordTransactionVoid": policy("retail", license_key=True),
     TRANSACTION + "ListTransactionMismatches": policy("admin"),
 }
 

@@ -41,14 +41,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs
+from nodes.common import logs, voids
 from nodes.common.config import NodeConfig
 from nodes.common.convert import decode_page_token, encode_page_token, page_size
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation
 from nodes.common.paging import by_key
 from storage.common.audit_chain import AuditChainTables, canonical_json
 from storage.common.database import Store
-from storage.common.models import AuditChainEntryRow, AuditCheckpointRow
+from storage.common.models import AuditChainEntryRow, AuditCheckpointRow, OrderVoid
 
 log = logging.getLogger(__name__)
 
@@ -305,3 +305,28 @@ def checkpoint_interval_s(config: NodeConfig) -> float:
     if not 0.1 <= value <= 86_400:
         raise ValueError("options.audit_checkpoint_interval_s: must be between 0.1 and 86400")
     return value
+
+
+VOID_TABLE = "order_void"
+
+
+def void_state(row: OrderVoid) -> dict[str, object]:
+    """The audited fields of an order's void (approval, verification); delivery state such
+    as ``forwarded_at`` is the agency's and not evidence."""
+    return {
+        "order_number": row.order_number,
+        "retail_entity_id": row.retail_entity_id,
+        "settlement_agency_id": row.settlement_agency_id,
+        "reason": row.reason,
+        "voided_at": iso(row.voided_at),
+    }
+
+
+def chain_void(table: type[OrderVoid], chain: AuditChainTables, void: voids.Void) -> OrderVoid:
+    """Records a void (``voids.record``) and, the first time, appends ORDER_VOIDED: a void is
+    a later state change, so it is a new entry, never an edit of the order's entries."""
+    first = table.get_or_none(table.order_number == void.order_number) is None
+    row = voids.record(table, void)
+    if first:
+        chain.append("ORDER_VOIDED", f"{VOID_TABLE}/{row.order_number}", void_state(row))
+    return row

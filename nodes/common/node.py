@@ -130,6 +130,7 @@ class Node:
         if self.parts.on_serving is not None:
             await self.parts.on_serving()
         await self.server.set_serving()
+        self.store.health_listeners.append(self.server.set_serving)
         logs.event(
             log,
             "serving",

@@ -94,10 +94,15 @@ class NodeServer:
     async def start(self) -> None:
         await self._server.start()
 
-    async def set_serving(self) -> None:
-        """Marks the node and each of its services SERVING on the health service."""
+    async def set_serving(self, serving: bool = True) -> None:
+        """Marks the node and each of its services SERVING (or NOT_SERVING) on health."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ["", *(service.name for service in self._services)]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, status)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight RPCs finish for ``grace_s`` seconds."""

@@ -13,12 +13,14 @@ import grpc
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common.audit_chain import (
+    VOID_TABLE,
     AuditedTable,
     CheckpointPublisher,
     digest,
     iso,
     serve_audited_records,
     serve_export,
+    void_state,
 )
 from storage.common.database import Store
 from storage.verification.models import CancelProcessRow, CancelRequestRow, TransactionReportRow
@@ -101,6 +103,7 @@ def audited_tables(repo: VerificationRepository) -> list[AuditedTable]:
             repo.cancel_processes.cancel_request_id,
             process_state,
         ),
+        AuditedTable(VOID_TABLE, repo.voids, repo.voids.order_number, void_state),
     ]
 
 

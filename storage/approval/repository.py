@@ -15,7 +15,7 @@ from storage.approval.models import (
 )
 from storage.common.audit_chain import AuditChainTables
 from storage.common.database import Store, bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 
 REGISTRY_COUNTER = "registry"
 
@@ -35,6 +35,7 @@ class ApprovalRepository:
         self.pushes = bind(database, GuaranteePushRow)
         # The transaction record database's hash chain (nodes/common/audit_chain.py).
         self.audit = AuditChainTables(database)
+        self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.serials,
             self.entities,
@@ -46,6 +47,7 @@ class ApprovalRepository:
             self.mismatches,
             self.pushes,
             *self.audit.tables,
+            self.voids,
         )
 
     def create_schema(self, store: Store) -> None:

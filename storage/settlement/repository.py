@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind, locked
-from storage.common.models import DataDisclosureRow, IdempotencyRecord, NodeCredential
+from storage.common.models import DataDisclosureRow, IdempotencyRecord, NodeCredential, OrderVoid
 from storage.settlement.models import (
     AgencySecretRow,
     AnonymousIdRow,
@@ -32,6 +32,7 @@ class SettlementRepository:
         self.credentials = bind(database, NodeCredential)
         # Who saw the member's data (nodes/common/disclosures.py).
         self.data_disclosures = bind(database, DataDisclosureRow)
+        self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.secrets,
             self.members,
@@ -43,6 +44,7 @@ class SettlementRepository:
             self.idempotency,
             self.credentials,
             self.data_disclosures,
+            self.voids,
         )
 
     def member(self, member_id: str, *, lock: bool = False) -> MemberRow | None:

@@ -6,7 +6,7 @@ import peewee
 
 from storage.common.audit_chain import AuditChainTables
 from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 from storage.verification.models import CancelProcessRow, CancelRequestRow, TransactionReportRow
 
 
@@ -21,6 +21,7 @@ class VerificationRepository:
         self.credentials = bind(database, NodeCredential)
         # The chain of reports and cancellation notices (nodes/common/audit_chain.py).
         self.audit = AuditChainTables(database)
+        self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.reports,
             self.cancel_requests,
@@ -28,4 +29,5 @@ class VerificationRepository:
             self.idempotency,
             self.credentials,
             *self.audit.tables,
+            self.voids,
         )

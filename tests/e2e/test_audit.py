@@ -19,15 +19,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
+from nodes.common import tls
+from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork
 from nodes.operator.audit import AuditReport, Finding, verify_network
 from storage.common.audit_chain import entry_hash
 from tests.e2e.cancel_support import cancel_by_shop
-from tests.e2e.purchase_support import buy
+from tests.e2e.purchase_support import buy, table_rows
 
 FAST_CHECKPOINTS = {"audit_checkpoint_interval_s": 0.2}
 AUDIT_TOPOLOGY = tuple(
@@ -55,9 +59,33 @@ async def heads_checkpointed(network: LocalNetwork) -> bool:
     )
 
 
+VOIDED_ORDER = "ON-audit-void-1"
+
+
+async def void_at_approval(network: LocalNetwork, order_number: str) -> None:
+    """shop-1 voids an order approval never recorded (the purchase saga's compensation)."""
+    shop = network.node("shop-1")
+    license_key = table_rows(network, "shop-1")["node_credential"][0]["license_key"]
+    credentials = tls.client_credentials(
+        network.ca.read_bytes(), shop.cert.read_bytes(), shop.key.read_bytes()
+    )
+    async with grpc.aio.secure_channel(network.node("institution").address, credentials) as channel:
+        await approval_pb2_grpc.TransactionServiceStub(channel).RecordTransactionVoid(
+            approval_pb2.RecordTransactionVoidRequest(
+                request_id=f"void-{order_number}",
+                order_number=order_number,
+                settlement_agency_id="agency-1",
+                reason=types_pb2.ERROR_REASON_PEER_UNAVAILABLE,
+            ),
+            metadata=[(LICENSE_KEY_METADATA_KEY, license_key)],
+            timeout=10,
+        )
+
+
 @pytest.fixture(scope="module")
 def audited_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
-    """Two purchases per shop, one of each cancelled, every chain head checkpointed."""
+    """Two purchases per shop, one of each cancelled, one void, every chain head
+    checkpointed."""
     network = network_factory(AUDIT_TOPOLOGY)
 
     async def activity() -> None:
@@ -66,6 +94,7 @@ def audited_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwor
             cancelled = await buy(network, "agency-1", "alice", shop, [("mug", 1)])
             await cancel_by_shop(network, shop, cancelled.order.order_number)
             assert kept.order.order_number
+        await void_at_approval(network, VOIDED_ORDER)
         deadline = time.monotonic() + 30
         while not await heads_checkpointed(network):
             assert time.monotonic() < deadline, "no checkpoint covered the chain heads"
@@ -122,9 +151,9 @@ def test_an_untouched_network_verifies_clean_through_the_cli(audited_network: Lo
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: both chains are intact" in done.stdout
-    # Four purchases recorded, two cancelled: six approval entries; verification holds four
-    # reports, two cancel request notices and two cancel process notices.
-    assert "approval (institution): 6 entries" in done.stdout
+    # Four purchases recorded, two cancelled, one void: seven approval entries; verification
+    # holds four reports, two cancel request notices and two cancel process notices.
+    assert "approval (institution): 7 entries" in done.stdout
     assert "verification (verification): 8 entries" in done.stdout
     for entity in ("institution", "verification"):
         node = audited_network.node(entity)
@@ -260,4 +289,18 @@ def test_a_rehashed_chain_fails_its_signed_checkpoint_and_the_cross_check(
             f.subject == f"transaction_record/{order}" and "amount_minor" in f.problem
             for f in report.findings
         )
+    assert verify_network(network.data_dir / "network.json").ok
+
+
+def test_a_void_is_chained_and_its_deletion_reported(audited_network: LocalNetwork):
+    """A void is a later state change: appended as ORDER_VOIDED, never edited into an
+    earlier entry; deleting the void row from its table is reported."""
+    network = audited_network
+    with tampering(database(network, "institution"), "order_void") as connection:
+        [voided] = [row for row in entries(connection) if row[1] == "ORDER_VOIDED"]
+        assert voided[2] == f"order_void/{VOIDED_ORDER}"
+        connection.execute("DELETE FROM order_void WHERE order_number = ?", (VOIDED_ORDER,))
+        finding = first_finding(verify_network(network.data_dir / "network.json"), "approval")
+        assert (finding.sequence, finding.subject) == (voided[0], f"order_void/{VOIDED_ORDER}")
+        assert "deleted from its table" in finding.problem
     assert verify_network(network.data_dir / "network.json").ok

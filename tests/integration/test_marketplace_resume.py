@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
@@ -19,7 +17,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.common.node import Node
 from nodes.marketplace.client import Operator, Purchaser, member_channel, sign_contract
-from tests.support import Pki, node_config, refusal, running
+from tests.support import Pki, eventually, node_config, refusal, running
 
 FAST_RESUME = {
     "resume_interval_s": 0.1,
@@ -32,14 +30,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
-    """Polls ``check`` until it holds; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.05)
 
 
 def test_steps_taken_while_the_partner_is_down_complete_when_it_is_back(ca: Pki, tmp_path: Path):

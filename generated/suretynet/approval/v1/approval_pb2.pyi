@@ -68,6 +68,71 @@ LICENSE_KEY_STATE_EXPIRED: LicenseKeyState.ValueType  # 4
 Global___LicenseKeyState: _TypeAlias = LicenseKeyState  # noqa: Y015
 
 @_typing.final
+class RecordTransactionVoidRequest(_message.Message):
+    """RecordTransactionVoidRequest carries the shop's void of one order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_AGENCY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key: the same ID with the same request returns
+    the first answer; the same ID with a different request is refused with
+    IDEMPOTENCY_KEY_REUSED.
+    """
+    order_number: _builtins.str
+    """Network-wide order number of the voided order."""
+    settlement_agency_id: _builtins.str
+    """Settlement agency the order was routed to; empty if it never was."""
+    reason: _types_pb2.ErrorReason.ValueType
+    """Why the shop voids the order."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        settlement_agency_id: _builtins.str = ...,
+        reason: _types_pb2.ErrorReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "reason", b"reason", "request_id", b"request_id", "settlement_agency_id", b"settlement_agency_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionVoidRequest: _TypeAlias = RecordTransactionVoidRequest  # noqa: Y015
+
+@_typing.final
+class RecordTransactionVoidResponse(_message.Message):
+    """RecordTransactionVoidResponse says when approval recorded the void."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    VOIDED_AT_FIELD_NUMBER: _builtins.int
+    order_number: _builtins.str
+    """Order number the void was recorded for."""
+    @_builtins.property
+    def voided_at(self) -> _timestamp_pb2.Timestamp:
+        """When approval recorded the void."""
+
+    def __init__(
+        self,
+        *,
+        order_number: _builtins.str = ...,
+        voided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["voided_at", b"voided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "voided_at", b"voided_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionVoidResponse: _TypeAlias = RecordTransactionVoidResponse  # noqa: Y015
+
+@_typing.final
 class RegisteredEntity(_message.Message):
     """RegisteredEntity is approval's registry entry for one retail entity,
     settlement agency or marketplace.

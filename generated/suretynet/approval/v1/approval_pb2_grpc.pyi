@@ -562,6 +562,14 @@ class TransactionServiceStub:
     that approval refused with TRANSACTION_MISMATCH, newest first, so that the
     institution can investigate them. Callers: admin.
     """
+    RecordTransactionVoid: _grpc.UnaryUnaryMultiCallable[_approval_pb2.RecordTransactionVoidRequest, _approval_pb2.RecordTransactionVoidResponse]
+    """RecordTransactionVoid records that the shop voided an order it could not
+    finish (the compensating step of the purchase). A later transaction
+    verification request for the order number is refused with ORDER_VOIDED.
+    An order approval already verified cannot be voided
+    (TRANSACTION_ALREADY_VERIFIED): it is resolved forward. Idempotent by
+    request_id and by order number. Caller: the shop that sold the order.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -593,6 +601,14 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """ListTransactionMismatches lists the transaction verification requests
     that approval refused with TRANSACTION_MISMATCH, newest first, so that the
     institution can investigate them. Callers: admin.
+    """
+    RecordTransactionVoid: _aio.UnaryUnaryMultiCallable[_approval_pb2.RecordTransactionVoidRequest, _approval_pb2.RecordTransactionVoidResponse]  # type: ignore[assignment]
+    """RecordTransactionVoid records that the shop voided an order it could not
+    finish (the compensating step of the purchase). A later transaction
+    verification request for the order number is refused with ORDER_VOIDED.
+    An order approval already verified cannot be voided
+    (TRANSACTION_ALREADY_VERIFIED): it is resolved forward. Idempotent by
+    request_id and by order number. Caller: the shop that sold the order.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -646,6 +662,20 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListTransactionMismatches lists the transaction verification requests
         that approval refused with TRANSACTION_MISMATCH, newest first, so that the
         institution can investigate them. Callers: admin.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordTransactionVoid(
+        self,
+        request: _approval_pb2.RecordTransactionVoidRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.RecordTransactionVoidResponse, _abc.Awaitable[_approval_pb2.RecordTransactionVoidResponse]]:
+        """RecordTransactionVoid records that the shop voided an order it could not
+        finish (the compensating step of the purchase). A later transaction
+        verification request for the order number is refused with ORDER_VOIDED.
+        An order approval already verified cannot be voided
+        (TRANSACTION_ALREADY_VERIFIED): it is resolved forward. Idempotent by
+        request_id and by order number. Caller: the shop that sold the order.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
