@@ -67,6 +67,10 @@ def node_config(tmp_path: Path, ca: Pki, role: str, entity_id: str, **values: An
     }
     if role in ("retail", "settlement", "marketplace"):
         data.setdefault("member_listen_address", "127.0.0.1:0")
+    if role == "settlement":
+        # Required at start (config refuses an agency without one); tests that register
+        # several agencies give each its own.
+        options = {"routing_prefix": "4111", **options}
     tls_config = ca.issue(role, entity_id)
     data["tls"] = {"ca": tls_config.ca, "cert": tls_config.cert, "key": tls_config.key}
     return parse_config({**data, "options": options, "limits": limits}, environ={})

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from nodes.common import logs
+from nodes.common import failpoints, logs
 from nodes.common.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,14 @@ class Resumer:
         return sum(outcomes)
 
     async def _one(self, flow: DueFlow, gate: asyncio.Semaphore) -> bool:
-        if flow.peer and not self.peers.ready(flow.peer):
-            # Not an attempt: the flow waits for its peer without counting a failure.
-            await self._postpone(flow, self.peers.seconds_left(flow.peer))
-            return False
         async with gate:
+            # Checked once the flow's turn comes: a peer that failed meanwhile is skipped.
+            if flow.peer and not self.peers.ready(flow.peer):
+                # Not an attempt: the flow waits for its peer without counting a failure.
+                await self._postpone(flow, self.peers.seconds_left(flow.peer))
+                return False
             logs.trace_id_var.set(flow.trace_id or logs.new_trace_id())
+            failpoints.begin(f"resume:{self.name}")
             try:
                 await self._drive(flow)
             except DomainError as error:

@@ -91,7 +91,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         )
         background.append(
             asyncio.create_task(
-                cancellations.run_resumer(resume_interval_s), name="cancellation-resume"
+                cancellations.resumer().run(resume_interval_s), name="cancellation-resume"
             )
         )
 

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import peewee
 
+from nodes.common import failpoints
 from nodes.common.errors import DomainError, ErrorKind
 from storage.common.models import StoreHeartbeat, utc_now
 
@@ -201,8 +202,14 @@ class Store:
 
     def _in_transaction(self, work: Callable[[], T]) -> T:
         self.database.connect(reuse_if_open=True)
+        points = failpoints.transaction_points()
         with self.database.atomic():
-            return work()
+            result = work()
+            if points is not None:
+                failpoints.reach(points[0])
+        if points is not None:
+            failpoints.reach(points[1])
+        return result
 
     def close(self) -> None:
         """Waits for queued work, then closes the executor's connections."""

@@ -75,6 +75,37 @@ class StoreHeartbeat(peewee.Model):
         table_name = "store_heartbeat"
 
 
+class NodeEnrollment(peewee.Model):
+    """The program serial this node registered with: a new one in its config re-registers it."""
+
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    program_serial = peewee.CharField(max_length=64)
+    enrolled_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "node_enrollment"
+
+
+class InformationAnnouncement(peewee.Model):
+    """Each time the node compared its installation info with approval's registry entry.
+
+    ``outcome`` is MATCHED (nothing differed), CHANGED (the change request was accepted),
+    REFUSED (approval refused it) or FAILED (approval could not be asked).
+    """
+
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64)
+    outcome = peewee.CharField(max_length=16)
+    # Comma-separated names of the fields that differed ("" when none).
+    fields = peewee.CharField(max_length=200, default="")
+    registry_serial = peewee.BigIntegerField(default=0)
+    detail = peewee.CharField(max_length=500, default="")
+    announced_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "information_announcement"
+
+
 RUNTIME_MODELS: tuple[type[peewee.Model], ...] = (IdempotencyRecord, NodeCredential)
 
 

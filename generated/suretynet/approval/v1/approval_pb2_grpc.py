@@ -62,6 +62,11 @@ class EnrollmentServiceStub:
                 request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationRequest.SerializeToString,
                 response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationResponse.FromString,
                 _registered_method=True)
+        self.GetRegisteredInformation = channel.unary_unary(
+                '/suretynet.approval.v1.EnrollmentService/GetRegisteredInformation',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServiceServicer:
@@ -115,6 +120,16 @@ class EnrollmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRegisteredInformation(self, request, context):
+        """GetRegisteredInformation returns the calling entity's own registry entry,
+        so that a node can compare its installation information with what
+        approval holds and send an information change request when they differ
+        (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnrollmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +157,11 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.ChangeMarketplaceInformation,
                     request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationRequest.FromString,
                     response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationResponse.SerializeToString,
+            ),
+            'GetRegisteredInformation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegisteredInformation,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -282,6 +302,33 @@ class EnrollmentService:
             '/suretynet.approval.v1.EnrollmentService/ChangeMarketplaceInformation',
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationRequest.SerializeToString,
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegisteredInformation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.EnrollmentService/GetRegisteredInformation',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationResponse.FromString,
             options,
             channel_credentials,
             insecure,

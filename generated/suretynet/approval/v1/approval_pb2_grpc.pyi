@@ -74,6 +74,12 @@ class EnrollmentServiceStub:
     """
     ChangeMarketplaceInformation: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ChangeMarketplaceInformationRequest, _approval_pb2.ChangeMarketplaceInformationResponse]
     """ChangeMarketplaceInformation updates the calling marketplace's registry entry."""
+    GetRegisteredInformation: _grpc.UnaryUnaryMultiCallable[_approval_pb2.GetRegisteredInformationRequest, _approval_pb2.GetRegisteredInformationResponse]
+    """GetRegisteredInformation returns the calling entity's own registry entry,
+    so that a node can compare its installation information with what
+    approval holds and send an information change request when they differ
+    (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+    """
 
 @_typing.type_check_only
 class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
@@ -107,6 +113,12 @@ class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
     """
     ChangeMarketplaceInformation: _aio.UnaryUnaryMultiCallable[_approval_pb2.ChangeMarketplaceInformationRequest, _approval_pb2.ChangeMarketplaceInformationResponse]  # type: ignore[assignment]
     """ChangeMarketplaceInformation updates the calling marketplace's registry entry."""
+    GetRegisteredInformation: _aio.UnaryUnaryMultiCallable[_approval_pb2.GetRegisteredInformationRequest, _approval_pb2.GetRegisteredInformationResponse]  # type: ignore[assignment]
+    """GetRegisteredInformation returns the calling entity's own registry entry,
+    so that a node can compare its installation information with what
+    approval holds and send an information change request when they differ
+    (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+    """
 
 class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """EnrollmentService registers nodes with the network and keeps their registry
@@ -167,6 +179,18 @@ class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_approval_pb2.ChangeMarketplaceInformationResponse, _abc.Awaitable[_approval_pb2.ChangeMarketplaceInformationResponse]]:
         """ChangeMarketplaceInformation updates the calling marketplace's registry entry."""
+
+    @_abc_1.abstractmethod
+    def GetRegisteredInformation(
+        self,
+        request: _approval_pb2.GetRegisteredInformationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.GetRegisteredInformationResponse, _abc.Awaitable[_approval_pb2.GetRegisteredInformationResponse]]:
+        """GetRegisteredInformation returns the calling entity's own registry entry,
+        so that a node can compare its installation information with what
+        approval holds and send an information change request when they differ
+        (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+        """
 
 def add_EnrollmentServiceServicer_to_server(servicer: EnrollmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

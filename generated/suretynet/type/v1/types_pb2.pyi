@@ -594,6 +594,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNIMPLEMENTED. The RPC is part of the protocol but this node's release
     does not serve it yet. Operator: upgrade the node; callers must not retry.
     """
+    ERROR_REASON_PEER_CERTIFICATE_REJECTED: _ErrorReason.ValueType  # 120
+    """UNAUTHENTICATED. The TLS handshake with a peer node failed on a
+    certificate: the peer's is not from this network's CA, does not name the
+    address dialled, or has expired. Operator: renew or re-issue the peer's
+    certificate (suretynet pki renew); retrying does not help.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists every stable reason code the network returns in
@@ -888,6 +894,12 @@ partners' health; the purchaser retries with the same request_id.
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 110
 """UNIMPLEMENTED. The RPC is part of the protocol but this node's release
 does not serve it yet. Operator: upgrade the node; callers must not retry.
+"""
+ERROR_REASON_PEER_CERTIFICATE_REJECTED: ErrorReason.ValueType  # 120
+"""UNAUTHENTICATED. The TLS handshake with a peer node failed on a
+certificate: the peer's is not from this network's CA, does not name the
+address dialled, or has expired. Operator: renew or re-issue the peer's
+certificate (suretynet pki renew); retrying does not help.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
