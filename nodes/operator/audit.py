@@ -36,6 +36,7 @@ from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common import tls
 from nodes.common.audit_chain import checkpoint_message
+from nodes.network.descriptor import find_role, load_network
 from storage.common.audit_chain import GENESIS_HASH, entry_hash
 
 TIMEOUT_S = 30.0
@@ -303,8 +304,8 @@ async def _export(
 
 
 def load_manifest(manifest_path: Path) -> tuple[dict[str, Any], grpc.ChannelCredentials]:
-    """``network.json`` and the operator credentials it names."""
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    """``network.json`` (checked by ``load_network``) and the operator credentials it names."""
+    manifest = load_network(manifest_path)
     credentials = tls.client_credentials(
         Path(manifest["ca"]).read_bytes(),
         Path(manifest["admin"]["cert"]).read_bytes(),
@@ -318,13 +319,8 @@ async def read_network(
 ) -> tuple[ChainExport, ChainExport]:
     """Both nodes' exports, read over their admin RPCs."""
 
-    def node_of(role: str) -> dict[str, Any]:
-        found = [n for n in manifest["nodes"] if n["role"] == role]
-        if not found:
-            raise ValueError(f"network.json: no {role} node")
-        return found[0]
-
-    approval_node, verification_node = node_of("approval"), node_of("verification")
+    approval_node = find_role(manifest, "approval")
+    verification_node = find_role(manifest, "verification")
     async with grpc.aio.secure_channel(approval_node["address"], credentials) as channel:
         stub = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
         approval = await _export(

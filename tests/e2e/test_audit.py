@@ -304,3 +304,20 @@ def test_a_void_is_chained_and_its_deletion_reported(audited_network: LocalNetwo
         assert (finding.sequence, finding.subject) == (voided[0], f"order_void/{VOIDED_ORDER}")
         assert "deleted from its table" in finding.problem
     assert verify_network(network.data_dir / "network.json").ok
+
+
+def test_a_malformed_network_descriptor_is_one_line_and_status_2(tmp_path: Path):
+    descriptor = tmp_path / "network.json"
+    descriptor.write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "nodes.cli", "audit", "verify", "--network", str(descriptor)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == f"suretynet: {descriptor}: 'ca' (the network CA's PEM file) is missing"
+    )
