@@ -64,6 +64,8 @@ POLICIES = {
             "GetEntity",
             "ListEntities",
             "ExportFlowRecords",
+            "ExportAuditChain",
+            "ListAuditedRecords",
         )
     },
     # Least privilege: each look-up is open to the roles whose flow needs it (and to the

@@ -214,7 +214,7 @@ class GuaranteeReceiverServicer(retail_pb2_grpc.GuaranteeReceiverServiceServicer
                 request.previous_registry_serial,
             )
         )
-        if gap:
+        if gap and self._discovery.catches_up:
             # Pushes were missed (the shop was down, or lost its state): catch up now.
             await self._discovery.catch_up()
             serial = (await self._store.run(self._repo.state)).registry_serial

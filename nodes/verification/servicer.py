@@ -25,6 +25,8 @@ POLICIES = {
     SERVICE + "SubmitCancelRequestNotice": policy("retail"),
     SERVICE + "SubmitCancelProcessNotice": policy("settlement"),
     SERVICE + "GetCancellationRecord": policy("admin", "approval", "retail", "settlement"),
+    ADMIN + "ExportAuditChain": policy("admin"),
+    ADMIN + "ListAuditedRecords": policy("admin"),
     SERVICE + "VoidTransactionReport": policy("settlement"),
     ADMIN + "ExportFlowRecords": policy("admin"),
 }

@@ -25,6 +25,8 @@ EXECUTED_SECTIONS = (
     "## Cancelling an order",
     "## Marketplace mediation",
     "## Checking and tracing the network",
+    "## Auditing the institution's records",
+    "## Who saw my data",
 )
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
@@ -37,6 +39,15 @@ EXPECTED = {
         "consistent",
         "0 mismatches",
         "shop-1 -> agency-1: BillingService/SearchBillingAgencyIdentification",
+    ),
+    "## Auditing the institution's records": (
+        "OK: both chains are intact",
+        '"signingPublicKey"',
+        '"TRANSACTION_RECORDED"',
+    ),
+    "## Who saw my data": (
+        '"DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED"',
+        '"DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE"',
     ),
 }
 

@@ -1565,6 +1565,62 @@ class ListOrdersResponse(_message.Message):
 Global___ListOrdersResponse: _TypeAlias = ListOrdersResponse  # noqa: Y015
 
 @_typing.final
+class ListDataDisclosuresRequest(_message.Message):
+    """ListDataDisclosuresRequest asks for one page of the member's disclosures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of disclosures to return; the server caps it and uses its
+    default when zero.
+    """
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataDisclosuresRequest: _TypeAlias = ListDataDisclosuresRequest  # noqa: Y015
+
+@_typing.final
+class ListDataDisclosuresResponse(_message.Message):
+    """ListDataDisclosuresResponse is one page of disclosures, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_DISCLOSURES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def data_disclosures(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.DataDisclosure]:
+        """Disclosures on this page."""
+
+    def __init__(
+        self,
+        *,
+        data_disclosures: _abc.Iterable[_types_pb2.DataDisclosure] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_disclosures", b"data_disclosures", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataDisclosuresResponse: _TypeAlias = ListDataDisclosuresResponse  # noqa: Y015
+
+@_typing.final
 class ExportFlowRecordsRequest(_message.Message):
     """ExportFlowRecordsRequest pages through this node's flow records."""
 

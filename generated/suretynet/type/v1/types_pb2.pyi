@@ -903,6 +903,70 @@ certificate (suretynet pki renew); retrying does not help.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
+class _DataDisclosureKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DataDisclosureKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DataDisclosureKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DATA_DISCLOSURE_KIND_UNSPECIFIED: _DataDisclosureKind.ValueType  # 0
+    """Not set; never stored."""
+    DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED: _DataDisclosureKind.ValueType  # 1
+    """A settlement agency issued an anonymous user ID for a shop (and, for a
+    directory shop, delivered it there).
+    """
+    DATA_DISCLOSURE_KIND_COMPLETION_REPORT: _DataDisclosureKind.ValueType  # 2
+    """A settlement agency sent a shop the transaction completion report of the
+    member's purchase (order, billing details under the anonymous ID).
+    """
+    DATA_DISCLOSURE_KIND_TRANSACTION_REPORT: _DataDisclosureKind.ValueType  # 3
+    """A settlement agency sent the institution's verification server the
+    transaction report of the member's purchase.
+    """
+    DATA_DISCLOSURE_KIND_OPERATOR_READ: _DataDisclosureKind.ValueType  # 4
+    """An operator read the member's orders through an admin RPC."""
+    DATA_DISCLOSURE_KIND_CREDIT_ENQUIRY: _DataDisclosureKind.ValueType  # 5
+    """A marketplace ran a credit enquiry on the purchaser's history."""
+    DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE: _DataDisclosureKind.ValueType  # 6
+    """A marketplace attached a credit guarantee for the purchaser, under a
+    pseudonym, to a request to a partner marketplace.
+    """
+    DATA_DISCLOSURE_KIND_FRAUD_DISCLOSURE: _DataDisclosureKind.ValueType  # 7
+    """A marketplace disclosed the purchaser's identity to a partner after an
+    unlawful transaction (seed 000 claim 8).
+    """
+
+class DataDisclosureKind(_DataDisclosureKind, metaclass=_DataDisclosureKindEnumTypeWrapper):
+    """DataDisclosureKind says what kind of member-linked data a node disclosed."""
+
+DATA_DISCLOSURE_KIND_UNSPECIFIED: DataDisclosureKind.ValueType  # 0
+"""Not set; never stored."""
+DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED: DataDisclosureKind.ValueType  # 1
+"""A settlement agency issued an anonymous user ID for a shop (and, for a
+directory shop, delivered it there).
+"""
+DATA_DISCLOSURE_KIND_COMPLETION_REPORT: DataDisclosureKind.ValueType  # 2
+"""A settlement agency sent a shop the transaction completion report of the
+member's purchase (order, billing details under the anonymous ID).
+"""
+DATA_DISCLOSURE_KIND_TRANSACTION_REPORT: DataDisclosureKind.ValueType  # 3
+"""A settlement agency sent the institution's verification server the
+transaction report of the member's purchase.
+"""
+DATA_DISCLOSURE_KIND_OPERATOR_READ: DataDisclosureKind.ValueType  # 4
+"""An operator read the member's orders through an admin RPC."""
+DATA_DISCLOSURE_KIND_CREDIT_ENQUIRY: DataDisclosureKind.ValueType  # 5
+"""A marketplace ran a credit enquiry on the purchaser's history."""
+DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE: DataDisclosureKind.ValueType  # 6
+"""A marketplace attached a credit guarantee for the purchaser, under a
+pseudonym, to a request to a partner marketplace.
+"""
+DATA_DISCLOSURE_KIND_FRAUD_DISCLOSURE: DataDisclosureKind.ValueType  # 7
+"""A marketplace disclosed the purchaser's identity to a partner after an
+unlawful transaction (seed 000 claim 8).
+"""
+Global___DataDisclosureKind: _TypeAlias = DataDisclosureKind  # noqa: Y015
+
 class _FlowRecordKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1482,6 +1546,185 @@ class CancelVerification(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelVerification: _TypeAlias = CancelVerification  # noqa: Y015
+
+@_typing.final
+class AuditChainEntry(_message.Message):
+    """AuditChainEntry is one entry of a node's audit chain: an append-only,
+    hash-chained log of every change to its audited records (approval's
+    transaction records; verification's reports and cancellation notices). A
+    later change to a record (a cancellation, a void) is a new entry, never an
+    edit of an old one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    STATE_JSON_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
+    ENTRY_HASH_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Position in the chain, 1 for the first entry, without gaps."""
+    kind: _builtins.str
+    """What happened, for example TRANSACTION_RECORDED or TRANSACTION_CANCELLED."""
+    subject: _builtins.str
+    """Record the entry is about, as "table/key", for example
+    "transaction_record/ORD-1".
+    """
+    state_json: _builtins.str
+    """The record's fields this entry sets, as canonical JSON (sorted keys, no
+    spaces); replaying a subject's entries in order gives the record's state.
+    """
+    recorded_at: _builtins.str
+    """When the node appended the entry (ISO 8601, UTC), part of the hash."""
+    previous_hash: _builtins.str
+    """Lowercase hex SHA-256 of the previous entry; 64 zeros for the first."""
+    entry_hash: _builtins.str
+    """Lowercase hex SHA-256 over sequence, kind, subject, state_json,
+    recorded_at and previous_hash (docs/AUDIT.md gives the exact bytes).
+    """
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        state_json: _builtins.str = ...,
+        recorded_at: _builtins.str = ...,
+        previous_hash: _builtins.str = ...,
+        entry_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_hash", b"entry_hash", "kind", b"kind", "previous_hash", b"previous_hash", "recorded_at", b"recorded_at", "sequence", b"sequence", "state_json", b"state_json", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditChainEntry: _TypeAlias = AuditChainEntry  # noqa: Y015
+
+@_typing.final
+class AuditCheckpoint(_message.Message):
+    """AuditCheckpoint is a node's signed statement that its audit chain reached
+    a sequence with a given hash; published at intervals.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENTRY_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Sequence of the last entry the checkpoint covers."""
+    entry_hash: _builtins.str
+    """entry_hash of that entry."""
+    signed_at: _builtins.str
+    """When the node signed it (ISO 8601, UTC)."""
+    signature: _builtins.str
+    """Lowercase hex Ed25519 signature over the checkpoint message
+    (docs/AUDIT.md), made with the node's audit signing key.
+    """
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        entry_hash: _builtins.str = ...,
+        signed_at: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_hash", b"entry_hash", "sequence", b"sequence", "signature", b"signature", "signed_at", b"signed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditCheckpoint: _TypeAlias = AuditCheckpoint  # noqa: Y015
+
+@_typing.final
+class AuditedRecord(_message.Message):
+    """AuditedRecord is the current state of one audited record as its table holds
+    it, in the same canonical JSON form as AuditChainEntry.state_json.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    STATE_JSON_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """Record, as "table/key"."""
+    state_json: _builtins.str
+    """The record's audited fields as canonical JSON."""
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        state_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state_json", b"state_json", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditedRecord: _TypeAlias = AuditedRecord  # noqa: Y015
+
+@_typing.final
+class DataDisclosure(_message.Message):
+    """DataDisclosure is one disclosure of a member's data: who received or read
+    it, what, when and why. The member lists its own with ListDataDisclosures.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCLOSURE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    DISCLOSED_AT_FIELD_NUMBER: _builtins.int
+    disclosure_id: _builtins.str
+    """Identifier of the disclosure, unique at the node that records it."""
+    kind: Global___DataDisclosureKind.ValueType
+    """What kind of data was disclosed."""
+    recipient: _builtins.str
+    """Who received or read it: an entity URI such as
+    "suretynet://retail/shop-1" or "suretynet://admin/operator".
+    """
+    data: _builtins.str
+    """What was disclosed, in plain words (for example "order ORD-1: 2 items,
+    4900 USD, under anonymous user ID 4111...").
+    """
+    purpose: _builtins.str
+    """Why it was disclosed."""
+    reference: _builtins.str
+    """The order number, transaction ID or anonymous user ID it concerns; empty
+    when none.
+    """
+    @_builtins.property
+    def disclosed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was disclosed."""
+
+    def __init__(
+        self,
+        *,
+        disclosure_id: _builtins.str = ...,
+        kind: Global___DataDisclosureKind.ValueType = ...,
+        recipient: _builtins.str = ...,
+        data: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        disclosed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["disclosed_at", b"disclosed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "disclosed_at", b"disclosed_at", "disclosure_id", b"disclosure_id", "kind", b"kind", "purpose", b"purpose", "recipient", b"recipient", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataDisclosure: _TypeAlias = DataDisclosure  # noqa: Y015
 
 @_typing.final
 class FlowEvent(_message.Message):
