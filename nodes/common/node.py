@@ -22,7 +22,7 @@ from typing import Any
 
 import peewee
 
-from nodes.common import logs
+from nodes.common import failpoints, logs
 from nodes.common.channels import Channels
 from nodes.common.config import ConfigError, NodeConfig
 from nodes.common.correlation import (
@@ -91,6 +91,7 @@ class Node:
         self.config = config
         self.secret_box = node_secret_box(config)
         _create_private_database_file(config.database_url)
+        failpoints.configure(config.entity_id)
         self.store = Store(
             open_database(config.database_url), workers=config.limits.database_workers
         )
@@ -137,12 +138,10 @@ class Node:
             self.runtime.channels.on_license_answer = keeper.answer
 
     async def start(self) -> None:
+        # Nodes that enrol also record their serial and their information announcements.
+        lifecycle_tables = [InformationAnnouncement, NodeEnrollment] if self.keeper else []
         self.store.create_tables(
-            [
-                *self.parts.tables,
-                bind(self.store.database, InformationAnnouncement),
-                bind(self.store.database, NodeEnrollment),
-            ]
+            [*self.parts.tables, *(bind(self.store.database, t) for t in lifecycle_tables)]
         )
         self._check_certificate()
         self.server.bind()
@@ -408,7 +407,14 @@ async def run_until_signalled(config: NodeConfig) -> None:
         announcements.add(task)
         task.add_done_callback(announcements.discard)
 
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        # A node that cannot start (enrolment refused, approval unreachable) still closes
+        # its server and database, so the process ends with the reason alone.
+        with contextlib.suppress(Exception):
+            await node.stop()
+        raise
     loop.add_signal_handler(signal.SIGHUP, change_info)
     loop.add_signal_handler(signal.SIGUSR1, rotate_key)
     await stopping.wait()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, LoginFailureRow, NodeCredential
+from storage.common.models import (
+    DataDisclosureRow,
+    IdempotencyRecord,
+    LoginFailureRow,
+    NodeCredential,
+)
 from storage.marketplace import models
 
 
@@ -30,6 +35,8 @@ class MarketplaceRepository:
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
         self.login_failures = bind(database, LoginFailureRow)
+        # Who saw the member's data (nodes/common/disclosures.py).
+        self.data_disclosures = bind(database, DataDisclosureRow)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.login_failures,
             self.settings,
@@ -48,6 +55,7 @@ class MarketplaceRepository:
             self.partner_calls,
             self.idempotency,
             self.credentials,
+            self.data_disclosures,
         )
 
     def setting(self, name: str) -> str | None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind, locked
-from storage.common.models import IdempotencyRecord, LoginFailureRow, NodeCredential, OrderVoid
+from storage.common.models import (
+    DataDisclosureRow,
+    IdempotencyRecord,
+    LoginFailureRow,
+    NodeCredential,
+    OrderVoid,
+)
 from storage.settlement.models import (
     AgencySecretRow,
     AnonymousIdRow,
@@ -30,6 +36,8 @@ class SettlementRepository:
         self.cancellations = bind(database, CancellationRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        # Who saw the member's data (nodes/common/disclosures.py).
+        self.data_disclosures = bind(database, DataDisclosureRow)
         self.voids = bind(database, OrderVoid)
         self.login_failures = bind(database, LoginFailureRow)
         self.tables: tuple[type[peewee.Model], ...] = (
@@ -43,6 +51,7 @@ class SettlementRepository:
             self.cancellations,
             self.idempotency,
             self.credentials,
+            self.data_disclosures,
             self.voids,
         )
 
