@@ -27,11 +27,12 @@ from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common import tls
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY
+from nodes.common.node import read_license_key
 from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork
 from nodes.operator.audit import AuditReport, Finding, verify_network
 from storage.common.audit_chain import entry_hash
 from tests.e2e.cancel_support import cancel_by_shop
-from tests.e2e.purchase_support import buy, table_rows
+from tests.e2e.purchase_support import buy
 
 FAST_CHECKPOINTS = {"audit_checkpoint_interval_s": 0.2}
 AUDIT_TOPOLOGY = tuple(
@@ -65,7 +66,7 @@ VOIDED_ORDER = "ON-audit-void-1"
 async def void_at_approval(network: LocalNetwork, order_number: str) -> None:
     """shop-1 voids an order approval never recorded (the purchase saga's compensation)."""
     shop = network.node("shop-1")
-    license_key = table_rows(network, "shop-1")["node_credential"][0]["license_key"]
+    license_key = read_license_key(database(network, "shop-1"), "shop-1")
     credentials = tls.client_credentials(
         network.ca.read_bytes(), shop.cert.read_bytes(), shop.key.read_bytes()
     )

@@ -74,7 +74,7 @@ def test_an_agency_member_sees_each_disclosure_of_its_data_and_no_one_elses(
         assert purchase.anonymous_user_id in report.data and "alice" not in report.data
         assert of_kind(mine, Kind.DATA_DISCLOSURE_KIND_TRANSACTION_REPORT, order)
         [read] = of_kind(mine, Kind.DATA_DISCLOSURE_KIND_OPERATOR_READ, order)
-        assert read.recipient == "suretynet://admin/operator"
+        assert read.recipient == "suretynet://admin/agency-1", "the agency's own operator"
         assert "SettlementAdminService/GetOrder" in read.purpose
         for disclosure in (issued, report, read):
             assert disclosure.disclosed_at.seconds > 0 and disclosure.data
