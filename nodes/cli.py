@@ -15,6 +15,7 @@ from nodes.common.config import ConfigError, load_config
 from nodes.common.convert import enum_value
 from nodes.common.identity import ROLES
 from nodes.common.status import decode_rpc_error
+from storage.common.migrations import MigrationError
 
 
 def _pki(args: argparse.Namespace) -> int:
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, FileExistsError, ValueError) as error:
+    except (ConfigError, FileExistsError, ValueError, MigrationError) as error:
         print(f"suretynet: {error}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:

@@ -1,8 +1,9 @@
 """Running one node: build its role, open its database, enrol, serve, shut down cleanly.
 
-Start-up order: open the database and create missing tables; bind the ports; enrol with
-approval if this node holds no license key yet (claims 4-5: first start after
-installation); start serving; report SERVING on health; write the ready file.
+Start-up order: open the database and apply its pending schema migrations (refusing a
+schema newer than this code); bind the ports; enrol with approval if this node holds no
+license key yet (claims 4-5: first start after installation); start serving; report
+SERVING on health; write the ready file.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from nodes.common.correlation import (
 )
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
 from nodes.common.server import NodeServer, Service, address_with_port
+from storage.common import migrations
 from storage.common.database import Store, open_database
 from storage.common.models import NodeCredential, utc_now
 
@@ -56,6 +58,7 @@ class RoleParts:
 
     services: Sequence[Service]
     policies: dict[str, RpcPolicy]
+    # The role's current tables; the schema itself comes from storage/<role>/migrations.
     tables: Sequence[type[peewee.Model]]
     credential_table: type[NodeCredential] | None = None
     checks: Sequence[CallCheck] = ()
@@ -80,8 +83,9 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        workers = config.limits.database_workers
         self.store = Store(
-            open_database(config.database_url), workers=config.limits.database_workers
+            open_database(config.database_url, max_connections=workers), workers=workers
         )
         self.runtime = NodeRuntime(config=config, store=self.store, channels=Channels(config))
         self.parts = load_role(self.runtime)
@@ -111,9 +115,12 @@ class Node:
         self._license_key: str | None = None
 
     async def start(self) -> None:
-        self.store.create_tables(self.parts.tables)
-        self.server.bind()
         config = self.config
+        database = self.store.database
+        applied = await self.store.run(lambda: migrations.migrate(database, config.role))
+        for step in applied:
+            logs.event(log, "schema migrated", version=step.version, step=step.name)
+        self.server.bind()
         self.runtime.address = (
             address_with_port(config.advertised_address or config.listen_address, self.server.port)
             if _port_of(config.advertised_address) in ("", "0")

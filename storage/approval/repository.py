@@ -13,7 +13,7 @@ from storage.approval.models import (
     TransactionMismatchRow,
     TransactionRecordRow,
 )
-from storage.common.database import Store, bind
+from storage.common.database import bind
 from storage.common.models import IdempotencyRecord, NodeCredential
 
 REGISTRY_COUNTER = "registry"
@@ -43,9 +43,6 @@ class ApprovalRepository:
             self.mismatches,
             self.pushes,
         )
-
-    def create_schema(self, store: Store) -> None:
-        store.create_tables(self.tables)
 
     def next_registry_serial(self) -> int:
         """Bumps and returns the registry serial; the row lock orders concurrent changes."""

@@ -2,7 +2,7 @@
 
 ``sqlite:///path/node.db`` (the default; WAL and synchronous=FULL so a commit survives a
 power cut), ``sqlite:///:memory:`` for unit tests, and ``postgresql://user:pass@host/db``
-for production. Peewee is synchronous, so every database call of a running node goes
+for production, through a bounded pool of connections (one per database worker). Peewee is synchronous, so every database call of a running node goes
 through ``Store.run``, which executes it on a bounded thread pool inside one transaction.
 """
 
@@ -30,12 +30,22 @@ SQLITE_PRAGMAS = {
 }
 
 
+CONNECT_TIMEOUT_S = 10
+POOL_STALE_TIMEOUT_S = 300
+POOL_WAIT_TIMEOUT_S = 30
+
+
 class DatabaseUrlError(ValueError):
     """The database URL names no supported backend or is malformed."""
 
 
-def open_database(url: str) -> peewee.Database:
-    """Opens (lazily) the database a URL names; raises DatabaseUrlError for anything else."""
+def open_database(url: str, *, max_connections: int = 4) -> peewee.Database:
+    """Opens (lazily) the database a URL names; raises DatabaseUrlError for anything else.
+
+    A PostgreSQL database is a pool of at most ``max_connections`` connections; query
+    parameters of the URL (``sslmode``, ``connect_timeout``, ``application_name``,
+    ``target_session_attrs``...) go to libpq as they are.
+    """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
@@ -48,16 +58,51 @@ def open_database(url: str) -> peewee.Database:
             )
         return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
     if parsed.scheme in ("postgres", "postgresql"):
-        if not parsed.path.strip("/"):
-            raise DatabaseUrlError(f"{url!r}: the database name is missing")
-        return peewee.PostgresqlDatabase(
-            parsed.path.lstrip("/"),
-            user=urllib.parse.unquote(parsed.username or "") or None,
-            password=urllib.parse.unquote(parsed.password or "") or None,
-            host=parsed.hostname or None,
-            port=parsed.port or None,
-        )
+        return _open_postgresql(url, parsed, max_connections)
     raise DatabaseUrlError(f"{url!r}: the scheme must be sqlite or postgresql")
+
+
+def _open_postgresql(
+    url: str, parsed: urllib.parse.SplitResult, max_connections: int
+) -> peewee.Database:
+    from playhouse.pool import PooledPostgresqlDatabase
+
+    if not parsed.path.strip("/"):
+        raise DatabaseUrlError(f"{url!r}: the database name is missing")
+    if max_connections < 1:
+        raise DatabaseUrlError(f"{url!r}: the pool needs at least one connection")
+    try:
+        port = parsed.port
+    except ValueError as error:
+        raise DatabaseUrlError(f"{url!r}: {error}") from error
+    options = dict(urllib.parse.parse_qsl(parsed.query))
+    options.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+    return PooledPostgresqlDatabase(
+        urllib.parse.unquote(parsed.path.lstrip("/")),
+        max_connections=max_connections,
+        # A connection idle this long is closed rather than reused (server restarts, NAT).
+        stale_timeout=POOL_STALE_TIMEOUT_S,
+        # How long a caller outside the node's executor waits for a free connection.
+        timeout=POOL_WAIT_TIMEOUT_S,
+        user=urllib.parse.unquote(parsed.username or "") or None,
+        password=urllib.parse.unquote(parsed.password or "") or None,
+        host=parsed.hostname or None,
+        port=port or None,
+        **options,
+    )
+
+
+def is_pooled(database: peewee.Database) -> bool:
+    """True for a PostgreSQL pool, whose connections go back to the pool after each use."""
+    return not isinstance(database, peewee.SqliteDatabase)
+
+
+def close_database(database: peewee.Database) -> None:
+    """Closes every connection of the database (all of a pool's, or the one of SQLite)."""
+    if is_pooled(database):
+        database.close_all()  # type: ignore[attr-defined]
+    elif not database.is_closed():
+        database.close()
 
 
 def bind(database: peewee.Database, model: M) -> M:
@@ -115,8 +160,10 @@ class Store:
 
     def transaction(self, work: Callable[[], T]) -> T:
         """Runs ``work`` in one transaction on the calling thread (for unit tests and CLIs)."""
-        with self.database.atomic():
-            return work()
+        if not is_pooled(self.database):
+            with self.database.atomic():
+                return work()
+        return self._in_transaction(work)
 
     async def run(self, work: Callable[[], T]) -> T:
         """Runs ``work`` in one transaction on the database executor.
@@ -131,13 +178,21 @@ class Store:
 
     def _in_transaction(self, work: Callable[[], T]) -> T:
         self.database.connect(reuse_if_open=True)
-        with self.database.atomic():
-            return work()
+        try:
+            with self.database.atomic():
+                return work()
+        finally:
+            if is_pooled(self.database):
+                # Back to the pool: a connection the server dropped (a restart, a
+                # failover) is discarded there instead of failing this thread forever.
+                self.database.close()
 
     def close(self) -> None:
         """Waits for queued work, then closes the executor's connections."""
         self._executor.submit(self._close_connection).result()
         self._executor.shutdown(wait=True)
+        if is_pooled(self.database):
+            close_database(self.database)
 
     def _close_connection(self) -> None:
         if not self.database.is_closed():

@@ -1,0 +1,92 @@
+"""Version 1, the first released schema of verification: every table as it was then.
+
+These declarations are frozen: they must never change, whatever the models become. Later
+steps change the schema from here.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from storage.common.migrations import Migration
+
+
+class TransactionReport(peewee.Model):
+    order_number = peewee.CharField(max_length=64, primary_key=True)
+    settlement_agency_id = peewee.CharField(max_length=64, index=True)
+    retail_entity_id = peewee.CharField(max_length=64, index=True)
+    amount_minor = peewee.BigIntegerField()
+    currency_code = peewee.CharField(max_length=3)
+    result = peewee.CharField(max_length=16)
+    report = peewee.BlobField()
+    trace_id = peewee.CharField(max_length=64)
+    received_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "transaction_report"
+
+
+class CancelRequest(peewee.Model):
+    cancel_request_id = peewee.CharField(max_length=128, primary_key=True)
+    order_number = peewee.CharField(max_length=64, index=True)
+    retail_entity_id = peewee.CharField(max_length=64)
+    settlement_agency_id = peewee.CharField(max_length=64)
+    procedure = peewee.CharField(max_length=16)
+    notice = peewee.BlobField()
+    received_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "cancel_request_notice"
+
+
+class CancelProcess(peewee.Model):
+    cancel_request_id = peewee.CharField(max_length=128, primary_key=True)
+    order_number = peewee.CharField(max_length=64, index=True)
+    settlement_agency_id = peewee.CharField(max_length=64)
+    decision = peewee.CharField(max_length=24)
+    amount_minor = peewee.BigIntegerField()
+    currency_code = peewee.CharField(max_length=3)
+    notice = peewee.BlobField()
+    received_at = peewee.DateTimeField()
+    verification = peewee.BlobField(null=True)
+
+    class Meta:
+        table_name = "cancel_process_notice"
+
+
+class IdempotencyRecord(peewee.Model):
+    id = peewee.AutoField()
+    scope = peewee.CharField(max_length=200)
+    method = peewee.CharField(max_length=200)
+    request_id = peewee.CharField(max_length=128)
+    request_sha256 = peewee.CharField(max_length=64)
+    response = peewee.BlobField()
+    created_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "idempotency_record"
+        indexes = ((("scope", "method", "request_id"), True),)
+
+
+class NodeCredential(peewee.Model):
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    license_key = peewee.CharField(max_length=128)
+    license_key_id = peewee.CharField(max_length=64)
+    expires_at = peewee.DateTimeField()
+    updated_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "node_credential"
+
+
+TABLES: tuple[type[peewee.Model], ...] = (
+    TransactionReport,
+    CancelRequest,
+    CancelProcess,
+    IdempotencyRecord,
+    NodeCredential,
+)
+
+
+def apply(migration: Migration) -> None:
+    migration.create_tables(TABLES)
