@@ -51,6 +51,32 @@ def _node_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_migrate(args: argparse.Namespace) -> int:
+    from storage.common import migrations
+    from storage.common.database import close_database, open_database
+
+    config = load_config(Path(args.config))
+    if config.role != args.role:
+        raise ConfigError(f"{args.config} configures role {config.role!r}, not {args.role!r}")
+    database = open_database(config.database_url, max_connections=1)
+    try:
+        latest = migrations.latest_version(config.role)
+        if args.check:
+            current = migrations.current_version(database)
+            print(f"{config.role} {config.entity_id}: schema version {current}, latest {latest}")
+            if current > latest:
+                raise migrations.SchemaTooNewError(
+                    f"the schema is at version {current}, newer than this release's {latest}"
+                )
+            return 0 if current == latest else 1
+        for step in migrations.migrate(database, config.role):
+            print(f"applied {step.version} {step.name}")
+        print(f"{config.role} {config.entity_id}: schema version {latest}")
+        return 0
+    finally:
+        close_database(database)
+
+
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
@@ -148,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-dev", action="store_true", help="plaintext, no TLS: development only"
     )
     run.set_defaults(handler=_node_run)
+    schema = node_commands.add_parser(
+        "migrate", help="apply the node's pending schema migrations (or --check), then exit"
+    )
+    schema.add_argument(
+        "role", choices=["approval", "verification", "settlement", "retail", "marketplace"]
+    )
+    schema.add_argument("--config", required=True, help="the node's TOML file")
+    schema.add_argument(
+        "--check", action="store_true", help="only report the versions; exit 1 if any is pending"
+    )
+    schema.set_defaults(handler=_node_migrate)
 
     up = commands.add_parser("up", help="run a whole local network until Ctrl-C")
     up.add_argument("--data-dir", required=True, help="where certificates, configs, DBs go")

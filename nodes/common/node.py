@@ -33,7 +33,6 @@ from nodes.common.correlation import (
 )
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
 from nodes.common.server import NodeServer, Service, address_with_port
-from storage.common import migrations
 from storage.common.database import Store, open_database
 from storage.common.models import NodeCredential, utc_now
 
@@ -116,8 +115,7 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
-        database = self.store.database
-        applied = await self.store.run(lambda: migrations.migrate(database, config.role))
+        applied = await self.store.migrate(config.role)
         for step in applied:
             logs.event(log, "schema migrated", version=step.version, step=step.name)
         self.server.bind()

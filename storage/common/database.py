@@ -176,6 +176,27 @@ class Store:
         call = functools.partial(context.run, self._in_transaction, work)
         return await loop.run_in_executor(self._executor, call)
 
+    async def migrate(self, role: str) -> list[Any]:
+        """Applies the role's pending schema migrations (storage/common/migrations.py).
+
+        Runs on the executor outside ``run``'s transaction: the migration opens its own,
+        with the write lock taken up front, so concurrent starts wait for each other.
+        """
+        from storage.common import migrations
+
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._on_connection, migrations.migrate, self.database, role)
+        applied: list[Any] = await loop.run_in_executor(self._executor, call)
+        return applied
+
+    def _on_connection(self, work: Callable[..., T], *args: Any) -> T:
+        self.database.connect(reuse_if_open=True)
+        try:
+            return work(*args)
+        finally:
+            if is_pooled(self.database):
+                self.database.close()
+
     def _in_transaction(self, work: Callable[[], T]) -> T:
         self.database.connect(reuse_if_open=True)
         try:

@@ -147,7 +147,7 @@ def migrate(database: peewee.Database, role: str, *, target: int | None = None) 
     goal = latest if target is None else target
     if not 0 <= goal <= latest:
         raise MigrationError(f"{role}: no schema version {goal} (latest is {latest})")
-    with database.atomic():
+    with database.atomic(**_write_lock(database)):
         _lock(database)
         table = bind(database, SchemaMigrationRow)
         database.create_tables([table])
@@ -170,6 +170,12 @@ def migrate(database: peewee.Database, role: str, *, target: int | None = None) 
                 table.create(version=step.version, name=step.name)
             done.append(step)
         return done
+
+
+def _write_lock(database: peewee.Database) -> dict[str, str]:
+    """SQLite: take the write lock at BEGIN, so a second migrating process waits instead of
+    failing on a stale snapshot (ignored when nested in the caller's transaction)."""
+    return {"lock_type": "IMMEDIATE"} if isinstance(database, peewee.SqliteDatabase) else {}
 
 
 def _lock(database: peewee.Database) -> None:

@@ -7,7 +7,6 @@ or a database of its own in the throwaway PostgreSQL cluster the test session st
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import threading
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from storage.common import migrations
 from storage.common.database import Store, bind, close_database, open_database
 from storage.common.models import IdempotencyRecord
 from storage.settlement.repository import SettlementRepository
+from tests.storage_support import insert, read_back, sample_row
 
 ROLES = ("approval", "verification", "settlement", "retail", "marketplace")
 WORKERS = 4
@@ -34,47 +34,6 @@ WORKERS = 4
 
 def open_store(url: str, workers: int = WORKERS) -> Store:
     return Store(open_database(url, max_connections=workers), workers=workers)
-
-
-def sample_value(field: peewee.Field, seed: int) -> Any:
-    """A value at the edge of what the column must hold (length, range, bytes, time)."""
-    if isinstance(field, peewee.CharField):
-        return (f"ü{seed}-" + "x" * field.max_length)[: field.max_length]
-    if isinstance(field, peewee.TextField):
-        return "long text ü\n" * 1_000
-    if isinstance(field, peewee.BigIntegerField):
-        return 2**62 + seed
-    if isinstance(field, peewee.BooleanField):
-        return True
-    if isinstance(field, peewee.IntegerField):
-        return 2**31 - 1 - seed
-    if isinstance(field, peewee.DateTimeField):
-        return datetime.datetime(2026, 11, 28, 23, 59, 58, 123_456 + seed)
-    if isinstance(field, peewee.BlobField):
-        return bytes(range(256)) + bytes([seed % 256])
-    raise AssertionError(f"no sample for {type(field).__name__}; add one")
-
-
-def sample_row(model: type[peewee.Model], seed: int = 0) -> dict[str, Any]:
-    return {
-        field.name: sample_value(field, seed)
-        for field in model._meta.sorted_fields
-        if not isinstance(field, peewee.AutoField)
-    }
-
-
-def insert(model: type[peewee.Model], values: dict[str, Any]) -> None:
-    model.insert(**values).execute()
-
-
-def read_back(model: type[peewee.Model], values: dict[str, Any]) -> dict[str, Any]:
-    key = next(iter(values))
-    row: dict[str, Any] = model.select().where(getattr(model, key) == values[key]).dicts().get()  # type: ignore[assignment]
-    return {
-        name: bytes(value) if isinstance(value, memoryview) else value
-        for name, value in row.items()
-        if name in values
-    }
 
 
 @pytest.mark.parametrize("role", ROLES)
