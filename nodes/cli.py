@@ -15,6 +15,7 @@ from nodes.common.config import ConfigError, load_config
 from nodes.common.convert import enum_value
 from nodes.common.identity import ROLES
 from nodes.common.status import decode_rpc_error
+from nodes.network.postgres import PostgresUnavailableError
 from storage.common.migrations import MigrationError
 
 
@@ -80,7 +81,7 @@ def _node_migrate(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
-    return asyncio.run(run_up(Path(args.data_dir), netns=args.netns))
+    return asyncio.run(run_up(Path(args.data_dir), netns=args.netns, database=args.database))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -193,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one Linux network namespace and IP per node (root only): real address checks",
     )
+    up.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="sqlite (default): a file per node; postgresql: a local cluster under "
+        "DATA_DIR/postgres with a database and role per node (installed if missing, as root)",
+    )
     up.set_defaults(handler=_up)
 
     demo = commands.add_parser("demo", help="run every flow on a fresh local network")
@@ -232,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (ConfigError, FileExistsError, ValueError, MigrationError) as error:
+    except (
+        ConfigError,
+        FileExistsError,
+        ValueError,
+        MigrationError,
+        PostgresUnavailableError,
+    ) as error:
         print(f"suretynet: {error}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:

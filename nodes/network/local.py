@@ -1,9 +1,13 @@
-"""``suretynet up``: a whole local network, each node its own process with its own SQLite file.
+"""``suretynet up``: a whole local network, each node its own process with its own database.
+
+Each node has a SQLite file of its own, or, with ``--database postgresql``, a database and
+login role of its own in a PostgreSQL cluster that ``up`` starts (nodes/network/postgres.py).
 
 Layout of the data directory:
     pki/ca.pem, pki/ca.key          the network CA
     pki/<role>-<entity>.pem/.key    node certificates; pki/admin-operator.* for operators
-    <entity>/node.toml              each node's config; <entity>/node.db its database
+    <entity>/node.toml              each node's config; <entity>/node.db its SQLite database
+    postgres/                       the PostgreSQL cluster (data/, server.log), if chosen
     logs/<entity>.log               each node's JSON log lines
     network.json                    written once every node reports SERVING
 """
@@ -32,11 +36,13 @@ from nodes.common import logs, pki, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
 from nodes.network.netns import NetnsLab
+from nodes.network.postgres import STATE_FILE, SUPERUSER, PostgresCluster, database_name
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 ADMIN_ENTITY = "operator"
 LAB_VERIFICATION_PORT = 7443
+DATABASES = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,25 @@ class LocalNetwork:
     lab: NetnsLab | None = None
     # Config every node of the network shares (approval and verification addresses).
     extra_config: dict[str, Any] = field(default_factory=dict)
+    # With a cluster, every node gets a PostgreSQL database of its own in it.
+    postgres: PostgresCluster | None = None
+    # The network started the cluster (``up``) and stops it; tests share one of their own.
+    owns_postgres: bool = False
+    # Keeps the databases of several networks on one cluster apart.
+    database_prefix: str = ""
+
+    def database_url(self, spec: NodeSpec) -> str:
+        """The node's database: its SQLite file, or its own database and role in the cluster."""
+        if self.postgres is None:
+            return f"sqlite:///{self.data_dir / spec.entity_id / 'node.db'}"
+        return self.postgres.create_database(database_name(spec.entity_id, self.database_prefix))
+
+    def database_location(self, node: RunningNode) -> str:
+        """Where a node's data is, for network.json (a PostgreSQL URL without its password)."""
+        if self.postgres is None:
+            return str(node.directory / "node.db")
+        name = database_name(node.spec.entity_id, self.database_prefix)
+        return f"postgresql://{name}@{self.postgres.host}:{self.postgres.port}/{name}"
 
     def host_ip(self, entity_id: str) -> str:
         return self.lab.add_host(entity_id) if self.lab is not None else self.ip
@@ -214,7 +239,7 @@ class LocalNetwork:
                     "member_address": node.member_address,
                     "cert": str(node.cert),
                     "key": str(node.key),
-                    "database": str(node.directory / "node.db"),
+                    "database": self.database_location(node),
                     "config": str(node.directory / "node.toml"),
                     "log": str(self.data_dir / "logs" / f"{node.spec.entity_id}.log"),
                 }
@@ -223,7 +248,8 @@ class LocalNetwork:
         }
 
     def stop(self) -> None:
-        """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound."""
+        """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound;
+        then the PostgreSQL cluster, if this network started it."""
         for node in self.nodes:
             if node.process.poll() is None:
                 node.process.send_signal(signal.SIGTERM)
@@ -234,6 +260,8 @@ class LocalNetwork:
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+        if self.postgres is not None and self.owns_postgres:
+            self.postgres.stop()
 
 
 def _toml_value(value: Any) -> str:
@@ -280,7 +308,7 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
         "entity_id": spec.entity_id,
         "name": spec.name,
         "listen_address": f"{ip}:0",
-        "database_url": f"sqlite:///{directory / 'node.db'}",
+        "database_url": network.database_url(spec),
         "ready_file": str(directory / "ready.json"),
         **config,
     }
@@ -416,12 +444,22 @@ async def start_network(
     extra_config: dict[str, Any] | None = None,
     lab: NetnsLab | None = None,
     seed_demo_data: bool = True,
+    database: str = "sqlite",
+    postgres: PostgresCluster | None = None,
+    database_prefix: str = "",
 ) -> LocalNetwork:
     """Creates the PKI, starts approval, enrols and starts every other node, in order.
 
     With ``seed_demo_data`` each agency enrols its demo members and each shop stocks its
     demo catalog (nodes/network/demo_data.py), so a purchase can be made by hand at once.
+    ``database="postgresql"`` puts every node on PostgreSQL: on ``postgres`` if given (the
+    caller stops it; ``database_prefix`` keeps several networks apart on it), else on a
+    cluster started in ``data_dir/postgres`` and stopped with the network.
     """
+    if database not in DATABASES:
+        raise ValueError(f"database {database!r}: choose one of {', '.join(DATABASES)}")
+    if database == "postgresql" and lab is not None:
+        raise ValueError("--database postgresql does not run with --netns yet")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pki_dir = data_dir / "pki"
@@ -437,10 +475,19 @@ async def start_network(
             out_directory=pki_dir,
         )
     network = LocalNetwork(
-        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key", lab=lab
+        data_dir,
+        pki_dir / "ca.pem",
+        admin,
+        pki_dir / f"admin-{ADMIN_ENTITY}.key",
+        lab=lab,
+        postgres=postgres,
+        database_prefix=database_prefix,
     )
     extra = extra_config or {}
     try:
+        if database == "postgresql" and network.postgres is None:
+            network.postgres = PostgresCluster.start(data_dir / "postgres")
+            network.owns_postgres = True
         # Approval checks shops against verification (step 10) and verification talks to
         # approval, so verification's address is fixed before either starts.
         if any(spec.role == "verification" for spec in topology):
@@ -527,16 +574,24 @@ def describe(network: LocalNetwork) -> str:
     for node in network.nodes:
         member = f"  members: {node.member_address}" if node.member_address else ""
         lines.append(f"  {node.spec.role:<12} {node.spec.entity_id:<13} {node.address}{member}")
+    if network.postgres is not None:
+        cluster = network.postgres
+        lines += [
+            "",
+            f"  PostgreSQL   {cluster.host}:{cluster.port}  one database and role per node "
+            f"(network.json); superuser {SUPERUSER}, password in {cluster.directory}/{STATE_FILE}",
+        ]
     lines += ["", f"network.json: {network.data_dir / 'network.json'}", "", "Try:"]
     lines += [f"  {example}" for example in grpcurl_examples(network)]
     return "\n".join(lines)
 
 
-async def run_up(data_dir: Path, *, netns: bool = False) -> int:
+async def run_up(data_dir: Path, *, netns: bool = False, database: str = "sqlite") -> int:
     """Starts the network, prints it, and runs until Ctrl-C or SIGTERM.
 
     With ``netns`` every node runs in its own network namespace with its own IP (root only),
-    so address correlation sees distinct addresses as on separate hosts.
+    so address correlation sees distinct addresses as on separate hosts. With
+    ``database="postgresql"`` every node has its own database in a local PostgreSQL cluster.
     """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -546,7 +601,7 @@ async def run_up(data_dir: Path, *, netns: bool = False) -> int:
     if lab is not None:
         lab.start()
     try:
-        network = await start_network(data_dir, lab=lab)
+        network = await start_network(data_dir, lab=lab, database=database)
     except BaseException:
         if lab is not None:
             lab.teardown()
