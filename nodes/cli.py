@@ -81,7 +81,9 @@ def _node_migrate(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
-    return asyncio.run(run_up(Path(args.data_dir), netns=args.netns, database=args.database))
+    return asyncio.run(
+        run_up(Path(args.data_dir), netns=args.netns, database=args.database, standby=args.standby)
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -200,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="sqlite",
         help="sqlite (default): a file per node; postgresql: a local cluster under "
         "DATA_DIR/postgres with a database and role per node (installed if missing, as root)",
+    )
+    up.add_argument(
+        "--standby",
+        action="store_true",
+        help="with --database postgresql: a synchronous streaming standby of the cluster "
+        "(DATA_DIR/postgres-standby); nodes follow it when it is promoted",
     )
     up.set_defaults(handler=_up)
 

@@ -201,12 +201,20 @@ class LocalNetwork:
     owns_postgres: bool = False
     # Keeps the databases of several networks on one cluster apart.
     database_prefix: str = ""
+    # A synchronous standby of ``postgres``: node URLs name both, the writable one wins.
+    postgres_standby: PostgresCluster | None = None
 
     def database_url(self, spec: NodeSpec) -> str:
         """The node's database: its SQLite file, or its own database and role in the cluster."""
         if self.postgres is None:
             return f"sqlite:///{self.data_dir / spec.entity_id / 'node.db'}"
-        return self.postgres.create_database(database_name(spec.entity_id, self.database_prefix))
+        url = self.postgres.create_database(database_name(spec.entity_id, self.database_prefix))
+        standby = self.postgres_standby
+        if standby is None:
+            return url
+        primary = f"{self.postgres.host}:{self.postgres.port}"
+        both = f"{primary},{standby.host}:{standby.port}"
+        return url.replace(f"@{primary}/", f"@{both}/") + "?target_session_attrs=read-write"
 
     def database_location(self, node: RunningNode) -> str:
         """Where a node's data is, for network.json (a PostgreSQL URL without its password)."""
@@ -262,6 +270,8 @@ class LocalNetwork:
                 node.process.wait()
         if self.postgres is not None and self.owns_postgres:
             self.postgres.stop()
+            if self.postgres_standby is not None:
+                self.postgres_standby.stop()
 
 
 def _toml_value(value: Any) -> str:
@@ -447,6 +457,8 @@ async def start_network(
     database: str = "sqlite",
     postgres: PostgresCluster | None = None,
     database_prefix: str = "",
+    standby: bool = False,
+    postgres_standby: PostgresCluster | None = None,
 ) -> LocalNetwork:
     """Creates the PKI, starts approval, enrols and starts every other node, in order.
 
@@ -454,12 +466,16 @@ async def start_network(
     demo catalog (nodes/network/demo_data.py), so a purchase can be made by hand at once.
     ``database="postgresql"`` puts every node on PostgreSQL: on ``postgres`` if given (the
     caller stops it; ``database_prefix`` keeps several networks apart on it), else on a
-    cluster started in ``data_dir/postgres`` and stopped with the network.
+    cluster started in ``data_dir/postgres`` and stopped with the network. ``standby`` adds
+    a synchronous streaming standby in ``data_dir/postgres-standby`` (or use the caller's
+    ``postgres_standby`` of ``postgres``); every node's URL names both servers.
     """
     if database not in DATABASES:
         raise ValueError(f"database {database!r}: choose one of {', '.join(DATABASES)}")
     if database == "postgresql" and lab is not None:
         raise ValueError("--database postgresql does not run with --netns yet")
+    if (standby or postgres_standby is not None) and database != "postgresql":
+        raise ValueError("--standby needs --database postgresql")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pki_dir = data_dir / "pki"
@@ -482,12 +498,17 @@ async def start_network(
         lab=lab,
         postgres=postgres,
         database_prefix=database_prefix,
+        postgres_standby=postgres_standby,
     )
     extra = extra_config or {}
     try:
         if database == "postgresql" and network.postgres is None:
             network.postgres = PostgresCluster.start(data_dir / "postgres")
             network.owns_postgres = True
+            if standby:
+                network.postgres_standby = PostgresCluster.start_standby(
+                    data_dir / "postgres-standby", network.postgres
+                )
         # Approval checks shops against verification (step 10) and verification talks to
         # approval, so verification's address is fixed before either starts.
         if any(spec.role == "verification" for spec in topology):
@@ -581,17 +602,25 @@ def describe(network: LocalNetwork) -> str:
             f"  PostgreSQL   {cluster.host}:{cluster.port}  one database and role per node "
             f"(network.json); superuser {SUPERUSER}, password in {cluster.directory}/{STATE_FILE}",
         ]
+        if network.postgres_standby is not None:
+            standby = network.postgres_standby
+            lines.append(
+                f"  standby      {standby.host}:{standby.port}  synchronous, in {standby.directory}"
+            )
     lines += ["", f"network.json: {network.data_dir / 'network.json'}", "", "Try:"]
     lines += [f"  {example}" for example in grpcurl_examples(network)]
     return "\n".join(lines)
 
 
-async def run_up(data_dir: Path, *, netns: bool = False, database: str = "sqlite") -> int:
+async def run_up(
+    data_dir: Path, *, netns: bool = False, database: str = "sqlite", standby: bool = False
+) -> int:
     """Starts the network, prints it, and runs until Ctrl-C or SIGTERM.
 
     With ``netns`` every node runs in its own network namespace with its own IP (root only),
     so address correlation sees distinct addresses as on separate hosts. With
-    ``database="postgresql"`` every node has its own database in a local PostgreSQL cluster.
+    ``database="postgresql"`` every node has its own database in a local PostgreSQL cluster,
+    and with ``standby`` that cluster has a synchronous standby.
     """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -601,7 +630,7 @@ async def run_up(data_dir: Path, *, netns: bool = False, database: str = "sqlite
     if lab is not None:
         lab.start()
     try:
-        network = await start_network(data_dir, lab=lab, database=database)
+        network = await start_network(data_dir, lab=lab, database=database, standby=standby)
     except BaseException:
         if lab is not None:
             lab.teardown()

@@ -38,6 +38,7 @@ SERVER_USER = "postgres"
 SUPERUSER = "suretynet_admin"
 START_TIMEOUT_S = 60
 STATE_FILE = "cluster.json"
+STANDBY_NAME = "suretynet_standby"
 START_ATTEMPTS = 3
 # Names PostgreSQL accepts unquoted and that we also use in URLs without escaping.
 DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -141,10 +142,37 @@ class PostgresCluster:
     ) -> PostgresCluster:
         """Initialises the cluster on first use, then starts it and waits until it accepts.
 
-        ``durable=False`` turns fsync off: for throwaway test clusters only, where a crash
-        of the machine may lose the data anyway. Restarting on the same directory reuses
+        ``durable=False`` turns fsync off: for throwaway test clusters only. A killed server
+        loses nothing committed; a crash of the machine could. Restarting on the same directory reuses
         the superuser password and, if it is still free, the port.
         """
+        cluster = cls._prepare(directory, host, port, durable, None)
+        if not (cluster.data_directory / "PG_VERSION").exists():
+            cluster._initdb()
+        cluster._launch()
+        return cluster
+
+    @classmethod
+    def start_standby(
+        cls, directory: Path, primary: PostgresCluster, *, name: str = STANDBY_NAME
+    ) -> PostgresCluster:
+        """A streaming-replication standby of ``primary``, which then commits synchronously.
+
+        From here on the primary answers a COMMIT only once the standby has the transaction
+        on disk: a promoted standby has every transaction a client saw committed. The
+        primary waits for this standby and no other; with the standby down, commits wait.
+        """
+        cluster = cls._prepare(directory, primary.host, 0, primary.durable, primary.password)
+        if not (cluster.data_directory / "PG_VERSION").exists():
+            cluster._base_backup(primary, name)
+        cluster._launch()
+        primary.require_synchronous_standby(name)
+        return cluster
+
+    @classmethod
+    def _prepare(
+        cls, directory: Path, host: str, port: int, durable: bool, password: str | None
+    ) -> PostgresCluster:
         bin_dir = ensure_installed()
         directory = directory.resolve()
         directory.mkdir(parents=True, exist_ok=True)
@@ -155,7 +183,7 @@ class PostgresCluster:
             bin_dir,
             host,
             port or int(state.get("port", 0)),
-            state.get("password") or secrets.token_urlsafe(24),
+            password or state.get("password") or secrets.token_urlsafe(24),
             durable,
         )
         user = _server_user()
@@ -163,20 +191,98 @@ class PostgresCluster:
             shutil.chown(directory, user, user)
             directory.chmod(0o700)
             cluster._check_reachable(user)
-        if not (cluster.data_directory / "PG_VERSION").exists():
-            cluster._initdb()
-        state_path.write_text(json.dumps({"password": cluster.password, "port": cluster.port}))
+        cluster._save_state()
+        return cluster
+
+    def _save_state(self) -> None:
+        state_path = self.directory / STATE_FILE
+        state_path.write_text(json.dumps({"password": self.password, "port": self.port}))
         state_path.chmod(0o600)
+
+    def _launch(self) -> None:
         for attempt in range(START_ATTEMPTS):
-            if not cluster.port or attempt > 0:
-                cluster.port = free_port(host)
-            if cluster._pg_ctl_start():
+            if not self.port or attempt > 0:
+                self.port = free_port(self.host)
+            if self._pg_ctl_start():
                 break
         else:
-            tail = cluster.log_file.read_text()[-2000:] if cluster.log_file.exists() else ""
-            raise PostgresUnavailableError(f"PostgreSQL did not start in {directory}:\n{tail}")
-        state_path.write_text(json.dumps({"password": cluster.password, "port": cluster.port}))
-        return cluster
+            tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise PostgresUnavailableError(f"PostgreSQL did not start in {self.directory}:\n{tail}")
+        self._save_state()
+
+    def _base_backup(self, primary: PostgresCluster, name: str) -> None:
+        """Copies the primary's data directory and configures it to follow the primary."""
+        result = self._run(
+            [
+                str(self.bin_dir / "pg_basebackup"),
+                "--pgdata",
+                str(self.data_directory),
+                "--wal-method",
+                "stream",
+                "--checkpoint",
+                "fast",
+                "--dbname",
+                f"host={primary.host} port={primary.port} user={SUPERUSER}",
+            ],
+            env={**os.environ, "PGPASSWORD": primary.password},
+        )
+        if result.returncode != 0:
+            raise PostgresUnavailableError(f"pg_basebackup failed:\n{result.stderr[-2000:]}")
+        auto_conf = self.data_directory / "postgresql.auto.conf"
+        # The primary's own synchronous_standby_names must not follow it here: a promoted
+        # standby waiting for a standby of its own would never commit.
+        kept = [
+            line
+            for line in auto_conf.read_text().splitlines()
+            if not line.startswith(("synchronous_standby_names", "primary_conninfo"))
+        ]
+        conninfo = (
+            f"host={primary.host} port={primary.port} user={SUPERUSER} "
+            f"password={primary.password} application_name={name}"
+        )
+        kept.append(f"primary_conninfo = '{conninfo}'")
+        auto_conf.write_text("\n".join(kept) + "\n")
+        (self.data_directory / "standby.signal").write_text("")
+        user = _server_user()
+        if user is not None:
+            for path in (auto_conf, self.data_directory / "standby.signal"):
+                shutil.chown(path, user, user)
+
+    def require_synchronous_standby(self, name: str, timeout_s: float = 60.0) -> None:
+        """Makes every commit wait for standby ``name``; returns once it streams in sync."""
+        with self.cursor() as cursor:
+            cursor.execute(f"ALTER SYSTEM SET synchronous_standby_names = '\"{name}\"'")
+            # With a standby named, 'on' acknowledges a commit once the standby has it on disk.
+            cursor.execute("ALTER SYSTEM SET synchronous_commit = 'on'")
+            cursor.execute("SELECT pg_reload_conf()")
+            deadline = time.monotonic() + timeout_s
+            while True:
+                cursor.execute(
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+                    (name,),
+                )
+                row = cursor.fetchone()
+                if row is not None and row[0] == "sync":
+                    return
+                if time.monotonic() > deadline:
+                    raise PostgresUnavailableError(f"standby {name} is not in sync: {row}")
+                time.sleep(0.1)
+
+    def promote(self) -> None:
+        """Turns this standby into a primary that accepts writes (after its primary died)."""
+        result = self._run(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "promote",
+                "--pgdata",
+                str(self.data_directory),
+                "--wait",
+                "--timeout",
+                str(START_TIMEOUT_S),
+            ]
+        )
+        if result.returncode != 0:
+            raise PostgresUnavailableError(f"promotion failed:\n{result.stderr}")
 
     def _run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         """Runs a server program as the server's user, from a directory it may enter."""
@@ -238,7 +344,9 @@ class PostgresCluster:
             "password_encryption": "'scram-sha-256'",
         }
         if not self.durable:
-            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+            # Commits still reach the OS before they are acknowledged, so a killed server
+            # (the failover tests) loses nothing; only a machine crash could.
+            settings |= {"fsync": "off", "full_page_writes": "off"}
         with (self.data_directory / "postgresql.conf").open("a") as conf:
             conf.write("\n# SuretyNet\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
@@ -256,7 +364,8 @@ class PostgresCluster:
                 "--timeout",
                 str(START_TIMEOUT_S),
                 "-o",
-                f"-p {self.port}",
+                # The socket directory too: a standby's copied config names its primary's.
+                f"-p {self.port} -k {self.directory}",
             ]
         )
         return result.returncode == 0
@@ -264,19 +373,31 @@ class PostgresCluster:
     def stop(self) -> None:
         """Fast shutdown: open transactions roll back, committed ones are on disk."""
         if (self.data_directory / "postmaster.pid").exists():
-            self._run(
-                [
-                    str(self.bin_dir / "pg_ctl"),
-                    "stop",
-                    "--pgdata",
-                    str(self.data_directory),
-                    "--mode",
-                    "fast",
-                    "--wait",
-                    "--timeout",
-                    str(START_TIMEOUT_S),
-                ]
-            )
+            self._pg_ctl("stop", "--mode", "fast")
+
+    def kill(self) -> None:
+        """Immediate shutdown, as a crash: no checkpoint, open transactions lost."""
+        self._pg_ctl("stop", "--mode", "immediate")
+
+    def restart(self) -> None:
+        """Stops the server (fast) and starts it again on the same port."""
+        self.stop()
+        if not self._pg_ctl_start():
+            raise PostgresUnavailableError(f"PostgreSQL did not restart in {self.directory}")
+
+    def _pg_ctl(self, command: str, *options: str) -> None:
+        self._run(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                command,
+                "--pgdata",
+                str(self.data_directory),
+                "--wait",
+                "--timeout",
+                str(START_TIMEOUT_S),
+                *options,
+            ]
+        )
 
     def url(self, database: str, user: str = SUPERUSER, password: str | None = None) -> str:
         secret = self.password if password is None else password

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,9 @@ SQLITE_PRAGMAS = {
 
 
 CONNECT_TIMEOUT_S = 10
+HOST_PORT = re.compile(
+    r"^(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*))(?::(?P<port>\d{1,5}))?$"
+)
 POOL_STALE_TIMEOUT_S = 300
 POOL_WAIT_TIMEOUT_S = 30
 
@@ -44,7 +48,9 @@ def open_database(url: str, *, max_connections: int = 4) -> peewee.Database:
 
     A PostgreSQL database is a pool of at most ``max_connections`` connections; query
     parameters of the URL (``sslmode``, ``connect_timeout``, ``application_name``,
-    ``target_session_attrs``...) go to libpq as they are.
+    ``target_session_attrs``...) go to libpq as they are. Several hosts,
+    ``postgresql://u:p@primary:5432,standby:5432/db?target_session_attrs=read-write``,
+    are tried in order (libpq's multi-host connection strings).
     """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "sqlite":
@@ -71,12 +77,26 @@ def _open_postgresql(
         raise DatabaseUrlError(f"{url!r}: the database name is missing")
     if max_connections < 1:
         raise DatabaseUrlError(f"{url!r}: the pool needs at least one connection")
-    try:
-        port = parsed.port
-    except ValueError as error:
-        raise DatabaseUrlError(f"{url!r}: {error}") from error
     options = dict(urllib.parse.parse_qsl(parsed.query))
     options.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+    userinfo, _, hostlist = parsed.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    hosts, ports = [], []
+    for entry in hostlist.split(","):
+        match = HOST_PORT.match(entry)
+        if match is None:
+            raise DatabaseUrlError(f"{url!r}: {entry!r} is not host[:port]")
+        hosts.append(match.group("host") or match.group("ipv6") or "")
+        ports.append(match.group("port") or "")
+    if len(hosts) == 1:
+        host: str | None = hosts[0] or None
+        port: int | str | None = int(ports[0]) if ports[0] else None
+    else:
+        # libpq tries the hosts in order; with target_session_attrs=read-write it settles
+        # on the one that accepts writes, which is how nodes follow a promoted standby.
+        if not all(hosts):
+            raise DatabaseUrlError(f"{url!r}: every host of a list needs a name")
+        host, port = ",".join(hosts), ",".join(port or "5432" for port in ports)
     return PooledPostgresqlDatabase(
         urllib.parse.unquote(parsed.path.lstrip("/")),
         max_connections=max_connections,
@@ -84,10 +104,10 @@ def _open_postgresql(
         stale_timeout=POOL_STALE_TIMEOUT_S,
         # How long a caller outside the node's executor waits for a free connection.
         timeout=POOL_WAIT_TIMEOUT_S,
-        user=urllib.parse.unquote(parsed.username or "") or None,
-        password=urllib.parse.unquote(parsed.password or "") or None,
-        host=parsed.hostname or None,
-        port=port or None,
+        user=urllib.parse.unquote(user) or None,
+        password=urllib.parse.unquote(password) or None,
+        host=host,
+        port=port,
         **options,
     )
 
@@ -95,6 +115,24 @@ def _open_postgresql(
 def is_pooled(database: peewee.Database) -> bool:
     """True for a PostgreSQL pool, whose connections go back to the pool after each use."""
     return not isinstance(database, peewee.SqliteDatabase)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when the database could not be reached or dropped the connection (a restart,
+    a failover), a pool had no free connection in time, or another process holds a SQLite
+    file locked: the same call may succeed when retried."""
+    if isinstance(error, peewee.InterfaceError) or type(error).__name__ == "MaxConnectionsExceeded":
+        return True
+    if not isinstance(error, peewee.OperationalError):
+        return False
+    original = error.__context__
+    if original is not None and type(original).__module__.startswith("psycopg2"):
+        # No SQLSTATE: the client lost or never had the connection. 08: connection
+        # exception; 57P: the server is shutting down, crashed or is still starting.
+        code: str | None = getattr(original, "pgcode", None)
+        return code is None or code.startswith(("08", "57P"))
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
 
 
 def close_database(database: peewee.Database) -> None:

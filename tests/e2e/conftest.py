@@ -24,18 +24,21 @@ def network_factory(
         topology: Sequence[NodeSpec] = DEFAULT_TOPOLOGY,
         extra_config: dict[str, Any] | None = None,
         database: str = "sqlite",
+        **options: Any,
     ) -> LocalNetwork:
-        """``database="postgresql"`` puts every node on the session's PostgreSQL cluster."""
+        """``database="postgresql"`` puts every node on the session's PostgreSQL cluster, or
+        on ``postgres=`` (and ``postgres_standby=``) when given."""
         directory: Path = tmp_path_factory.mktemp("network")
-        cluster = request.getfixturevalue("postgres_cluster") if database == "postgresql" else None
+        if database == "postgresql" and "postgres" not in options:
+            options["postgres"] = request.getfixturevalue("postgres_cluster")
         network = asyncio.run(
             start_network(
                 directory,
                 topology,
                 extra_config=extra_config,
                 database=database,
-                postgres=cluster,
                 database_prefix=f"n{uuid.uuid4().hex[:8]}_",
+                **options,
             )
         )
         started.append(network)

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import tempfile
 import urllib.parse
 from pathlib import Path
 
+import grpc
 import psycopg2  # type: ignore[import-untyped]
 import pytest
+from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.type.v1 import types_pb2
 
 from nodes.network.postgres import (
     PostgresCluster,
     PostgresUnavailableError,
     database_name,
     ensure_installed,
+    throwaway_directory,
 )
+from tests.support import Pki, node_config, refusal, running
 
 
 def login(url: str, database: str | None = None) -> None:
@@ -78,3 +85,37 @@ def test_a_directory_the_server_user_cannot_reach_is_a_clear_error():
     with tempfile.TemporaryDirectory() as private:  # 0700, owned by root
         with pytest.raises(PostgresUnavailableError, match="cannot reach"):
             PostgresCluster.start(Path(private) / "cluster")
+
+
+def test_a_node_whose_database_is_down_answers_unavailable_and_the_retry_succeeds(
+    ca: Pki, tmp_path: Path
+):
+    """Database down (a crash, a failover under way): the caller gets UNAVAILABLE with
+    DATABASE_UNAVAILABLE, never INTERNAL, and the same request_id succeeds once it is back."""
+    directory = throwaway_directory()
+    cluster = PostgresCluster.start(directory / "cluster", durable=False)
+    url = cluster.create_database("sn_institution")
+    config = node_config(tmp_path, ca, "approval", "institution", database_url=url)
+    request = approval_pb2.IssueProgramSerialRequest(
+        request_id="serial-during-outage", role=types_pb2.ROLE_RETAIL
+    )
+
+    async def scenario() -> None:
+        async with running(config) as approval, ca.channel(approval.runtime.address) as channel:
+            stub = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
+            await asyncio.to_thread(cluster.kill)
+            refused = await refusal(stub.IssueProgramSerial(request, timeout=15))
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+            )
+            await asyncio.to_thread(cluster.restart)
+            first = await stub.IssueProgramSerial(request, timeout=15)
+            again = await stub.IssueProgramSerial(request, timeout=15)
+            assert first == again and first.program_serial.serial
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)

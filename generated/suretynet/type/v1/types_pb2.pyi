@@ -563,6 +563,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     time. Operator: check the peer's health; callers retry with the same
     request_id within their retry budget.
     """
+    ERROR_REASON_DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 101
+    """UNAVAILABLE. The node's own database did not answer (a restart, or a
+    failover to its standby in progress). Operator: check the database;
+    callers retry with the same request_id, which is safe whether or not the
+    interrupted call's writes were committed.
+    """
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 110
     """UNIMPLEMENTED. The RPC is part of the protocol but this node's release
     does not serve it yet. Operator: upgrade the node; callers must not retry.
@@ -830,6 +836,12 @@ ERROR_REASON_PEER_UNAVAILABLE: ErrorReason.ValueType  # 100
 """UNAVAILABLE. A peer node needed to finish the call did not answer in
 time. Operator: check the peer's health; callers retry with the same
 request_id within their retry budget.
+"""
+ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 101
+"""UNAVAILABLE. The node's own database did not answer (a restart, or a
+failover to its standby in progress). Operator: check the database;
+callers retry with the same request_id, which is safe whether or not the
+interrupted call's writes were committed.
 """
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 110
 """UNIMPLEMENTED. The RPC is part of the protocol but this node's release
