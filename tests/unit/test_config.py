@@ -131,7 +131,7 @@ def test_a_postgresql_url_may_name_a_primary_and_its_standby():
     assert pool.connect_params["host"] == "10.0.0.1,10.0.0.2"
     assert pool.connect_params["port"] == "5432,5432"
     assert pool.connect_params["target_session_attrs"] == "read-write"
-    assert pool._max_connections == 3
+    assert pool._max_connections == 3  # type: ignore[attr-defined]
     assert open_database("postgresql://u@[::1]:6432/x").connect_params["host"] == "::1"
     for bad in ("postgresql://u@h:123456/x", "postgresql://u@h1,:5/x"):
         with pytest.raises(DatabaseUrlError):
