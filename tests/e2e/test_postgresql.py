@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def run_up(data_dir: Path) -> subprocess.Popen[str]:
             str(data_dir),
             "--database",
             "postgresql",
+            "--standby",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -134,9 +136,10 @@ def stop_up(process: subprocess.Popen[str]) -> str:
 
 
 def test_up_with_postgresql_runs_the_readme_purchase_and_keeps_it_across_restarts():
-    """`suretynet up --database postgresql` as the README runs it: its own cluster under
-    the data directory, a purchase from the member CLI, Ctrl-C stops the cluster too, and
-    a second `up` on the same directory finds the order still there."""
+    """`suretynet up --database postgresql --standby` as the README runs it: its own
+    cluster and synchronous standby under the data directory, a purchase from the member
+    CLI, Ctrl-C stops both servers too, and a second `up` on the same directory finds the
+    order still there."""
     directory = throwaway_directory()
     data_dir = directory / "sn"
     data_dir.mkdir()
@@ -189,9 +192,13 @@ def test_up_with_postgresql_runs_the_readme_purchase_and_keeps_it_across_restart
             ).stdout
         )
         assert bought["status"] == "ORDER_STATUS_COMPLETED"
+        url = tomllib.loads((data_dir / "agency-1" / "node.toml").read_text())["database_url"]
+        assert url.count("127.0.0.1:") == 2 and url.endswith("?target_session_attrs=read-write")
         output = stop_up(process)
         assert "PostgreSQL   127.0.0.1:" in output
-        assert not (data_dir / "postgres" / "data" / "postmaster.pid").exists()
+        assert "standby      127.0.0.1:" in output
+        for server in ("postgres", "postgres-standby"):
+            assert not (data_dir / server / "data" / "postmaster.pid").exists()
 
         process = run_up(data_dir)
         wait_for(data_dir / "network.json", process)
