@@ -34,9 +34,21 @@ import peewee
 from playhouse import migrate as playhouse_migrate
 
 from storage.common.database import bind
-from storage.common.models import utc_now
+from storage.common.models import (
+    InformationAnnouncement,
+    NodeEnrollment,
+    StoreHeartbeat,
+    utc_now,
+)
 
 SCHEMA_TABLE = "schema_migration"
+# Tables of every node whatever its role: the store's health probe, the node's enrollment
+# and its information announcements (nodes/common/node.py).
+NODE_MODELS: tuple[type[peewee.Model], ...] = (
+    StoreHeartbeat,
+    NodeEnrollment,
+    InformationAnnouncement,
+)
 STEP_FILE = re.compile(r"^v(\d{4})_([a-z0-9_]+)$")
 # Any constant both engines agree on; it names the lock every migrating process waits for.
 ADVISORY_LOCK_KEY = 0x5E7E_0001
@@ -247,7 +259,7 @@ def freeze(model: type[peewee.Model], class_name: str | None = None) -> str:
 
 
 def role_models(role: str) -> tuple[type[peewee.Model], ...]:
-    """The role's current models, as its repository binds them (an in-memory database)."""
+    """The role's current models: its repository's tables, then those every node has."""
     module = importlib.import_module(f"storage.{role}.repository")
     repository_class = next(
         value
@@ -257,7 +269,8 @@ def role_models(role: str) -> tuple[type[peewee.Model], ...]:
     tables: tuple[type[peewee.Model], ...] = repository_class(
         peewee.SqliteDatabase(":memory:")
     ).tables
-    return tables
+    names = {model._meta.table_name for model in tables}
+    return tables + tuple(model for model in NODE_MODELS if model._meta.table_name not in names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -190,6 +190,7 @@ def test_the_migrate_command_checks_applies_and_refuses(tmp_path: Path, capsys):
     config.write_text(
         f'role = "settlement"\nentity_id = "agency-1"\ndatabase_url = "{url}"\n'
         'insecure_dev = true\nprogram_serial = "PS-1"\napproval_address = "127.0.0.1:1"\n'
+        '[options]\nrouting_prefix = "4111"\n'
     )
     command = ["node", "migrate", "settlement", "--config", str(config)]
     latest = migrations.latest_version("settlement")

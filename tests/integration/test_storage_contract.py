@@ -6,10 +6,12 @@ or a database of its own in the throwaway PostgreSQL cluster the test session st
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import peewee
@@ -231,3 +233,23 @@ def test_the_pool_holds_at_most_one_connection_per_worker(engine, new_database):
         assert 1 <= len(seen) <= (2 if engine == "postgresql" else 1)
     finally:
         store.close()
+
+
+def test_no_upsert_that_only_sqlite_knows():
+    """INSERT OR REPLACE (peewee's on_conflict_replace, replace, replace_many) fails on
+    PostgreSQL; upserts use on_conflict(conflict_target=..., update=...), which both run."""
+    root = Path(__file__).resolve().parents[2]
+    datetime_fields = {"tzinfo", "year", "month", "day", "hour", "minute", "second", "microsecond"}
+    found = []
+    for path in [*(root / "nodes").rglob("*.py"), *(root / "storage").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            name = node.func.attr
+            keywords = {keyword.arg for keyword in node.keywords}
+            model_replace = name == "replace" and keywords and not node.args
+            if name in ("on_conflict_replace", "replace_many") or (
+                model_replace and not keywords <= datetime_fields
+            ):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []

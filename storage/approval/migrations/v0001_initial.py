@@ -142,6 +142,50 @@ class GuaranteePush(peewee.Model):
         table_name = "guarantee_push"
 
 
+class OrderVoid(peewee.Model):
+    order_number = peewee.CharField(max_length=64, primary_key=True)
+    retail_entity_id = peewee.CharField(max_length=64)
+    settlement_agency_id = peewee.CharField(max_length=64)
+    reason = peewee.CharField(max_length=64)
+    voided_at = peewee.DateTimeField()
+    forwarded_at = peewee.DateTimeField(null=True)
+    forward_attempts = peewee.IntegerField()
+    next_forward_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "order_void"
+
+
+class StoreHeartbeat(peewee.Model):
+    name = peewee.CharField(max_length=16, primary_key=True)
+    beat_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "store_heartbeat"
+
+
+class NodeEnrollment(peewee.Model):
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    program_serial = peewee.CharField(max_length=64)
+    enrolled_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "node_enrollment"
+
+
+class InformationAnnouncement(peewee.Model):
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64)
+    outcome = peewee.CharField(max_length=16)
+    fields = peewee.CharField(max_length=200)
+    registry_serial = peewee.BigIntegerField()
+    detail = peewee.CharField(max_length=500)
+    announced_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "information_announcement"
+
+
 TABLES: tuple[type[peewee.Model], ...] = (
     ProgramSerial,
     Entity,
@@ -152,6 +196,10 @@ TABLES: tuple[type[peewee.Model], ...] = (
     TransactionRecord,
     TransactionMismatch,
     GuaranteePush,
+    OrderVoid,
+    StoreHeartbeat,
+    NodeEnrollment,
+    InformationAnnouncement,
 )
 
 

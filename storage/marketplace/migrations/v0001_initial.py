@@ -259,6 +259,36 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class StoreHeartbeat(peewee.Model):
+    name = peewee.CharField(max_length=16, primary_key=True)
+    beat_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "store_heartbeat"
+
+
+class NodeEnrollment(peewee.Model):
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    program_serial = peewee.CharField(max_length=64)
+    enrolled_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "node_enrollment"
+
+
+class InformationAnnouncement(peewee.Model):
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64)
+    outcome = peewee.CharField(max_length=16)
+    fields = peewee.CharField(max_length=200)
+    registry_serial = peewee.BigIntegerField()
+    detail = peewee.CharField(max_length=500)
+    announced_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "information_announcement"
+
+
 TABLES: tuple[type[peewee.Model], ...] = (
     Setting,
     Commodity,
@@ -276,6 +306,9 @@ TABLES: tuple[type[peewee.Model], ...] = (
     PartnerCall,
     IdempotencyRecord,
     NodeCredential,
+    StoreHeartbeat,
+    NodeEnrollment,
+    InformationAnnouncement,
 )
 
 

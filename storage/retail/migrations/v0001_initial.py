@@ -79,7 +79,10 @@ class ShopOrder(peewee.Model):
     completion_report = peewee.BlobField(null=True)
     transaction_verification_id = peewee.CharField(max_length=64)
     decline_reason = peewee.CharField(max_length=64)
+    decline_code = peewee.CharField(max_length=24)
     response = peewee.BlobField(null=True)
+    attempts = peewee.IntegerField()
+    next_attempt_at = peewee.DateTimeField(index=True)
     cancel_notice = peewee.BlobField(null=True)
     cancel_step = peewee.CharField(max_length=16)
     cancel_response = peewee.BlobField(null=True)
@@ -138,6 +141,36 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class StoreHeartbeat(peewee.Model):
+    name = peewee.CharField(max_length=16, primary_key=True)
+    beat_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "store_heartbeat"
+
+
+class NodeEnrollment(peewee.Model):
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    program_serial = peewee.CharField(max_length=64)
+    enrolled_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "node_enrollment"
+
+
+class InformationAnnouncement(peewee.Model):
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64)
+    outcome = peewee.CharField(max_length=16)
+    fields = peewee.CharField(max_length=200)
+    registry_serial = peewee.BigIntegerField()
+    detail = peewee.CharField(max_length=500)
+    announced_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "information_announcement"
+
+
 TABLES: tuple[type[peewee.Model], ...] = (
     CatalogItem,
     ReceivedAnonymousId,
@@ -147,6 +180,9 @@ TABLES: tuple[type[peewee.Model], ...] = (
     SalesRecord,
     IdempotencyRecord,
     NodeCredential,
+    StoreHeartbeat,
+    NodeEnrollment,
+    InformationAnnouncement,
 )
 
 
