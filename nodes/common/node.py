@@ -341,7 +341,14 @@ async def run_until_signalled(config: NodeConfig) -> None:
         announcements.add(task)
         task.add_done_callback(announcements.discard)
 
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        # A node that cannot start (enrolment refused, approval unreachable) still closes
+        # its server and database, so the process ends with the reason alone.
+        with contextlib.suppress(Exception):
+            await node.stop()
+        raise
     loop.add_signal_handler(signal.SIGHUP, change_info)
     loop.add_signal_handler(signal.SIGUSR1, rotate_key)
     await stopping.wait()

@@ -711,7 +711,9 @@ def grpcurl_examples(network: LocalNetwork) -> list[str]:
     return examples
 
 
-def describe(network: LocalNetwork) -> str:
+def describe(network: LocalNetwork, *, examples: bool = True) -> str:
+    """The network's nodes and addresses; with ``examples``, commands to try against it
+    (only for a network that keeps running)."""
     lines = [f"SuretyNet local network in {network.data_dir}", ""]
     for node in network.nodes:
         member = f"  members: {node.member_address}" if node.member_address else ""
@@ -728,8 +730,9 @@ def describe(network: LocalNetwork) -> str:
             lines.append(
                 f"  standby      {standby.host}:{standby.port}  synchronous, in {standby.directory}"
             )
-    lines += ["", f"network.json: {network.data_dir / 'network.json'}", "", "Try:"]
-    lines += [f"  {example}" for example in grpcurl_examples(network)]
+    lines += ["", f"network.json: {network.data_dir / 'network.json'}"]
+    if examples:
+        lines += ["", "Try:", *(f"  {example}" for example in grpcurl_examples(network))]
     return "\n".join(lines)
 
 

@@ -142,6 +142,38 @@ class GuaranteePush(peewee.Model):
         table_name = "guarantee_push"
 
 
+class AuditChainEntry(peewee.Model):
+    sequence = peewee.BigIntegerField(primary_key=True)
+    kind = peewee.CharField(max_length=40)
+    subject = peewee.CharField(max_length=200, index=True)
+    state_json = peewee.TextField()
+    recorded_at = peewee.CharField(max_length=40)
+    previous_hash = peewee.CharField(max_length=64)
+    entry_hash = peewee.CharField(max_length=64)
+
+    class Meta:
+        table_name = "audit_chain_entry"
+
+
+class AuditChainHead(peewee.Model):
+    name = peewee.CharField(max_length=16, primary_key=True)
+    sequence = peewee.BigIntegerField()
+    entry_hash = peewee.CharField(max_length=64)
+
+    class Meta:
+        table_name = "audit_chain_head"
+
+
+class AuditCheckpoint(peewee.Model):
+    sequence = peewee.BigIntegerField(primary_key=True)
+    entry_hash = peewee.CharField(max_length=64)
+    signed_at = peewee.CharField(max_length=40)
+    signature = peewee.CharField(max_length=128)
+
+    class Meta:
+        table_name = "audit_checkpoint"
+
+
 class OrderVoid(peewee.Model):
     order_number = peewee.CharField(max_length=64, primary_key=True)
     retail_entity_id = peewee.CharField(max_length=64)
@@ -196,6 +228,9 @@ TABLES: tuple[type[peewee.Model], ...] = (
     TransactionRecord,
     TransactionMismatch,
     GuaranteePush,
+    AuditChainEntry,
+    AuditChainHead,
+    AuditCheckpoint,
     OrderVoid,
     StoreHeartbeat,
     NodeEnrollment,

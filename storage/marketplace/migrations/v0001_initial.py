@@ -259,6 +259,20 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class DataDisclosure(peewee.Model):
+    disclosure_id = peewee.CharField(max_length=40, primary_key=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    kind = peewee.CharField(max_length=32)
+    recipient = peewee.CharField(max_length=200)
+    data = peewee.CharField(max_length=500)
+    purpose = peewee.CharField(max_length=300)
+    reference = peewee.CharField(max_length=128)
+    disclosed_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "data_disclosure"
+
+
 class StoreHeartbeat(peewee.Model):
     name = peewee.CharField(max_length=16, primary_key=True)
     beat_at = peewee.DateTimeField()
@@ -306,6 +320,7 @@ TABLES: tuple[type[peewee.Model], ...] = (
     PartnerCall,
     IdempotencyRecord,
     NodeCredential,
+    DataDisclosure,
     StoreHeartbeat,
     NodeEnrollment,
     InformationAnnouncement,

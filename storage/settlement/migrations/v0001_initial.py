@@ -147,6 +147,20 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class DataDisclosure(peewee.Model):
+    disclosure_id = peewee.CharField(max_length=40, primary_key=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    kind = peewee.CharField(max_length=32)
+    recipient = peewee.CharField(max_length=200)
+    data = peewee.CharField(max_length=500)
+    purpose = peewee.CharField(max_length=300)
+    reference = peewee.CharField(max_length=128)
+    disclosed_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "data_disclosure"
+
+
 class OrderVoid(peewee.Model):
     order_number = peewee.CharField(max_length=64, primary_key=True)
     retail_entity_id = peewee.CharField(max_length=64)
@@ -201,6 +215,7 @@ TABLES: tuple[type[peewee.Model], ...] = (
     Cancellation,
     IdempotencyRecord,
     NodeCredential,
+    DataDisclosure,
     OrderVoid,
     StoreHeartbeat,
     NodeEnrollment,
