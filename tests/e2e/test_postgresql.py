@@ -9,6 +9,7 @@ real concurrency that the row locks must serialise.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -24,6 +25,8 @@ import pytest
 
 from nodes.network.local import LocalNetwork
 from nodes.network.postgres import SUPERUSER, throwaway_directory
+from nodes.operator import network as network_file
+from nodes.operator.reconcile import reconcile
 from tests.e2e.purchase_support import PURCHASE_TOPOLOGY, database_url, start_purchase_network
 from tests.e2e.test_cancellation import (
     test_cancel_after_billing_credits_it_back,
@@ -77,6 +80,13 @@ def cancel_network(postgresql_network: LocalNetwork) -> LocalNetwork:
 @pytest.fixture(scope="module")
 def markets(postgresql_network: LocalNetwork) -> LocalNetwork:
     return postgresql_network
+
+
+def test_the_flows_on_postgresql_reconcile_clean(postgresql_network: LocalNetwork):
+    """After the flows above (collected first), the network-wide invariants all hold."""
+    report = asyncio.run(reconcile(network_file.load(postgresql_network.data_dir / "network.json")))
+    assert report.orders_checked > 0
+    assert report.mismatches == []
 
 
 def test_every_node_has_its_own_postgresql_database_and_role(postgresql_network: LocalNetwork):
