@@ -22,7 +22,7 @@ from typing import Any
 
 import peewee
 
-from nodes.common import logs
+from nodes.common import failpoints, logs
 from nodes.common.channels import Channels
 from nodes.common.config import NodeConfig
 from nodes.common.correlation import (
@@ -87,6 +87,7 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        failpoints.configure(config.entity_id)
         workers = config.limits.database_workers
         self.store = Store(
             open_database(config.database_url, max_connections=workers), workers=workers

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -274,7 +277,7 @@ def test_the_agency_files_its_own_report_without_the_shop(network: LocalNetwork)
     calls again (its resumer is off). The agency's own resumer files the report once
     verification is back. The old agency relied on the shop's retry."""
 
-    async def scenario() -> None:
+    async def scenario() -> str:
         value, _ = await anonymous_id(network, "agency-1", "alice", QUIET_SHOP)
         request = place_request(value)
         async with frozen(network, "verification"):
@@ -291,8 +294,18 @@ def test_the_agency_files_its_own_report_without_the_shop(network: LocalNetwork)
 
         await eventually(reported, timeout_s=60)
         assert shop_order(network, QUIET_SHOP, number)["status"] == "PENDING"
+        return number
 
-    asyncio.run(scenario())
+    number = asyncio.run(scenario())
+    # The shop's operator sees the stuck order, its state and its age.
+    listed = subprocess.run(
+        [sys.executable, "-m", "nodes.cli", "flows", "--network",
+         str(network.data_dir / "network.json"), "--entity", QUIET_SHOP, "--open", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    flows = json.loads(listed.stdout)["flows"]
+    assert [(f["key"], f["state"]) for f in flows if f["key"] == number] == [(number, "PENDING")]
+    assert all(f["age_s"] >= 0 for f in flows)
 
 
 def test_an_order_past_its_lifetime_is_voided_everywhere(network: LocalNetwork):
