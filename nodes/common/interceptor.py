@@ -6,7 +6,8 @@ For each RPC it
 3. checks the method's policy: which certificate roles may call it, and whether members
    (no certificate, session token) may;
 4. runs the node's extra checks (license keys at approval, address correlation);
-5. turns a DomainError into a rich status, and anything unexpected into a bare INTERNAL.
+5. turns a DomainError into a rich status, a database that is down (restart, failover)
+   into UNAVAILABLE/DATABASE_UNAVAILABLE, and anything unexpected into a bare INTERNAL.
 Reflection and health are exempt, so grpcurl and load balancers always work.
 """
 
@@ -26,6 +27,7 @@ from nodes.common.calls import CallInfo, current_call
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity, parse_entity_uri, parse_peer_ip
 from nodes.common.status import internal_status, to_status
+from storage.common.database import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +254,15 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
         )
     elif _is_abort(error):
         raise error
+    elif is_unavailable(error):
+        logs.event(log, "database unavailable", logging.WARNING, method=method, detail=str(error))
+        status = to_status(
+            DomainError(
+                ErrorKind.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "the node's database is unavailable; retry with the same request_id",
+            )
+        )
     else:
         log.exception("unexpected failure in %s", method)
         status = internal_status(logs.current_trace_id())
