@@ -66,6 +66,8 @@ def node_config(tmp_path: Path, ca: Pki, role: str, entity_id: str, **values: An
         # Every in-process node accepts the tests' one operator (Pki.channel's default), as
         # if each node's organization had issued it; scoping is proven in test_operators.
         "operators": ["operator"],
+        # Outside the database whatever it is (PostgreSQL needs it named).
+        "secrets_key_file": str(tmp_path / f"{entity_id}.secrets.key"),
         **values,
     }
     if role in ("retail", "settlement", "marketplace"):

@@ -8,7 +8,8 @@ For each RPC it
 4. runs the node's extra checks (license keys at approval, address correlation);
 5. decodes the request itself: undecodable bytes and undefined enum numbers are the
    caller's INVALID_ARGUMENT (nodes/common/decoding.py);
-6. turns a DomainError into a rich status, and anything unexpected into a bare INTERNAL.
+6. turns a DomainError into a rich status, a database that is down (restart, failover)
+   into UNAVAILABLE/DATABASE_UNAVAILABLE, and anything unexpected into a bare INTERNAL.
 Reflection and health are exempt, so grpcurl and load balancers always work.
 """
 
@@ -29,6 +30,7 @@ from nodes.common.decoding import decode_request
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity, parse_entity_uri, parse_peer_ip
 from nodes.common.status import bounded, internal_status, to_status
+from storage.common.database import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +271,15 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
         )
     elif _is_abort(error):
         raise error
+    elif is_unavailable(error):
+        logs.event(log, "database unavailable", logging.WARNING, method=method, detail=str(error))
+        status = to_status(
+            DomainError(
+                ErrorKind.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "the node's database is unavailable; retry with the same request_id",
+            )
+        )
     else:
         log.exception("unexpected failure in %s", method)
         status = internal_status(logs.current_trace_id())

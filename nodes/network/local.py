@@ -1,11 +1,15 @@
-"""``suretynet up``: a whole local network, each node its own process with its own SQLite file.
+"""``suretynet up``: a whole local network, each node its own process with its own database.
+
+Each node has a SQLite file of its own, or, with ``--database postgresql``, a database and
+login role of its own in a PostgreSQL cluster that ``up`` starts (nodes/network/postgres.py).
 
 Layout of the data directory:
     pki/ca.pem, pki/ca.key          the network CA
     pki/<role>-<entity>.pem/.key    node certificates
     pki/admin-<organization>.*      one operator certificate per organization: the
                                     institution's (approval, verification) and each node's
-    <entity>/node.toml              each node's config; <entity>/node.db its database
+    <entity>/node.toml              each node's config; <entity>/node.db its SQLite database
+    postgres/                       the PostgreSQL cluster (data/, server.log), if chosen
     logs/<entity>.log               each node's JSON log lines
     logs/up.log                     the supervisor's JSON lines: exits and restarts
     network.json                    written once every node reports SERVING, kept current
@@ -41,6 +45,7 @@ from nodes.common import logs, pki, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
 from nodes.network.netns import NetnsLab
+from nodes.network.postgres import STATE_FILE, SUPERUSER, PostgresCluster, database_name
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -54,6 +59,7 @@ LAB_MEMBER_PORT = 8443
 # never take a node's port while the node is down between a crash and its restart.
 LOWEST_CHOSEN_PORT = 10_000
 MAX_PORT_PROBES = 200
+DATABASES = ("sqlite", "postgresql")
 
 
 class NodeStartError(RuntimeError):
@@ -232,6 +238,33 @@ class LocalNetwork:
     extra_config: dict[str, Any] = field(default_factory=dict)
     # The process that restarts nodes which die (``suretynet up``), recorded in network.json.
     supervisor_pid: int = 0
+    # With a cluster, every node gets a PostgreSQL database of its own in it.
+    postgres: PostgresCluster | None = None
+    # The network started the cluster (``up``) and stops it; tests share one of their own.
+    owns_postgres: bool = False
+    # Keeps the databases of several networks on one cluster apart.
+    database_prefix: str = ""
+    # A synchronous standby of ``postgres``: node URLs name both, the writable one wins.
+    postgres_standby: PostgresCluster | None = None
+
+    def database_url(self, spec: NodeSpec) -> str:
+        """The node's database: its SQLite file, or its own database and role in the cluster."""
+        if self.postgres is None:
+            return f"sqlite:///{self.data_dir / spec.entity_id / 'node.db'}"
+        url = self.postgres.create_database(database_name(spec.entity_id, self.database_prefix))
+        standby = self.postgres_standby
+        if standby is None:
+            return url
+        primary = f"{self.postgres.host}:{self.postgres.port}"
+        both = f"{primary},{standby.host}:{standby.port}"
+        return url.replace(f"@{primary}/", f"@{both}/") + "?target_session_attrs=read-write"
+
+    def database_location(self, node: RunningNode) -> str:
+        """Where a node's data is, for network.json (a PostgreSQL URL without its password)."""
+        if self.postgres is None:
+            return str(node.directory / "node.db")
+        name = database_name(node.spec.entity_id, self.database_prefix)
+        return f"postgresql://{name}@{self.postgres.host}:{self.postgres.port}/{name}"
 
     def host_ip(self, entity_id: str) -> str:
         return self.lab.add_host(entity_id) if self.lab is not None else self.ip
@@ -278,7 +311,7 @@ class LocalNetwork:
                     "member_address": node.member_address,
                     "cert": str(node.cert),
                     "key": str(node.key),
-                    "database": str(node.directory / "node.db"),
+                    "database": self.database_location(node),
                     "config": str(node.directory / "node.toml"),
                     "log": str(self.data_dir / "logs" / f"{node.spec.entity_id}.log"),
                     "pid": node.pid or node.process.pid,
@@ -299,7 +332,8 @@ class LocalNetwork:
         os.replace(tmp, path)
 
     def stop(self) -> None:
-        """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound."""
+        """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound;
+        then the PostgreSQL cluster, if this network started it."""
         for node in self.nodes:
             if node.process.poll() is None:
                 node.process.send_signal(signal.SIGTERM)
@@ -310,6 +344,10 @@ class LocalNetwork:
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+        if self.postgres is not None and self.owns_postgres:
+            self.postgres.stop()
+            if self.postgres_standby is not None:
+                self.postgres_standby.stop()
 
 
 def _toml_value(value: Any) -> str:
@@ -432,11 +470,13 @@ def _install(
         "entity_id": spec.entity_id,
         "name": spec.name,
         "listen_address": _fixed_address(network, spec.entity_id, LAB_NODE_PORT),
-        "database_url": f"sqlite:///{directory / 'node.db'}",
+        "database_url": network.database_url(spec),
         "ready_file": str(directory / "ready.json"),
         # Only the node's own organization's operator, from the operator host.
         "operators": [organization(spec)],
         "operator_networks": [network.operator_ip()],
+        # Beside the node's files, never in its database (SQLite or PostgreSQL).
+        "secrets_key_file": str(directory / "node.db.secrets.key"),
         **config,
     }
     if spec.serves_members:
@@ -563,12 +603,28 @@ async def start_network(
     extra_config: dict[str, Any] | None = None,
     lab: NetnsLab | None = None,
     seed_demo_data: bool = True,
+    database: str = "sqlite",
+    postgres: PostgresCluster | None = None,
+    database_prefix: str = "",
+    standby: bool = False,
+    postgres_standby: PostgresCluster | None = None,
 ) -> LocalNetwork:
     """Creates the PKI, starts approval, enrols and starts every other node, in order.
 
     With ``seed_demo_data`` each agency enrols its demo members and each shop stocks its
     demo catalog (nodes/network/demo_data.py), so a purchase can be made by hand at once.
+    ``database="postgresql"`` puts every node on PostgreSQL: on ``postgres`` if given (the
+    caller stops it; ``database_prefix`` keeps several networks apart on it), else on a
+    cluster started in ``data_dir/postgres`` and stopped with the network. ``standby`` adds
+    a synchronous streaming standby in ``data_dir/postgres-standby`` (or use the caller's
+    ``postgres_standby`` of ``postgres``); every node's URL names both servers.
     """
+    if database not in DATABASES:
+        raise ValueError(f"database {database!r}: choose one of {', '.join(DATABASES)}")
+    if database == "postgresql" and lab is not None:
+        raise ValueError("--database postgresql does not run with --netns yet")
+    if (standby or postgres_standby is not None) and database != "postgresql":
+        raise ValueError("--standby needs --database postgresql")
     data_dir = data_dir.resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # node databases, keys and logs below are the operator's alone
@@ -578,7 +634,16 @@ async def start_network(
         pki.init_ca(pki_dir)
     admin_ip = lab.gateway_ip if lab is not None else "127.0.0.1"
     admin, admin_key = issue_operator_certificate(pki_dir, INSTITUTION, admin_ip)
-    network = LocalNetwork(data_dir, pki_dir / "ca.pem", admin, admin_key, lab=lab)
+    network = LocalNetwork(
+        data_dir,
+        pki_dir / "ca.pem",
+        admin,
+        admin_key,
+        lab=lab,
+        postgres=postgres,
+        database_prefix=database_prefix,
+        postgres_standby=postgres_standby,
+    )
     extra = extra_config or {}
     if lab is not None:
         # Hosts get their IPs in topology order, so a resumed lab (same subnet) gives every
@@ -586,6 +651,13 @@ async def start_network(
         for spec in topology:
             network.host_ip(spec.entity_id)
     try:
+        if database == "postgresql" and network.postgres is None:
+            network.postgres = PostgresCluster.start(data_dir / "postgres")
+            network.owns_postgres = True
+            if standby:
+                network.postgres_standby = PostgresCluster.start_standby(
+                    data_dir / "postgres-standby", network.postgres
+                )
         # Approval checks shops against verification (step 10) and verification talks to
         # approval, so verification's address is fixed before either starts.
         if any(spec.role == "verification" for spec in topology):
@@ -711,6 +783,18 @@ def describe(network: LocalNetwork, *, examples: bool = True) -> str:
     for node in network.nodes:
         member = f"  members: {node.member_address}" if node.member_address else ""
         lines.append(f"  {node.spec.role:<12} {node.spec.entity_id:<13} {node.address}{member}")
+    if network.postgres is not None:
+        cluster = network.postgres
+        lines += [
+            "",
+            f"  PostgreSQL   {cluster.host}:{cluster.port}  one database and role per node "
+            f"(network.json); superuser {SUPERUSER}, password in {cluster.directory}/{STATE_FILE}",
+        ]
+        if network.postgres_standby is not None:
+            standby = network.postgres_standby
+            lines.append(
+                f"  standby      {standby.host}:{standby.port}  synchronous, in {standby.directory}"
+            )
     lines += ["", f"network.json: {network.data_dir / 'network.json'}"]
     if examples:
         lines += ["", "Try:", *(f"  {example}" for example in grpcurl_examples(network))]
@@ -729,13 +813,17 @@ def _lab_for(data_dir: Path) -> NetnsLab:
     return lab
 
 
-async def run_up(data_dir: Path, *, netns: bool = False) -> int:
+async def run_up(
+    data_dir: Path, *, netns: bool = False, database: str = "sqlite", standby: bool = False
+) -> int:
     """Starts (or resumes) the network, prints it, and keeps it up until Ctrl-C or SIGTERM.
 
     On a directory an earlier ``up`` used, the same nodes start from their own configs
     (same CA, certificates, databases, keys and addresses). A node that dies is restarted
     (nodes/network/supervisor.py). With ``netns`` every node runs in its own network
-    namespace with its own IP (root only), so address correlation sees separate hosts.
+    namespace with its own IP (root only), so address correlation sees separate hosts. With
+    ``database="postgresql"`` every node has its own database in a local PostgreSQL cluster,
+    and with ``standby`` that cluster has a synchronous standby.
     """
     from nodes.network.supervisor import Supervisor
 
@@ -749,7 +837,9 @@ async def run_up(data_dir: Path, *, netns: bool = False) -> int:
     if lab is not None:
         lab.start()
     try:
-        network = await start_network(data_dir, topology, lab=lab)
+        network = await start_network(
+            data_dir, topology, lab=lab, database=database, standby=standby
+        )
     except (NodeStartError, TimeoutError) as error:
         if lab is not None:
             lab.teardown()

@@ -4,6 +4,7 @@ registration or rotation still delivers the key; database and key files are owne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import stat
 from pathlib import Path
 
@@ -66,8 +67,8 @@ def test_license_keys_are_never_stored_in_clear_but_a_replay_still_delivers_them
     for key in keys:
         secret = key.rsplit("_", 1)[1].encode()
         assert secret not in stored, "a license key is stored in clear"
-    for directory, database in ((approval_dir, "institution.db"), (shop_dir, "shop-8.db")):
-        for name in (database, f"{database}.secrets.key"):
+    for directory, entity in ((approval_dir, "institution"), (shop_dir, "shop-8")):
+        for name in (f"{entity}.db", f"{entity}.secrets.key"):
             mode = stat.S_IMODE((directory / name).stat().st_mode)
             assert mode == 0o600, (name, oct(mode))
 
@@ -86,8 +87,11 @@ def test_a_secrets_key_others_can_read_is_refused(ca: Pki, tmp_path: Path):
 
 
 def test_a_database_that_is_not_a_sqlite_file_needs_a_secrets_key_file(ca: Pki, tmp_path: Path):
-    config = node_config(
-        tmp_path, ca, "approval", "institution", database_url="postgresql://u@db.invalid/a"
+    config = dataclasses.replace(
+        node_config(
+            tmp_path, ca, "approval", "institution", database_url="postgresql://u@db.invalid/a"
+        ),
+        secrets_key_file=None,
     )
     with pytest.raises(ConfigError, match="secrets_key_file"):
         Node(config)
