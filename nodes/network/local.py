@@ -626,8 +626,10 @@ async def start_network(
     if (standby or postgres_standby is not None) and database != "postgresql":
         raise ValueError("--standby needs --database postgresql")
     data_dir = data_dir.resolve()
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data_dir.chmod(0o700)  # node databases, keys and logs below are the operator's alone
+    data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    # Others may pass through (the PostgreSQL cluster's own user reaches postgres/) but not
+    # list it; the node, pki and logs directories below are the operator's alone (0700).
+    data_dir.chmod(0o711)
     pki_dir = data_dir / "pki"
     pki_dir.mkdir(mode=0o700, exist_ok=True)
     if not (pki_dir / "ca.pem").exists():

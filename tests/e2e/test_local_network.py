@@ -180,7 +180,8 @@ def test_node_files_are_private_to_the_operator(network: LocalNetwork):
     def mode(path: Path) -> int:
         return stat.S_IMODE(path.stat().st_mode)
 
-    for directory in (network.data_dir, network.data_dir / "pki", network.data_dir / "logs"):
+    assert mode(network.data_dir) == 0o711  # traversable (PostgreSQL's user), not listable
+    for directory in (network.data_dir / "pki", network.data_dir / "logs"):
         assert mode(directory) == 0o700, directory
     for node in network.nodes:
         assert mode(node.directory) == 0o700, node.directory

@@ -27,6 +27,7 @@ from nodes.network.local import LocalNetwork
 from nodes.network.postgres import SUPERUSER, throwaway_directory
 from nodes.operator import network as network_file
 from nodes.operator.reconcile import reconcile
+from storage.common import migrations
 from tests.e2e.purchase_support import PURCHASE_TOPOLOGY, database_url, start_purchase_network
 from tests.e2e.test_cancellation import (
     test_cancel_after_billing_credits_it_back,
@@ -228,7 +229,9 @@ def test_up_with_postgresql_runs_the_readme_purchase_and_keeps_it_across_restart
                 )
                 assert cursor.fetchall() == [(2_400,)]
                 cursor.execute("SELECT version, name FROM schema_migration")
-                assert cursor.fetchall() == [(1, "initial")]
+                assert cursor.fetchall() == [
+                    (step.version, step.name) for step in migrations.steps_of("settlement")
+                ]
         finally:
             connection.close()
         stop_up(process)
