@@ -156,7 +156,10 @@ def test_a_flow_cut_by_an_outage_resumes_with_the_same_order(purchase_network: L
                     order = await shop.place_order(value, [("mug", 2)], request_id="resume-1")
                     break
                 except grpc.RpcError as error:
-                    if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    # Pending answers: UNAVAILABLE, or ABORTED while the shop's resumer holds
+                    # the order (REQUEST_IN_PROGRESS); the client retries both.
+                    pending_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
+                    if error.code() not in pending_codes or time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)
         assert order.status == retail_pb2.ORDER_STATUS_COMPLETED
