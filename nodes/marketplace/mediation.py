@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from suretynet.marketplace.v1 import marketplace_pb2 as pb
 
+from nodes.common import metrics
 from nodes.common.errors import DomainError, ErrorKind, required
 from nodes.common.idempotency import request_digest, run_once, stored_response
 from nodes.marketplace import catalog, credit, orders, outbox, requester
@@ -168,6 +169,7 @@ class Mediator:
 
         started = await self._store.run(begin)
         if started.refusal is not None:
+            metrics.flow_outcome("mediation", "refused", started.refusal.reason)
             raise started.refusal
         if started.answer is not None:
             return started.answer  # type: ignore[return-value]
@@ -178,6 +180,7 @@ class Mediator:
             )
             best = requester.choose_partner(quotes, self._settings.currency_code)
             if best is None:
+                metrics.flow_outcome("mediation", "refused", "NO_ELIGIBLE_PARTNER")
                 raise DomainError(
                     ErrorKind.FAILED_PRECONDITION,
                     "NO_ELIGIBLE_PARTNER",
@@ -207,6 +210,7 @@ class Mediator:
                     )
 
             await self._store.run(open_mediation)
+            metrics.flow_started("mediation")
         await self._partners.complete(call_id)
         return await self._finish(member_id, method, request, kind)
 

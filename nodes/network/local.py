@@ -5,6 +5,7 @@ Layout of the data directory:
     pki/<role>-<entity>.pem/.key    node certificates; pki/admin-operator.* for operators
     <entity>/node.toml              each node's config; <entity>/node.db its database
     logs/<entity>.log               each node's JSON log lines
+    traces/<entity>.jsonl           each node's finished spans, when started with trace files
     network.json                    written once every node reports SERVING
 """
 
@@ -28,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, pki, tls
+from nodes.common import pki, telemetry, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
 from nodes.network.netns import NetnsLab
@@ -173,6 +174,7 @@ class RunningNode:
     key: Path
     address: str = ""
     member_address: str = ""
+    metrics_address: str = ""
 
 
 @dataclass
@@ -212,6 +214,7 @@ class LocalNetwork:
                     "entity_id": node.spec.entity_id,
                     "address": node.address,
                     "member_address": node.member_address,
+                    "metrics_address": node.metrics_address,
                     "cert": str(node.cert),
                     "key": str(node.key),
                     "database": str(node.directory / "node.db"),
@@ -282,8 +285,13 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
         "listen_address": f"{ip}:0",
         "database_url": f"sqlite:///{directory / 'node.db'}",
         "ready_file": str(directory / "ready.json"),
+        # Prometheus scrapes each node here; reachable from the host in a namespace too.
+        "metrics_address": f"{ip}:0",
         **config,
     }
+    # trace_files = true in the network's extra config: every node writes its own file.
+    if values.pop("trace_files", False):
+        values["trace_file"] = str(network.data_dir / "traces" / f"{spec.entity_id}.jsonl")
     if spec.serves_members:
         values["member_listen_address"] = f"{ip}:0"
     tables = {key: values.pop(key) for key in list(values) if isinstance(values[key], dict)}
@@ -350,6 +358,8 @@ async def restart_node(network: LocalNetwork, entity_id: str) -> RunningNode:
             line = f"listen_address = {json.dumps(node.address)}"
         elif line.startswith("member_listen_address = ") and node.member_address:
             line = f"member_listen_address = {json.dumps(node.member_address)}"
+        elif line.startswith("metrics_address = ") and node.metrics_address:
+            line = f"metrics_address = {json.dumps(node.metrics_address)}"
         lines.append(line)
     config.write_text("\n".join(lines) + "\n")
     node.process = _launch(network, node.spec, node.directory)
@@ -385,6 +395,7 @@ async def _wait_ready(network: LocalNetwork, node: RunningNode) -> None:
         await asyncio.sleep(0.05)
     info = json.loads(ready.read_text())
     node.address, node.member_address = info["address"], info["member_address"]
+    node.metrics_address = info.get("metrics_address", "")
     async with network.admin_channel(node.address) as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True
@@ -404,7 +415,12 @@ async def issue_serial(network: LocalNetwork, approval: str, role: str, note: st
                 note=note,
             ),
             timeout=10,
-            metadata=[(logs.TRACE_METADATA_KEY, enrollment_trace_id(note))],
+            metadata=[
+                (
+                    telemetry.TRACEPARENT_METADATA_KEY,
+                    telemetry.traceparent_for(enrollment_trace_id(note)),
+                )
+            ],
         )
         return str(response.program_serial.serial)
 
@@ -527,6 +543,12 @@ def describe(network: LocalNetwork) -> str:
     for node in network.nodes:
         member = f"  members: {node.member_address}" if node.member_address else ""
         lines.append(f"  {node.spec.role:<12} {node.spec.entity_id:<13} {node.address}{member}")
+    lines += ["", "Prometheus metrics (GET /metrics):"]
+    lines += [
+        f"  {node.spec.entity_id:<13} http://{node.metrics_address}/metrics"
+        for node in network.nodes
+        if node.metrics_address
+    ]
     lines += ["", f"network.json: {network.data_dir / 'network.json'}", "", "Try:"]
     lines += [f"  {example}" for example in grpcurl_examples(network)]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from suretynet.retail.v1 import retail_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs
+from nodes.common import logs, metrics
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.node import NodeRuntime
 from nodes.retail import catalog, orders
@@ -84,6 +84,7 @@ class PurchaseFlow:
                 )
 
             row = await self._store.run(start)
+            metrics.flow_started("purchase")
         return await self.drive(row.order_number)
 
     async def drive(self, order_number: str) -> retail_pb2.PlaceOrderResponse:
@@ -125,6 +126,7 @@ class PurchaseFlow:
                     step=row.step,
                     reason=error.reason,
                 )
+                metrics.flow_outcome("purchase", "refused", error.reason)
                 raise
         raise AssertionError("the flow ends within its steps")
 
@@ -149,6 +151,7 @@ class PurchaseFlow:
             verification = response.transaction_verification
             completed = await self._store.run(lambda: orders.complete(repo, number, verification))
             logs.event(log, "sale recorded", order_number=number)
+            metrics.flow_outcome("purchase", "completed")
             return completed
         raise AssertionError(f"order {number} has no step {row.step!r}")
 

@@ -12,7 +12,7 @@ import logging
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs
+from nodes.common import logs, metrics
 from nodes.common.convert import timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.idempotency import remember_served, served_answer
@@ -126,6 +126,7 @@ class AgencyFlows:
         if stored is not None:
             return stored
         purchases.validate_search(search, caller)
+        metrics.flow_started("purchase_approval")
         shop_id = search.retail_entity.retail_entity_id
         anonymous = await self._store.run(
             lambda: anonymous_ids.resolve(repo, search.anonymous_user_id, shop_id)
@@ -157,7 +158,9 @@ class AgencyFlows:
                 ),
             )
 
-        return await self._store.run(finish)
+        answer = await self._store.run(finish)
+        metrics.flow_outcome("purchase_approval", "completed")
+        return answer
 
     async def process_cancel_request(
         self, caller: EntityIdentity, request: settlement_pb2.NotifyCancelRequestRequest

@@ -52,6 +52,7 @@ async def buy_order(
         value = issued.anonymous_user_id.value
         async with ShopClient(network.node(shop).member_address, ca, trace_id=trace) as shop_client:
             order = await shop_client.place_order(value, items)
+        context.orders.append(order.order_number)
         notices = await client.completion_notices(page_size=1)
     if trace == context.trace_id:
         limit = login.member.credit_limit
