@@ -27,6 +27,15 @@ def test_the_demo_runs_every_flow_and_exits_zero(tmp_path):
     sequences = re.findall(r"== Flow \d+: .*?\n(.*?)   -> OK", result.stdout, flags=re.S)
     assert len(sequences) == flows
     assert all(re.search(r"^\s+1\. \S+ -> \S+: \w+/\w+$", s, flags=re.M) for s in sequences)
+    # The closing summary says where to look: each node's metrics, and a trace command
+    # for one of the demo's own orders.
+    look = result.stdout.split("== Where to look", 1)[1]
+    manifest = json.loads((tmp_path / "demo" / "network.json").read_text())
+    for node in manifest["nodes"]:
+        assert f"http://{node['metrics_address']}/metrics" in look, node["entity_id"]
+    order = re.search(r"suretynet trace (\S+) --network (\S+)", look)
+    assert order is not None and order.group(2) == str(tmp_path / "demo" / "network.json")
+    assert order.group(1) in result.stdout.split("== Where to look", 1)[0]
     # Every line every node logged is JSON and carries a trace ID.
     for log_file in (tmp_path / "demo" / "logs").glob("*.log"):
         for line in log_file.read_text().splitlines():
