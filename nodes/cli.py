@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -53,7 +54,12 @@ def _node_run(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
-    return asyncio.run(run_up(Path(args.data_dir), netns=args.netns))
+    extra: dict[str, Any] = {}
+    if args.otlp_endpoint:
+        extra["otlp_endpoint"] = args.otlp_endpoint
+    if args.trace_files:
+        extra["trace_files"] = True
+    return asyncio.run(run_up(Path(args.data_dir), netns=args.netns, extra_config=extra))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -154,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--netns",
         action="store_true",
         help="one Linux network namespace and IP per node (root only): real address checks",
+    )
+    up.add_argument(
+        "--otlp-endpoint",
+        default="",
+        help="every node exports its spans over OTLP/gRPC here (e.g. http://127.0.0.1:4317)",
+    )
+    up.add_argument(
+        "--trace-files",
+        action="store_true",
+        help="every node appends its spans to DATA_DIR/traces/ENTITY.jsonl",
     )
     up.set_defaults(handler=_up)
 

@@ -554,7 +554,9 @@ def describe(network: LocalNetwork) -> str:
     return "\n".join(lines)
 
 
-async def run_up(data_dir: Path, *, netns: bool = False) -> int:
+async def run_up(
+    data_dir: Path, *, netns: bool = False, extra_config: dict[str, Any] | None = None
+) -> int:
     """Starts the network, prints it, and runs until Ctrl-C or SIGTERM.
 
     With ``netns`` every node runs in its own network namespace with its own IP (root only),
@@ -568,7 +570,7 @@ async def run_up(data_dir: Path, *, netns: bool = False) -> int:
     if lab is not None:
         lab.start()
     try:
-        network = await start_network(data_dir, lab=lab)
+        network = await start_network(data_dir, lab=lab, extra_config=extra_config)
     except BaseException:
         if lab is not None:
             lab.teardown()
