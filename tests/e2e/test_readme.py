@@ -23,6 +23,7 @@ EXECUTED_SECTIONS = (
     "## Making a purchase",
     "## Cancelling an order",
     "## Marketplace mediation",
+    "## Metrics and traces",
 )
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
@@ -30,6 +31,10 @@ EXPECTED = {
     "## Making a purchase": ('"ORDER_STATUS_COMPLETED"', '"transactionCompletionNotices"'),
     "## Cancelling an order": ('"ORDER_STATUS_CANCELLED"', '"CANCEL_DECISION_STOPPED_BILLING"'),
     "## Marketplace mediation": ('"TRANSACTION_STATE_ORDERED"', '"partnerMarketplaceId"'),
+    "## Metrics and traces": (
+        'suretynet_flows_started_total{flow="purchase"}',
+        'suretynet_flow_outcomes_total{flow="cancellation",outcome="completed",reason=""}',
+    ),
 }
 
 
