@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,10 @@ def node_config(tmp_path: Path, ca: Pki, role: str, entity_id: str, **values: An
     }
     if role in ("retail", "settlement", "marketplace"):
         data.setdefault("member_listen_address", "127.0.0.1:0")
+    if role == "settlement":
+        # Required at start (config refuses an agency without one); tests that register
+        # several agencies give each its own.
+        options = {"routing_prefix": "4111", **options}
     tls_config = ca.issue(role, entity_id)
     data["tls"] = {"ca": tls_config.ca, "cert": tls_config.cert, "key": tls_config.key}
     return parse_config({**data, "options": options, "limits": limits}, environ={})
@@ -79,6 +85,14 @@ async def running(config: NodeConfig) -> AsyncIterator[Node]:
         yield node
     finally:
         await node.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
+    """Polls ``check`` until it holds; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.05)
 
 
 async def refusal(call: Any) -> RemoteError:

@@ -9,6 +9,7 @@ guarantee deltas push and cache shops sync by) and 6 (retail entity identificati
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.approval import enrollment, guarantees
 from nodes.approval.servicer import payment_information
+from nodes.common import logs
 from nodes.common.calls import call_info
 from nodes.common.convert import (
     decode_page_token,
@@ -30,6 +32,8 @@ from nodes.common.identity import entity_uri
 from storage.approval.models import EntityRow
 from storage.approval.repository import ApprovalRepository
 from storage.common.database import Store
+
+log = logging.getLogger(__name__)
 
 
 def _status(row: EntityRow) -> Any:
@@ -176,6 +180,19 @@ class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
         row = await self._registered(
             identification.retail_entity_id, "retail_entity.retail_entity_id", "retail"
         )
-        return approval_pb2.SearchRetailEntityIdentificationResponse(
-            guarantee=guarantees.retail_entity_guarantee(row, identification)
-        )
+        guarantee = guarantees.retail_entity_guarantee(row, identification)
+        if guarantee.mismatched_fields:
+            # The shop presented itself otherwise than it is registered: the purchase will
+            # fail with GUARANTEE_MISMATCH, so say here which field differs, and how.
+            logs.event(
+                log,
+                "retail entity identification differs from the registry",
+                logging.WARNING,
+                retail_entity_id=row.entity_id,
+                mismatched_fields=list(guarantee.mismatched_fields),
+                presented={
+                    name: getattr(identification, name) for name in guarantee.mismatched_fields
+                },
+                registered={name: getattr(guarantee, name) for name in guarantee.mismatched_fields},
+            )
+        return approval_pb2.SearchRetailEntityIdentificationResponse(guarantee=guarantee)

@@ -191,35 +191,54 @@ def register_entity(
             f"program_serial was issued for role {serial.role}, not {request.role}",
             metadata={"field": "program_serial"},
         )
-    if repo.entity(request.entity_id) is not None:
+    now = utc_now()
+    existing = repo.entity(request.entity_id)
+    if existing is not None and (
+        existing.role != request.role or _usable_key_ids(repo, request.entity_id, now)
+    ):
         raise DomainError(
             ErrorKind.ALREADY_EXISTS,
             "ENTITY_ALREADY_REGISTERED",
-            f"entity {request.entity_id} is already registered",
+            f"entity {request.entity_id} is already registered and holds a usable license "
+            "key; an entity registers again only once its keys are revoked or expired",
         )
     if request.routing_prefix:
         _check_routing_prefix_free(repo, request.routing_prefix, request.entity_id)
-    now = utc_now()
-    entity: EntityRow = repo.entities.create(
-        entity_id=request.entity_id,
-        role=request.role,
-        display_name=request.display_name,
-        address=request.address,
-        routing_prefix=request.routing_prefix or None,
-        discovery_variant=request.discovery_variant,
-        payment_methods_json=json.dumps(request.payment_methods),
-        currency_codes_json=json.dumps(request.currency_codes),
-        private_details_json=json.dumps(request.private_details, sort_keys=True),
-        program_serial=request.program_serial,
-        program_version=request.program_version,
-        registry_serial=repo.next_registry_serial(),
-        registered_at=now,
-        updated_at=now,
-    )
+    values: dict[str, Any] = {
+        "role": request.role,
+        "display_name": request.display_name,
+        "address": request.address,
+        "routing_prefix": request.routing_prefix or None,
+        "discovery_variant": request.discovery_variant,
+        "payment_methods_json": json.dumps(request.payment_methods),
+        "currency_codes_json": json.dumps(request.currency_codes),
+        "private_details_json": json.dumps(request.private_details, sort_keys=True),
+        "program_serial": request.program_serial,
+        "program_version": request.program_version,
+        "registry_serial": repo.next_registry_serial(),
+        "updated_at": now,
+    }
+    entity: EntityRow
+    if existing is None:
+        entity = repo.entities.create(entity_id=request.entity_id, registered_at=now, **values)
+    else:
+        # The way back for a revoked (or lapsed) node: a new serial from the institution
+        # re-registers the same entity with a new key; its status is left to the
+        # institution (a suspension stays until it lifts it).
+        for name, value in values.items():
+            setattr(existing, name, value)
+        existing.save()
+        entity = existing
     serial.registered_entity_id = request.entity_id
     serial.registered_at = now
     serial.save()
     return entity, _issue_key(repo, request.entity_id, now, policy)
+
+
+def _usable_key_ids(repo: ApprovalRepository, entity_id: str, now: datetime.datetime) -> list[str]:
+    """The entity's keys that approval would still accept (active or in rotation grace)."""
+    rows = repo.license_keys.select().where(repo.license_keys.entity_id == entity_id)
+    return [row.key_id for row in rows if license_key_state(row, now) in ("ACTIVE", "GRACE")]
 
 
 def _issue_key(

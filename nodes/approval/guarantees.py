@@ -96,16 +96,24 @@ def changed_after(
     return rows, int(counter.value) if counter is not None else 0
 
 
+def identification_mismatches(
+    row: EntityRow, identification: types_pb2.RetailEntityIdentification
+) -> list[str]:
+    """The fields of a shop's identification that differ from its registry entry."""
+    registered = {
+        "retail_entity_id": row.entity_id,
+        "display_name": row.display_name,
+        "address": row.address,
+    }
+    return [name for name, value in registered.items() if getattr(identification, name) != value]
+
+
 def retail_entity_guarantee(
     row: EntityRow, identification: types_pb2.RetailEntityIdentification
 ) -> approval_pb2.RetailEntityIdentificationGuarantee:
     """The retail entity identification guarantee (step 6): the shop as registered, and
     whether the identification settlement received equals it."""
-    matches = (
-        identification.retail_entity_id == row.entity_id
-        and identification.display_name == row.display_name
-        and identification.address == row.address
-    )
+    mismatched = identification_mismatches(row, identification)
     return approval_pb2.RetailEntityIdentificationGuarantee(
         retail_entity_id=row.entity_id,
         display_name=row.display_name,
@@ -116,7 +124,8 @@ def retail_entity_guarantee(
             for method in json.loads(row.payment_methods_json)
         ],
         registry_serial=row.registry_serial,
-        identification_matches=matches,
+        identification_matches=not mismatched,
+        mismatched_fields=mismatched,
         issued_at=timestamp(utc_now()),
         discovery_variant=enum_value(
             types_pb2.DiscoveryVariant, "DISCOVERY_VARIANT_", row.discovery_variant

@@ -20,7 +20,7 @@ from nodes.common.convert import (
     enum_value,
     timestamp,
 )
-from nodes.common.errors import required
+from nodes.common.errors import DomainError, ErrorKind, required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
 from nodes.common.paging import by_key
@@ -51,6 +51,7 @@ POLICIES = {
         "settlement", "admin", license_key=True
     ),
     ENROLLMENT + "ChangeMarketplaceInformation": policy("marketplace", "admin", license_key=True),
+    ENROLLMENT + "GetRegisteredInformation": policy(*NODES, license_key=True),
     **{
         ADMIN + name: policy("admin")
         for name in (
@@ -87,6 +88,7 @@ POLICIES = {
         "retail", "verification", "admin", license_key=True
     ),
     TRANSACTION + "RecordTransactionCancellation": policy("retail", license_key=True),
+    TRANSACTION + "RecordTransactionVoid": policy("retail", license_key=True),
     TRANSACTION + "ListTransactionMismatches": policy("admin"),
 }
 
@@ -305,6 +307,23 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             ),
             approval_pb2.ChangeRetailEntityInformationResponse,
         )
+
+    async def GetRegisteredInformation(
+        self,
+        request: approval_pb2.GetRegisteredInformationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.GetRegisteredInformationResponse:
+        caller = certificate_caller()
+        if not request.entity_id:
+            raise required("entity_id")
+        if caller.entity_id != request.entity_id:
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "NOT_OWNER",
+                f"{caller.uri} may read only its own registry entry, not {request.entity_id!r}",
+            )
+        row = await self._store.run(lambda: enrollment.get_entity(self._repo, request.entity_id))
+        return approval_pb2.GetRegisteredInformationResponse(entity=entity_to_proto(row))
 
     async def ChangeSettlementAgencyInformation(
         self,

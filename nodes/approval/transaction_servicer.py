@@ -8,10 +8,11 @@ from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.approval import transactions
 from nodes.approval.guarantees import check_own
-from nodes.common import logs
-from nodes.common.calls import call_info
+from nodes.common import logs, voids
+from nodes.common.calls import call_info, certificate_caller
+from nodes.common.convert import timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations, required
-from nodes.common.idempotency import remember_served, served_answer
+from nodes.common.idempotency import remember_served, serve_once, served_answer
 from nodes.common.node import NodeRuntime
 from nodes.common.paging import by_key
 from storage.approval.repository import ApprovalRepository
@@ -36,15 +37,18 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
         return address
 
     async def _transaction_report(self, order_number: str) -> verification_pb2.TransactionReport:
+        """Verification's report of the order; ORDER_VOIDED if the agency voided it."""
         stub = verification_pb2_grpc.VerificationServiceStub(
             self._runtime.channels.channel(self._verification_address())
         )
-        response = await self._runtime.channels.call(
+        response: verification_pb2.GetTransactionReportResponse = await self._runtime.channels.call(
             stub.GetTransactionReport,
             verification_pb2.GetTransactionReportRequest(order_number=order_number),
             peer="verification",
             idempotent=True,
         )
+        if response.HasField("voided_at"):
+            raise voids.refusal(order_number)
         return response.transaction_report
 
     async def VerifyTransaction(
@@ -60,6 +64,7 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
         )
         if stored is not None:
             return stored
+        await self._store.run(lambda: transactions.check_not_voided(repo, verification_request))
         report = await self._transaction_report(verification_request.order_number)
         fields = transactions.mismatched_fields(verification_request, report)
         trace_id = logs.current_trace_id()
@@ -71,6 +76,7 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
             raise transactions.mismatch_error(verification_request.order_number, fields)
 
         def record() -> approval_pb2.VerifyTransactionResponse:
+            transactions.check_not_voided(repo, verification_request)
             row = transactions.record_transaction(
                 repo, verification_request, report.completed_at.ToDatetime(), trace_id
             )
@@ -84,6 +90,28 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
             )
 
         return await self._store.run(record)
+
+    async def RecordTransactionVoid(
+        self,
+        request: approval_pb2.RecordTransactionVoidRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_pb2.RecordTransactionVoidResponse:
+        caller = certificate_caller()
+        void = transactions.validate_void(request, caller)
+
+        def effect() -> approval_pb2.RecordTransactionVoidResponse:
+            row = transactions.record_void(self._repo, void)
+            return approval_pb2.RecordTransactionVoidResponse(
+                order_number=row.order_number, voided_at=timestamp(row.voided_at)
+            )
+
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            approval_pb2.RecordTransactionVoidResponse,
+            effect,
+        )
 
     async def _cancellation_record(
         self, order_number: str, cancel_request_id: str

@@ -18,11 +18,13 @@ from suretynet.approval.v1 import approval_pb2
 from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
+from nodes.common import voids
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
+from nodes.common.identity import EntityIdentity
 from storage.approval.models import TransactionMismatchRow, TransactionRecordRow
 from storage.approval.repository import ApprovalRepository
-from storage.common.models import utc_now
+from storage.common.models import OrderVoid, utc_now
 
 
 def validate_request(request: approval_pb2.TransactionVerificationRequest) -> None:
@@ -240,3 +242,37 @@ def get_record(repo: ApprovalRepository, order_number: str) -> TransactionRecord
             ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no transaction record for {order_number!r}"
         )
     return row
+
+
+def check_not_voided(
+    repo: ApprovalRepository, request: approval_pb2.TransactionVerificationRequest
+) -> None:
+    """ORDER_VOIDED once the shop voided the order: approval never records it after that."""
+    if voids.voided(repo.voids, request.order_number, request.retail_entity_id) is not None:
+        raise voids.refusal(request.order_number)
+
+
+def validate_void(
+    request: approval_pb2.RecordTransactionVoidRequest, caller: EntityIdentity
+) -> voids.Void:
+    reason = enum_label(types_pb2.ErrorReason, "ERROR_REASON_", request.reason).upper()
+    voids.validate(request.order_number, reason)
+    return voids.Void(
+        order_number=request.order_number,
+        retail_entity_id=caller.entity_id,
+        settlement_agency_id=request.settlement_agency_id,
+        reason=reason,
+    )
+
+
+def record_void(repo: ApprovalRepository, void: voids.Void) -> OrderVoid:
+    """Records the shop's void, unless approval already verified the order (resolve forward)."""
+    record = repo.transactions.get_or_none(repo.transactions.order_number == void.order_number)
+    if record is not None and record.retail_entity_id == void.retail_entity_id:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "TRANSACTION_ALREADY_VERIFIED",
+            f"order {void.order_number} is verified and recorded; finish it instead",
+            metadata={"order_number": void.order_number},
+        )
+    return voids.record(repo.voids, void)

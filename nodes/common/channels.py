@@ -40,6 +40,26 @@ RETRY_READY_WAIT_S = 1.5
 MIN_USEFUL_DEADLINE_S = 0.01
 
 
+# What gRPC says when a TLS handshake fails on the peer's certificate (untrusted, wrong
+# address, expired). Our own certificate refused by the peer shows only as a closed
+# socket, which cannot be told from an outage; the peer logs it.
+_CERTIFICATE_FAILURES = (
+    "handshake failed",
+    "certificate_verify_failed",
+    "not in peer certificate",
+    "verification check failed",
+)
+
+
+def _certificate_failure(remote: Any) -> bool:
+    message = str(remote.message).lower()
+    return (
+        remote.code == grpc.StatusCode.UNAVAILABLE
+        and not remote.reason
+        and any(marker in message for marker in _CERTIFICATE_FAILURES)
+    )
+
+
 class CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
     """Traces and times each outgoing unary call attempt (a CLIENT span and a histogram)."""
 
@@ -87,10 +107,34 @@ class Channels:
             if config.insecure_dev or config.tls is None
             else tls.node_client_credentials(config.tls)
         )
+        self._stamp = tls.files_stamp(config.tls) if config.tls is not None else ()
+        # Channels made with a certificate since renewed: closed with the pool.
+        self._retired: list[grpc.aio.Channel] = []
         # Set once the node holds a license key; sent on every call to approval.
         self.license_key: Callable[[], str | None] = lambda: None
+        # Told how approval answered each call carrying the license key: "" when it was
+        # accepted, the LICENSE_KEY_* reason when it was refused (the node's key keeper).
+        self.on_license_answer: Callable[[str], None] = lambda reason: None
+
+    def _reload_credentials(self) -> None:
+        """New client credentials once the certificate files changed (pki renew)."""
+        config = self._config
+        if config.tls is None or self._credentials is None:
+            return
+        stamp = tls.files_stamp(config.tls)
+        if stamp == self._stamp:
+            return
+        try:
+            credentials = tls.node_client_credentials(config.tls)
+        except OSError:
+            return
+        self._stamp, self._credentials = stamp, credentials
+        self._retired.extend(self._channels.values())
+        self._channels.clear()
+        logs.event(log, "client certificate reloaded", cert=str(config.tls.cert))
 
     def channel(self, address: str) -> grpc.aio.Channel:
+        self._reload_credentials()
         channel = self._channels.get(address)
         if channel is None:
             limit = self._config.limits.max_message_bytes
@@ -169,14 +213,28 @@ class Channels:
             timeout_s = self.timeout_s()
             own_wait = retrying and timeout_s > RETRY_READY_WAIT_S
             try:
-                return await rpc(
+                response = await rpc(
                     request,
                     timeout=RETRY_READY_WAIT_S if own_wait else timeout_s,
                     metadata=self.metadata(to_approval=to_approval),
                     wait_for_ready=retrying,
                 )
+                if to_approval:
+                    self.on_license_answer("")
+                return response
             except grpc.RpcError as error:
                 remote = decode_rpc_error(error)
+                if to_approval and remote.reason.startswith("LICENSE_KEY_"):
+                    self.on_license_answer(remote.reason)
+                if _certificate_failure(remote):
+                    raise DomainError(
+                        ErrorKind.UNAUTHENTICATED,
+                        "PEER_CERTIFICATE_REJECTED",
+                        f"the TLS handshake with {peer} failed on a certificate: "
+                        f"{remote.message}; check that both certificates come from this "
+                        "network's CA, name the addresses used, and have not expired",
+                        metadata={"peer": peer},
+                    ) from None
                 # Only the direct peer being unreachable is retried here. A peer's own
                 # answer (it carries a reason, e.g. PEER_UNAVAILABLE for the node behind
                 # it) was already retried at that hop: retrying it again would multiply.
@@ -195,6 +253,7 @@ class Channels:
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._retired]:
             await channel.close(grace=None)
         self._channels.clear()
+        self._retired.clear()

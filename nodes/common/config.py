@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from nodes.common.identity import NODE_ROLES, validate_entity_id
+from nodes.common.options import OptionError, validate_options
 
 ENV_PREFIX = "SURETYNET_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 
 
 class ConfigError(ValueError):
@@ -114,6 +118,18 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
         target[path[-1]] = _parse_env_value(raw)
 
 
+def _number(kind: type, value: Any, where: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = kind(value)
+    except ValueError as error:
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from error
+    if kind is int and isinstance(value, float) and number != value:
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+    return number
+
+
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
@@ -122,9 +138,14 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in data.items():
         kind = known[key].type
+        if key in ("limits", "tls", "options") and not isinstance(value, dict):
+            raise ConfigError(f"{where}.{key}: expected a table ([{key}])")
         if key == "limits":
             values[key] = _build(Limits, value, f"{where}.limits")
         elif key == "tls":
+            for name, path in value.items():
+                if not isinstance(path, str | Path):
+                    raise ConfigError(f"{where}.tls.{name}: expected a file path (a string)")
             tls_values = {name: Path(path) for name, path in dict(value).items()}
             values[key] = _build(TlsConfig, tls_values, f"{where}.tls")
         elif key == "options":
@@ -132,13 +153,15 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         elif "Path" in str(kind):
             values[key] = value if isinstance(value, Path) else Path(value)
         elif "float" in str(kind):
-            values[key] = float(value)
+            values[key] = _number(float, value, f"{where}.{key}")
         elif "int" in str(kind):
-            values[key] = int(value)
+            values[key] = _number(int, value, f"{where}.{key}")
         elif "bool" in str(kind):
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
             values[key] = value
+        elif str(kind) == "str" and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}: expected a string, got {value!r}")
         else:
             values[key] = value
     try:
@@ -155,7 +178,11 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
     _apply_env(merged, os.environ if environ is None else environ)
     config: NodeConfig = _build(NodeConfig, merged, "config")
     _validate(config)
-    return config
+    try:
+        options = validate_options(config.role, config.options)
+    except OptionError as error:
+        raise ConfigError(f"config.{error}") from error
+    return dataclasses.replace(config, options=options, log_level=config.log_level.upper())
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
@@ -193,6 +220,12 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError(f"config.entity_id: {error}") from error
     if not config.database_url:
         raise ConfigError("config.database_url: is required")
+    if config.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"config.log_level: must be one of {', '.join(LOG_LEVELS)}")
+    for name in ("listen_address", "member_listen_address", "advertised_address"):
+        address = getattr(config, name)
+        if address and not _HOST_PORT.match(address):
+            raise ConfigError(f"config.{name}: {address!r} is not HOST:PORT (e.g. 10.0.0.14:7443)")
     if not config.insecure_dev and config.tls is None:
         raise ConfigError(
             "config.tls: is required (ca, cert, key); plaintext needs insecure_dev = true"

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from nodes.common import logs, metrics, telemetry
+from nodes.common import failpoints, logs, metrics, telemetry
 from nodes.common.calls import CallInfo, current_call
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity, parse_entity_uri, parse_peer_ip
@@ -192,12 +192,19 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(
         self, method: str, rpc_policy: RpcPolicy | None, behavior: Callable[..., Any]
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        step = method.rsplit(".", 1)[-1]
+
         async def serve(request: Any, context: grpc.aio.ServicerContext) -> Any:
             with _Observed(method, context) as observed:
                 try:
                     await self._admit(method, rpc_policy, context)
+                    failpoints.begin(step)
                     result = behavior(request, context)
-                    return await result if inspect.isawaitable(result) else result
+                    answer = await result if inspect.isawaitable(result) else result
+                    crash_after_answer = failpoints.after_answer(step)
+                    if crash_after_answer is not None:
+                        context.add_done_callback(crash_after_answer)  # type: ignore[arg-type]
+                    return answer
                 except Exception as error:
                     await observed.abort(error)
 

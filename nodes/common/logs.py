@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -90,6 +91,17 @@ def configure(node: str, *, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def file_logger(name: str, path: Path, node: str) -> logging.Logger:
+    """A logger writing JSON lines tagged with ``node`` to ``path`` only (not to stderr)."""
+    logger = logging.getLogger(name)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(_JsonFormatter(node))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
 
 
 def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -166,12 +167,19 @@ def watch_certificate(name: str, pem: Path) -> None:
     CERTIFICATE_EXPIRY.labels(certificate=name).set_function(lambda: not_after - time.time())
 
 
-def watch_license_key(expires_at: datetime.datetime) -> None:
-    """Reports the seconds left on this node's license key, computed at each scrape."""
-    if expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=datetime.UTC)
-    deadline = expires_at.timestamp()
-    LICENSE_KEY_EXPIRY.set_function(lambda: deadline - time.time())
+def watch_license_key(expires_at: Callable[[], datetime.datetime | None]) -> None:
+    """Reports the seconds left on this node's license key, read at each scrape from
+    ``expires_at`` (the key held now, so a rotation shows at once; NaN while none)."""
+
+    def seconds_left() -> float:
+        deadline = expires_at()
+        if deadline is None:
+            return math.nan
+        if deadline.tzinfo is None:
+            deadline = deadline.replace(tzinfo=datetime.UTC)
+        return deadline.timestamp() - time.time()
+
+    LICENSE_KEY_EXPIRY.set_function(seconds_left)
 
 
 def node_info(role: str, entity_id: str) -> None:

@@ -31,9 +31,15 @@ from nodes.common.correlation import (
     remote_lookup,
 )
 from nodes.common.interceptor import CallCheck, NodeInterceptor, RpcPolicy
+from nodes.common.license import LicenseKeeper
 from nodes.common.server import NodeServer, Service, address_with_port
-from storage.common.database import Store, open_database
-from storage.common.models import NodeCredential, utc_now
+from storage.common.database import Store, bind, open_database
+from storage.common.models import (
+    InformationAnnouncement,
+    NodeCredential,
+    NodeEnrollment,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +115,26 @@ class Node:
         )
         self.interceptor.add_check(self.correlation, first=True)
         self.server = NodeServer(config, self.parts.services, self.interceptor)
-        self._license_key: str | None = None
         self._metrics: metrics.MetricsServer | None = None
+        self.keeper: LicenseKeeper | None = None
+        if self.parts.registration is not None and self.parts.credential_table is not None:
+            self.keeper = LicenseKeeper(
+                self.runtime, self.parts.credential_table, self._license_usable
+            )
+            keeper = self.keeper
+            self.runtime.channels.license_key = lambda: keeper.key
+            self.runtime.channels.on_license_answer = keeper.answer
+            metrics.watch_license_key(lambda: keeper.expires_at)
 
     async def start(self) -> None:
-        self.store.create_tables(self.parts.tables)
+        self.store.create_tables(
+            [
+                *self.parts.tables,
+                bind(self.store.database, InformationAnnouncement),
+                bind(self.store.database, NodeEnrollment),
+            ]
+        )
+        self._check_certificate()
         self.server.bind()
         config = self.config
         self.runtime.address = (
@@ -125,14 +146,16 @@ class Node:
             self.runtime.member_address = address_with_port(
                 config.member_listen_address, self.server.member_port
             )
-        self.runtime.channels.license_key = lambda: self._license_key
         self._start_metrics()
         await self.server.start()
-        if self.parts.registration is not None:
-            await self._enrol()
+        if self.parts.registration is not None and not await self._enrol():
+            await self.announce_information()
         if self.parts.on_serving is not None:
             await self.parts.on_serving()
-        await self.server.set_serving()
+        await self._refresh_health()
+        self.store.health_listeners.append(lambda _healthy: self._refresh_health())
+        if self.keeper is not None:
+            self.parts.background.append(asyncio.create_task(self.keeper.run()))
         logs.event(
             log,
             "serving",
@@ -165,47 +188,111 @@ class Node:
             self._metrics = metrics.serve(config.metrics_address)
             self.runtime.metrics_address = self._metrics.address
 
-    async def _enrol(self) -> None:
-        """Registers with approval on first start; later starts reuse the stored key."""
-        table = self.parts.credential_table
-        assert table is not None and self.parts.registration is not None
-        stored = await self.store.run(
-            lambda: table.get_or_none(table.entity_id == self.config.entity_id)
-        )
-        if stored is not None:
-            self._license_key = stored.license_key
-            metrics.watch_license_key(stored.expires_at)
+    def _check_certificate(self) -> None:
+        """Refuses to start with a certificate peers would reject (wrong IP, entity, dates)."""
+        from nodes.common import pki
+        from nodes.common.config import ConfigError
+
+        config = self.config
+        if config.insecure_dev or config.tls is None:
             return
+        addresses = [config.advertised_address or config.listen_address]
+        if config.member_listen_address:
+            addresses.append(config.member_listen_address)
+        for address in addresses:
+            try:
+                pki.check_node_certificate(
+                    config.tls.cert.read_bytes(),
+                    role=config.role,
+                    entity_id=config.entity_id,
+                    address=address,
+                )
+            except pki.CertificateError as error:
+                raise ConfigError(f"config.tls.cert ({config.tls.cert}): {error}") from error
+
+    async def announce_information(self) -> Any:
+        """Compares installation info with approval's registry and sends any change (claims
+        6-7); see nodes/common/announce.py. Returns the Announcement."""
+        from nodes.common.announce import announce
+
+        assert self.parts.registration is not None
+        return await announce(self.runtime, self.parts.registration(self.runtime))
+
+    async def _enrol(self) -> bool:
+        """Registers with approval on first start; later starts reuse the stored key.
+
+        A program serial in the config other than the one the node registered with (the
+        way back for a revoked node) registers again and replaces the stored key. Returns
+        True when it registered now (the registration carried the installation info).
+        """
+        table = self.parts.credential_table
+        keeper = self.keeper
+        assert table is not None and self.parts.registration is not None and keeper is not None
+        enrollments = bind(self.store.database, NodeEnrollment)
+        entity_id, serial = self.config.entity_id, self.config.program_serial
+
+        def stored_state() -> tuple[Any, str]:
+            row = table.get_or_none(table.entity_id == entity_id)
+            enrolled = enrollments.get_or_none(enrollments.entity_id == entity_id)
+            if row is not None and enrolled is None:
+                # Registered before serials were recorded: with the serial configured now.
+                enrolled = enrollments.create(entity_id=entity_id, program_serial=serial)
+            return row, enrolled.program_serial if enrolled is not None else ""
+
+        stored, enrolled_serial = await self.store.run(stored_state)
+        if stored is not None and enrolled_serial == serial:
+            keeper.hold(stored)
+            return False
         from nodes.common.enrollment_client import register
 
-        logs.trace_id_var.set(enrollment_trace_id(self.config.entity_id))
+        logs.trace_id_var.set(enrollment_trace_id(entity_id))
+        if stored is not None:
+            logs.event(
+                log,
+                "re-registering with a new program serial",
+                logging.WARNING,
+                previous_program_serial=enrolled_serial,
+                program_serial=serial,
+            )
         request = self.parts.registration(self.runtime)
         # The request ID is derived from the serial, so a crash between approval's answer
         # and our commit is healed by asking again: approval returns the same key.
         request.request_id = (
-            "enrol-"
-            + hashlib.sha256(
-                f"{self.config.program_serial}/{self.config.entity_id}".encode()
-            ).hexdigest()[:32]
+            "enrol-" + hashlib.sha256(f"{serial}/{entity_id}".encode()).hexdigest()[:32]
         )
         response = await register(self.runtime, request)
 
-        def save() -> None:
-            table.create(
-                entity_id=self.config.entity_id,
-                license_key=response.license_key,
-                license_key_id=response.license_key_id,
-                expires_at=response.expires_at.ToDatetime(),
-                updated_at=utc_now(),
-            )
+        def save() -> Any:
+            with self.store.database.atomic():
+                table.delete().where(table.entity_id == entity_id).execute()
+                row = table.create(
+                    entity_id=entity_id,
+                    license_key=response.license_key,
+                    license_key_id=response.license_key_id,
+                    expires_at=response.expires_at.ToDatetime(),
+                    updated_at=utc_now(),
+                )
+                enrollments.insert(
+                    entity_id=entity_id, program_serial=serial, enrolled_at=utc_now()
+                ).on_conflict_replace().execute()
+                return row
 
-        await self.store.run(save)
-        self._license_key = response.license_key
-        metrics.watch_license_key(response.expires_at.ToDatetime())
+        keeper.hold(await self.store.run(save))
         logs.event(log, "enrolled", license_key_id=response.license_key_id)
+        return True
 
     def replace_license_key(self, key: str) -> None:
-        self._license_key = key
+        if self.keeper is not None:
+            self.keeper.key = key
+
+    async def _license_usable(self, usable: bool) -> None:
+        await self._refresh_health()
+
+    async def _refresh_health(self) -> None:
+        """SERVING only while the node can do its work: its database can be written and
+        approval accepts its license key."""
+        usable = self.keeper is None or self.keeper.usable
+        await self.server.set_serving(self.store.healthy and usable)
 
     async def stop(self) -> None:
         for task in self.parts.background:
@@ -253,7 +340,30 @@ async def run_until_signalled(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    announcements: set[asyncio.Task[Any]] = set()
+
+    def change_info() -> None:
+        # SIGHUP (`suretynet node change-info`): compare and announce again, in the
+        # background; the task set keeps a reference until it is done.
+        if node.parts.registration is None:
+            logs.event(log, "SIGHUP ignored: this role has no registry entry of its own")
+            return
+        task = asyncio.ensure_future(node.announce_information())
+        announcements.add(task)
+        task.add_done_callback(announcements.discard)
+
+    def rotate_key() -> None:
+        # SIGUSR1 (`suretynet node rotate-key`): rotate the license key now.
+        if node.keeper is None:
+            logs.event(log, "SIGUSR1 ignored: this role holds no license key")
+            return
+        task = asyncio.ensure_future(node.keeper.rotate_now())
+        announcements.add(task)
+        task.add_done_callback(announcements.discard)
+
     await node.start()
+    loop.add_signal_handler(signal.SIGHUP, change_info)
+    loop.add_signal_handler(signal.SIGUSR1, rotate_key)
     await stopping.wait()
     logs.event(log, "stopping", grace_s=config.limits.shutdown_grace_s)
     await node.stop()

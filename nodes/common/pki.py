@@ -154,3 +154,69 @@ def issue_certificate(
     _write_private_key(key, issued.key_path)
     _write_certificate(cert, issued.cert_path)
     return issued
+
+
+class CertificateError(ValueError):
+    """A node's certificate does not fit its configuration; the message says how."""
+
+
+def check_node_certificate(
+    cert_pem: bytes, *, role: str, entity_id: str, address: str
+) -> x509.Certificate:
+    """Refuses a certificate that names another entity, lacks ``address``'s IP, or is out
+    of its validity: every call to such a node would fail its TLS checks."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+        raise CertificateError(
+            f"the certificate is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now: renew it with "
+            "'suretynet pki renew'"
+        )
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as error:
+        raise CertificateError("the certificate has no subject alternative names") from error
+    expected = entity_uri(role, entity_id)
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if expected not in uris:
+        raise CertificateError(f"the certificate names {', '.join(uris)}, not {expected}")
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return cert  # A host name: the certificate's IP SANs cannot be compared with it.
+    ips = [str(value) for value in san.get_values_for_type(x509.IPAddress)]
+    if not ip.is_unspecified and str(ip) not in ips:
+        raise CertificateError(
+            f"the certificate's IP SAN ({', '.join(ips) or 'none'}) does not include {ip}, "
+            f"the address this node serves at ({address}): peers would refuse every TLS "
+            f"handshake; issue one with 'suretynet pki issue --role {role} --entity "
+            f"{entity_id} --ip {ip}', or fix the listen/advertised address"
+        )
+    return cert
+
+
+def renew_certificate(ca_directory: Path, cert_path: Path) -> IssuedCertificate:
+    """Issues a fresh certificate (and key) with the same names as ``cert_path``, in place.
+
+    The new files replace the old ones atomically, so a node that reloads them
+    (nodes/common/tls.py) never reads half a pair.
+    """
+    old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    ours = [uri for uri in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    if len(ours) != 1 or not ours[0].startswith("suretynet://"):
+        raise CertificateError(f"{cert_path} is not a certificate 'suretynet pki issue' made")
+    role, _, entity_id = ours[0].removeprefix("suretynet://").partition("/")
+    ips = [str(value) for value in san.get_values_for_type(x509.IPAddress)]
+    staging = cert_path.parent / f".renew-{role}-{entity_id}"
+    issued = issue_certificate(
+        ca_directory, role=role, entity_id=entity_id, ip_addresses=ips, out_directory=staging
+    )
+    key_path = cert_path.with_suffix(".key")
+    # The key first: a reload pairs the files by reading both, and checks they match.
+    issued.key_path.replace(key_path)
+    issued.cert_path.replace(cert_path)
+    staging.rmdir()
+    return IssuedCertificate(cert_path, key_path)

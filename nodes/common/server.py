@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from nodes.common import tls
-from nodes.common.config import NodeConfig
+from nodes.common.config import ConfigError, NodeConfig
 from nodes.common.interceptor import NodeInterceptor
 from nodes.common.reflection import enable_documented_reflection
 
@@ -69,35 +69,53 @@ class NodeServer:
         self.member_port = 0
 
     def bind(self) -> None:
-        """Binds the node port (and member port); raises RuntimeError if a port is taken."""
+        """Binds the node port (and member port); a port that cannot be bound is a ConfigError."""
         config = self.config
-        if config.insecure_dev:
-            self.port = self._server.add_insecure_port(config.listen_address)
-        else:
-            assert config.tls is not None
-            self.port = self._server.add_secure_port(
-                config.listen_address, tls.node_server_credentials(config.tls)
-            )
-        if not self.port:
-            raise RuntimeError(f"could not bind {config.listen_address}")
+        self.port = self._add_port(config.listen_address, "listen_address", member=False)
         if config.member_listen_address:
+            self.member_port = self._add_port(
+                config.member_listen_address, "member_listen_address", member=True
+            )
+
+    def _add_port(self, address: str, key: str, *, member: bool) -> int:
+        config = self.config
+        try:
             if config.insecure_dev:
-                self.member_port = self._server.add_insecure_port(config.member_listen_address)
+                port = self._server.add_insecure_port(address)
             else:
                 assert config.tls is not None
-                self.member_port = self._server.add_secure_port(
-                    config.member_listen_address, tls.member_server_credentials(config.tls)
+                credentials = (
+                    tls.member_server_credentials(config.tls)
+                    if member
+                    else tls.node_server_credentials(config.tls)
                 )
-            if not self.member_port:
-                raise RuntimeError(f"could not bind {config.member_listen_address}")
+                port = self._server.add_secure_port(address, credentials)
+        except RuntimeError as error:
+            raise ConfigError(
+                f"config.{key}: cannot listen on {address}: the port is in use, or the "
+                "address is not one of this host's"
+            ) from error
+        if not port:
+            raise ConfigError(f"config.{key}: cannot listen on {address}")
+        return int(port)
 
     async def start(self) -> None:
         await self._server.start()
 
-    async def set_serving(self) -> None:
-        """Marks the node and each of its services SERVING on the health service."""
+    async def set_serving(self, serving: bool = True) -> None:
+        """Marks the node and each of its services SERVING (or NOT_SERVING) on health."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ["", *(service.name for service in self._services)]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, status)
+
+    async def set_not_serving(self) -> None:
+        """Marks the node and each of its services NOT_SERVING (it cannot do its work)."""
+        for name in ["", *(service.name for service in self._services)]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight RPCs finish for ``grace_s`` seconds."""

@@ -118,6 +118,9 @@ def remote_to_domain(remote: RemoteError, *, peer: str) -> DomainError:
         grpc.StatusCode.ALREADY_EXISTS: ErrorKind.ALREADY_EXISTS,
         grpc.StatusCode.FAILED_PRECONDITION: ErrorKind.FAILED_PRECONDITION,
         grpc.StatusCode.PERMISSION_DENIED: ErrorKind.PERMISSION_DENIED,
+        # A key or certificate refusal (LICENSE_KEY_REVOKED, ...) is not an outage: it
+        # reaches our caller with its reason, so nobody retries it forever.
+        grpc.StatusCode.UNAUTHENTICATED: ErrorKind.UNAUTHENTICATED,
         grpc.StatusCode.RESOURCE_EXHAUSTED: ErrorKind.RESOURCE_EXHAUSTED,
         grpc.StatusCode.ABORTED: ErrorKind.ABORTED,
         grpc.StatusCode.UNIMPLEMENTED: ErrorKind.UNIMPLEMENTED,

@@ -175,10 +175,20 @@ class Mediator:
             return started.answer  # type: ignore[return-value]
         if not started.call_id:
             assert started.enquiry is not None
-            quotes = await self._partners.quotes(
+            quotes, unreachable = await self._partners.quotes(
                 list(started.contracts), request.commodity_id, request.quantity
             )
             best = requester.choose_partner(quotes, self._settings.currency_code)
+            if best is None and unreachable:
+                # Not a "no": a partner that might supply did not answer. Retryable.
+                raise DomainError(
+                    ErrorKind.UNAVAILABLE,
+                    "PARTNER_UNAVAILABLE",
+                    f"no reachable partner can supply {request.commodity_id!r} right now; "
+                    f"{len(unreachable)} partner(s) did not answer; retry with the same "
+                    "request_id",
+                    metadata={"unreachable_partners": ",".join(sorted(unreachable))},
+                )
             if best is None:
                 metrics.flow_outcome("mediation", "refused", "NO_ELIGIBLE_PARTNER")
                 raise DomainError(

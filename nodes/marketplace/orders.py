@@ -365,3 +365,34 @@ def get_invoice(repo: MarketplaceRepository, invoice_id: str) -> InvoiceRow:
     if row is None:
         raise DomainError(ErrorKind.NOT_FOUND, "INVOICE_NOT_FOUND", f"no invoice {invoice_id!r}")
     return row
+
+
+def expire_estimates(repo: MarketplaceRepository, now: datetime.datetime, limit: int) -> int:
+    """Moves estimates past their validity to ESTIMATE_EXPIRED, on either side; returns how
+    many.
+
+    The supplier refuses any reply after ``valid_until``, so both sides reach the same end
+    without a message. The requester leaves a transaction alone while a reply to its
+    partner is still being delivered: the partner may have taken it in time.
+    """
+    expired = 0
+    ours, theirs, calls = repo.transactions, repo.supplied, repo.partner_calls
+    busy = calls.select(calls.transaction_id).where(calls.status == "PENDING")
+    candidates: list[Any] = [
+        *ours.select()
+        .where((ours.state == "ESTIMATE_PENDING") & ours.transaction_id.not_in(busy))
+        .order_by(ours.updated_at)
+        .limit(limit),
+        *theirs.select()
+        .where(theirs.state == "ESTIMATE_PENDING")
+        .order_by(theirs.updated_at)
+        .limit(limit),
+    ]
+    for row in candidates:
+        if (
+            row.estimate
+            and pb.Estimate.FromString(bytes(row.estimate)).valid_until.ToDatetime() < now
+        ):
+            save(row, now, state="ESTIMATE_EXPIRED")
+            expired += 1
+    return expired

@@ -104,8 +104,9 @@ class Partners:
 
     async def quote(
         self, contract: MediationContractRow, commodity_id: str, quantity: int
-    ) -> Quote | None:
-        """One partner's quote, or None when it cannot be asked (it is then not eligible)."""
+    ) -> Quote | DomainError | None:
+        """One partner's quote; its transient failure when it cannot be reached right now;
+        None when it refuses to quote (it is then not eligible)."""
         partner_id = contract.partner_marketplace_id
         try:
             stub = await self._stub(partner_id)
@@ -119,7 +120,7 @@ class Partners:
             logs.event(
                 log, "partner not quoting", logging.WARNING, partner=partner_id, reason=error.reason
             )
-            return None
+            return error if retryable(error) else None
         return Quote(
             contract=contract,
             available=answer.available,
@@ -131,12 +132,19 @@ class Partners:
 
     async def quotes(
         self, contracts: list[MediationContractRow], commodity_id: str, quantity: int
-    ) -> list[Quote]:
+    ) -> tuple[list[Quote], list[str]]:
+        """The partners' quotes, and the partners that could not be reached right now."""
         asked = contracts[: self._settings.max_partners_quoted]
         answers = await asyncio.gather(
             *(self.quote(contract, commodity_id, quantity) for contract in asked)
         )
-        return [answer for answer in answers if answer is not None]
+        quotes = [answer for answer in answers if isinstance(answer, Quote)]
+        unreachable = [
+            contract.partner_marketplace_id
+            for contract, answer in zip(asked, answers, strict=True)
+            if isinstance(answer, DomainError)
+        ]
+        return quotes, unreachable
 
     async def complete(self, request_id: str) -> Message | None:
         """Sends a recorded call and applies the answer; None if it was answered already.
@@ -210,7 +218,11 @@ class Partners:
             self._refused(row, error)
 
     async def resume_once(self) -> int:
-        """Sends every recorded call that is due; returns how many it completed."""
+        """Sends every recorded call that is due, and expires estimates nobody replied to in
+        time; returns how many calls it completed."""
+        await self._store.run(
+            lambda: orders.expire_estimates(self._repo, utc_now(), self._settings.resume_batch)
+        )
         rows = await self._store.run(
             lambda: outbox.due(self._repo, utc_now(), self._settings.resume_batch)
         )

@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import json
 import os
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,14 @@ from nodes.common.output import print_message
 from nodes.member.client import AgencyClient, ShopClient
 
 PASSWORD_ENVIRONMENT = "SURETYNET_MEMBER_PASSWORD"
+SHOP_HELP = "shop entity ID, e.g. shop-1"
+ANONYMOUS_HELP = "your anonymous user ID for this shop (from anonymous-id)"
 
 
 def _manifest(args: argparse.Namespace) -> dict[str, Any]:
-    manifest: dict[str, Any] = json.loads(Path(args.network).read_text())
-    return manifest
+    from nodes.network.descriptor import load_network
+
+    return load_network(args.network)
 
 
 def _member_address(manifest: dict[str, Any], entity_id: str) -> str:
@@ -119,9 +124,17 @@ async def _shop(args: argparse.Namespace, manifest: dict[str, Any], ca: bytes) -
             for item in await client.catalog():
                 _print(item)
         elif args.member_command == "buy":
+            request_id = args.request_id or uuid.uuid4().hex
+            # Told first (on stderr: stdout stays the order's JSON), so that after any
+            # failure the same order can be retried safely with --request-id.
+            print(
+                f"request_id: {request_id} (retry with --request-id {request_id})",
+                file=sys.stderr,
+                flush=True,
+            )
             _print(
                 await client.place_order(
-                    args.anonymous_id, _items(args.item), request_id=args.request_id or ""
+                    args.anonymous_id, _items(args.item), request_id=request_id
                 )
             )
         else:
@@ -137,7 +150,7 @@ def add_parser(commands: Any) -> None:
     sub = member.add_subparsers(dest="member_command", required=True)
     login = sub.add_parser("login", help="step 1: log in at your settlement agency")
     login.add_argument("--agency", required=True, help="agency entity ID, e.g. agency-1")
-    login.add_argument("--member-id", required=True)
+    login.add_argument("--member-id", required=True, help="your member ID at the agency")
     login.add_argument("--password", default="", help=f"password (or set {PASSWORD_ENVIRONMENT})")
     for name, help_text in (
         ("payment-info", "step 2: a shop's payment methods and private details"),
@@ -150,22 +163,26 @@ def add_parser(commands: Any) -> None:
     notices.add_argument("--after", type=int, default=0, help="stream after this sequence")
     sub.add_parser("logout", help="end the session")
     catalog = sub.add_parser("catalog", help="a shop's catalog")
-    catalog.add_argument("--shop", required=True)
+    catalog.add_argument("--shop", required=True, help=SHOP_HELP)
     buy = sub.add_parser("buy", help="steps 4-11: order at a shop with your anonymous ID")
-    buy.add_argument("--shop", required=True)
-    buy.add_argument("--anonymous-id", required=True)
+    buy.add_argument("--shop", required=True, help=SHOP_HELP)
+    buy.add_argument("--anonymous-id", required=True, help=ANONYMOUS_HELP)
     buy.add_argument("--item", action="append", required=True, help="ITEM or ITEM=QUANTITY")
-    buy.add_argument("--request-id", help="reuse to retry the same order safely")
+    buy.add_argument(
+        "--request-id",
+        help="idempotency key (default: a new one, printed on stderr); reuse it to retry "
+        "the same order safely",
+    )
     order = sub.add_parser("order", help="an order's status at the shop")
-    order.add_argument("--shop", required=True)
-    order.add_argument("--order-number", required=True)
-    order.add_argument("--anonymous-id", required=True)
+    order.add_argument("--shop", required=True, help=SHOP_HELP)
+    order.add_argument("--order-number", required=True, help="the order number")
+    order.add_argument("--anonymous-id", required=True, help="the anonymous ID it was placed with")
     cancel = sub.add_parser("cancel", help="ask the shop to cancel an order (claims 2-3)")
-    cancel.add_argument("--shop", required=True)
-    cancel.add_argument("--order-number", required=True)
-    cancel.add_argument("--anonymous-id", required=True)
-    cancel.add_argument("--reason", default="")
-    cancel.add_argument("--request-id")
+    cancel.add_argument("--shop", required=True, help=SHOP_HELP)
+    cancel.add_argument("--order-number", required=True, help="the order number")
+    cancel.add_argument("--anonymous-id", required=True, help="the anonymous ID it was placed with")
+    cancel.add_argument("--reason", default="", help="why, for the shop")
+    cancel.add_argument("--request-id", help="idempotency key; reuse it to retry")
     member.set_defaults(handler=run)
 
 

@@ -147,7 +147,7 @@ def where_to_look(network: LocalNetwork, orders: list[str], keep: Path | None) -
     else:
         lines.append(
             f"The network has stopped; `suretynet up --data-dir {network.data_dir}` brings it "
-            "back with its records (and prints each node's new metrics address)."
+            "back with its records, at the same addresses."
         )
     return lines
 

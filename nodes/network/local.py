@@ -6,7 +6,12 @@ Layout of the data directory:
     <entity>/node.toml              each node's config; <entity>/node.db its database
     logs/<entity>.log               each node's JSON log lines
     traces/<entity>.jsonl           each node's finished spans, when started with trace files
-    network.json                    written once every node reports SERVING
+    logs/up.log                     the supervisor's JSON lines: exits and restarts
+    network.json                    written once every node reports SERVING, kept current
+
+A node's config is written once, on the first start of the directory, with its listen
+addresses fixed there: starting the same directory again resumes the same network, with
+the same CA, certificates, databases, license keys and addresses (nothing re-enrols).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +44,19 @@ from nodes.network.netns import NetnsLab
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 ADMIN_ENTITY = "operator"
-LAB_VERIFICATION_PORT = 7443
+# In a lab every node has a namespace and an IP of its own, so the same ports serve all.
+LAB_NODE_PORT = 7443
+LAB_MEMBER_PORT = 8443
+# Prometheus metrics, in a namespace (the port OpenTelemetry's Prometheus exporter uses).
+LAB_METRICS_PORT = 9464
+# Ports are chosen below the kernel's ephemeral range, so that an outgoing connection can
+# never take a node's port while the node is down between a crash and its restart.
+LOWEST_CHOSEN_PORT = 10_000
+MAX_PORT_PROBES = 200
+
+
+class NodeStartError(RuntimeError):
+    """A node of the local network exited or never reported SERVING; says which and why."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +194,8 @@ class RunningNode:
     address: str = ""
     member_address: str = ""
     metrics_address: str = ""
+    # The node's own process ID, from its ready file (the launcher may wrap it).
+    pid: int = 0
 
 
 @dataclass
@@ -191,6 +212,8 @@ class LocalNetwork:
     lab: NetnsLab | None = None
     # Config every node of the network shares (approval and verification addresses).
     extra_config: dict[str, Any] = field(default_factory=dict)
+    # The process that restarts nodes which die (``suretynet up``), recorded in network.json.
+    supervisor_pid: int = 0
 
     def host_ip(self, entity_id: str) -> str:
         return self.lab.add_host(entity_id) if self.lab is not None else self.ip
@@ -205,7 +228,7 @@ class LocalNetwork:
         return grpc.aio.secure_channel(address, credentials)
 
     def manifest(self) -> dict[str, Any]:
-        return {
+        manifest: dict[str, Any] = {
             "ca": str(self.ca),
             "admin": {"cert": str(self.admin_cert), "key": str(self.admin_key)},
             "nodes": [
@@ -220,10 +243,21 @@ class LocalNetwork:
                     "database": str(node.directory / "node.db"),
                     "config": str(node.directory / "node.toml"),
                     "log": str(self.data_dir / "logs" / f"{node.spec.entity_id}.log"),
+                    "pid": node.pid or node.process.pid,
                 }
                 for node in self.nodes
             ],
         }
+        if self.supervisor_pid:
+            manifest["supervisor"] = {"pid": self.supervisor_pid}
+        return manifest
+
+    def write_manifest(self) -> None:
+        """Writes network.json atomically: readers never see half a file."""
+        path = self.data_dir / "network.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.manifest(), indent=2))
+        os.replace(tmp, path)
 
     def stop(self) -> None:
         """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound."""
@@ -263,9 +297,73 @@ def write_node_config(
     path.write_text("\n".join(lines) + "\n")
 
 
+def _ephemeral_port_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out by this process: a probe frees its port at once, so without this two
+# nodes configured before either starts could be given the same one.
+_CHOSEN_PORTS: set[tuple[str, int]] = set()
+
+
+def choose_port(ip: str) -> int:
+    """A port free on ``ip`` now, below the ephemeral range; it becomes the node's for good."""
+    ceiling = max(LOWEST_CHOSEN_PORT + 1, _ephemeral_port_floor())
+    for _ in range(MAX_PORT_PROBES):
+        port = random.randrange(LOWEST_CHOSEN_PORT, ceiling)
+        if (ip, port) in _CHOSEN_PORTS:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((ip, port))
+            except OSError:
+                continue
+        _CHOSEN_PORTS.add((ip, port))
+        return port
+    raise RuntimeError(f"no free port on {ip} after {MAX_PORT_PROBES} tries")
+
+
+def _fixed_address(network: LocalNetwork, entity_id: str, lab_port: int) -> str:
+    ip = network.host_ip(entity_id)
+    return f"{ip}:{lab_port if network.lab is not None else choose_port(ip)}"
+
+
+def installed_config(data_dir: Path, entity_id: str) -> dict[str, Any] | None:
+    """The node.toml an earlier start of this directory wrote for ``entity_id``, if any."""
+    path = data_dir / entity_id / "node.toml"
+    if not path.exists():
+        return None
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
 def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]) -> RunningNode:
+    """Starts a node, writing its config first if this directory has none for it yet.
+
+    An existing node.toml is used as it is: it holds the node's fixed addresses, and the
+    operator may have edited it (a new display name, say) since.
+    """
     directory = network.data_dir / spec.entity_id
     directory.mkdir(parents=True, exist_ok=True)
+    installed = installed_config(network.data_dir, spec.entity_id)
+    if installed is None:
+        installed = _install(network, spec, config, directory)
+    tls_files = installed.get("tls", {})
+    cert, key = Path(tls_files.get("cert", "")), Path(tls_files.get("key", ""))
+    node = RunningNode(spec, _launch(network, spec, directory), directory, cert, key)
+    network.nodes.append(node)
+    return node
+
+
+def _install(
+    network: LocalNetwork, spec: NodeSpec, config: dict[str, Any], directory: Path
+) -> dict[str, Any]:
+    """Issues the node's certificate and writes its config, with its addresses fixed."""
     pki_dir = network.data_dir / "pki"
     cert = pki_dir / f"{spec.role}-{spec.entity_id}.pem"
     key = pki_dir / f"{spec.role}-{spec.entity_id}.key"
@@ -282,18 +380,18 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
         "role": spec.role,
         "entity_id": spec.entity_id,
         "name": spec.name,
-        "listen_address": f"{ip}:0",
+        "listen_address": _fixed_address(network, spec.entity_id, LAB_NODE_PORT),
         "database_url": f"sqlite:///{directory / 'node.db'}",
         "ready_file": str(directory / "ready.json"),
         # Prometheus scrapes each node here; reachable from the host in a namespace too.
-        "metrics_address": f"{ip}:0",
+        "metrics_address": _fixed_address(network, spec.entity_id, LAB_METRICS_PORT),
         **config,
     }
     # trace_files = true in the network's extra config: every node writes its own file.
     if values.pop("trace_files", False):
         values["trace_file"] = str(network.data_dir / "traces" / f"{spec.entity_id}.jsonl")
     if spec.serves_members:
-        values["member_listen_address"] = f"{ip}:0"
+        values["member_listen_address"] = _fixed_address(network, spec.entity_id, LAB_MEMBER_PORT)
     tables = {key: values.pop(key) for key in list(values) if isinstance(values[key], dict)}
     write_node_config(
         directory / "node.toml",
@@ -304,9 +402,7 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
             "options": {**tables.pop("options", {}), **spec.options},
         },
     )
-    node = RunningNode(spec, _launch(network, spec, directory), directory, cert, key)
-    network.nodes.append(node)
-    return node
+    return tomllib.loads((directory / "node.toml").read_text())
 
 
 def _launch(network: LocalNetwork, spec: NodeSpec, directory: Path) -> subprocess.Popen[bytes]:
@@ -348,38 +444,29 @@ def stop_node(node: RunningNode) -> None:
 
 
 async def restart_node(network: LocalNetwork, entity_id: str) -> RunningNode:
-    """Stops a node and starts it again on the same ports, database and license key."""
+    """Stops a node and starts it again: same config, so same ports, database and key."""
     node = network.node(entity_id)
     stop_node(node)
-    config = node.directory / "node.toml"
-    lines = []
-    for line in config.read_text().splitlines():
-        if line.startswith("listen_address = "):
-            line = f"listen_address = {json.dumps(node.address)}"
-        elif line.startswith("member_listen_address = ") and node.member_address:
-            line = f"member_listen_address = {json.dumps(node.member_address)}"
-        elif line.startswith("metrics_address = ") and node.metrics_address:
-            line = f"metrics_address = {json.dumps(node.metrics_address)}"
-        lines.append(line)
-    config.write_text("\n".join(lines) + "\n")
     node.process = _launch(network, node.spec, node.directory)
-    await _wait_ready(network, node)
+    await wait_ready(network, node)
+    network.write_manifest()
     return node
+
+
+def relaunch(network: LocalNetwork, node: RunningNode) -> None:
+    """Starts a node whose process has ended again, from its own config."""
+    node.process = _launch(network, node.spec, node.directory)
 
 
 def _verification_address(network: LocalNetwork) -> str:
     """Verification's address, fixed before approval starts (each needs the other's)."""
-    ip = network.host_ip("verification")
-    if network.lab is not None:
-        # Verification has a namespace and an IP of its own: any port is free there.
-        return f"{ip}:{LAB_VERIFICATION_PORT}"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((ip, 0))
-        port: int = probe.getsockname()[1]
-    return f"{ip}:{port}"
+    installed = installed_config(network.data_dir, "verification")
+    if installed is not None and installed.get("listen_address"):
+        return str(installed["listen_address"])
+    return _fixed_address(network, "verification", LAB_NODE_PORT)
 
 
-async def _wait_ready(network: LocalNetwork, node: RunningNode) -> None:
+async def wait_ready(network: LocalNetwork, node: RunningNode) -> None:
     """Waits for the node's ready file, then for SERVING on its health service."""
     ready = node.directory / "ready.json"
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -387,7 +474,7 @@ async def _wait_ready(network: LocalNetwork, node: RunningNode) -> None:
         if node.process.poll() is not None:
             log = network.data_dir / "logs" / f"{node.spec.entity_id}.log"
             tail = log.read_text().splitlines()[-15:] if log.exists() else []
-            raise RuntimeError(
+            raise NodeStartError(
                 f"{node.spec.entity_id} exited with {node.process.returncode}:\n" + "\n".join(tail)
             )
         if time.monotonic() > deadline:
@@ -396,12 +483,13 @@ async def _wait_ready(network: LocalNetwork, node: RunningNode) -> None:
     info = json.loads(ready.read_text())
     node.address, node.member_address = info["address"], info["member_address"]
     node.metrics_address = info.get("metrics_address", "")
+    node.pid = int(info.get("pid", node.process.pid))
     async with network.admin_channel(node.address) as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True
         )
         if response.status != health_pb2.HealthCheckResponse.SERVING:
-            raise RuntimeError(f"{node.spec.entity_id} reports {response.status}")
+            raise NodeStartError(f"{node.spec.entity_id} reports {response.status}")
 
 
 async def issue_serial(network: LocalNetwork, approval: str, role: str, note: str) -> str:
@@ -456,6 +544,11 @@ async def start_network(
         data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key", lab=lab
     )
     extra = extra_config or {}
+    if lab is not None:
+        # Hosts get their IPs in topology order, so a resumed lab (same subnet) gives every
+        # node the IP its certificate and its registered address already name.
+        for spec in topology:
+            network.host_ip(spec.entity_id)
     try:
         # Approval checks shops against verification (step 10) and verification talks to
         # approval, so verification's address is fixed before either starts.
@@ -463,7 +556,7 @@ async def start_network(
             extra = {"verification_address": _verification_address(network), **extra}
         approval_spec = next(spec for spec in topology if spec.role == "approval")
         approval = _start_process(network, approval_spec, extra)
-        await _wait_ready(network, approval)
+        await wait_ready(network, approval)
         started = []
         for spec in topology:
             if spec.role == "approval":
@@ -474,7 +567,7 @@ async def start_network(
             if spec.role in ("retail", "settlement", "marketplace"):
                 config["program_serial"] = await _serial_for(network, approval.address, spec)
             started.append(_start_process(network, spec, config))
-        await asyncio.gather(*(_wait_ready(network, node) for node in started))
+        await asyncio.gather(*(wait_ready(network, node) for node in started))
         network.extra_config = extra
         if seed_demo_data:
             from nodes.network.demo_data import seed
@@ -483,8 +576,36 @@ async def start_network(
     except BaseException:
         network.stop()
         raise
-    (data_dir / "network.json").write_text(json.dumps(network.manifest(), indent=2))
+    network.write_manifest()
     return network
+
+
+def resumed_topology(data_dir: Path) -> tuple[NodeSpec, ...] | None:
+    """The nodes an earlier start of ``data_dir`` ran (from its network.json), or None.
+
+    Each node then starts from its own node.toml, so only role, entity and whether it
+    serves members are taken from here.
+    """
+    path = data_dir / "network.json"
+    if not path.exists():
+        return None
+    try:
+        listed = json.loads(path.read_text())["nodes"]
+        specs = []
+        for entry in listed:
+            installed = installed_config(data_dir, entry["entity_id"]) or {}
+            specs.append(
+                NodeSpec(
+                    entry["role"],
+                    entry["entity_id"],
+                    str(installed.get("name", entry["entity_id"])),
+                    serves_members=bool(installed.get("member_listen_address")),
+                )
+            )
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a network.json written by 'up': {error}") from error
+    approval_first = sorted(specs, key=lambda spec: spec.role != "approval")
+    return tuple(approval_first)
 
 
 async def start_node(network: LocalNetwork, spec: NodeSpec) -> RunningNode:
@@ -494,8 +615,8 @@ async def start_node(network: LocalNetwork, spec: NodeSpec) -> RunningNode:
     if spec.role in ("retail", "settlement", "marketplace"):
         config["program_serial"] = await _serial_for(network, approval.address, spec)
     node = _start_process(network, spec, config)
-    await _wait_ready(network, node)
-    (network.data_dir / "network.json").write_text(json.dumps(network.manifest(), indent=2))
+    await wait_ready(network, node)
+    network.write_manifest()
     return node
 
 
@@ -554,37 +675,54 @@ def describe(network: LocalNetwork) -> str:
     return "\n".join(lines)
 
 
+def _lab_for(data_dir: Path) -> NetnsLab:
+    """A lab on the subnet this directory's network used before, so its IPs stay the same."""
+    path = data_dir / "netns.json"
+    if path.exists():
+        lab = NetnsLab(subnet_octet=int(json.loads(path.read_text())["subnet_octet"]))
+    else:
+        lab = NetnsLab()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"subnet_octet": lab.subnet_octet}))
+    return lab
+
+
 async def run_up(
     data_dir: Path, *, netns: bool = False, extra_config: dict[str, Any] | None = None
 ) -> int:
-    """Starts the network, prints it, and runs until Ctrl-C or SIGTERM.
+    """Starts (or resumes) the network, prints it, and keeps it up until Ctrl-C or SIGTERM.
 
-    With ``netns`` every node runs in its own network namespace with its own IP (root only),
-    so address correlation sees distinct addresses as on separate hosts.
+    On a directory an earlier ``up`` used, the same nodes start from their own configs
+    (same CA, certificates, databases, keys and addresses). A node that dies is restarted
+    (nodes/network/supervisor.py). With ``netns`` every node runs in its own network
+    namespace with its own IP (root only), so address correlation sees separate hosts.
     """
+    from nodes.network.supervisor import Supervisor
+
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    lab = NetnsLab() if netns else None
+    data_dir = data_dir.resolve()
+    topology = resumed_topology(data_dir) or DEFAULT_TOPOLOGY
+    lab = _lab_for(data_dir) if netns else None
     if lab is not None:
         lab.start()
     try:
-        network = await start_network(data_dir, lab=lab, extra_config=extra_config)
+        network = await start_network(data_dir, topology, lab=lab, extra_config=extra_config)
+    except (NodeStartError, TimeoutError) as error:
+        if lab is not None:
+            lab.teardown()
+        print(f"suretynet up: the network did not start: {error}", file=sys.stderr, flush=True)
+        return 1
     except BaseException:
         if lab is not None:
             lab.teardown()
         raise
     try:
         print(describe(network), flush=True)
-        print("\nRunning; Ctrl-C stops every node.", flush=True)
-        waiter = asyncio.ensure_future(stopping.wait())
-        while not stopping.is_set():
-            dead = [node for node in network.nodes if node.process.poll() is not None]
-            if dead:
-                print(f"node {dead[0].spec.entity_id} exited; stopping the network", flush=True)
-                return 1
-            await asyncio.wait([waiter], timeout=1.0)
+        print("\nRunning; a node that dies is restarted; Ctrl-C stops every node.", flush=True)
+        await Supervisor(network, echo=lambda line: print(line, flush=True)).run(stopping)
         return 0
     finally:
         network.stop()

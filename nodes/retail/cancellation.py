@@ -24,13 +24,13 @@ import datetime
 import functools
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from suretynet.retail.v1 import retail_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, metrics
+from nodes.common import logs, metrics, resumer
 from nodes.common.convert import enum_value, timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.node import NodeRuntime
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 
 PROCEDURES = ("notified", "verified")
 CANCEL_STEPS = ("request", "notify", "record", "done")
-# Orders with a cancellation lock held at once; the lock of an idle order is dropped.
-RESUME_BATCH = 20
 
 
 @dataclass(frozen=True)
@@ -90,6 +88,8 @@ def begin(
         requested_at=timestamp(now),
     )
     row.status = "CANCELLING"
+    row.attempts = 0
+    row.next_attempt_at = utc_now()
     row.cancel_step = "request"
     row.cancel_notice = notice.SerializeToString(deterministic=True)
     row.updated_at = now
@@ -163,16 +163,17 @@ def revert(repo: RetailRepository, order_number: str) -> None:
         row.save()
 
 
-def cancelling(repo: RetailRepository, older_than: datetime.datetime, limit: int) -> list[str]:
-    """Cancellations that stopped midway, oldest first."""
+def cancelling(repo: RetailRepository, now: datetime.datetime, limit: int) -> list[ShopOrderRow]:
+    """Cancellations whose next attempt is due, the longest-waiting first."""
     table = repo.orders
-    return [
-        row.order_number
-        for row in table.select(table.order_number)
-        .where((table.status == "CANCELLING") & (table.updated_at < older_than))
-        .order_by(table.updated_at)
+    return list(
+        table.select(
+            table.order_number, table.cancel_step, table.settlement_agency_id, table.trace_id
+        )
+        .where((table.status == "CANCELLING") & (table.next_attempt_at <= now))
+        .order_by(table.next_attempt_at)
         .limit(limit)
-    ]
+    )
 
 
 class CancellationFlow:
@@ -251,31 +252,30 @@ class CancellationFlow:
             logs.event(log, "order cancelled", order_number=number)
             metrics.flow_outcome("cancellation", "completed")
 
-    async def run_resumer(self, interval_s: float) -> None:
-        """Finishes cancellations left midway, at start and then every ``interval_s``."""
-        older_than_s = 0.0
-        while True:
-            cutoff = utc_now() - datetime.timedelta(seconds=older_than_s)
-            try:
-                for number in await self._store.run(
-                    functools.partial(cancelling, self._repo, cutoff, RESUME_BATCH)
-                ):
-                    if number in self._locks:
-                        continue
-                    logs.trace_id_var.set(f"resume-cancel-{number}")
-                    try:
-                        await self.cancel(
-                            CancelRequest(number, types_pb2.CANCEL_REQUESTER_RETAIL_ENTITY, "")
-                        )
-                    except DomainError as error:
-                        logs.event(
-                            log,
-                            "cancellation resume stopped",
-                            logging.WARNING,
-                            order_number=number,
-                            reason=error.reason,
-                        )
-            except Exception:
-                log.exception("resuming cancellations failed")
-            older_than_s = interval_s
-            await asyncio.sleep(interval_s)
+    def resumer(self) -> resumer.Resumer:
+        """Finishes cancellations left midway, fairly (the shared resumer's backoffs)."""
+
+        async def due(limit: int) -> Sequence[resumer.DueFlow]:
+            rows = await self._store.run(
+                functools.partial(cancelling, self._repo, utc_now(), limit)
+            )
+            return [
+                resumer.DueFlow(row.order_number, _cancel_peer(row), row.trace_id)
+                for row in rows
+                if row.order_number not in self._locks
+            ]
+
+        async def drive(flow: resumer.DueFlow) -> None:
+            await self.cancel(CancelRequest(flow.key, types_pb2.CANCEL_REQUESTER_RETAIL_ENTITY, ""))
+
+        async def postpone(flow: resumer.DueFlow, wait_s: float | None) -> None:
+            await self._store.run(functools.partial(orders.postpone, self._repo, flow.key, wait_s))
+
+        return resumer.Resumer("cancellation resumer", due=due, drive=drive, postpone=postpone)
+
+
+def _cancel_peer(row: ShopOrderRow) -> str:
+    """The peer a cancellation waits for: the one its next call goes to."""
+    return {"request": "verification", "notify": row.settlement_agency_id}.get(
+        row.cancel_step, "approval"
+    )

@@ -13,7 +13,7 @@ from nodes.common.server import Service
 from nodes.retail.cancellation import CancellationFlow
 from nodes.retail.discovery import Discovery, DiscoverySettings
 from nodes.retail.peers import RetailPeers
-from nodes.retail.purchase import PurchaseFlow
+from nodes.retail.purchase import DEFAULT_ORDER_LIFETIME_S, PurchaseFlow
 from nodes.retail.servicer import (
     POLICIES,
     AnonymousIdServicer,
@@ -50,6 +50,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         accepted_methods=[
             str(method) for method in options.get("payment_methods", ["single_payment"])
         ],
+        order_lifetime_s=float(str(options.get("order_lifetime_s", DEFAULT_ORDER_LIFETIME_S))),
     )
     cancellations = CancellationFlow(
         runtime,
@@ -81,7 +82,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
     ]
     background: list[asyncio.Task[None]] = []
-    resume_interval_s = float(options.get("purchase_resume_interval_s", 30))
+    resume_interval_s = float(options.get("purchase_resume_interval_s", 5))
 
     async def on_serving() -> None:
         background.append(asyncio.create_task(discovery.run(), name="guarantee-refresh"))
@@ -90,7 +91,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         )
         background.append(
             asyncio.create_task(
-                cancellations.run_resumer(resume_interval_s), name="cancellation-resume"
+                cancellations.resumer().run(resume_interval_s), name="cancellation-resume"
             )
         )
 

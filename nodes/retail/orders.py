@@ -19,15 +19,20 @@ from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
+from nodes.common import metrics, resumer
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, Violations, invalid
+from nodes.retail import catalog
 from storage.common.models import utc_now
 from storage.retail.models import SalesRecordRow, ShopOrderRow
 from storage.retail.repository import RetailRepository
 
 ANONYMOUS_ID_PATTERN = re.compile(r"^[0-9]{8,32}$")
-# Steps of the purchase flow, in order; ``done`` once the order is decided.
-STEPS = ("discover", "bill", "verify", "done")
+# Steps of the purchase flow, in order; ``done`` once the order is decided. ``void`` is the
+# compensation of an order refused or expired after its billing search may have left.
+STEPS = ("discover", "bill", "verify", "void", "done")
+# Orders the shop still drives (forward, or its void).
+OPEN_STATUSES = ("PENDING", "VOIDING")
 
 
 def new_order_number() -> str:
@@ -76,6 +81,29 @@ def check_delivered_id(repo: RetailRepository, anonymous_user_id: str) -> None:
             "ANONYMOUS_ID_EXPIRED",
             "the anonymous user ID has expired; the member must get a new one",
         )
+
+
+def order_for_request(
+    repo: RetailRepository,
+    request: retail_pb2.PlaceOrderRequest,
+    check_delivered: bool,
+    trace_id: str,
+) -> ShopOrderRow:
+    """The order this request_id names: the one it started before, or a new one.
+
+    One transaction, so that concurrent duplicates of a request cannot both create an order
+    (the loser's insert fails on the unique index and is told REQUEST_IN_PROGRESS).
+    """
+    row = existing_order(repo, request)
+    if row is not None:
+        return row
+    if check_delivered:
+        check_delivered_id(repo, request.anonymous_user_id)
+    lines, amount = catalog.price(repo, list(request.items))
+    created = create_order(repo, NewOrder(request, lines, amount, trace_id))
+    # Counted inside the transaction: a lost race for the request_id (rolled back) over-counts.
+    metrics.flow_started("purchase")
+    return created
 
 
 def existing_order(
@@ -249,20 +277,89 @@ def complete(
     return row
 
 
-def fail(repo: RetailRepository, order_number: str, reason: str) -> ShopOrderRow:
-    """A refusal after the agency billed (verification refused): the order FAILED."""
+def refuse(repo: RetailRepository, order_number: str, kind: ErrorKind, reason: str) -> ShopOrderRow:
+    """The flow cannot finish: final for the member, and never deleted.
+
+    Before the billing search left (step ``discover``) no other node holds anything: the
+    order is DECLINED. After it may have left, the agency may hold the order and its credit:
+    the order is VOIDING until approval and the agency have recorded its void.
+    """
     row = get_order(repo, order_number)
-    row.status = "FAILED"
-    row.step = "done"
+    if row.status != "PENDING":
+        return row
+    before_billing = row.step == "discover"
+    row.status = "DECLINED" if before_billing else "VOIDING"
+    row.step = "done" if before_billing else "void"
     row.decline_reason = reason
+    row.decline_code = kind.value
+    row.attempts = 0
+    row.next_attempt_at = utc_now()
     row.updated_at = utc_now()
     row.save()
     return row
 
 
-def discard(repo: RetailRepository, order_number: str) -> None:
-    """A refusal before the agency billed: no order is left behind (no partial records)."""
-    repo.orders.delete().where(repo.orders.order_number == order_number).execute()
+def void_request_ids(row: ShopOrderRow) -> tuple[str, str]:
+    """The request IDs of the void at approval and at the agency, the same on every retry."""
+    return f"{row.order_number}-void-approval", f"{row.order_number}-void"
+
+
+def mark_voided(repo: RetailRepository, order_number: str) -> ShopOrderRow:
+    """Approval and the agency recorded the void: the compensation is complete."""
+    row = get_order(repo, order_number)
+    row.status = "VOIDED"
+    row.step = "done"
+    row.updated_at = utc_now()
+    row.save()
+    return row
+
+
+def reroute(
+    repo: RetailRepository,
+    order_number: str,
+    guarantee: types_pb2.SettlementAgencyIdentificationGuarantee,
+) -> ShopOrderRow:
+    """The agency's current address, if it moved; never another agency (one order number
+    is billed by one agency)."""
+    row = get_order(repo, order_number)
+    if guarantee.settlement_agency_id == row.settlement_agency_id and (
+        guarantee.address != row.settlement_address
+    ):
+        row.settlement_address = guarantee.address
+        row.guarantee_registry_serial = guarantee.registry_serial
+        row.updated_at = utc_now()
+        row.save()
+    return row
+
+
+def postpone(repo: RetailRepository, order_number: str, wait_s: float | None) -> None:
+    """When the resumer next drives the order: a failed attempt backs off (``wait_s`` None),
+    a peer's backoff just waits."""
+    row = get_order(repo, order_number)
+    now = utc_now()
+    if wait_s is None:
+        row.attempts += 1
+        row.next_attempt_at = resumer.retry_at(row.attempts, now)
+    else:
+        row.next_attempt_at = now + datetime.timedelta(seconds=wait_s)
+    row.save()
+
+
+def due(repo: RetailRepository, now: datetime.datetime, limit: int) -> list[ShopOrderRow]:
+    """Open orders whose next attempt is due, the longest-waiting first."""
+    orders = repo.orders
+    return list(
+        orders.select(
+            orders.order_number,
+            orders.status,
+            orders.step,
+            orders.settlement_agency_id,
+            orders.trace_id,
+        )
+        .where(orders.status.in_(OPEN_STATUSES) & (orders.next_attempt_at <= now))
+        .order_by(orders.next_attempt_at)
+        .limit(limit)
+    )
 
 
 def get_order(repo: RetailRepository, order_number: str) -> ShopOrderRow:
@@ -281,18 +378,6 @@ def buyers_order(repo: RetailRepository, order_number: str, anonymous_user_id: s
         # The same answer for "no such order" and "not yours": order numbers cannot be probed.
         raise DomainError(ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no order {order_number!r}")
     return row
-
-
-def unfinished(repo: RetailRepository, older_than: datetime.datetime, limit: int) -> list[str]:
-    """Orders whose flow stopped midway (a crash, a peer down), oldest first."""
-    orders = repo.orders
-    return [
-        row.order_number
-        for row in orders.select(orders.order_number)
-        .where((orders.status == "PENDING") & (orders.updated_at < older_than))
-        .order_by(orders.updated_at)
-        .limit(limit)
-    ]
 
 
 def order_to_proto(row: ShopOrderRow) -> retail_pb2.ShopOrder:

@@ -127,6 +127,28 @@ class RetailPeers:
         )
         return response
 
+    async def record_transaction_void(
+        self, request: approval_pb2.RecordTransactionVoidRequest
+    ) -> approval_pb2.RecordTransactionVoidResponse:
+        """The purchase's compensation, at approval: it will never verify the order."""
+        response: approval_pb2.RecordTransactionVoidResponse = await self._runtime.channels.call(
+            self._transactions.RecordTransactionVoid,
+            request,
+            peer="approval",
+            idempotent=True,
+            to_approval=True,
+        )
+        return response
+
+    async def void_order(
+        self, address: str, agency_id: str, request: settlement_pb2.VoidOrderRequest
+    ) -> settlement_pb2.VoidOrderResponse:
+        """The purchase's compensation, at the agency: the member's credit hold released."""
+        response: settlement_pb2.VoidOrderResponse = await self._runtime.channels.call(
+            self._billing(address).VoidOrder, request, peer=agency_id, idempotent=True
+        )
+        return response
+
     async def submit_cancel_request_notice(
         self, notice: types_pb2.CancelRequestNotice
     ) -> verification_pb2.SubmitCancelRequestNoticeResponse:

@@ -3,32 +3,38 @@
 PlaceOrder prices the items and records the order before the first outgoing call; each
 later step is recorded before the next call. Request IDs derive from the order number, so
 a resumed flow repeats exactly the calls it made before and peers answer from their
-idempotency records: the member is billed once, approval records once.
+idempotency records: the member is billed once, approval records once. A request_id maps to
+one order number forever, and no order row is ever deleted.
 
-Outcomes:
-- a refusal before the agency billed (discovery, anonymous ID, credit, guarantee) leaves no
-  order anywhere: the shop discards its own record;
-- a peer that is down leaves the order PENDING at its step; the client retries with the same
-  request_id, or the shop's resumer finishes it;
-- a refusal of the transaction verification (after billing) marks the order FAILED for the
-  operator; no sales record is made.
+Every answer is final or pending (docs/RELIABILITY.md):
+- COMPLETED: the sale is recorded;
+- DECLINED: refused before the billing search left the shop; no other node holds anything;
+- VOIDING / VOIDED: refused (or expired) after the billing search may have reached the
+  agency. The shop sends the compensating void to approval and to the agency, which
+  releases the member's credit hold and tells verification; nothing is billed. The member
+  gets the refusal at once: the void only makes it true everywhere;
+- pending: a peer is down. The caller gets UNAVAILABLE (or DEADLINE_EXCEEDED) carrying the
+  order number; the shop's resumer finishes the order, or voids it once its lifetime
+  (``order_lifetime_s``) has passed before the agency confirmed it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from suretynet.approval.v1 import approval_pb2
 from suretynet.retail.v1 import retail_pb2
+from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, metrics
+from nodes.common import logs, metrics, resumer
+from nodes.common.convert import enum_value
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.node import NodeRuntime
-from nodes.retail import catalog, orders
+from nodes.retail import orders
 from nodes.retail.discovery import Discovery
 from nodes.retail.peers import RetailPeers
 from storage.common.models import utc_now
@@ -38,8 +44,8 @@ from storage.retail.repository import RetailRepository
 log = logging.getLogger(__name__)
 
 # Errors that mean "not now" rather than "no": the flow stays resumable.
-TRANSIENT_KINDS = (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind.ABORTED)
-RESUME_BATCH = 20
+TRANSIENT_KINDS = resumer.TRANSIENT_KINDS
+DEFAULT_ORDER_LIFETIME_S = 300.0
 
 
 class PurchaseFlow:
@@ -53,6 +59,7 @@ class PurchaseFlow:
         discovery: Discovery,
         identification: Callable[[], types_pb2.RetailEntityIdentification],
         accepted_methods: list[str],
+        order_lifetime_s: float = DEFAULT_ORDER_LIFETIME_S,
     ) -> None:
         self._runtime = runtime
         self._store = runtime.store
@@ -61,8 +68,12 @@ class PurchaseFlow:
         self._discovery = discovery
         self._identification = identification
         self._accepted_methods = accepted_methods
+        self._lifetime = datetime.timedelta(seconds=order_lifetime_s)
         # Orders being driven in this process: a duplicate PlaceOrder must not drive twice.
         self._running: set[str] = set()
+        self.resumer = resumer.Resumer(
+            "purchase resumer", due=self._due, drive=self._resume, postpone=self._postpone
+        )
 
     async def place_order(
         self, request: retail_pb2.PlaceOrderRequest
@@ -70,21 +81,11 @@ class PurchaseFlow:
         """PlaceOrder: start (or resume, or replay) the flow for this request_id."""
         orders.validate_place_order(request, self._accepted_methods)
         repo = self._repo
-        row = await self._store.run(lambda: orders.existing_order(repo, request))
-        if row is None:
-            if self._discovery.settings.variant == "directory":
-                await self._store.run(
-                    lambda: orders.check_delivered_id(repo, request.anonymous_user_id)
-                )
-
-            def start() -> ShopOrderRow:
-                lines, amount = catalog.price(repo, list(request.items))
-                return orders.create_order(
-                    repo, orders.NewOrder(request, lines, amount, logs.current_trace_id())
-                )
-
-            row = await self._store.run(start)
-            metrics.flow_started("purchase")
+        directory = self._discovery.settings.variant == "directory"
+        trace_id = logs.current_trace_id()
+        row = await self._store.run(
+            lambda: orders.order_for_request(repo, request, directory, trace_id)
+        )
         return await self.drive(row.order_number)
 
     async def drive(self, order_number: str) -> retail_pb2.PlaceOrderResponse:
@@ -94,6 +95,7 @@ class PurchaseFlow:
                 ErrorKind.ABORTED,
                 "REQUEST_IN_PROGRESS",
                 f"order {order_number} is being processed; retry with the same request_id",
+                metadata={"order_number": order_number},
             )
         self._running.add(order_number)
         try:
@@ -104,31 +106,38 @@ class PurchaseFlow:
     async def _drive(self, order_number: str) -> retail_pb2.PlaceOrderResponse:
         repo = self._repo
         row = await self._store.run(lambda: orders.get_order(repo, order_number))
+        refusal: DomainError | None = None
         for _ in orders.STEPS:
-            if row.step == "done":
-                return _finished(row)
+            if row.status != "PENDING":
+                break
+            if row.step != "verify" and utc_now() - row.created_at > self._lifetime:
+                # Past its lifetime before the agency confirmed it: voided, never finished.
+                row = await self._refuse(row, ErrorKind.FAILED_PRECONDITION, "ORDER_EXPIRED")
+                break
             try:
                 # Each step records its outcome and hands back the row as stored.
                 row = await self._step(row)
             except DomainError as error:
                 if error.kind in TRANSIENT_KINDS:
-                    raise
-                if row.step == "verify":
-                    await self._store.run(
-                        functools.partial(orders.fail, repo, order_number, error.reason)
-                    )
-                else:
-                    await self._store.run(functools.partial(orders.discard, repo, order_number))
-                logs.event(
-                    log,
-                    "purchase refused",
-                    order_number=order_number,
-                    step=row.step,
-                    reason=error.reason,
-                )
-                metrics.flow_outcome("purchase", "refused", error.reason)
-                raise
-        raise AssertionError("the flow ends within its steps")
+                    raise _pending(error, order_number) from error
+                row = await self._refuse(row, error.kind, error.reason)
+                refusal = error
+        if row.status == "VOIDING":
+            row = await self._void(row)
+        if refusal is not None:
+            # The first answer keeps the refusal's own words and details.
+            refusal.metadata.update(order_number=order_number, order_status=row.status)
+            raise refusal
+        return _finished(row)
+
+    async def _refuse(self, row: ShopOrderRow, kind: ErrorKind, reason: str) -> ShopOrderRow:
+        number = row.order_number
+        refused = await self._store.run(
+            functools.partial(orders.refuse, self._repo, number, kind, reason)
+        )
+        logs.event(log, "purchase refused", order_number=number, step=row.step, reason=reason)
+        metrics.flow_outcome("purchase", "refused", reason)
+        return refused
 
     async def _step(self, row: ShopOrderRow) -> ShopOrderRow:
         repo, number = self._repo, row.order_number
@@ -136,6 +145,11 @@ class PurchaseFlow:
             guarantee = await self._discovery.find(row.anonymous_user_id)
             return await self._store.run(lambda: orders.record_route(repo, number, guarantee))
         if row.step == "bill":
+            if row.attempts:
+                # The agency did not answer before: it may have moved (claims 8-9 still
+                # apply at its new address), so the route is looked up afresh.
+                guarantee = await self._discovery.find(row.anonymous_user_id)
+                row = await self._store.run(lambda: orders.reroute(repo, number, guarantee))
             billing_request = orders.billing_search_request(row, self._identification())
             report = await self._peers.search_billing_agency(
                 row.settlement_address, row.settlement_agency_id, billing_request
@@ -155,46 +169,104 @@ class PurchaseFlow:
             return completed
         raise AssertionError(f"order {number} has no step {row.step!r}")
 
-    async def resume_stalled(self, older_than_s: float) -> int:
-        """Finishes flows left midway (after a crash, or a peer that was down)."""
-        cutoff = utc_now() - datetime.timedelta(seconds=older_than_s)
-        numbers = await self._store.run(lambda: orders.unfinished(self._repo, cutoff, RESUME_BATCH))
-        resumed = 0
-        for number in numbers:
-            if number in self._running:
-                continue
-            row = await self._store.run(functools.partial(orders.get_order, self._repo, number))
-            trace = row.trace_id
-            logs.trace_id_var.set(trace or logs.new_trace_id())
-            try:
-                await self.drive(number)
-                resumed += 1
-            except DomainError as error:
-                logs.event(
-                    log, "resume stopped", logging.WARNING, order_number=number, reason=error.reason
+    async def _void(self, row: ShopOrderRow) -> ShopOrderRow:
+        """Delivers the void to approval, then the agency; VOIDED once both recorded it.
+
+        A peer that is down leaves the order VOIDING for the resumer: the member's answer is
+        final already, since neither node acts on the order once it holds the void.
+        """
+        approval_id, agency_id = orders.void_request_ids(row)
+        reason = enum_value(types_pb2.ErrorReason, "ERROR_REASON_", row.decline_reason)
+        try:
+            await self._peers.record_transaction_void(
+                approval_pb2.RecordTransactionVoidRequest(
+                    request_id=approval_id,
+                    order_number=row.order_number,
+                    settlement_agency_id=row.settlement_agency_id,
+                    reason=reason,
                 )
-        return resumed
+            )
+            await self._peers.void_order(
+                row.settlement_address,
+                row.settlement_agency_id,
+                settlement_pb2.VoidOrderRequest(
+                    request_id=agency_id, order_number=row.order_number, reason=reason
+                ),
+            )
+        except DomainError as error:
+            level = logging.WARNING if error.kind in TRANSIENT_KINDS else logging.ERROR
+            logs.event(
+                log,
+                "void not delivered",
+                level,
+                order_number=row.order_number,
+                reason=error.reason,
+            )
+            return row
+        voided = await self._store.run(
+            functools.partial(orders.mark_voided, self._repo, row.order_number)
+        )
+        logs.event(log, "order voided", order_number=row.order_number, reason=row.decline_reason)
+        metrics.flow_outcome("purchase", "voided", row.decline_reason or "")
+        return voided
+
+    async def _due(self, limit: int) -> Sequence[resumer.DueFlow]:
+        rows = await self._store.run(lambda: orders.due(self._repo, utc_now(), limit))
+        return [
+            resumer.DueFlow(row.order_number, _waits_for(row), row.trace_id, row.created_at)
+            for row in rows
+            if row.order_number not in self._running
+        ]
+
+    async def _resume(self, flow: resumer.DueFlow) -> None:
+        try:
+            await self.drive(flow.key)
+        except DomainError as error:
+            if error.kind in TRANSIENT_KINDS:
+                raise
+        # A final refusal is an end too; an order still VOIDING is due again later.
+        row = await self._store.run(functools.partial(orders.get_order, self._repo, flow.key))
+        if row.status in orders.OPEN_STATUSES:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE, "PEER_UNAVAILABLE", f"order {flow.key} is still open"
+            )
+
+    async def _postpone(self, flow: resumer.DueFlow, wait_s: float | None) -> None:
+        await self._store.run(functools.partial(orders.postpone, self._repo, flow.key, wait_s))
 
     async def run_resumer(self, interval_s: float) -> None:
-        """Resumes stalled flows at start and then every ``interval_s``."""
-        older_than_s = 0.0
-        while True:
-            try:
-                await self.resume_stalled(older_than_s)
-            except Exception:
-                log.exception("resuming stalled purchases failed")
-            # After the first round, leave in-flight flows to their own callers a while.
-            older_than_s = interval_s
-            await asyncio.sleep(interval_s)
+        """Resumes and voids open flows at start and then every ``interval_s``."""
+        await self.resumer.run(interval_s)
+
+
+def _waits_for(row: ShopOrderRow) -> str:
+    """The peer an open order waits for: the one its next call goes to."""
+    if row.step == "bill":
+        return row.settlement_agency_id
+    return "approval"
+
+
+def _pending(error: DomainError, order_number: str) -> DomainError:
+    """A transient failure as the member sees it: pending, with the order number to ask."""
+    return DomainError(
+        error.kind,
+        error.reason,
+        f"{error.message}; order {order_number} is pending: retry with the same request_id "
+        "or read it with GetOrder",
+        violations=list(error.violations),
+        metadata={**error.metadata, "order_number": order_number, "order_status": "PENDING"},
+    )
 
 
 def _finished(row: ShopOrderRow) -> retail_pb2.PlaceOrderResponse:
-    if row.status == "FAILED":
+    """The first answer again: the completed order, or its final refusal."""
+    if row.status in ("DECLINED", "VOIDING", "VOIDED"):
+        kind = ErrorKind(row.decline_code) if row.decline_code else ErrorKind.FAILED_PRECONDITION
         raise DomainError(
-            ErrorKind.FAILED_PRECONDITION,
+            kind,
             row.decline_reason or "TRANSACTION_DECLINED",
-            f"order {row.order_number} failed at the transaction verification",
-            metadata={"order_number": row.order_number},
+            f"order {row.order_number} was refused ({row.decline_reason}); nothing is billed",
+            metadata={"order_number": row.order_number, "order_status": row.status},
         )
     if row.response:
         return retail_pb2.PlaceOrderResponse.FromString(bytes(row.response))

@@ -1,19 +1,25 @@
-"""The agency's three flow steps that call other nodes between database steps.
+"""The agency's flow steps that call other nodes between database steps, and its resumer.
 
 Each runs under the caller's idempotency key: a stored answer is returned as it is; a new
 one is remembered only once every outgoing call it depends on has succeeded, so a retry
 with the same ``request_id`` finishes the step instead of repeating it.
+
+The agency drives its own part of every flow to an end and never relies on the shop for
+it: its resumer files transaction reports that verification has not acknowledged, and
+delivers its voids to verification (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+from collections.abc import Sequence
 
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, metrics
-from nodes.common.convert import timestamp
+from nodes.common import logs, metrics, resumer, voids
+from nodes.common.convert import enum_label, timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.idempotency import remember_served, served_answer
 from nodes.common.identity import EntityIdentity
@@ -22,13 +28,16 @@ from nodes.settlement import anonymous_ids, cancellations, purchases
 from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
 from nodes.settlement.settings import SettlementSettings
-from storage.settlement.models import MemberRow
+from storage.common.models import utc_now
+from storage.settlement.models import MemberRow, SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
 
 log = logging.getLogger(__name__)
 
 # Failures worth retrying with the same request_id; anything else undoes the reservation.
-TRANSIENT_KINDS = (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind.ABORTED)
+TRANSIENT_KINDS = resumer.TRANSIENT_KINDS
+# The resumer leaves a report or void this long to the RPC that is delivering it itself.
+RESUME_GRACE_S = 2.0
 
 
 class AgencyFlows:
@@ -126,7 +135,35 @@ class AgencyFlows:
         if stored is not None:
             return stored
         purchases.validate_search(search, caller)
+        # The first answer stands: a recorded order is finished, never re-checked.
+        order = await self._store.run(lambda: purchases.recorded_order(repo, search))
+        if order is None:
+            order = await self._approve(search)
+        if order.billing_state == "VOIDED":
+            raise voids.refusal(order.order_number)
+        if order.reported_at is None:
+            await self._peers.submit_transaction_report(purchases.transaction_report(order))
+
+        def finish() -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
+            purchases.mark_reported(repo, order.order_number)
+            return remember_served(
+                repo.idempotency,
+                request,
+                settlement_pb2.SearchBillingAgencyIdentificationResponse(
+                    transaction_completion_report=purchases.completion_report(order)
+                ),
+            )
+
+        answer = await self._store.run(finish)
+        metrics.flow_outcome("purchase_approval", "completed")
+        return answer
+
+    async def _approve(
+        self, search: settlement_pb2.BillingAgencyIdentificationSearch
+    ) -> SettlementOrderRow:
+        """Steps 6-8 for a new order: the shop's guarantee, the member, credit, the record."""
         metrics.flow_started("purchase_approval")
+        repo = self._repo
         shop_id = search.retail_entity.retail_entity_id
         anonymous = await self._store.run(
             lambda: anonymous_ids.resolve(repo, search.anonymous_user_id, shop_id)
@@ -145,22 +182,138 @@ class AgencyFlows:
         order = await self._store.run(lambda: purchases.record_order(repo, purchase))
         self._board.publish(order.member_id)
         logs.event(log, "order approved", order_number=order.order_number)
-        if order.reported_at is None:
-            await self._peers.submit_transaction_report(purchases.transaction_report(order))
+        return order
 
-        def finish() -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
-            purchases.mark_reported(repo, order.order_number)
-            return remember_served(
-                repo.idempotency,
-                request,
-                settlement_pb2.SearchBillingAgencyIdentificationResponse(
-                    transaction_completion_report=purchases.completion_report(order)
-                ),
+    async def void_order(
+        self, caller: EntityIdentity, request: settlement_pb2.VoidOrderRequest
+    ) -> settlement_pb2.VoidOrderResponse:
+        """The purchase's compensation: record the void, release the hold, tell verification."""
+        reason = enum_label(types_pb2.ErrorReason, "ERROR_REASON_", request.reason).upper()
+        voids.validate(request.order_number, reason)
+        repo = self._repo
+        stored = await served_answer(
+            self._store, repo.idempotency, request, settlement_pb2.VoidOrderResponse
+        )
+        if stored is not None:
+            return stored
+        void = voids.Void(
+            order_number=request.order_number,
+            retail_entity_id=caller.entity_id,
+            settlement_agency_id=self._runtime.config.entity_id,
+            reason=reason,
+        )
+
+        def apply() -> tuple[settlement_pb2.VoidOrderResponse, str]:
+            order = repo.order(void.order_number, lock=True)
+            if order is not None and order.retail_entity_id != caller.entity_id:
+                raise DomainError(
+                    ErrorKind.PERMISSION_DENIED,
+                    "NOT_OWNER",
+                    f"{caller.uri} did not sell order {void.order_number}",
+                )
+            row = voids.record(repo.voids, void)
+            credited = purchases.void_order(repo, order, reason) if order is not None else 0
+            response = purchases.void_response(row, order, credited)
+            return remember_served(repo.idempotency, request, response), (
+                order.member_id if order is not None else ""
             )
 
-        answer = await self._store.run(finish)
-        metrics.flow_outcome("purchase_approval", "completed")
-        return answer
+        response, member_id = await self._store.run(apply)
+        if member_id:
+            self._board.publish(member_id)
+        logs.event(log, "order voided", order_number=void.order_number, reason=reason)
+        metrics.flow_outcome("purchase_approval", "voided", reason)
+        try:
+            await self._forward_void(void.order_number)
+        except DomainError as error:
+            # The resumer delivers it; the shop's void is complete once recorded here.
+            logs.event(
+                log,
+                "void not yet forwarded",
+                logging.WARNING,
+                order_number=void.order_number,
+                reason=error.reason,
+            )
+        return response
+
+    async def _forward_void(self, order_number: str) -> None:
+        repo = self._repo
+        row = await self._store.run(lambda: repo.voids.get_by_id(order_number))
+        if row.forwarded_at is not None:
+            return
+        await self._peers.void_transaction_report(row)
+        await self._store.run(
+            lambda: (
+                repo.voids.update(forwarded_at=utc_now())
+                .where(repo.voids.order_number == order_number)
+                .execute()
+            )
+        )
+
+    async def _file_report(self, order_number: str) -> None:
+        repo = self._repo
+        order = await self._store.run(lambda: purchases.get_order(repo, order_number))
+        if order.reported_at is None:
+            await self._peers.submit_transaction_report(purchases.transaction_report(order))
+            await self._store.run(lambda: purchases.mark_reported(repo, order_number))
+
+    def resumer(self) -> resumer.Resumer:
+        """The agency's own resumer: unacknowledged transaction reports, unforwarded voids."""
+        repo = self._repo
+
+        def due(limit: int) -> Sequence[resumer.DueFlow]:
+            cutoff = utc_now() - datetime.timedelta(seconds=RESUME_GRACE_S)
+            orders, void_rows = repo.orders, repo.voids
+            reports = (
+                orders.select(orders.order_number, orders.trace_id)
+                .where(
+                    orders.reported_at.is_null()
+                    & (orders.next_report_at <= utc_now())
+                    & (orders.created_at < cutoff)
+                )
+                .order_by(orders.next_report_at)
+                .limit(limit)
+            )
+            pending_voids = (
+                void_rows.select(void_rows.order_number)
+                .where(
+                    void_rows.forwarded_at.is_null()
+                    & (void_rows.next_forward_at <= utc_now())
+                    & (void_rows.voided_at < cutoff)
+                )
+                .order_by(void_rows.next_forward_at)
+                .limit(limit)
+            )
+            return [
+                *(
+                    resumer.DueFlow("report:" + row.order_number, "verification", row.trace_id)
+                    for row in reports
+                ),
+                *(
+                    resumer.DueFlow("void:" + row.order_number, "verification")
+                    for row in pending_voids
+                ),
+            ]
+
+        async def drive(flow: resumer.DueFlow) -> None:
+            kind, order_number = flow.key.split(":", 1)
+            if kind == "report":
+                await self._file_report(order_number)
+            else:
+                await self._forward_void(order_number)
+
+        async def postpone(flow: resumer.DueFlow, wait_s: float | None) -> None:
+            kind, order_number = flow.key.split(":", 1)
+            await self._store.run(
+                lambda: purchases.postpone_delivery(repo, kind, order_number, wait_s)
+            )
+
+        return resumer.Resumer(
+            "agency resumer",
+            due=lambda limit: self._store.run(lambda: due(limit)),
+            drive=drive,
+            postpone=postpone,
+        )
 
     async def process_cancel_request(
         self, caller: EntityIdentity, request: settlement_pb2.NotifyCancelRequestRequest

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
 from nodes.common.node import NodeRuntime, RoleParts
@@ -27,6 +29,16 @@ def build(runtime: NodeRuntime) -> RoleParts:
     repo = SettlementRepository(runtime.store.database)
     peers = SettlementPeers(runtime)
     board = NoticeBoard()
+    billing = BillingServicer(runtime, repo, peers, board, settings)
+    background: list[asyncio.Task[None]] = []
+
+    async def on_serving() -> None:
+        background.append(
+            asyncio.create_task(
+                billing.flows.resumer().run(settings.resume_interval_s), name="agency-resume"
+            )
+        )
+
     services = [
         Service(
             SERVICES["MemberService"].full_name,
@@ -35,7 +47,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["BillingService"].full_name,
-            BillingServicer(runtime, repo, peers, board, settings),
+            billing,
             settlement_pb2_grpc.add_BillingServiceServicer_to_server,
         ),
         Service(
@@ -50,4 +62,6 @@ def build(runtime: NodeRuntime) -> RoleParts:
         tables=repo.tables,
         credential_table=repo.credentials,
         registration=settlement_registration,
+        on_serving=on_serving,
+        background=background,
     )

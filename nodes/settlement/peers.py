@@ -10,9 +10,11 @@ from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
+from nodes.common.convert import enum_value
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.guarantee_feed import guarantee_changes
 from nodes.common.node import NodeRuntime
+from storage.common.models import OrderVoid
 
 
 class SettlementPeers:
@@ -77,6 +79,21 @@ class SettlementPeers:
             self._verification().SubmitTransactionReport,
             verification_pb2.SubmitTransactionReportRequest(
                 request_id=f"report-{report.order_number}", transaction_report=report
+            ),
+            peer="verification",
+            idempotent=True,
+        )
+
+    async def void_transaction_report(self, void: OrderVoid) -> None:
+        """The agency's void of an order, to verification (idempotent per order number)."""
+        _: verification_pb2.VoidTransactionReportResponse = await self._runtime.channels.call(
+            self._verification().VoidTransactionReport,
+            verification_pb2.VoidTransactionReportRequest(
+                request_id=f"void-{void.order_number}",
+                order_number=void.order_number,
+                settlement_agency_id=void.settlement_agency_id,
+                retail_entity_id=void.retail_entity_id,
+                reason=enum_value(types_pb2.ErrorReason, "ERROR_REASON_", void.reason),
             ),
             peer="verification",
             idempotent=True,

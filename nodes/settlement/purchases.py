@@ -9,10 +9,16 @@ On the shop's billing agency identification search the agency
 - files the transaction report with verification (step 9) and answers the shop with the
   transaction completion report (step 8).
 A refusal stores nothing: no order, no notice, no report.
+
+The first answer stands: a search for an order number the agency already recorded is
+answered from that record before any check is re-run (a shop suspended since, or a member
+whose credit changed, must not turn a recorded purchase into a refusal that the shop would
+then forget). A voided order number is refused with ORDER_VOIDED, forever.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -22,11 +28,12 @@ from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
-from nodes.common.convert import enum_label, enum_value, timestamp
+from nodes.common import resumer, voids
+from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from nodes.settlement import members, notices
-from storage.common.models import utc_now
+from storage.common.models import OrderVoid, utc_now
 from storage.settlement.models import SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
 
@@ -137,21 +144,36 @@ class Purchase:
     trace_id: str
 
 
+def recorded_order(
+    repo: SettlementRepository, search: settlement_pb2.BillingAgencyIdentificationSearch
+) -> SettlementOrderRow | None:
+    """The order this search already created, if any; ORDER_VOIDED once the shop voided it.
+
+    Another search under the same order number is refused.
+    """
+    if voids.voided(repo.voids, search.order_number, search.retail_entity.retail_entity_id):
+        raise voids.refusal(search.order_number)
+    existing = repo.order(search.order_number)
+    if existing is None:
+        return None
+    if existing.request_sha256 != search_digest(search):
+        raise DomainError(
+            ErrorKind.INVALID_ARGUMENT,
+            "FIELD_INVALID",
+            f"{FIELD}order_number: was already used for a different order",
+        )
+    return existing
+
+
 def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOrderRow:
     """Checks credit and stores the order and the member's completion notice, atomically.
 
     Idempotent by order number: the same search again returns the stored order (no second
-    credit use); another search under the same order number is refused.
+    credit use); another search under the same order number, or a voided one, is refused.
     """
     search, digest = purchase.search, search_digest(purchase.search)
-    existing = repo.order(search.order_number)
+    existing = recorded_order(repo, search)
     if existing is not None:
-        if existing.request_sha256 != digest:
-            raise DomainError(
-                ErrorKind.INVALID_ARGUMENT,
-                "FIELD_INVALID",
-                f"{FIELD}order_number: was already used for a different order",
-            )
         return existing
     # Locked: the credit check and the order it admits must not interleave with another's.
     member = members.get_member(repo, purchase.member_id, lock=True)
@@ -210,6 +232,53 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
     return order
 
 
+def void_order(repo: SettlementRepository, order: SettlementOrderRow, reason: str) -> int:
+    """Voids a recorded order (the shop's compensation); returns the amount credited back.
+
+    Not yet billed: the credit hold is released and nothing will be billed. Already billed
+    (a billing run came first): the amount is credited back. Idempotent: voiding a voided
+    order changes nothing. A cancelled order is settled by its cancellation instead.
+    """
+    if order.billing_state == "VOIDED":
+        return 0
+    cancellations = repo.cancellations
+    if cancellations.get_or_none(cancellations.order_number == order.order_number) is not None:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "ORDER_ALREADY_CANCELLED",
+            f"order {order.order_number} is being cancelled; it cannot be voided",
+            metadata={"order_number": order.order_number},
+        )
+    credited_back = order.amount_minor if order.billing_state == "BILLED" else 0
+    now = utc_now()
+    order.billing_state = "VOIDED"
+    order.updated_at = now
+    order.save()
+    notices.add_notice(
+        repo,
+        member_id=order.member_id,
+        kind="ORDER_VOIDED",
+        order_number=order.order_number,
+        amount_minor=order.amount_minor,
+        currency_code=order.currency_code,
+        message=f"Order {order.order_number} could not be finished by the shop ({reason}); "
+        + ("the amount was credited back" if credited_back else "nothing will be billed"),
+        payload=None,
+    )
+    return credited_back
+
+
+def void_response(
+    void: OrderVoid, order: SettlementOrderRow | None, credited_back_minor: int
+) -> settlement_pb2.VoidOrderResponse:
+    return settlement_pb2.VoidOrderResponse(
+        order_number=void.order_number,
+        order_existed=order is not None,
+        credited_back=money(credited_back_minor, order.currency_code if order else ""),
+        voided_at=timestamp(void.voided_at),
+    )
+
+
 def details_of(order: SettlementOrderRow) -> types_pb2.BillingDetails:
     return types_pb2.BillingDetails.FromString(bytes(order.billing_details))
 
@@ -260,6 +329,37 @@ def completion_report(order: SettlementOrderRow) -> settlement_pb2.TransactionCo
         transaction_completion_notice_id=order.completion_notice_id,
         completed_at=timestamp(order.completed_at),
     )
+
+
+def postpone_delivery(
+    repo: SettlementRepository, kind: str, order_number: str, wait_s: float | None
+) -> None:
+    """Schedules the next delivery of an order's report (``kind`` "report") or its void.
+
+    ``wait_s`` None counts a failed attempt and backs off exponentially; a number waits that
+    long without counting one.
+    """
+    now = utc_now()
+    if kind == "report":
+        order = get_order(repo, order_number)
+        if wait_s is None:
+            order.report_attempts += 1
+        order.next_report_at = (
+            resumer.retry_at(order.report_attempts, now)
+            if wait_s is None
+            else now + datetime.timedelta(seconds=wait_s)
+        )
+        order.save()
+        return
+    void = repo.voids.get_by_id(order_number)
+    if wait_s is None:
+        void.forward_attempts += 1
+    void.next_forward_at = (
+        resumer.retry_at(void.forward_attempts, now)
+        if wait_s is None
+        else now + datetime.timedelta(seconds=wait_s)
+    )
+    void.save()
 
 
 def mark_reported(repo: SettlementRepository, order_number: str) -> None:

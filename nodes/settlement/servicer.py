@@ -62,6 +62,7 @@ POLICIES = {
     BILLING + "GetSettlementAgencyGuarantees": policy("retail", "admin"),
     BILLING + "GetBillingStatus": policy("retail", "admin"),
     BILLING + "NotifyCancelRequest": policy("retail"),
+    BILLING + "VoidOrder": policy("retail"),
     **{
         ADMIN + name: policy("admin")
         for name in ("EnrollMember", "SetCreditLimit", "RunBilling", "GetOrder", "ListOrders")
@@ -130,6 +131,10 @@ class _AgencyServicer:
         self._board = board
         self._settings = settings
         self._flows = AgencyFlows(runtime, repo, peers, board, settings)
+
+    @property
+    def flows(self) -> AgencyFlows:
+        return self._flows
 
 
 class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer):
@@ -314,6 +319,11 @@ class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceService
         caller = certificate_caller()
         with metrics.counting_refusals("purchase_approval"):
             return await self._flows.approve_purchase(caller, request)
+
+    async def VoidOrder(
+        self, request: settlement_pb2.VoidOrderRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.VoidOrderResponse:
+        return await self._flows.void_order(certificate_caller(), request)
 
     async def GetSettlementAgencyGuarantees(
         self,

@@ -14,6 +14,8 @@ class SettlementSettings:
     session_ttl_s: int
     guarantee_refresh_interval_s: int
     guarantee_max_staleness_s: int
+    # How often the agency's resumer looks for undelivered reports and voids.
+    resume_interval_s: float
 
     @classmethod
     def from_options(cls, options: dict[str, object]) -> SettlementSettings:
@@ -29,4 +31,5 @@ class SettlementSettings:
             session_ttl_s=bounded("session_ttl_s", 3_600, 10, 86_400),
             guarantee_refresh_interval_s=bounded("guarantee_refresh_interval_s", 60, 1, 3_600),
             guarantee_max_staleness_s=bounded("guarantee_max_staleness_s", 600, 2, 86_400),
+            resume_interval_s=float(bounded("resume_interval_s", 2, 1, 3_600)),
         )

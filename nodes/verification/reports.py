@@ -10,9 +10,11 @@ from __future__ import annotations
 from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
+from nodes.common import voids
 from nodes.common.convert import enum_label
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
+from storage.common.models import OrderVoid
 from storage.verification.models import TransactionReportRow
 from storage.verification.repository import VerificationRepository
 
@@ -85,3 +87,47 @@ def get_report(repo: VerificationRepository, order_number: str) -> TransactionRe
             f"verification holds no transaction report for {order_number!r}",
         )
     return row
+
+
+def get_report_and_void(
+    repo: VerificationRepository, order_number: str
+) -> tuple[TransactionReportRow, OrderVoid | None]:
+    """The report and, if the agency voided the order, its void."""
+    row = get_report(repo, order_number)
+    return row, voids.voided(repo.voids, order_number, row.retail_entity_id)
+
+
+def validate_void(
+    request: verification_pb2.VoidTransactionReportRequest, caller: EntityIdentity
+) -> voids.Void:
+    """Refuses an incomplete void, or one sent by another agency than the one it names."""
+    reason = enum_label(types_pb2.ErrorReason, "ERROR_REASON_", request.reason).upper()
+    voids.validate(request.order_number, reason)
+    violations = Violations()
+    violations.require("retail_entity_id", request.retail_entity_id)
+    violations.require("settlement_agency_id", request.settlement_agency_id)
+    violations.raise_if_any()
+    if request.settlement_agency_id != caller.entity_id:
+        raise DomainError(
+            ErrorKind.PERMISSION_DENIED,
+            "NOT_OWNER",
+            f"{caller.uri} may void only its own orders",
+        )
+    return voids.Void(
+        order_number=request.order_number,
+        retail_entity_id=request.retail_entity_id,
+        settlement_agency_id=request.settlement_agency_id,
+        reason=reason,
+    )
+
+
+def void_report(repo: VerificationRepository, void: voids.Void) -> tuple[OrderVoid, bool]:
+    """Records the agency's void; returns it and whether a report was on file."""
+    report = repo.reports.get_or_none(repo.reports.order_number == void.order_number)
+    if report is not None and report.settlement_agency_id != void.settlement_agency_id:
+        raise DomainError(
+            ErrorKind.PERMISSION_DENIED,
+            "NOT_OWNER",
+            f"order {void.order_number} was reported by another settlement agency",
+        )
+    return voids.record(repo.voids, void), report is not None

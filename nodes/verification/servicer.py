@@ -24,6 +24,7 @@ POLICIES = {
     SERVICE + "SubmitCancelRequestNotice": policy("retail"),
     SERVICE + "SubmitCancelProcessNotice": policy("settlement"),
     SERVICE + "GetCancellationRecord": policy("admin", "approval", "retail", "settlement"),
+    SERVICE + "VoidTransactionReport": policy("settlement"),
 }
 
 
@@ -68,9 +69,37 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     ) -> verification_pb2.GetTransactionReportResponse:
         if not request.order_number:
             raise required("order_number")
-        row = await self._store.run(lambda: reports.get_report(self._repo, request.order_number))
+        row, void = await self._store.run(
+            lambda: reports.get_report_and_void(self._repo, request.order_number)
+        )
         return verification_pb2.GetTransactionReportResponse(
-            transaction_report=_report(row), received_at=timestamp(row.received_at)
+            transaction_report=_report(row),
+            received_at=timestamp(row.received_at),
+            voided_at=timestamp(void.voided_at if void is not None else None),
+        )
+
+    async def VoidTransactionReport(
+        self,
+        request: verification_pb2.VoidTransactionReportRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> verification_pb2.VoidTransactionReportResponse:
+        caller = certificate_caller()
+        void = reports.validate_void(request, caller)
+
+        def effect() -> verification_pb2.VoidTransactionReportResponse:
+            row, existed = reports.void_report(self._repo, void)
+            return verification_pb2.VoidTransactionReportResponse(
+                order_number=row.order_number,
+                report_existed=existed,
+                voided_at=timestamp(row.voided_at),
+            )
+
+        return await serve_once(
+            self._store,
+            self._repo.idempotency,
+            request,
+            verification_pb2.VoidTransactionReportResponse,
+            effect,
         )
 
     async def SubmitCancelRequestNotice(

@@ -14,7 +14,7 @@ from storage.approval.models import (
     TransactionRecordRow,
 )
 from storage.common.database import Store, bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 
 REGISTRY_COUNTER = "registry"
 
@@ -32,6 +32,7 @@ class ApprovalRepository:
         self.transactions = bind(database, TransactionRecordRow)
         self.mismatches = bind(database, TransactionMismatchRow)
         self.pushes = bind(database, GuaranteePushRow)
+        self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.serials,
             self.entities,
@@ -42,6 +43,7 @@ class ApprovalRepository:
             self.transactions,
             self.mismatches,
             self.pushes,
+            self.voids,
         )
 
     def create_schema(self, store: Store) -> None:

@@ -5,6 +5,14 @@ power cut), ``sqlite:///:memory:`` for unit tests, and ``postgresql://user:pass@
 for production. Peewee is synchronous, so every database call of a running node goes
 through ``Store.run``, which executes it on a bounded thread pool inside one transaction,
 and times it (Prometheus: ``suretynet_db_*``, see docs/OPERATIONS.md).
+
+``Store.run`` is also where database failures become answers a caller can act on, once for
+every use case:
+- a unique-constraint race between two concurrent duplicates of one request is ABORTED /
+  REQUEST_IN_PROGRESS (the retry finds the winner's record and gets its answer);
+- a database that cannot be written (disk full, read-only, server gone) is UNAVAILABLE /
+  DATABASE_UNAVAILABLE: the transaction rolled back, so nothing is half-written, and the
+  store reports itself unhealthy until a probe write succeeds again.
 """
 
 from __future__ import annotations
@@ -12,14 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import peewee
 from prometheus_client import Counter, Histogram
+
+from nodes.common import failpoints
+from nodes.common.errors import DomainError, ErrorKind
+from storage.common.models import StoreHeartbeat, utc_now
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=type[peewee.Model])
@@ -31,6 +46,8 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "busy_timeout": 10_000,
 }
+# While the database cannot be written, a probe write is tried this often.
+HEALTH_PROBE_INTERVAL_S = 0.5
 
 
 # From 1 ms to 10 s, as the RPC histograms (nodes/common/metrics.py).
@@ -127,10 +144,15 @@ class Store:
         self._executor = ThreadPoolExecutor(
             max_workers=1 if is_sqlite else workers, thread_name_prefix="db"
         )
+        self._heartbeat = bind(database, StoreHeartbeat)
+        self.healthy = True
+        # Called with the new health whenever it changes (the node's health service).
+        self.health_listeners: list[Callable[[bool], Awaitable[None]]] = []
+        self._probe: asyncio.Task[None] | None = None
 
     def create_tables(self, models: Iterable[type[peewee.Model]]) -> None:
         """Creates missing tables and indexes; safe to call on every start."""
-        tables = list(models)
+        tables: list[type[peewee.Model]] = [*models, self._heartbeat]
         self._executor.submit(
             self._in_transaction, lambda: self.database.create_tables(tables)
         ).result()
@@ -144,12 +166,61 @@ class Store:
         """Runs ``work`` in one transaction on the database executor.
 
         The caller's context (trace ID) travels with it, so log lines from the worker
-        thread carry the flow's trace ID too.
+        thread carry the flow's trace ID too. Raises DomainError for the failures a caller
+        can act on (see the module docstring); the transaction is rolled back first.
         """
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         call = functools.partial(context.run, self._timed, work, time.perf_counter())
-        return await loop.run_in_executor(self._executor, call)
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except peewee.IntegrityError as error:
+            if not is_unique_violation(error):
+                raise
+            raise DomainError(
+                ErrorKind.ABORTED,
+                "REQUEST_IN_PROGRESS",
+                "a concurrent request with the same key is being processed; retry with the "
+                "same request_id",
+            ) from error
+        except (peewee.OperationalError, peewee.InterfaceError) as error:
+            await self._set_health(False, error)
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "the node cannot write to its database right now; nothing was changed; retry "
+                "with the same request_id",
+            ) from error
+
+    async def _set_health(self, healthy: bool, error: BaseException | None = None) -> None:
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        if healthy:
+            log.warning("database writable again; serving")
+        else:
+            log.error("database unavailable (%s); NOT_SERVING until a write succeeds", error)
+            if self._probe is None or self._probe.done():
+                self._probe = asyncio.create_task(self._probe_until_writable())
+        for listener in self.health_listeners:
+            await listener(healthy)
+
+    async def _probe_until_writable(self) -> None:
+        loop = asyncio.get_running_loop()
+        heartbeat = self._heartbeat
+
+        def beat() -> None:
+            heartbeat.replace(name="store", beat_at=utc_now()).execute()
+
+        while not self.healthy:
+            await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
+            try:
+                await loop.run_in_executor(
+                    self._executor, functools.partial(self._in_transaction, beat)
+                )
+            except (peewee.OperationalError, peewee.InterfaceError):
+                continue
+            await self._set_health(True)
 
     def _timed(self, work: Callable[[], T], queued: float) -> T:
         began = time.perf_counter()
@@ -165,14 +236,30 @@ class Store:
 
     def _in_transaction(self, work: Callable[[], T]) -> T:
         self.database.connect(reuse_if_open=True)
+        points = failpoints.transaction_points()
         with self.database.atomic():
-            return work()
+            result = work()
+            if points is not None:
+                failpoints.reach(points[0])
+        if points is not None:
+            failpoints.reach(points[1])
+        return result
 
     def close(self) -> None:
         """Waits for queued work, then closes the executor's connections."""
+        if self._probe is not None:
+            self._probe.cancel()
         self._executor.submit(self._close_connection).result()
         self._executor.shutdown(wait=True)
 
     def _close_connection(self) -> None:
         if not self.database.is_closed():
             self.database.close()
+
+
+def is_unique_violation(error: peewee.IntegrityError) -> bool:
+    """True for a duplicate key (SQLite "UNIQUE constraint failed", PostgreSQL 23505)."""
+    cause = error.__cause__ or (error.args[0] if error.args else None)
+    if getattr(cause, "pgcode", None) == "23505":
+        return True
+    return "UNIQUE constraint failed" in str(error) or "duplicate key" in str(error)

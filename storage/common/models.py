@@ -44,4 +44,66 @@ class NodeCredential(peewee.Model):
         table_name = "node_credential"
 
 
+class OrderVoid(peewee.Model):
+    """A void recorded for an order number: the purchase's compensating step.
+
+    Kept whether or not this node holds the order, so that a request for the order that
+    arrives after its void (a late retry, a delayed duplicate) can never bring it back.
+    """
+
+    order_number = peewee.CharField(max_length=64, primary_key=True)
+    retail_entity_id = peewee.CharField(max_length=64)
+    settlement_agency_id = peewee.CharField(max_length=64, default="")
+    reason = peewee.CharField(max_length=64)
+    voided_at = peewee.DateTimeField(default=utc_now)
+    # Agency: when verification acknowledged the void (its own resumer delivers it).
+    forwarded_at = peewee.DateTimeField(null=True)
+    forward_attempts = peewee.IntegerField(default=0)
+    next_forward_at = peewee.DateTimeField(default=utc_now, index=True)
+
+    class Meta:
+        table_name = "order_void"
+
+
+class StoreHeartbeat(peewee.Model):
+    """One row the store rewrites to probe whether its database can be written again."""
+
+    name = peewee.CharField(max_length=16, primary_key=True)
+    beat_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "store_heartbeat"
+
+
+class NodeEnrollment(peewee.Model):
+    """The program serial this node registered with: a new one in its config re-registers it."""
+
+    entity_id = peewee.CharField(max_length=64, primary_key=True)
+    program_serial = peewee.CharField(max_length=64)
+    enrolled_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "node_enrollment"
+
+
+class InformationAnnouncement(peewee.Model):
+    """Each time the node compared its installation info with approval's registry entry.
+
+    ``outcome`` is MATCHED (nothing differed), CHANGED (the change request was accepted),
+    REFUSED (approval refused it) or FAILED (approval could not be asked).
+    """
+
+    id = peewee.AutoField()
+    entity_id = peewee.CharField(max_length=64)
+    outcome = peewee.CharField(max_length=16)
+    # Comma-separated names of the fields that differed ("" when none).
+    fields = peewee.CharField(max_length=200, default="")
+    registry_serial = peewee.BigIntegerField(default=0)
+    detail = peewee.CharField(max_length=500, default="")
+    announced_at = peewee.DateTimeField(default=utc_now)
+
+    class Meta:
+        table_name = "information_announcement"
+
+
 RUNTIME_MODELS: tuple[type[peewee.Model], ...] = (IdempotencyRecord, NodeCredential)

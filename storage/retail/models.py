@@ -72,8 +72,9 @@ class GuaranteeCacheStateRow(peewee.Model):
 class ShopOrderRow(peewee.Model):
     """The shop's order and its purchase flow state, written before every outgoing call.
 
-    ``step`` is where a resumed flow picks up: ``bill`` (billing search to settlement
-    next), ``verify`` (transaction verification at approval next) or ``done``. Serialized
+    ``step`` is where a resumed flow picks up: ``discover``, ``bill`` (billing search to
+    settlement next), ``verify`` (transaction verification at approval next), ``void`` (the
+    compensation to approval and the agency next) or ``done``. A row is never deleted. Serialized
     protos (lines, completion report, response) keep every field the claims list.
     """
 
@@ -95,7 +96,12 @@ class ShopOrderRow(peewee.Model):
     completion_report = peewee.BlobField(null=True)
     transaction_verification_id = peewee.CharField(max_length=64, default="")
     decline_reason = peewee.CharField(max_length=64, default="")
+    # The gRPC status of the refusal, so that a retry repeats the first answer exactly.
+    decline_code = peewee.CharField(max_length=24, default="")
     response = peewee.BlobField(null=True)
+    # The resumer's schedule: failed attempts in a row, and when the flow is next due.
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DateTimeField(default=utc_now, index=True)
     # Cancellation flow (claims 2-3): the notice sent, the next step, and the final answer.
     cancel_notice = peewee.BlobField(null=True)
     cancel_step = peewee.CharField(max_length=16, default="")

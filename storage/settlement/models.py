@@ -93,6 +93,9 @@ class SettlementOrderRow(peewee.Model):
     completed_at = peewee.DateTimeField(default=utc_now)
     # Set once verification acknowledged the transaction report (step 9).
     reported_at = peewee.DateTimeField(null=True)
+    # The agency's resumer files unacknowledged reports itself, with a backoff per order.
+    report_attempts = peewee.IntegerField(default=0)
+    next_report_at = peewee.DateTimeField(default=utc_now, index=True)
     billed_at = peewee.DateTimeField(null=True)
     updated_at = peewee.DateTimeField(default=utc_now)
 

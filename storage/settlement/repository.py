@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind, locked
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 from storage.settlement.models import (
     AgencySecretRow,
     AnonymousIdRow,
@@ -30,6 +30,7 @@ class SettlementRepository:
         self.cancellations = bind(database, CancellationRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.secrets,
             self.members,
@@ -40,6 +41,7 @@ class SettlementRepository:
             self.cancellations,
             self.idempotency,
             self.credentials,
+            self.voids,
         )
 
     def member(self, member_id: str, *, lock: bool = False) -> MemberRow | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 from storage.verification.models import CancelProcessRow, CancelRequestRow, TransactionReportRow
 
 
@@ -18,10 +18,12 @@ class VerificationRepository:
         self.cancel_processes = bind(database, CancelProcessRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.reports,
             self.cancel_requests,
             self.cancel_processes,
             self.idempotency,
             self.credentials,
+            self.voids,
         )

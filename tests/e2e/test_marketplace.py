@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -379,6 +381,37 @@ def test_no_partner_with_stock_is_a_clear_refusal(markets):
             assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
             assert refused.reason == "NO_ELIGIBLE_PARTNER"
         assert (await buyer.call("ListTransactions")).transactions == []
+
+    run(scenario, markets)
+
+
+def test_a_partner_that_is_down_is_retryable_not_a_refusal(markets):
+    """Defect 4: the only partner with stock is frozen. The purchaser gets UNAVAILABLE /
+    PARTNER_UNAVAILABLE (retry), not the permanent-looking NO_ELIGIBLE_PARTNER; the same
+    request_id succeeds once the partner is back. The old requester read a partner that
+    did not answer as "no eligible partner"."""
+
+    async def scenario(net: Connected) -> None:
+        await net.op["market-3"].commodity("far-lamp", 4200, 3)
+        buyer = await net.purchaser("market-1", "patient-buyer")
+        pid = net.network.node("market-3").process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            refused = await refusal(
+                buyer.call(
+                    "RequestPurchase", request_id="lamp-1", commodity_id="far-lamp", quantity=1
+                )
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "PARTNER_UNAVAILABLE",
+        )
+        requested = await buyer.call(
+            "RequestPurchase", request_id="lamp-1", commodity_id="far-lamp", quantity=1
+        )
+        assert requested.transaction.state == pb.TRANSACTION_STATE_ESTIMATE_PENDING
 
     run(scenario, markets)
 

@@ -1,4 +1,8 @@
-"""Purchase refusals end to end: each has its reason code and leaves no partial records.
+"""Purchase refusals end to end: each has its reason code and leaves no open records.
+
+The shop keeps every order it ever started (a request_id maps to one order number
+forever), in a final state: DECLINED before the billing search left it, VOIDED after. No
+other node holds an open order, a transaction report or a transaction record for it.
 
 Also the privacy guarantee: no table of a shop's database holds a member's ID, name or
 credentials, whatever the shop's discovery variant.
@@ -44,10 +48,21 @@ COUNTED = {
     "agency-2": "settlement_order",
     "verification": "transaction_report",
     "institution": "transaction_record",
-    "shop-1": "shop_order",
-    "shop-2": "shop_order",
-    "shop-3": "shop_order",
+    "shop-1": "sales_record",
+    "shop-2": "sales_record",
+    "shop-3": "sales_record",
 }
+FINAL_REFUSED = ("DECLINED", "VOIDING", "VOIDED")
+
+
+def open_shop_orders(network: LocalNetwork) -> list[dict[str, Any]]:
+    """Shop orders still in flight or completed: a refusal must never leave one behind."""
+    return [
+        row
+        for shop in ("shop-1", "shop-2", "shop-3")
+        for row in table_rows(network, shop)["shop_order"]
+        if row["status"] not in (*FINAL_REFUSED, "COMPLETED", "CANCELLED")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +92,9 @@ def test_over_the_credit_limit_is_refused_and_nothing_is_recorded(purchase_netwo
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "CREDIT_LIMIT_EXCEEDED",
             ), shop
+            assert refused.metadata["order_number"], "a final refusal names its order"
         assert record_counts(network) == before
+        assert open_shop_orders(network) == []
         notices = table_rows(network, "agency-1")["member_notice"]
         assert not [n for n in notices if n["member_id"] == "bob"]
 

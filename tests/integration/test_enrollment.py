@@ -518,3 +518,36 @@ def test_role_not_in_the_policy_is_refused(ca: Pki, tmp_path: Path, role: str):
 
     refused = asyncio.run(scenario())
     assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+
+
+def test_a_node_reads_its_own_registry_entry_and_no_one_elses(ca: Pki, tmp_path: Path):
+    """GetRegisteredInformation: what a node compares its installation info with."""
+
+    async def scenario() -> tuple[approval_pb2.RegisteredEntity, Any]:
+        async with running(node_config(tmp_path, ca, "approval", "institution")) as approval:
+            address = approval.runtime.address
+            serial = await issue_serial(ca, address, RETAIL, "s-own")
+            async with ca.channel(address, "retail", "shop-1") as channel:
+                stub = approval_pb2_grpc.EnrollmentServiceStub(channel)
+                key = (
+                    await stub.RegisterEntity(registration(serial, "shop-1"), timeout=5)
+                ).license_key
+                metadata = [(LICENSE_KEY_METADATA_KEY, key)]
+                own = await stub.GetRegisteredInformation(
+                    approval_pb2.GetRegisteredInformationRequest(entity_id="shop-1"),
+                    metadata=metadata,
+                    timeout=5,
+                )
+                other = await refusal(
+                    stub.GetRegisteredInformation(
+                        approval_pb2.GetRegisteredInformationRequest(entity_id="agency-1"),
+                        metadata=metadata,
+                        timeout=5,
+                    )
+                )
+        return own.entity, other
+
+    own, other = asyncio.run(scenario())
+    assert own.display_name == "Shop-1" and own.address == "127.0.0.1:7001"
+    assert list(own.payment_information.accepted_currency_codes) == ["USD"]
+    assert other.code == grpc.StatusCode.PERMISSION_DENIED and other.reason == "NOT_OWNER"

@@ -68,6 +68,71 @@ LICENSE_KEY_STATE_EXPIRED: LicenseKeyState.ValueType  # 4
 Global___LicenseKeyState: _TypeAlias = LicenseKeyState  # noqa: Y015
 
 @_typing.final
+class RecordTransactionVoidRequest(_message.Message):
+    """RecordTransactionVoidRequest carries the shop's void of one order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_AGENCY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key: the same ID with the same request returns
+    the first answer; the same ID with a different request is refused with
+    IDEMPOTENCY_KEY_REUSED.
+    """
+    order_number: _builtins.str
+    """Network-wide order number of the voided order."""
+    settlement_agency_id: _builtins.str
+    """Settlement agency the order was routed to; empty if it never was."""
+    reason: _types_pb2.ErrorReason.ValueType
+    """Why the shop voids the order."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        settlement_agency_id: _builtins.str = ...,
+        reason: _types_pb2.ErrorReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "reason", b"reason", "request_id", b"request_id", "settlement_agency_id", b"settlement_agency_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionVoidRequest: _TypeAlias = RecordTransactionVoidRequest  # noqa: Y015
+
+@_typing.final
+class RecordTransactionVoidResponse(_message.Message):
+    """RecordTransactionVoidResponse says when approval recorded the void."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    VOIDED_AT_FIELD_NUMBER: _builtins.int
+    order_number: _builtins.str
+    """Order number the void was recorded for."""
+    @_builtins.property
+    def voided_at(self) -> _timestamp_pb2.Timestamp:
+        """When approval recorded the void."""
+
+    def __init__(
+        self,
+        *,
+        order_number: _builtins.str = ...,
+        voided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["voided_at", b"voided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "voided_at", b"voided_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTransactionVoidResponse: _TypeAlias = RecordTransactionVoidResponse  # noqa: Y015
+
+@_typing.final
 class RegisteredEntity(_message.Message):
     """RegisteredEntity is approval's registry entry for one retail entity,
     settlement agency or marketplace.
@@ -1132,6 +1197,52 @@ class SetEntityStatusResponse(_message.Message):
 Global___SetEntityStatusResponse: _TypeAlias = SetEntityStatusResponse  # noqa: Y015
 
 @_typing.final
+class GetRegisteredInformationRequest(_message.Message):
+    """GetRegisteredInformationRequest asks for the caller's own registry entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    entity_id: _builtins.str
+    """Entity ID; must be the entity named in the caller's certificate."""
+    def __init__(
+        self,
+        *,
+        entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegisteredInformationRequest: _TypeAlias = GetRegisteredInformationRequest  # noqa: Y015
+
+@_typing.final
+class GetRegisteredInformationResponse(_message.Message):
+    """GetRegisteredInformationResponse returns the caller's own registry entry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entity(self) -> Global___RegisteredEntity:
+        """The registry entry as approval holds it."""
+
+    def __init__(
+        self,
+        *,
+        entity: Global___RegisteredEntity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegisteredInformationResponse: _TypeAlias = GetRegisteredInformationResponse  # noqa: Y015
+
+@_typing.final
 class GetEntityRequest(_message.Message):
     """GetEntityRequest names one registry entry."""
 
@@ -1429,6 +1540,7 @@ class RetailEntityIdentificationGuarantee(_message.Message):
     IDENTIFICATION_MATCHES_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     DISCOVERY_VARIANT_FIELD_NUMBER: _builtins.int
+    MISMATCHED_FIELDS_FIELD_NUMBER: _builtins.int
     retail_entity_id: _builtins.str
     """Entity ID of the shop."""
     display_name: _builtins.str
@@ -1455,6 +1567,13 @@ class RetailEntityIdentificationGuarantee(_message.Message):
     def issued_at(self) -> _timestamp_pb2.Timestamp:
         """When approval issued this guarantee."""
 
+    @_builtins.property
+    def mismatched_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields of the identification in the request that differ from the
+        registered ones ("retail_entity_id", "display_name", "address"); empty
+        when identification_matches is true.
+        """
+
     def __init__(
         self,
         *,
@@ -1467,10 +1586,11 @@ class RetailEntityIdentificationGuarantee(_message.Message):
         identification_matches: _builtins.bool = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         discovery_variant: _types_pb2.DiscoveryVariant.ValueType = ...,
+        mismatched_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "identification_matches", b"identification_matches", "issued_at", b"issued_at", "registry_serial", b"registry_serial", "retail_entity_id", b"retail_entity_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "identification_matches", b"identification_matches", "issued_at", b"issued_at", "mismatched_fields", b"mismatched_fields", "registry_serial", b"registry_serial", "retail_entity_id", b"retail_entity_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,6 +62,11 @@ class EnrollmentServiceStub:
                 request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationRequest.SerializeToString,
                 response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationResponse.FromString,
                 _registered_method=True)
+        self.GetRegisteredInformation = channel.unary_unary(
+                '/suretynet.approval.v1.EnrollmentService/GetRegisteredInformation',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServiceServicer:
@@ -115,6 +120,16 @@ class EnrollmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRegisteredInformation(self, request, context):
+        """GetRegisteredInformation returns the calling entity's own registry entry,
+        so that a node can compare its installation information with what
+        approval holds and send an information change request when they differ
+        (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnrollmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +157,11 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.ChangeMarketplaceInformation,
                     request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationRequest.FromString,
                     response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationResponse.SerializeToString,
+            ),
+            'GetRegisteredInformation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegisteredInformation,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -282,6 +302,33 @@ class EnrollmentService:
             '/suretynet.approval.v1.EnrollmentService/ChangeMarketplaceInformation',
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationRequest.SerializeToString,
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ChangeMarketplaceInformationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegisteredInformation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.EnrollmentService/GetRegisteredInformation',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.GetRegisteredInformationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1035,6 +1082,11 @@ class TransactionServiceStub:
                 request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesRequest.SerializeToString,
                 response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesResponse.FromString,
                 _registered_method=True)
+        self.RecordTransactionVoid = channel.unary_unary(
+                '/suretynet.approval.v1.TransactionService/RecordTransactionVoid',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionVoidRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionVoidResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -1082,6 +1134,18 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordTransactionVoid(self, request, context):
+        """RecordTransactionVoid records that the shop voided an order it could not
+        finish (the compensating step of the purchase). A later transaction
+        verification request for the order number is refused with ORDER_VOIDED.
+        An order approval already verified cannot be voided
+        (TRANSACTION_ALREADY_VERIFIED): it is resolved forward. Idempotent by
+        request_id and by order number. Caller: the shop that sold the order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1104,6 +1168,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.ListTransactionMismatches,
                     request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesRequest.FromString,
                     response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesResponse.SerializeToString,
+            ),
+            'RecordTransactionVoid': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTransactionVoid,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionVoidRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionVoidResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1217,6 +1286,33 @@ class TransactionService:
             '/suretynet.approval.v1.TransactionService/ListTransactionMismatches',
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesRequest.SerializeToString,
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ListTransactionMismatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTransactionVoid(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.TransactionService/RecordTransactionVoid',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionVoidRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.RecordTransactionVoidResponse.FromString,
             options,
             channel_credentials,
             insecure,

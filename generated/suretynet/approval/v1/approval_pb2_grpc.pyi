@@ -74,6 +74,12 @@ class EnrollmentServiceStub:
     """
     ChangeMarketplaceInformation: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ChangeMarketplaceInformationRequest, _approval_pb2.ChangeMarketplaceInformationResponse]
     """ChangeMarketplaceInformation updates the calling marketplace's registry entry."""
+    GetRegisteredInformation: _grpc.UnaryUnaryMultiCallable[_approval_pb2.GetRegisteredInformationRequest, _approval_pb2.GetRegisteredInformationResponse]
+    """GetRegisteredInformation returns the calling entity's own registry entry,
+    so that a node can compare its installation information with what
+    approval holds and send an information change request when they differ
+    (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+    """
 
 @_typing.type_check_only
 class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
@@ -107,6 +113,12 @@ class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
     """
     ChangeMarketplaceInformation: _aio.UnaryUnaryMultiCallable[_approval_pb2.ChangeMarketplaceInformationRequest, _approval_pb2.ChangeMarketplaceInformationResponse]  # type: ignore[assignment]
     """ChangeMarketplaceInformation updates the calling marketplace's registry entry."""
+    GetRegisteredInformation: _aio.UnaryUnaryMultiCallable[_approval_pb2.GetRegisteredInformationRequest, _approval_pb2.GetRegisteredInformationResponse]  # type: ignore[assignment]
+    """GetRegisteredInformation returns the calling entity's own registry entry,
+    so that a node can compare its installation information with what
+    approval holds and send an information change request when they differ
+    (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+    """
 
 class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """EnrollmentService registers nodes with the network and keeps their registry
@@ -167,6 +179,18 @@ class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_approval_pb2.ChangeMarketplaceInformationResponse, _abc.Awaitable[_approval_pb2.ChangeMarketplaceInformationResponse]]:
         """ChangeMarketplaceInformation updates the calling marketplace's registry entry."""
+
+    @_abc_1.abstractmethod
+    def GetRegisteredInformation(
+        self,
+        request: _approval_pb2.GetRegisteredInformationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.GetRegisteredInformationResponse, _abc.Awaitable[_approval_pb2.GetRegisteredInformationResponse]]:
+        """GetRegisteredInformation returns the calling entity's own registry entry,
+        so that a node can compare its installation information with what
+        approval holds and send an information change request when they differ
+        (claims 6, 7). An entity may read only its own entry (NOT_OWNER).
+        """
 
 def add_EnrollmentServiceServicer_to_server(servicer: EnrollmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
@@ -520,6 +544,14 @@ class TransactionServiceStub:
     that approval refused with TRANSACTION_MISMATCH, newest first, so that the
     institution can investigate them. Callers: admin.
     """
+    RecordTransactionVoid: _grpc.UnaryUnaryMultiCallable[_approval_pb2.RecordTransactionVoidRequest, _approval_pb2.RecordTransactionVoidResponse]
+    """RecordTransactionVoid records that the shop voided an order it could not
+    finish (the compensating step of the purchase). A later transaction
+    verification request for the order number is refused with ORDER_VOIDED.
+    An order approval already verified cannot be voided
+    (TRANSACTION_ALREADY_VERIFIED): it is resolved forward. Idempotent by
+    request_id and by order number. Caller: the shop that sold the order.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -551,6 +583,14 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """ListTransactionMismatches lists the transaction verification requests
     that approval refused with TRANSACTION_MISMATCH, newest first, so that the
     institution can investigate them. Callers: admin.
+    """
+    RecordTransactionVoid: _aio.UnaryUnaryMultiCallable[_approval_pb2.RecordTransactionVoidRequest, _approval_pb2.RecordTransactionVoidResponse]  # type: ignore[assignment]
+    """RecordTransactionVoid records that the shop voided an order it could not
+    finish (the compensating step of the purchase). A later transaction
+    verification request for the order number is refused with ORDER_VOIDED.
+    An order approval already verified cannot be voided
+    (TRANSACTION_ALREADY_VERIFIED): it is resolved forward. Idempotent by
+    request_id and by order number. Caller: the shop that sold the order.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -604,6 +644,20 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListTransactionMismatches lists the transaction verification requests
         that approval refused with TRANSACTION_MISMATCH, newest first, so that the
         institution can investigate them. Callers: admin.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordTransactionVoid(
+        self,
+        request: _approval_pb2.RecordTransactionVoidRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.RecordTransactionVoidResponse, _abc.Awaitable[_approval_pb2.RecordTransactionVoidResponse]]:
+        """RecordTransactionVoid records that the shop voided an order it could not
+        finish (the compensating step of the purchase). A later transaction
+        verification request for the order number is refused with ORDER_VOIDED.
+        An order approval already verified cannot be voided
+        (TRANSACTION_ALREADY_VERIFIED): it is resolved forward. Idempotent by
+        request_id and by order number. Caller: the shop that sold the order.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -237,6 +237,11 @@ class _TransactionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tran
     """Cancelled before shipment."""
     TRANSACTION_STATE_RETURNED: _TransactionState.ValueType  # 9
     """Goods were sent back after delivery."""
+    TRANSACTION_STATE_ESTIMATE_EXPIRED: _TransactionState.ValueType  # 10
+    """The estimate's validity passed without a reply; nothing was ordered and
+    no stock was taken. Both marketplaces expire it on their own, from the
+    estimate's valid_until, which the supplier enforces on every reply.
+    """
 
 class TransactionState(_TransactionState, metaclass=_TransactionStateEnumTypeWrapper):
     """TransactionState is where a transaction stands; used for both the
@@ -263,6 +268,11 @@ TRANSACTION_STATE_CANCELLED: TransactionState.ValueType  # 8
 """Cancelled before shipment."""
 TRANSACTION_STATE_RETURNED: TransactionState.ValueType  # 9
 """Goods were sent back after delivery."""
+TRANSACTION_STATE_ESTIMATE_EXPIRED: TransactionState.ValueType  # 10
+"""The estimate's validity passed without a reply; nothing was ordered and
+no stock was taken. Both marketplaces expire it on their own, from the
+estimate's valid_until, which the supplier enforces on every reply.
+"""
 Global___TransactionState: _TypeAlias = TransactionState  # noqa: Y015
 
 class _EstimateDecision:

@@ -49,13 +49,28 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_COMPLETED: _OrderStatus.ValueType  # 2
     """Settlement approved and approval verified the transaction; recorded as a sale."""
     ORDER_STATUS_DECLINED: _OrderStatus.ValueType  # 3
-    """Settlement declined the purchase; decline_reason says why."""
+    """Refused before any billing search left the shop (discovery, an unknown or
+    expired anonymous ID); no other node holds anything. decline_reason says
+    why.
+    """
     ORDER_STATUS_CANCELLING: _OrderStatus.ValueType  # 4
     """A cancellation is running."""
     ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 5
     """The order was cancelled; the billing was stopped or credited back."""
     ORDER_STATUS_FAILED: _OrderStatus.ValueType  # 6
-    """The flow could not finish and was undone; nothing is billed."""
+    """Not produced since orders are voided (VOIDING, VOIDED); kept so that the
+    number is never reused.
+    """
+    ORDER_STATUS_VOIDING: _OrderStatus.ValueType  # 7
+    """The flow could not finish after the billing search may have reached the
+    agency (a refusal, or the order's lifetime passed); the shop is
+    delivering the void to approval and the agency. Final for the member:
+    nothing will be billed. decline_reason says why.
+    """
+    ORDER_STATUS_VOIDED: _OrderStatus.ValueType  # 8
+    """The void was recorded by approval and the agency; nothing is billed.
+    decline_reason says why the order could not finish.
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """OrderStatus is where a shop order stands."""
@@ -67,13 +82,28 @@ ORDER_STATUS_PENDING: OrderStatus.ValueType  # 1
 ORDER_STATUS_COMPLETED: OrderStatus.ValueType  # 2
 """Settlement approved and approval verified the transaction; recorded as a sale."""
 ORDER_STATUS_DECLINED: OrderStatus.ValueType  # 3
-"""Settlement declined the purchase; decline_reason says why."""
+"""Refused before any billing search left the shop (discovery, an unknown or
+expired anonymous ID); no other node holds anything. decline_reason says
+why.
+"""
 ORDER_STATUS_CANCELLING: OrderStatus.ValueType  # 4
 """A cancellation is running."""
 ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 5
 """The order was cancelled; the billing was stopped or credited back."""
 ORDER_STATUS_FAILED: OrderStatus.ValueType  # 6
-"""The flow could not finish and was undone; nothing is billed."""
+"""Not produced since orders are voided (VOIDING, VOIDED); kept so that the
+number is never reused.
+"""
+ORDER_STATUS_VOIDING: OrderStatus.ValueType  # 7
+"""The flow could not finish after the billing search may have reached the
+agency (a refusal, or the order's lifetime passed); the shop is
+delivering the void to approval and the agency. Final for the member:
+nothing will be billed. decline_reason says why.
+"""
+ORDER_STATUS_VOIDED: OrderStatus.ValueType  # 8
+"""The void was recorded by approval and the agency; nothing is billed.
+decline_reason says why the order could not finish.
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 @_typing.final

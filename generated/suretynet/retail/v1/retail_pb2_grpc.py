@@ -87,12 +87,18 @@ class ShopServiceServicer:
         """PlaceOrder runs the whole purchase (flow steps 4-11): discovers the
         member's settlement agency, sends the billing agency identification
         search, verifies the transaction with approval and stores the sales
-        record. A refused purchase leaves no order anywhere. Errors:
+        record. A request_id maps to one order number forever, and every answer
+        is either final or pending. Final: the completed order, or a refusal
+        (the order is DECLINED, or VOIDED at every node involved) after which
+        nothing is ever billed; a retry with the same request_id repeats it.
+        Pending: UNAVAILABLE or DEADLINE_EXCEEDED with the order_number in the
+        ErrorInfo metadata; the shop's resumer finishes the order, the client
+        retries with the same request_id or reads it with GetOrder. Errors:
         ANONYMOUS_ID_INVALID, ANONYMOUS_ID_EXPIRED, ANONYMOUS_ID_WRONG_SHOP,
         SETTLEMENT_AGENCY_NOT_FOUND, CATALOG_ITEM_NOT_FOUND, ENTITY_SUSPENDED,
         CREDIT_LIMIT_EXCEEDED, TRANSACTION_DECLINED, GUARANTEE_MISMATCH,
-        TRANSACTION_MISMATCH, PEER_UNAVAILABLE (retry with the same request_id:
-        the shop resumes the recorded flow).
+        TRANSACTION_MISMATCH, ORDER_EXPIRED, REQUEST_IN_PROGRESS, PEER_UNAVAILABLE,
+        DATABASE_UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -78,6 +78,10 @@ class _BillingStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BillingS
     """Cancelled after billing; the amount was credited back."""
     BILLING_STATE_DECLINED: _BillingState.ValueType  # 5
     """Declined at purchase; nothing was ever billable."""
+    BILLING_STATE_VOIDED: _BillingState.ValueType  # 6
+    """Voided by the shop's compensation (the purchase could not finish);
+    nothing is billed, and a billed amount was credited back.
+    """
 
 class BillingState(_BillingState, metaclass=_BillingStateEnumTypeWrapper):
     """BillingState is where an order stands in the agency's billing."""
@@ -94,6 +98,10 @@ BILLING_STATE_CREDITED_BACK: BillingState.ValueType  # 4
 """Cancelled after billing; the amount was credited back."""
 BILLING_STATE_DECLINED: BillingState.ValueType  # 5
 """Declined at purchase; nothing was ever billable."""
+BILLING_STATE_VOIDED: BillingState.ValueType  # 6
+"""Voided by the shop's compensation (the purchase could not finish);
+nothing is billed, and a billed amount was credited back.
+"""
 Global___BillingState: _TypeAlias = BillingState  # noqa: Y015
 
 class _MemberNoticeKind:
@@ -112,6 +120,10 @@ class _MemberNoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Memb
     """A billing run posted an order to the member's bill."""
     MEMBER_NOTICE_KIND_CREDIT_LIMIT_CHANGED: _MemberNoticeKind.ValueType  # 4
     """The member's credit limit changed."""
+    MEMBER_NOTICE_KIND_ORDER_VOIDED: _MemberNoticeKind.ValueType  # 5
+    """The shop could not finish a purchase and voided it; its credit hold was
+    released (or the billed amount credited back) and nothing is billed.
+    """
 
 class MemberNoticeKind(_MemberNoticeKind, metaclass=_MemberNoticeKindEnumTypeWrapper):
     """MemberNoticeKind is the subject of a notice to a member."""
@@ -126,6 +138,10 @@ MEMBER_NOTICE_KIND_ORDER_BILLED: MemberNoticeKind.ValueType  # 3
 """A billing run posted an order to the member's bill."""
 MEMBER_NOTICE_KIND_CREDIT_LIMIT_CHANGED: MemberNoticeKind.ValueType  # 4
 """The member's credit limit changed."""
+MEMBER_NOTICE_KIND_ORDER_VOIDED: MemberNoticeKind.ValueType  # 5
+"""The shop could not finish a purchase and voided it; its credit hold was
+released (or the billed amount credited back) and nothing is billed.
+"""
 Global___MemberNoticeKind: _TypeAlias = MemberNoticeKind  # noqa: Y015
 
 @_typing.final
@@ -1163,6 +1179,83 @@ class NotifyCancelRequestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NotifyCancelRequestResponse: _TypeAlias = NotifyCancelRequestResponse  # noqa: Y015
+
+@_typing.final
+class VoidOrderRequest(_message.Message):
+    """VoidOrderRequest asks the agency to undo an order the shop could not finish."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key: the same ID with the same request returns
+    the first answer; the same ID with a different request is refused with
+    IDEMPOTENCY_KEY_REUSED.
+    """
+    order_number: _builtins.str
+    """Network-wide order number of the order to void."""
+    reason: _types_pb2.ErrorReason.ValueType
+    """Why the shop voids it: the stable reason of the refusal that stopped the
+    flow, or ORDER_EXPIRED.
+    """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        reason: _types_pb2.ErrorReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidOrderRequest: _TypeAlias = VoidOrderRequest  # noqa: Y015
+
+@_typing.final
+class VoidOrderResponse(_message.Message):
+    """VoidOrderResponse says what the void did at the agency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    ORDER_EXISTED_FIELD_NUMBER: _builtins.int
+    CREDITED_BACK_FIELD_NUMBER: _builtins.int
+    VOIDED_AT_FIELD_NUMBER: _builtins.int
+    order_number: _builtins.str
+    """Order number the void was recorded for."""
+    order_existed: _builtins.bool
+    """True if the agency held the order (it is now voided); false if the
+    billing search never created it (the void only forbids it).
+    """
+    @_builtins.property
+    def credited_back(self) -> _types_pb2.Money:
+        """Amount credited back to the member because the order was already
+        billed; zero (with the order's currency) otherwise.
+        """
+
+    @_builtins.property
+    def voided_at(self) -> _timestamp_pb2.Timestamp:
+        """When the agency recorded the void."""
+
+    def __init__(
+        self,
+        *,
+        order_number: _builtins.str = ...,
+        order_existed: _builtins.bool = ...,
+        credited_back: _types_pb2.Money | None = ...,
+        voided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credited_back", b"credited_back", "voided_at", b"voided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credited_back", b"credited_back", "order_existed", b"order_existed", "order_number", b"order_number", "voided_at", b"voided_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidOrderResponse: _TypeAlias = VoidOrderResponse  # noqa: Y015
 
 @_typing.final
 class EnrollMemberRequest(_message.Message):

@@ -408,6 +408,11 @@ class BillingServiceStub:
                 request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.NotifyCancelRequestRequest.SerializeToString,
                 response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.NotifyCancelRequestResponse.FromString,
                 _registered_method=True)
+        self.VoidOrder = channel.unary_unary(
+                '/suretynet.settlement.v1.BillingService/VoidOrder',
+                request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.VoidOrderRequest.SerializeToString,
+                response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.VoidOrderResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -458,6 +463,21 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VoidOrder(self, request, context):
+        """VoidOrder is the compensating step of the purchase: the shop could not
+        finish an order whose billing search may have reached the agency (a
+        refusal after it, or the order's lifetime passed). The agency records the
+        void for the order number whether or not it holds the order, so that a
+        late billing search can never create it; an order it holds is voided (its
+        credit hold released, or credited back if already billed), the member is
+        told, and verification's transaction report is voided by the agency's own
+        resumer. Idempotent by request_id and by order number. Caller: the shop
+        that sold the order. Errors: NOT_OWNER, ORDER_ALREADY_CANCELLED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -480,6 +500,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.NotifyCancelRequest,
                     request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.NotifyCancelRequestRequest.FromString,
                     response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.NotifyCancelRequestResponse.SerializeToString,
+            ),
+            'VoidOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidOrder,
+                    request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.VoidOrderRequest.FromString,
+                    response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.VoidOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -592,6 +617,33 @@ class BillingService:
             '/suretynet.settlement.v1.BillingService/NotifyCancelRequest',
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.NotifyCancelRequestRequest.SerializeToString,
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.NotifyCancelRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.settlement.v1.BillingService/VoidOrder',
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.VoidOrderRequest.SerializeToString,
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.VoidOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -234,6 +234,17 @@ class BillingServiceStub:
     cancel process result and, under VERIFIED, the cancel verification.
     Errors: ORDER_NOT_FOUND, NOT_OWNER, ORDER_ALREADY_CANCELLED.
     """
+    VoidOrder: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.VoidOrderRequest, _settlement_pb2.VoidOrderResponse]
+    """VoidOrder is the compensating step of the purchase: the shop could not
+    finish an order whose billing search may have reached the agency (a
+    refusal after it, or the order's lifetime passed). The agency records the
+    void for the order number whether or not it holds the order, so that a
+    late billing search can never create it; an order it holds is voided (its
+    credit hold released, or credited back if already billed), the member is
+    told, and verification's transaction report is voided by the agency's own
+    resumer. Idempotent by request_id and by order number. Caller: the shop
+    that sold the order. Errors: NOT_OWNER, ORDER_ALREADY_CANCELLED.
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -268,6 +279,17 @@ class BillingServiceAsyncStub(BillingServiceStub):
     sends the cancel process notice to verification and answers with the
     cancel process result and, under VERIFIED, the cancel verification.
     Errors: ORDER_NOT_FOUND, NOT_OWNER, ORDER_ALREADY_CANCELLED.
+    """
+    VoidOrder: _aio.UnaryUnaryMultiCallable[_settlement_pb2.VoidOrderRequest, _settlement_pb2.VoidOrderResponse]  # type: ignore[assignment]
+    """VoidOrder is the compensating step of the purchase: the shop could not
+    finish an order whose billing search may have reached the agency (a
+    refusal after it, or the order's lifetime passed). The agency records the
+    void for the order number whether or not it holds the order, so that a
+    late billing search can never create it; an order it holds is voided (its
+    credit hold released, or credited back if already billed), the member is
+    told, and verification's transaction report is voided by the agency's own
+    resumer. Idempotent by request_id and by order number. Caller: the shop
+    that sold the order. Errors: NOT_OWNER, ORDER_ALREADY_CANCELLED.
     """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -324,6 +346,23 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         sends the cancel process notice to verification and answers with the
         cancel process result and, under VERIFIED, the cancel verification.
         Errors: ORDER_NOT_FOUND, NOT_OWNER, ORDER_ALREADY_CANCELLED.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidOrder(
+        self,
+        request: _settlement_pb2.VoidOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.VoidOrderResponse, _abc.Awaitable[_settlement_pb2.VoidOrderResponse]]:
+        """VoidOrder is the compensating step of the purchase: the shop could not
+        finish an order whose billing search may have reached the agency (a
+        refusal after it, or the order's lifetime passed). The agency records the
+        void for the order number whether or not it holds the order, so that a
+        late billing search can never create it; an order it holds is voided (its
+        credit hold released, or credited back if already billed), the member is
+        told, and verification's transaction report is voided by the agency's own
+        resumer. Idempotent by request_id and by order number. Caller: the shop
+        that sold the order. Errors: NOT_OWNER, ORDER_ALREADY_CANCELLED.
         """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -489,6 +489,21 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     transaction for a reason other than credit limit. Operator: the member
     should contact its settlement agency.
     """
+    ERROR_REASON_ORDER_VOIDED: _ErrorReason.ValueType  # 62
+    """FAILED_PRECONDITION. The order was voided: the purchase could not finish
+    and was undone at every node involved; nothing is or will be billed for
+    it. Operator: nothing; the member places a new order (new request_id).
+    """
+    ERROR_REASON_ORDER_EXPIRED: _ErrorReason.ValueType  # 63
+    """FAILED_PRECONDITION. The order outlived its lifetime before its flow
+    could finish, and was voided. Operator: check the health of the peer the
+    order was waiting for; the member places a new order.
+    """
+    ERROR_REASON_TRANSACTION_ALREADY_VERIFIED: _ErrorReason.ValueType  # 64
+    """FAILED_PRECONDITION. The transaction was already verified and recorded,
+    so it can no longer be voided; it is resolved forward (completed) or by
+    a cancellation. Operator: nothing; the shop finishes the order.
+    """
     ERROR_REASON_ORDER_ALREADY_CANCELLED: _ErrorReason.ValueType  # 70
     """FAILED_PRECONDITION. The order is already cancelled. Operator: nothing;
     GetOrder shows the earlier cancellation.
@@ -563,9 +578,27 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     time. Operator: check the peer's health; callers retry with the same
     request_id within their retry budget.
     """
+    ERROR_REASON_DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 101
+    """UNAVAILABLE. The node cannot write to its own database (disk full,
+    read-only file system, database server down); nothing was changed, and
+    the node reports NOT_SERVING on health until a write succeeds again.
+    Operator: free disk space or restore the database; the node recovers by
+    itself. Callers retry with the same request_id.
+    """
+    ERROR_REASON_PARTNER_UNAVAILABLE: _ErrorReason.ValueType  # 102
+    """UNAVAILABLE. Every partner marketplace that could supply the commodity is
+    unreachable right now; no partner refused it. Operator: check the
+    partners' health; the purchaser retries with the same request_id.
+    """
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 110
     """UNIMPLEMENTED. The RPC is part of the protocol but this node's release
     does not serve it yet. Operator: upgrade the node; callers must not retry.
+    """
+    ERROR_REASON_PEER_CERTIFICATE_REJECTED: _ErrorReason.ValueType  # 120
+    """UNAUTHENTICATED. The TLS handshake with a peer node failed on a
+    certificate: the peer's is not from this network's CA, does not name the
+    address dialled, or has expired. Operator: renew or re-issue the peer's
+    certificate (suretynet pki renew); retrying does not help.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -757,6 +790,21 @@ ERROR_REASON_TRANSACTION_DECLINED: ErrorReason.ValueType  # 61
 transaction for a reason other than credit limit. Operator: the member
 should contact its settlement agency.
 """
+ERROR_REASON_ORDER_VOIDED: ErrorReason.ValueType  # 62
+"""FAILED_PRECONDITION. The order was voided: the purchase could not finish
+and was undone at every node involved; nothing is or will be billed for
+it. Operator: nothing; the member places a new order (new request_id).
+"""
+ERROR_REASON_ORDER_EXPIRED: ErrorReason.ValueType  # 63
+"""FAILED_PRECONDITION. The order outlived its lifetime before its flow
+could finish, and was voided. Operator: check the health of the peer the
+order was waiting for; the member places a new order.
+"""
+ERROR_REASON_TRANSACTION_ALREADY_VERIFIED: ErrorReason.ValueType  # 64
+"""FAILED_PRECONDITION. The transaction was already verified and recorded,
+so it can no longer be voided; it is resolved forward (completed) or by
+a cancellation. Operator: nothing; the shop finishes the order.
+"""
 ERROR_REASON_ORDER_ALREADY_CANCELLED: ErrorReason.ValueType  # 70
 """FAILED_PRECONDITION. The order is already cancelled. Operator: nothing;
 GetOrder shows the earlier cancellation.
@@ -831,9 +879,27 @@ ERROR_REASON_PEER_UNAVAILABLE: ErrorReason.ValueType  # 100
 time. Operator: check the peer's health; callers retry with the same
 request_id within their retry budget.
 """
+ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 101
+"""UNAVAILABLE. The node cannot write to its own database (disk full,
+read-only file system, database server down); nothing was changed, and
+the node reports NOT_SERVING on health until a write succeeds again.
+Operator: free disk space or restore the database; the node recovers by
+itself. Callers retry with the same request_id.
+"""
+ERROR_REASON_PARTNER_UNAVAILABLE: ErrorReason.ValueType  # 102
+"""UNAVAILABLE. Every partner marketplace that could supply the commodity is
+unreachable right now; no partner refused it. Operator: check the
+partners' health; the purchaser retries with the same request_id.
+"""
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 110
 """UNIMPLEMENTED. The RPC is part of the protocol but this node's release
 does not serve it yet. Operator: upgrade the node; callers must not retry.
+"""
+ERROR_REASON_PEER_CERTIFICATE_REJECTED: ErrorReason.ValueType  # 120
+"""UNAUTHENTICATED. The TLS handshake with a peer node failed on a
+certificate: the peer's is not from this network's CA, does not name the
+address dialled, or has expired. Operator: renew or re-issue the peer's
+certificate (suretynet pki renew); retrying does not help.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

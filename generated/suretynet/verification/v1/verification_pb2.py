@@ -26,39 +26,43 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from suretynet.type.v1 import types_pb2 as suretynet_dot_type_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,suretynet/verification/v1/verification.proto\x12\x19suretynet.verification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsuretynet/type/v1/types.proto\"\xcd\x01\n\x11TransactionReport\x12\x14\n\x0corder_number\x18\x01 \x01(\t\x12:\n\x0f\x62illing_details\x18\x02 \x01(\x0b\x32!.suretynet.type.v1.BillingDetails\x12\x34\n\x06result\x18\x03 \x01(\x0e\x32$.suretynet.type.v1.TransactionResult\x12\x30\n\x0c\x63ompleted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x13\x43\x61ncelProcessNotice\x12\x19\n\x11\x63\x61ncel_request_id\x18\x01 \x01(\t\x12\x14\n\x0corder_number\x18\x02 \x01(\t\x12\x1c\n\x14settlement_agency_id\x18\x03 \x01(\t\x12\x18\n\x10retail_entity_id\x18\x04 \x01(\t\x12\x33\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0e\x32!.suretynet.type.v1.CancelDecision\x12(\n\x06\x61mount\x18\x06 \x01(\x0b\x32\x18.suretynet.type.v1.Money\x12.\n\ndecided_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x03\n\x12\x43\x61ncellationRecord\x12\x14\n\x0corder_number\x18\x01 \x01(\t\x12\x45\n\x15\x63\x61ncel_request_notice\x18\x02 \x01(\x0b\x32&.suretynet.type.v1.CancelRequestNotice\x12>\n\x1a\x63\x61ncel_request_received_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12M\n\x15\x63\x61ncel_process_notice\x18\x04 \x01(\x0b\x32..suretynet.verification.v1.CancelProcessNotice\x12>\n\x1a\x63\x61ncel_process_received_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\x13\x63\x61ncel_verification\x18\x06 \x01(\x0b\x32%.suretynet.type.v1.CancelVerification\"~\n\x1eSubmitTransactionReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12H\n\x12transaction_report\x18\x02 \x01(\x0b\x32,.suretynet.verification.v1.TransactionReport\"\x9c\x01\n\x1fSubmitTransactionReportResponse\x12H\n\x12transaction_report\x18\x01 \x01(\x0b\x32,.suretynet.verification.v1.TransactionReport\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x1bGetTransactionReportRequest\x12\x14\n\x0corder_number\x18\x01 \x01(\t\"\x99\x01\n\x1cGetTransactionReportResponse\x12H\n\x12transaction_report\x18\x01 \x01(\x0b\x32,.suretynet.verification.v1.TransactionReport\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n SubmitCancelRequestNoticeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x45\n\x15\x63\x61ncel_request_notice\x18\x02 \x01(\x0b\x32&.suretynet.type.v1.CancelRequestNotice\"\x9b\x01\n!SubmitCancelRequestNoticeResponse\x12\x45\n\x15\x63\x61ncel_request_notice\x18\x01 \x01(\x0b\x32&.suretynet.type.v1.CancelRequestNotice\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n SubmitCancelProcessNoticeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12M\n\x15\x63\x61ncel_process_notice\x18\x02 \x01(\x0b\x32..suretynet.verification.v1.CancelProcessNotice\"\x9e\x02\n!SubmitCancelProcessNoticeResponse\x12M\n\x15\x63\x61ncel_process_notice\x18\x01 \x01(\x0b\x32..suretynet.verification.v1.CancelProcessNotice\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\tprocedure\x18\x03 \x01(\x0e\x32\".suretynet.type.v1.CancelProcedure\x12\x42\n\x13\x63\x61ncel_verification\x18\x04 \x01(\x0b\x32%.suretynet.type.v1.CancelVerification\"O\n\x1cGetCancellationRecordRequest\x12\x14\n\x0corder_number\x18\x01 \x01(\t\x12\x19\n\x11\x63\x61ncel_request_id\x18\x02 \x01(\t\"k\n\x1dGetCancellationRecordResponse\x12J\n\x13\x63\x61ncellation_record\x18\x01 \x01(\x0b\x32-.suretynet.verification.v1.CancellationRecord2\xf1\x05\n\x13VerificationService\x12\x90\x01\n\x17SubmitTransactionReport\x12\x39.suretynet.verification.v1.SubmitTransactionReportRequest\x1a:.suretynet.verification.v1.SubmitTransactionReportResponse\x12\x87\x01\n\x14GetTransactionReport\x12\x36.suretynet.verification.v1.GetTransactionReportRequest\x1a\x37.suretynet.verification.v1.GetTransactionReportResponse\x12\x96\x01\n\x19SubmitCancelRequestNotice\x12;.suretynet.verification.v1.SubmitCancelRequestNoticeRequest\x1a<.suretynet.verification.v1.SubmitCancelRequestNoticeResponse\x12\x96\x01\n\x19SubmitCancelProcessNotice\x12;.suretynet.verification.v1.SubmitCancelProcessNoticeRequest\x1a<.suretynet.verification.v1.SubmitCancelProcessNoticeResponse\x12\x8a\x01\n\x15GetCancellationRecord\x12\x37.suretynet.verification.v1.GetCancellationRecordRequest\x1a\x38.suretynet.verification.v1.GetCancellationRecordResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,suretynet/verification/v1/verification.proto\x12\x19suretynet.verification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsuretynet/type/v1/types.proto\"\xb0\x01\n\x1cVoidTransactionReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0corder_number\x18\x02 \x01(\t\x12\x1c\n\x14settlement_agency_id\x18\x03 \x01(\t\x12.\n\x06reason\x18\x04 \x01(\x0e\x32\x1e.suretynet.type.v1.ErrorReason\x12\x18\n\x10retail_entity_id\x18\x05 \x01(\t\"|\n\x1dVoidTransactionReportResponse\x12\x14\n\x0corder_number\x18\x01 \x01(\t\x12\x16\n\x0ereport_existed\x18\x02 \x01(\x08\x12-\n\tvoided_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcd\x01\n\x11TransactionReport\x12\x14\n\x0corder_number\x18\x01 \x01(\t\x12:\n\x0f\x62illing_details\x18\x02 \x01(\x0b\x32!.suretynet.type.v1.BillingDetails\x12\x34\n\x06result\x18\x03 \x01(\x0e\x32$.suretynet.type.v1.TransactionResult\x12\x30\n\x0c\x63ompleted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x13\x43\x61ncelProcessNotice\x12\x19\n\x11\x63\x61ncel_request_id\x18\x01 \x01(\t\x12\x14\n\x0corder_number\x18\x02 \x01(\t\x12\x1c\n\x14settlement_agency_id\x18\x03 \x01(\t\x12\x18\n\x10retail_entity_id\x18\x04 \x01(\t\x12\x33\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0e\x32!.suretynet.type.v1.CancelDecision\x12(\n\x06\x61mount\x18\x06 \x01(\x0b\x32\x18.suretynet.type.v1.Money\x12.\n\ndecided_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x03\n\x12\x43\x61ncellationRecord\x12\x14\n\x0corder_number\x18\x01 \x01(\t\x12\x45\n\x15\x63\x61ncel_request_notice\x18\x02 \x01(\x0b\x32&.suretynet.type.v1.CancelRequestNotice\x12>\n\x1a\x63\x61ncel_request_received_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12M\n\x15\x63\x61ncel_process_notice\x18\x04 \x01(\x0b\x32..suretynet.verification.v1.CancelProcessNotice\x12>\n\x1a\x63\x61ncel_process_received_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\x13\x63\x61ncel_verification\x18\x06 \x01(\x0b\x32%.suretynet.type.v1.CancelVerification\"~\n\x1eSubmitTransactionReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12H\n\x12transaction_report\x18\x02 \x01(\x0b\x32,.suretynet.verification.v1.TransactionReport\"\x9c\x01\n\x1fSubmitTransactionReportResponse\x12H\n\x12transaction_report\x18\x01 \x01(\x0b\x32,.suretynet.verification.v1.TransactionReport\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x1bGetTransactionReportRequest\x12\x14\n\x0corder_number\x18\x01 \x01(\t\"\xc8\x01\n\x1cGetTransactionReportResponse\x12H\n\x12transaction_report\x18\x01 \x01(\x0b\x32,.suretynet.verification.v1.TransactionReport\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tvoided_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n SubmitCancelRequestNoticeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x45\n\x15\x63\x61ncel_request_notice\x18\x02 \x01(\x0b\x32&.suretynet.type.v1.CancelRequestNotice\"\x9b\x01\n!SubmitCancelRequestNoticeResponse\x12\x45\n\x15\x63\x61ncel_request_notice\x18\x01 \x01(\x0b\x32&.suretynet.type.v1.CancelRequestNotice\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n SubmitCancelProcessNoticeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12M\n\x15\x63\x61ncel_process_notice\x18\x02 \x01(\x0b\x32..suretynet.verification.v1.CancelProcessNotice\"\x9e\x02\n!SubmitCancelProcessNoticeResponse\x12M\n\x15\x63\x61ncel_process_notice\x18\x01 \x01(\x0b\x32..suretynet.verification.v1.CancelProcessNotice\x12/\n\x0breceived_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\tprocedure\x18\x03 \x01(\x0e\x32\".suretynet.type.v1.CancelProcedure\x12\x42\n\x13\x63\x61ncel_verification\x18\x04 \x01(\x0b\x32%.suretynet.type.v1.CancelVerification\"O\n\x1cGetCancellationRecordRequest\x12\x14\n\x0corder_number\x18\x01 \x01(\t\x12\x19\n\x11\x63\x61ncel_request_id\x18\x02 \x01(\t\"k\n\x1dGetCancellationRecordResponse\x12J\n\x13\x63\x61ncellation_record\x18\x01 \x01(\x0b\x32-.suretynet.verification.v1.CancellationRecord2\xfe\x06\n\x13VerificationService\x12\x90\x01\n\x17SubmitTransactionReport\x12\x39.suretynet.verification.v1.SubmitTransactionReportRequest\x1a:.suretynet.verification.v1.SubmitTransactionReportResponse\x12\x87\x01\n\x14GetTransactionReport\x12\x36.suretynet.verification.v1.GetTransactionReportRequest\x1a\x37.suretynet.verification.v1.GetTransactionReportResponse\x12\x96\x01\n\x19SubmitCancelRequestNotice\x12;.suretynet.verification.v1.SubmitCancelRequestNoticeRequest\x1a<.suretynet.verification.v1.SubmitCancelRequestNoticeResponse\x12\x96\x01\n\x19SubmitCancelProcessNotice\x12;.suretynet.verification.v1.SubmitCancelProcessNoticeRequest\x1a<.suretynet.verification.v1.SubmitCancelProcessNoticeResponse\x12\x8a\x01\n\x15GetCancellationRecord\x12\x37.suretynet.verification.v1.GetCancellationRecordRequest\x1a\x38.suretynet.verification.v1.GetCancellationRecordResponse\x12\x8a\x01\n\x15VoidTransactionReport\x12\x37.suretynet.verification.v1.VoidTransactionReportRequest\x1a\x38.suretynet.verification.v1.VoidTransactionReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'suretynet.verification.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSACTIONREPORT']._serialized_start=140
-  _globals['_TRANSACTIONREPORT']._serialized_end=345
-  _globals['_CANCELPROCESSNOTICE']._serialized_start=348
-  _globals['_CANCELPROCESSNOTICE']._serialized_end=617
-  _globals['_CANCELLATIONRECORD']._serialized_start=620
-  _globals['_CANCELLATIONRECORD']._serialized_end=1008
-  _globals['_SUBMITTRANSACTIONREPORTREQUEST']._serialized_start=1010
-  _globals['_SUBMITTRANSACTIONREPORTREQUEST']._serialized_end=1136
-  _globals['_SUBMITTRANSACTIONREPORTRESPONSE']._serialized_start=1139
-  _globals['_SUBMITTRANSACTIONREPORTRESPONSE']._serialized_end=1295
-  _globals['_GETTRANSACTIONREPORTREQUEST']._serialized_start=1297
-  _globals['_GETTRANSACTIONREPORTREQUEST']._serialized_end=1348
-  _globals['_GETTRANSACTIONREPORTRESPONSE']._serialized_start=1351
-  _globals['_GETTRANSACTIONREPORTRESPONSE']._serialized_end=1504
-  _globals['_SUBMITCANCELREQUESTNOTICEREQUEST']._serialized_start=1506
-  _globals['_SUBMITCANCELREQUESTNOTICEREQUEST']._serialized_end=1631
-  _globals['_SUBMITCANCELREQUESTNOTICERESPONSE']._serialized_start=1634
-  _globals['_SUBMITCANCELREQUESTNOTICERESPONSE']._serialized_end=1789
-  _globals['_SUBMITCANCELPROCESSNOTICEREQUEST']._serialized_start=1792
-  _globals['_SUBMITCANCELPROCESSNOTICEREQUEST']._serialized_end=1925
-  _globals['_SUBMITCANCELPROCESSNOTICERESPONSE']._serialized_start=1928
-  _globals['_SUBMITCANCELPROCESSNOTICERESPONSE']._serialized_end=2214
-  _globals['_GETCANCELLATIONRECORDREQUEST']._serialized_start=2216
-  _globals['_GETCANCELLATIONRECORDREQUEST']._serialized_end=2295
-  _globals['_GETCANCELLATIONRECORDRESPONSE']._serialized_start=2297
-  _globals['_GETCANCELLATIONRECORDRESPONSE']._serialized_end=2404
-  _globals['_VERIFICATIONSERVICE']._serialized_start=2407
-  _globals['_VERIFICATIONSERVICE']._serialized_end=3160
+  _globals['_VOIDTRANSACTIONREPORTREQUEST']._serialized_start=140
+  _globals['_VOIDTRANSACTIONREPORTREQUEST']._serialized_end=316
+  _globals['_VOIDTRANSACTIONREPORTRESPONSE']._serialized_start=318
+  _globals['_VOIDTRANSACTIONREPORTRESPONSE']._serialized_end=442
+  _globals['_TRANSACTIONREPORT']._serialized_start=445
+  _globals['_TRANSACTIONREPORT']._serialized_end=650
+  _globals['_CANCELPROCESSNOTICE']._serialized_start=653
+  _globals['_CANCELPROCESSNOTICE']._serialized_end=922
+  _globals['_CANCELLATIONRECORD']._serialized_start=925
+  _globals['_CANCELLATIONRECORD']._serialized_end=1313
+  _globals['_SUBMITTRANSACTIONREPORTREQUEST']._serialized_start=1315
+  _globals['_SUBMITTRANSACTIONREPORTREQUEST']._serialized_end=1441
+  _globals['_SUBMITTRANSACTIONREPORTRESPONSE']._serialized_start=1444
+  _globals['_SUBMITTRANSACTIONREPORTRESPONSE']._serialized_end=1600
+  _globals['_GETTRANSACTIONREPORTREQUEST']._serialized_start=1602
+  _globals['_GETTRANSACTIONREPORTREQUEST']._serialized_end=1653
+  _globals['_GETTRANSACTIONREPORTRESPONSE']._serialized_start=1656
+  _globals['_GETTRANSACTIONREPORTRESPONSE']._serialized_end=1856
+  _globals['_SUBMITCANCELREQUESTNOTICEREQUEST']._serialized_start=1858
+  _globals['_SUBMITCANCELREQUESTNOTICEREQUEST']._serialized_end=1983
+  _globals['_SUBMITCANCELREQUESTNOTICERESPONSE']._serialized_start=1986
+  _globals['_SUBMITCANCELREQUESTNOTICERESPONSE']._serialized_end=2141
+  _globals['_SUBMITCANCELPROCESSNOTICEREQUEST']._serialized_start=2144
+  _globals['_SUBMITCANCELPROCESSNOTICEREQUEST']._serialized_end=2277
+  _globals['_SUBMITCANCELPROCESSNOTICERESPONSE']._serialized_start=2280
+  _globals['_SUBMITCANCELPROCESSNOTICERESPONSE']._serialized_end=2566
+  _globals['_GETCANCELLATIONRECORDREQUEST']._serialized_start=2568
+  _globals['_GETCANCELLATIONRECORDREQUEST']._serialized_end=2647
+  _globals['_GETCANCELLATIONRECORDRESPONSE']._serialized_start=2649
+  _globals['_GETCANCELLATIONRECORDRESPONSE']._serialized_end=2756
+  _globals['_VERIFICATIONSERVICE']._serialized_start=2759
+  _globals['_VERIFICATIONSERVICE']._serialized_end=3653
 # @@protoc_insertion_point(module_scope)

@@ -29,6 +29,79 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class VoidTransactionReportRequest(_message.Message):
+    """VoidTransactionReportRequest carries the agency's void of one order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_AGENCY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RETAIL_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key: the same ID with the same request returns
+    the first answer; the same ID with a different request is refused with
+    IDEMPOTENCY_KEY_REUSED.
+    """
+    order_number: _builtins.str
+    """Network-wide order number of the voided order."""
+    settlement_agency_id: _builtins.str
+    """Entity ID of the settlement agency that voided it; must be the caller."""
+    reason: _types_pb2.ErrorReason.ValueType
+    """Why the order was voided (copied from the shop's VoidOrder)."""
+    retail_entity_id: _builtins.str
+    """Entity ID of the shop that sold the order and voided it."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        settlement_agency_id: _builtins.str = ...,
+        reason: _types_pb2.ErrorReason.ValueType = ...,
+        retail_entity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "reason", b"reason", "request_id", b"request_id", "retail_entity_id", b"retail_entity_id", "settlement_agency_id", b"settlement_agency_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidTransactionReportRequest: _TypeAlias = VoidTransactionReportRequest  # noqa: Y015
+
+@_typing.final
+class VoidTransactionReportResponse(_message.Message):
+    """VoidTransactionReportResponse says what verification recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    REPORT_EXISTED_FIELD_NUMBER: _builtins.int
+    VOIDED_AT_FIELD_NUMBER: _builtins.int
+    order_number: _builtins.str
+    """Order number the void was recorded for."""
+    report_existed: _builtins.bool
+    """True if a transaction report was on file (it is now marked voided)."""
+    @_builtins.property
+    def voided_at(self) -> _timestamp_pb2.Timestamp:
+        """When verification recorded the void."""
+
+    def __init__(
+        self,
+        *,
+        order_number: _builtins.str = ...,
+        report_existed: _builtins.bool = ...,
+        voided_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["voided_at", b"voided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_number", b"order_number", "report_existed", b"report_existed", "voided_at", b"voided_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidTransactionReportResponse: _TypeAlias = VoidTransactionReportResponse  # noqa: Y015
+
+@_typing.final
 class TransactionReport(_message.Message):
     """TransactionReport is the settlement agency's report of a completed purchase:
     order number and billing details (claim 1, flow step 9).
@@ -265,6 +338,7 @@ class GetTransactionReportResponse(_message.Message):
 
     TRANSACTION_REPORT_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    VOIDED_AT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def transaction_report(self) -> Global___TransactionReport:
         """The transaction report."""
@@ -273,15 +347,22 @@ class GetTransactionReportResponse(_message.Message):
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """When verification stored the report."""
 
+    @_builtins.property
+    def voided_at(self) -> _timestamp_pb2.Timestamp:
+        """When the settlement agency voided the order; unset unless voided.
+        Approval refuses to verify a voided order (ORDER_VOIDED).
+        """
+
     def __init__(
         self,
         *,
         transaction_report: Global___TransactionReport | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        voided_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at", "transaction_report", b"transaction_report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at", "transaction_report", b"transaction_report", "voided_at", b"voided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at", "transaction_report", b"transaction_report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at", "transaction_report", b"transaction_report", "voided_at", b"voided_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -61,6 +61,11 @@ class VerificationServiceStub:
                 request_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.GetCancellationRecordRequest.SerializeToString,
                 response_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.GetCancellationRecordResponse.FromString,
                 _registered_method=True)
+        self.VoidTransactionReport = channel.unary_unary(
+                '/suretynet.verification.v1.VerificationService/VoidTransactionReport',
+                request_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.VoidTransactionReportRequest.SerializeToString,
+                response_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.VoidTransactionReportResponse.FromString,
+                _registered_method=True)
 
 
 class VerificationServiceServicer:
@@ -114,6 +119,18 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VoidTransactionReport(self, request, context):
+        """VoidTransactionReport records that the settlement agency voided an order
+        (the compensating step of a purchase that could not finish). A report on
+        file is marked voided, and a report filed later for the same order number
+        (a report and its void racing) is stored already voided, so approval never
+        verifies it. Idempotent by request_id and by order number. Caller:
+        settlement, for its own orders.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +158,11 @@ def add_VerificationServiceServicer_to_server(servicer, server):
                     servicer.GetCancellationRecord,
                     request_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.GetCancellationRecordRequest.FromString,
                     response_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.GetCancellationRecordResponse.SerializeToString,
+            ),
+            'VoidTransactionReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidTransactionReport,
+                    request_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.VoidTransactionReportRequest.FromString,
+                    response_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.VoidTransactionReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -280,6 +302,33 @@ class VerificationService:
             '/suretynet.verification.v1.VerificationService/GetCancellationRecord',
             suretynet_dot_verification_dot_v1_dot_verification__pb2.GetCancellationRecordRequest.SerializeToString,
             suretynet_dot_verification_dot_v1_dot_verification__pb2.GetCancellationRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidTransactionReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.verification.v1.VerificationService/VoidTransactionReport',
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.VoidTransactionReportRequest.SerializeToString,
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.VoidTransactionReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,14 @@ class VerificationServiceStub:
     cancellation of one order. Callers: admin, approval, and the shop or
     settlement agency party to the order.
     """
+    VoidTransactionReport: _grpc.UnaryUnaryMultiCallable[_verification_pb2.VoidTransactionReportRequest, _verification_pb2.VoidTransactionReportResponse]
+    """VoidTransactionReport records that the settlement agency voided an order
+    (the compensating step of a purchase that could not finish). A report on
+    file is marked voided, and a report filed later for the same order number
+    (a report and its void racing) is stored already voided, so approval never
+    verifies it. Idempotent by request_id and by order number. Caller:
+    settlement, for its own orders.
+    """
 
 @_typing.type_check_only
 class VerificationServiceAsyncStub(VerificationServiceStub):
@@ -104,6 +112,14 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     """GetCancellationRecord returns everything verification holds about the
     cancellation of one order. Callers: admin, approval, and the shop or
     settlement agency party to the order.
+    """
+    VoidTransactionReport: _aio.UnaryUnaryMultiCallable[_verification_pb2.VoidTransactionReportRequest, _verification_pb2.VoidTransactionReportResponse]  # type: ignore[assignment]
+    """VoidTransactionReport records that the settlement agency voided an order
+    (the compensating step of a purchase that could not finish). A report on
+    file is marked voided, and a report filed later for the same order number
+    (a report and its void racing) is stored already voided, so approval never
+    verifies it. Idempotent by request_id and by order number. Caller:
+    settlement, for its own orders.
     """
 
 class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -165,6 +181,20 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetCancellationRecord returns everything verification holds about the
         cancellation of one order. Callers: admin, approval, and the shop or
         settlement agency party to the order.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidTransactionReport(
+        self,
+        request: _verification_pb2.VoidTransactionReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.VoidTransactionReportResponse, _abc.Awaitable[_verification_pb2.VoidTransactionReportResponse]]:
+        """VoidTransactionReport records that the settlement agency voided an order
+        (the compensating step of a purchase that could not finish). A report on
+        file is marked voided, and a report filed later for the same order number
+        (a report and its void racing) is stored already voided, so approval never
+        verifies it. Idempotent by request_id and by order number. Caller:
+        settlement, for its own orders.
         """
 
 def add_VerificationServiceServicer_to_server(servicer: VerificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
