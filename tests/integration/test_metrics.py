@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import urllib.request
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import metrics
+from nodes.common import metrics, resumer
 from nodes.common.config import ConfigError
+from nodes.common.errors import DomainError, ErrorKind
 from tests.integration.test_enrollment import issue_serial
 from tests.support import Pki, node_config, refusal, running
 
@@ -177,3 +179,32 @@ def test_a_metrics_port_in_use_stops_the_node_from_starting(ca: Pki, tmp_path: P
 
     (tmp_path / "b").mkdir()
     asyncio.run(scenario())
+
+
+def test_a_resumer_round_sets_its_backlog_gauges():
+    """The items a round found due and the age of the oldest, under the resumer's name."""
+    began = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=1)
+    flows = [
+        resumer.DueFlow("ON-1", "approval", since=began),
+        resumer.DueFlow("ON-2", "agency-1", since=began + datetime.timedelta(minutes=30)),
+    ]
+
+    async def due(limit: int) -> list[resumer.DueFlow]:
+        return flows[:limit]
+
+    async def drive(flow: resumer.DueFlow) -> None:
+        raise DomainError(ErrorKind.UNAVAILABLE, "PEER_UNAVAILABLE", "still down")
+
+    async def postpone(flow: resumer.DueFlow, wait_s: float | None) -> None:
+        return None
+
+    worker = resumer.Resumer("test resumer", due=due, drive=drive, postpone=postpone)
+    assert metrics.BACKLOG_ITEMS.labels(worker="test_resumer")._value.get() == 0
+    asyncio.run(worker.run_round())
+    assert metrics.BACKLOG_ITEMS.labels(worker="test_resumer")._value.get() == 2
+    oldest = metrics.BACKLOG_OLDEST_AGE.labels(worker="test_resumer")._value.get()
+    assert 3_600 <= oldest < 3_600 + 300
+    flows.clear()
+    asyncio.run(worker.run_round())
+    assert metrics.BACKLOG_ITEMS.labels(worker="test_resumer")._value.get() == 0
+    assert metrics.BACKLOG_OLDEST_AGE.labels(worker="test_resumer")._value.get() == 0
