@@ -265,7 +265,7 @@ class AgencyFlows:
             cutoff = utc_now() - datetime.timedelta(seconds=RESUME_GRACE_S)
             orders, void_rows = repo.orders, repo.voids
             reports = (
-                orders.select(orders.order_number, orders.trace_id)
+                orders.select(orders.order_number, orders.trace_id, orders.created_at)
                 .where(
                     orders.reported_at.is_null()
                     & (orders.next_report_at <= utc_now())
@@ -275,7 +275,7 @@ class AgencyFlows:
                 .limit(limit)
             )
             pending_voids = (
-                void_rows.select(void_rows.order_number)
+                void_rows.select(void_rows.order_number, void_rows.voided_at)
                 .where(
                     void_rows.forwarded_at.is_null()
                     & (void_rows.next_forward_at <= utc_now())
@@ -286,11 +286,13 @@ class AgencyFlows:
             )
             return [
                 *(
-                    resumer.DueFlow("report:" + row.order_number, "verification", row.trace_id)
+                    resumer.DueFlow(
+                        "report:" + row.order_number, "verification", row.trace_id, row.created_at
+                    )
                     for row in reports
                 ),
                 *(
-                    resumer.DueFlow("void:" + row.order_number, "verification")
+                    resumer.DueFlow("void:" + row.order_number, "verification", since=row.voided_at)
                     for row in pending_voids
                 ),
             ]
