@@ -74,12 +74,15 @@ class CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
             method = method.decode()
         started = time.perf_counter()
         with telemetry.client_span(method) as span:
-            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+            metadata = client_call_details.metadata
+            if not isinstance(metadata, grpc.aio.Metadata):
+                metadata = grpc.aio.Metadata(*(metadata or ()))
+                client_call_details = client_call_details._replace(metadata=metadata)  # type: ignore[attr-defined]
+            # grpc.aio built this Metadata for this call alone: adding to it is safe.
             for key, value in telemetry.outgoing_metadata():
                 metadata[key] = value
-            details = client_call_details._replace(metadata=metadata)  # type: ignore[attr-defined]
             code = grpc.StatusCode.UNKNOWN
-            call = await continuation(details, request)
+            call = await continuation(client_call_details, request)
             try:
                 await call
                 code = grpc.StatusCode.OK

@@ -19,6 +19,7 @@ appends each finished span to a file as one JSON object per line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 from collections.abc import Iterator, Mapping
@@ -140,7 +141,9 @@ def traceparent_for(trace_id: str) -> str:
     return f"00-{logs.trace_id_for(trace_id)}-{_random_span_id():016x}-01"
 
 
-def _rpc_attributes(method: str) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1024)
+def _rpc_attributes(method: str) -> Mapping[str, Any]:
+    # Methods come from the node's own tables and stubs: a small, fixed set.
     service, _, name = method.lstrip("/").rpartition("/")
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 

@@ -138,10 +138,14 @@ def file_spans(network: LocalNetwork, trace_id: str) -> list[Span]:
 
 
 def complete(root: Span, spans: list[Span]) -> bool:
-    """Whether the shop's PlaceOrder span has ended and no span's parent is missing."""
+    """Whether the shop's PlaceOrder span has arrived, no span's parent is missing, and every
+    call (CLIENT span) has its callee's SERVER span: each process's spans arrive apart."""
     ids = {root.span_id, *(span.span_id for span in spans)}
-    return any(span.name == PLACE_ORDER for span in spans) and all(
-        span.parent_id is None or span.parent_id in ids for span in spans
+    parents = {span.parent_id for span in spans}
+    return (
+        any(span.name == PLACE_ORDER for span in spans)
+        and all(span.parent_id is None or span.parent_id in ids for span in spans)
+        and all(span.span_id in parents for span in spans if span.kind == "CLIENT")
     )
 
 
