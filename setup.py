@@ -11,5 +11,9 @@ setup(
     + find_namespace_packages("generated", include=["suretynet*"]),
     package_dir={"suretynet": "generated/suretynet"},
     # The commented descriptor set that the nodes' reflection service serves.
-    package_data={"suretynet": ["descriptors.binpb"]},
+    # The operator console's page, script and style sheet (nodes/operator/console.py).
+    package_data={
+        "suretynet": ["descriptors.binpb"],
+        "nodes.operator": ["console_static/*"],
+    },
 )

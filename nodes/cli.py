@@ -13,6 +13,7 @@ import grpc
 from nodes.common import pki, tls
 from nodes.common.config import ConfigError, load_config
 from nodes.common.convert import enum_label, enum_value
+from nodes.common.errors import DomainError
 from nodes.common.identity import ROLES
 from nodes.common.status import decode_rpc_error
 
@@ -429,9 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nodes.member.cli import add_parser as add_member_parser
     from nodes.network.admin_cli import add_parsers as add_operator_parsers
+    from nodes.operator.audit import add_parser as add_audit_parser
+    from nodes.operator.cli import add_parsers as add_tool_parsers
 
     add_member_parser(commands)
     add_operator_parsers(commands)
+    add_tool_parsers(commands)
+    add_audit_parser(commands)
     return parser
 
 
@@ -450,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {error.filename}" if error.filename else ""
         print(f"suretynet: {error.strerror or error}{where}", file=sys.stderr)
         return 2
+    except DomainError as error:
+        # A node refused what this command (or a starting node) asked: its code and reason.
+        print(f"suretynet: {error.kind.value} {error.reason}: {error.message}", file=sys.stderr)
+        return 1
     except grpc.RpcError as error:
         remote = decode_rpc_error(error)
         print(f"suretynet: {remote.code.name} {remote.reason}: {remote.message}", file=sys.stderr)

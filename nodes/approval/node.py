@@ -7,17 +7,18 @@ import datetime
 
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
+from nodes.approval.audit import AuditedApprovalAdminServicer
 from nodes.approval.directory import DirectoryServicer
 from nodes.approval.enrollment import LicensePolicy
 from nodes.approval.guarantee_push import GuaranteePusher
 from nodes.approval.servicer import (
     POLICIES,
-    ApprovalAdminServicer,
     EnrollmentServicer,
     VerifiedKeyCache,
     license_key_check,
 )
 from nodes.approval.transaction_servicer import TransactionServicer
+from nodes.common.audit_chain import CheckpointPublisher, checkpoint_interval_s
 from nodes.common.correlation import unregistered
 from nodes.common.identity import EntityIdentity
 from nodes.common.node import NodeRuntime, RoleParts
@@ -41,6 +42,10 @@ def build(runtime: NodeRuntime) -> RoleParts:
     limits = runtime.config.limits
     verified_keys = VerifiedKeyCache(limits.identity_cache_ttl_s, limits.identity_cache_entries)
     max_cache_age_s = int(options.get("related_information_max_cache_age_s", 5))
+    # The transaction record database's signed checkpoints (nodes/common/audit_chain.py).
+    checkpoints = CheckpointPublisher(
+        store, repo.audit, runtime.config, checkpoint_interval_s(runtime.config)
+    )
     services = [
         Service(
             SERVICES["EnrollmentService"].full_name,
@@ -49,7 +54,9 @@ def build(runtime: NodeRuntime) -> RoleParts:
         ),
         Service(
             SERVICES["ApprovalAdminService"].full_name,
-            ApprovalAdminServicer(store, repo, verified_keys),
+            AuditedApprovalAdminServicer(
+                store, repo, verified_keys, runtime.config.entity_id, checkpoints
+            ),
             approval_pb2_grpc.add_ApprovalAdminServiceServicer_to_server,
         ),
         Service(
@@ -82,6 +89,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
 
     async def on_serving() -> None:
         background.append(asyncio.create_task(pusher.run(), name="guarantee-push"))
+        background.append(asyncio.create_task(checkpoints.run(), name="audit-checkpoint"))
 
     return RoleParts(
         services=services,
@@ -91,5 +99,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         checks=[license_key_check(store, repo, verified_keys)],
         address_lookup=registered_address,
         on_serving=on_serving,
+        # A last checkpoint on a graceful stop, so that nothing recorded goes unsigned.
+        on_stop=checkpoints.publish,
         background=background,
     )

@@ -11,8 +11,9 @@ import grpc
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.approval import enrollment
+from nodes.approval import enrollment, export
 from nodes.approval.enrollment import InformationChange, LicensePolicy, Registration
+from nodes.common import flow_export
 from nodes.common.calls import call_info, certificate_caller
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY
 from nodes.common.convert import (
@@ -62,6 +63,9 @@ POLICIES = {
             "SetEntityStatus",
             "GetEntity",
             "ListEntities",
+            "ExportFlowRecords",
+            "ExportAuditChain",
+            "ListAuditedRecords",
         )
     },
     # Least privilege: each look-up is open to the roles whose flow needs it (and to the
@@ -362,8 +366,15 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
 class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
     """The institution's operator console: serials, keys and entity status."""
 
-    def __init__(self, store: Store, repo: ApprovalRepository, verified_keys: VerifiedKeyCache):
+    def __init__(
+        self,
+        store: Store,
+        repo: ApprovalRepository,
+        verified_keys: VerifiedKeyCache,
+        entity_id: str,
+    ):
         self._store = store
+        self._entity_id = entity_id
         self._repo = repo
         self._verified_keys = verified_keys
 
@@ -499,6 +510,13 @@ class ApprovalAdminServicer(approval_pb2_grpc.ApprovalAdminServiceServicer):
             )
 
         return await self._store.run(query)
+
+    async def ExportFlowRecords(
+        self, request: approval_pb2.ExportFlowRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> approval_pb2.ExportFlowRecordsResponse:
+        sections = export.sections(self._repo, self._entity_id)
+        records, token = await self._store.run(lambda: flow_export.export_page(sections, request))
+        return approval_pb2.ExportFlowRecordsResponse(flow_records=records, next_page_token=token)
 
 
 class VerifiedKeyCache:

@@ -6,6 +6,11 @@ order number, amount and result agree does it store the order number and the mon
 transaction record and answer with a transaction verification. A disagreement is refused
 with TRANSACTION_MISMATCH and kept as a mismatch record for the institution to investigate;
 it never becomes a transaction record.
+
+The record database is tamper-evident: each record, each later change to it (a
+cancellation; a void) and each mismatch appends an entry to the audit chain in the same
+transaction (``nodes/common/audit_chain.py``). A later change is appended, never edited into
+an earlier entry, so that replaying a record's entries gives its current row.
 """
 
 from __future__ import annotations
@@ -19,12 +24,67 @@ from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
 from nodes.common import voids
+from nodes.common.audit_chain import VOID_TABLE, AuditedTable, chain_void, iso, void_state
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from storage.approval.models import TransactionMismatchRow, TransactionRecordRow
 from storage.approval.repository import ApprovalRepository
 from storage.common.models import OrderVoid, utc_now
+
+RECORD_TABLE = "transaction_record"
+MISMATCH_TABLE = "transaction_mismatch"
+
+
+def record_state(row: TransactionRecordRow) -> dict[str, object]:
+    """The audited fields of a transaction record, as its row holds them now."""
+    return {
+        "order_number": row.order_number,
+        "retail_entity_id": row.retail_entity_id,
+        "settlement_agency_id": row.settlement_agency_id,
+        "amount_minor": int(row.amount_minor),
+        "currency_code": row.currency_code,
+        "transaction_verification_id": row.transaction_verification_id,
+        "trace_id": row.trace_id,
+        "reported_at": iso(row.reported_at),
+        "recorded_at": iso(row.recorded_at),
+        **cancellation_state(row),
+    }
+
+
+def cancellation_state(row: TransactionRecordRow) -> dict[str, object]:
+    """The fields a confirmed cancellation sets (the TRANSACTION_CANCELLED entry's state)."""
+    return {
+        "cancelled_at": iso(row.cancelled_at),
+        "cancel_request_id": row.cancel_request_id,
+        "cancel_decision": row.cancel_decision,
+        "cancelled_amount_minor": int(row.cancelled_amount_minor),
+    }
+
+
+def mismatch_state(row: TransactionMismatchRow) -> dict[str, object]:
+    """The audited fields of a refused verification request."""
+    return {
+        "order_number": row.order_number,
+        "retail_entity_id": row.retail_entity_id,
+        "settlement_agency_id": row.settlement_agency_id,
+        "requested_amount_minor": int(row.requested_amount_minor),
+        "requested_currency_code": row.requested_currency_code,
+        "reported_amount_minor": row.reported_amount_minor,
+        "reported_currency_code": row.reported_currency_code,
+        "mismatched_fields": row.mismatched_fields,
+        "trace_id": row.trace_id,
+        "recorded_at": iso(row.recorded_at),
+    }
+
+
+def audited_tables(repo: ApprovalRepository) -> list[AuditedTable]:
+    """Approval's audited tables, in the order ListAuditedRecords walks them."""
+    return [
+        AuditedTable(RECORD_TABLE, repo.transactions, repo.transactions.order_number, record_state),
+        AuditedTable(MISMATCH_TABLE, repo.mismatches, repo.mismatches.mismatch_id, mismatch_state),
+        AuditedTable(VOID_TABLE, repo.voids, repo.voids.order_number, void_state),
+    ]
 
 
 def validate_request(request: approval_pb2.TransactionVerificationRequest) -> None:
@@ -93,6 +153,10 @@ def record_mismatch(repo: ApprovalRepository, mismatch: Mismatch) -> Transaction
         else "",
         mismatched_fields=",".join(mismatch.fields),
         trace_id=mismatch.trace_id,
+        recorded_at=utc_now(),
+    )
+    repo.audit.append(
+        "MISMATCH_RECORDED", f"{MISMATCH_TABLE}/{row.mismatch_id}", mismatch_state(row)
     )
     return row
 
@@ -127,6 +191,9 @@ def record_transaction(
         trace_id=trace_id,
         reported_at=reported_at,
         recorded_at=utc_now(),
+    )
+    repo.audit.append(
+        "TRANSACTION_RECORDED", f"{RECORD_TABLE}/{row.order_number}", record_state(row)
     )
     return row
 
@@ -181,6 +248,9 @@ def mark_cancelled(
         ).upper()
         row.cancelled_amount_minor = notice.amount.amount_minor
         row.save()
+        repo.audit.append(
+            "TRANSACTION_CANCELLED", f"{RECORD_TABLE}/{row.order_number}", cancellation_state(row)
+        )
     return row
 
 
@@ -275,4 +345,4 @@ def record_void(repo: ApprovalRepository, void: voids.Void) -> OrderVoid:
             f"order {void.order_number} is verified and recorded; finish it instead",
             metadata={"order_number": void.order_number},
         )
-    return voids.record(repo.voids, void)
+    return chain_void(repo.voids, repo.audit, void)

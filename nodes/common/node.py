@@ -127,12 +127,10 @@ class Node:
             metrics.watch_license_key(lambda: keeper.expires_at)
 
     async def start(self) -> None:
+        # Nodes that enrol also record their serial and their information announcements.
+        lifecycle_tables = [InformationAnnouncement, NodeEnrollment] if self.keeper else []
         self.store.create_tables(
-            [
-                *self.parts.tables,
-                bind(self.store.database, InformationAnnouncement),
-                bind(self.store.database, NodeEnrollment),
-            ]
+            [*self.parts.tables, *(bind(self.store.database, t) for t in lifecycle_tables)]
         )
         self._check_certificate()
         self.server.bind()
@@ -361,7 +359,14 @@ async def run_until_signalled(config: NodeConfig) -> None:
         announcements.add(task)
         task.add_done_callback(announcements.discard)
 
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        # A node that cannot start (enrolment refused, approval unreachable) still closes
+        # its server and database, so the process ends with the reason alone.
+        with contextlib.suppress(Exception):
+            await node.stop()
+        raise
     loop.add_signal_handler(signal.SIGHUP, change_info)
     loop.add_signal_handler(signal.SIGUSR1, rotate_key)
     await stopping.wait()

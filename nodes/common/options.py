@@ -38,6 +38,14 @@ class Option:
 PAYMENT_METHODS = ("single_payment", "installments", "revolving")
 SECONDS = "float"
 
+# The audit chain of approval and verification (nodes/common/audit_chain.py, docs/AUDIT.md).
+AUDIT_OPTIONS = {
+    "audit_checkpoint_interval_s": Option(SECONDS, "how often the audit chain's head is signed"),
+    "audit_signing_key": Option(
+        "str", "the audit signing key file (default: next to the TLS key), kept out of the DB"
+    ),
+}
+
 ROLE_OPTIONS: dict[str, dict[str, Option]] = {
     "approval": {
         "license_key_validity_days": Option("float", "how long an issued license key lives"),
@@ -45,8 +53,9 @@ ROLE_OPTIONS: dict[str, dict[str, Option]] = {
         "related_information_max_cache_age_s": Option("int", "how long nodes may cache it"),
         "guarantee_push_interval_s": Option(SECONDS, "push discovery: pass interval"),
         "guarantee_push_max_backoff_s": Option(SECONDS, "push discovery: retry bound"),
+        **AUDIT_OPTIONS,
     },
-    "verification": {},
+    "verification": {**AUDIT_OPTIONS},
     "settlement": {
         "routing_prefix": Option(
             "digits",
@@ -72,6 +81,9 @@ ROLE_OPTIONS: dict[str, dict[str, Option]] = {
         "cache_refresh_interval_s": Option("int", "cache discovery: refresh interval"),
         "cache_max_staleness_s": Option("int", "cache discovery: staleness bound"),
         "push_catch_up_interval_s": Option("int", "push discovery: catch-up interval"),
+        "push_catch_up": Option(
+            "bool", "push discovery: false turns every catch-up off (the shop knows only pushes)"
+        ),
         "payment_methods": Option(
             "choices",
             "payment methods the shop accepts",

@@ -54,3 +54,41 @@ def newest_first(
     last_row = rows[size - 1]
     stamp_value = getattr(last_row, moment.name).isoformat()
     return rows[:size], encode_page_token(f"{stamp_value}|{getattr(last_row, key.name)}")
+
+
+def across_sections(
+    sections: list[tuple[Any, Any]], requested_size: int, token: str
+) -> tuple[list[tuple[int, Any]], str]:
+    """One page over several queries read one after another, each in its key's order.
+
+    ``sections`` is a fixed list of ``(query, unique key column)``; the token records the
+    section and the last key, so each section pages by keyset as ``by_key`` does. Returns
+    ``(section index, row)`` pairs and the next page's token ("" after the last page). Must
+    run on the database thread.
+    """
+    size = page_size(requested_size)
+    after = decode_page_token(token)
+    start, last_key = 0, ""
+    if after:
+        index_text, separator, last_key = after.partition("|")
+        if not separator or not index_text.isdigit() or int(index_text) >= len(sections):
+            raise DomainError(
+                ErrorKind.INVALID_ARGUMENT,
+                "PAGE_TOKEN_INVALID",
+                "page_token: not a token this node issued",
+                violations=[FieldViolation("page_token", "not a token this node issued")],
+            )
+        start = int(index_text)
+    page: list[tuple[int, Any]] = []
+    for index in range(start, len(sections)):
+        query, key = sections[index]
+        if index == start and last_key:
+            query = query.where(key > last_key)
+        rows = list(query.order_by(key).limit(size - len(page) + 1))
+        for row in rows:
+            if len(page) == size:
+                previous_index, previous = page[-1]
+                previous_key = getattr(previous, sections[previous_index][1].name)
+                return page, encode_page_token(f"{previous_index}|{previous_key}")
+            page.append((index, row))
+    return page, ""

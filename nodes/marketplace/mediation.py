@@ -20,7 +20,8 @@ from suretynet.marketplace.v1 import marketplace_pb2 as pb
 from nodes.common import metrics
 from nodes.common.errors import DomainError, ErrorKind, required
 from nodes.common.idempotency import request_digest, run_once, stored_response
-from nodes.marketplace import catalog, credit, orders, outbox, requester
+from nodes.common.identity import entity_uri
+from nodes.marketplace import catalog, credit, data_log, orders, outbox, requester
 from nodes.marketplace.partners import Partners
 from nodes.marketplace.settings import MarketplaceSettings
 from nodes.marketplace.views import purchaser_view
@@ -162,6 +163,14 @@ class Mediator:
                     )
                 )
             enquiry = credit.enquire(self._repo, member_id, now)
+            data_log.credit_enquiry(
+                self._repo,
+                enquiry,
+                by=entity_uri("marketplace", self._self_id),
+                purpose=f"before asking a partner marketplace for {request.commodity_id}, "
+                "which is not in stock here",
+                reference=transaction_id,
+            )
             if not enquiry.guaranteed:
                 return _Started(refusal=credit_refused(enquiry))
             contracts = tuple(catalog.outbound_contracts(self._repo, now))

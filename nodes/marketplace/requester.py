@@ -16,7 +16,8 @@ from suretynet.marketplace.v1 import marketplace_pb2 as pb
 from nodes.common import metrics
 from nodes.common.convert import timestamp
 from nodes.common.errors import DomainError, ErrorKind
-from nodes.marketplace import catalog, credit, members, orders, outbox
+from nodes.common.identity import entity_uri
+from nodes.marketplace import catalog, credit, data_log, members, orders, outbox
 from nodes.marketplace.catalog import money
 from nodes.marketplace.money import BASIS_POINTS_PER_UNIT, mediation_charge_minor, total_minor
 from nodes.marketplace.settings import MarketplaceSettings
@@ -67,7 +68,7 @@ def issue_guarantee(
 ) -> pb.CreditGuarantee:
     """The credit guarantee attached to a mediated request (claim 1): who, whom, how much."""
     headroom = amount_minor * settings.guarantee_headroom_basis_points // BASIS_POINTS_PER_UNIT
-    return pb.CreditGuarantee(
+    issued = pb.CreditGuarantee(
         guarantee_id=orders.new_id("GU"),
         guarantor_marketplace_id=self_id,
         purchaser_pseudonym=members.pseudonym(repo, member_id, partner_id),
@@ -75,6 +76,8 @@ def issue_guarantee(
         issued_at=timestamp(now),
         expires_at=timestamp(now + settings.guarantee_validity),
     )
+    data_log.guarantee(repo, member_id, partner_id, issued)
+    return issued
 
 
 def open_mediation(
@@ -203,6 +206,13 @@ def record_amendment(
         orders.require_state(row, ("ORDERED", "ESTIMATE_PENDING"), "change")
         orders.check_quantity(request.quantity)
         enquiry = credit.enquire(repo, row.member_id, now)
+        data_log.credit_enquiry(
+            repo,
+            enquiry,
+            by=entity_uri("marketplace", self_id),
+            purpose="before asking the partner marketplace to change your order",
+            reference=row.transaction_id,
+        )
         if not enquiry.guaranteed:
             return enquiry
         request.credit_guarantee.CopyFrom(
@@ -539,6 +549,7 @@ def mark_unlawful(
         reason=reason,
         disclosed_at=timestamp(now),
     )
+    data_log.fraud(repo, row.member_id, disclosure)
     repo.disclosures.create(
         disclosure_id=disclosure.disclosure_id,
         direction="SENT",

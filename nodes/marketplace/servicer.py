@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from suretynet.marketplace.v1 import marketplace_pb2 as pb
 from suretynet.marketplace.v1 import marketplace_pb2_grpc
 
+from nodes.common import disclosures, flow_export
 from nodes.common.calls import call_info
 from nodes.common.convert import timestamp
 from nodes.common.credentials import LoginThrottle, throttled_login
@@ -19,7 +20,17 @@ from nodes.common.errors import DomainError, required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import RpcPolicy, policy
 from nodes.common.paging import by_key, newest_first
-from nodes.marketplace import catalog, credit, members, orders, reconcile, requester, supplier
+from nodes.marketplace import (
+    catalog,
+    credit,
+    data_log,
+    export,
+    members,
+    orders,
+    reconcile,
+    requester,
+    supplier,
+)
 from nodes.marketplace.mediation import Mediator
 from nodes.marketplace.partners import Partners
 from nodes.marketplace.settings import MarketplaceSettings
@@ -200,6 +211,17 @@ class PurchaserServicer(_Base, marketplace_pb2_grpc.PurchaserServiceServicer):
     ) -> pb.ReturnGoodsResponse:
         member_id = await self._member()
         return await self._mediator.return_goods(member_id, call_info().method, request)
+
+    async def ListDataDisclosures(
+        self, request: pb.ListDataDisclosuresRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDataDisclosuresResponse:
+        member_id = await self._member()
+
+        def query() -> pb.ListDataDisclosuresResponse:
+            found, token = disclosures.page(self._repo.data_disclosures, member_id, request)
+            return pb.ListDataDisclosuresResponse(data_disclosures=found, next_page_token=token)
+
+        return await self._store.run(query)
 
     async def ListInvoices(
         self, request: pb.ListInvoicesRequest, context: grpc.aio.ServicerContext
@@ -457,7 +479,14 @@ class MarketplaceAdminServicer(_Base, marketplace_pb2_grpc.MarketplaceAdminServi
     ) -> pb.RunCreditEnquiryResponse:
         def enquire() -> pb.CreditEnquiryResult:
             members.get_member(self._repo, request.member_id)
-            return credit.enquire(self._repo, request.member_id, utc_now())
+            result = credit.enquire(self._repo, request.member_id, utc_now())
+            data_log.credit_enquiry(
+                self._repo,
+                result,
+                by=disclosures.operator_uri(),
+                purpose=f"operator's enquiry through {disclosures.operator_method()}",
+            )
+            return result
 
         if not request.member_id:
             raise required("member_id")
@@ -643,3 +672,10 @@ class MarketplaceAdminServicer(_Base, marketplace_pb2_grpc.MarketplaceAdminServi
             )
 
         return await self._store.run(query)
+
+    async def ExportFlowRecords(
+        self, request: pb.ExportFlowRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExportFlowRecordsResponse:
+        sections = export.sections(self._repo, self._self_id)
+        records, token = await self._store.run(lambda: flow_export.export_page(sections, request))
+        return pb.ExportFlowRecordsResponse(flow_records=records, next_page_token=token)

@@ -102,6 +102,15 @@ async def _agency(args: argparse.Namespace, manifest: dict[str, Any], ca: bytes)
             else:
                 for notice in await client.completion_notices():
                     _print(notice)
+        elif args.member_command == "disclosures":
+            token = ""
+            while True:
+                page = await client.data_disclosures(page_token=token)
+                for disclosure in page.data_disclosures:
+                    _print(disclosure)
+                token = page.next_page_token
+                if not token:
+                    break
         else:
             await client.logout()
             _session_file(args).unlink(missing_ok=True)
@@ -161,6 +170,9 @@ def add_parser(commands: Any) -> None:
     notices = sub.add_parser("notices", help="step 7: your transaction completion notices")
     notices.add_argument("--follow", action="store_true", help="stream new notices as they come")
     notices.add_argument("--after", type=int, default=0, help="stream after this sequence")
+    sub.add_parser(
+        "disclosures", help="who saw your data: what, when and why (ListDataDisclosures)"
+    )
     sub.add_parser("logout", help="end the session")
     catalog = sub.add_parser("catalog", help="a shop's catalog")
     catalog.add_argument("--shop", required=True, help=SHOP_HELP)

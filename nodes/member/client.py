@@ -143,6 +143,17 @@ class AgencyClient(_Client):
         )
         return list(response.transaction_completion_notices)
 
+    async def data_disclosures(
+        self, page_size: int = 50, page_token: str = ""
+    ) -> settlement_pb2.ListDataDisclosuresResponse:
+        """One page of who saw the member's data (what, when and why), newest first."""
+        response: settlement_pb2.ListDataDisclosuresResponse = await self._stub.ListDataDisclosures(
+            settlement_pb2.ListDataDisclosuresRequest(page_size=page_size, page_token=page_token),
+            metadata=self._authorized(),
+            timeout=self.timeout_s,
+        )
+        return response
+
     async def member_notices(self, page_size: int = 50) -> list[settlement_pb2.MemberNotice]:
         """Every notice to the member (completions, cancellations, billing), newest first."""
         response = await self._stub.ListMemberNotices(

@@ -8,37 +8,37 @@ So what is printed is what crossed the network.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import tempfile
+import textwrap
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from suretynet.type.v1 import types_pb2
 
 from nodes.common import logs, telemetry
 from nodes.common.status import decode_rpc_error
-from nodes.network.local import LocalNetwork, describe, start_network
+from nodes.network.local import LocalNetwork, describe, grpcurl_examples, start_network
 
 
 @dataclass
 class FlowContext:
-    """What a demo flow gets: the network, its trace ID, and a place for its summary lines.
-
-    ``trace_id`` may be given as a readable label; it is kept as the trace ID it stands for
-    (``logs.trace_id_for``), the one every node logs and exports the flow's spans under.
-    """
+    """What a demo flow gets: the network, its trace ID, and a place for its summary lines."""
 
     network: LocalNetwork
     trace_id: str
     notes: list[str] = field(default_factory=list)
-    # Order numbers the flow made, for the closing summary's trace command.
-    orders: list[str] = field(default_factory=list)
+    # Reasons of the refusals this flow provoked on purpose (expect_refusal records them).
+    expected: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # A readable label stands for the trace ID every node logs and exports it under.
         self.trace_id = logs.trace_id_for(self.trace_id)
 
     def metadata(self) -> list[tuple[str, str]]:
@@ -60,6 +60,14 @@ class DemoFlow:
     run: Flow
     # Extra trace IDs whose messages belong to this flow (e.g. a node's own enrollment).
     extra_traces: tuple[str, ...] = ()
+    # What the flow shows, in plain words for someone who has not read the claims.
+    what: str = ""
+
+
+# The flow running now, so that expect_refusal can note what it expected.
+_running: contextvars.ContextVar[FlowContext | None] = contextvars.ContextVar(
+    "running_flow", default=None
+)
 
 
 def registered_flows() -> list[DemoFlow]:
@@ -73,8 +81,13 @@ def _entity(uri_or_node: str) -> str:
     return uri_or_node.rsplit("/", 1)[-1] if "/" in uri_or_node else uri_or_node
 
 
-def message_sequence(network: LocalNetwork, trace_ids: set[str]) -> list[str]:
-    """Every RPC the nodes received under ``trace_ids``, in time order, as numbered lines."""
+def message_sequence(
+    network: LocalNetwork, trace_ids: set[str], expected: Collection[str] = ()
+) -> list[str]:
+    """Every RPC the nodes received under ``trace_ids``, in time order, as numbered lines.
+
+    A refusal whose reason is in ``expected`` is marked as one the flow provoked on purpose.
+    """
     trace_ids = {logs.trace_id_for(trace_id) for trace_id in trace_ids}
     events: list[dict[str, Any]] = []
     for log_file in sorted((network.data_dir / "logs").glob("*.log")):
@@ -99,7 +112,8 @@ def message_sequence(network: LocalNetwork, trace_ids: set[str]) -> list[str]:
             number = sum(1 for existing in lines if not existing.startswith("   ")) + 1
             lines.append(f"{number:>3}. {sender} -> {receiver}: {method}")
         else:
-            lines.append(f"       {receiver} refused: {entry['code']} {entry['reason']}")
+            mark = " (expected)" if entry["reason"] in expected else ""
+            lines.append(f"       {receiver} refused: {entry['code']} {entry['reason']}{mark}")
     return lines
 
 
@@ -109,6 +123,9 @@ async def expect_refusal(call: Awaitable[Any], reason: str) -> str:
         await call
     except grpc.RpcError as error:
         remote = decode_rpc_error(error)
+        context = _running.get()
+        if context is not None:
+            context.expected.append(remote.reason)
         if remote.reason != reason:
             raise AssertionError(
                 f"expected {reason}, got {remote.code.name} {remote.reason}: {remote.message}"
@@ -127,70 +144,100 @@ def _temporary(keep: Path | None) -> Iterator[Path]:
         yield Path(directory)
 
 
-def where_to_look(network: LocalNetwork, orders: list[str], keep: Path | None) -> list[str]:
-    """The summary's pointers: each node's metrics address and a trace command for an order."""
-    lines = ["Each node served Prometheus metrics while the demo ran (GET /metrics):"]
-    lines += [
-        f"  {node.spec.entity_id:<13} http://{node.metrics_address}/metrics"
-        for node in network.nodes
-        if node.metrics_address
-    ]
-    manifest = network.data_dir / "network.json" if keep is not None else Path("DIR/network.json")
-    if orders:
-        lines.append(f"The journey of order {orders[0]} across the nodes, message by message:")
-        lines.append(f"  suretynet trace {orders[0]} --network {manifest}")
-    if keep is None:
-        lines.append(
-            "The demo's network is gone with its temporary directory: run `suretynet demo "
-            "--keep DIR`, then `suretynet up --data-dir DIR` brings it back with its records."
-        )
-    else:
-        lines.append(
-            f"The network has stopped; `suretynet up --data-dir {network.data_dir}` brings it "
-            "back with its records, at the same addresses."
-        )
-    return lines
-
-
 async def run_demo(keep: Path | None = None) -> int:
-    """Brings up a network, runs every flow, prints sequences and a summary; 0 if all passed."""
-    results: list[tuple[str, bool, float]] = []
-    orders: list[str] = []
-    pointers: list[str] = []
+    """Brings up a network, runs every flow, prints sequences and a summary; 0 if all passed.
+
+    The network stops at the end. With ``keep`` its directory stays, and the demo prints the
+    commands to try once ``suretynet up --data-dir KEEP`` has started it again.
+    """
+    results: list[tuple[str, bool, float, list[str]]] = []
+    closing = ""
     with _temporary(keep) as data_dir:
         print("Starting a local SuretyNet network (each node its own process) ...", flush=True)
         started = time.monotonic()
         network = await start_network(data_dir)
         try:
             print(f"Network up in {time.monotonic() - started:.1f}s\n", flush=True)
-            print(describe(network), "\n", flush=True)
+            print(describe(network, examples=False), "\n", flush=True)
             for number, flow in enumerate(registered_flows(), start=1):
-                context = FlowContext(network, trace_id=logs.new_trace_id())
+                context = FlowContext(
+                    network, trace_id=f"demo-{number:02d}-{logs.new_trace_id()[:8]}"
+                )
                 print(f"== Flow {number}: {flow.title}", flush=True)
+                if flow.what:
+                    for line in textwrap.wrap(flow.what, 88):
+                        print(f"   {line}")
                 began = time.monotonic()
+                token = _running.set(context)
                 try:
                     await flow.run(context)
                     ok = True
                 except Exception:
                     ok = False
                     print(traceback.format_exc(), flush=True)
+                finally:
+                    _running.reset(token)
                 elapsed = time.monotonic() - began
-                for line in message_sequence(network, {context.trace_id, *flow.extra_traces}):
+                traces = {context.trace_id, *flow.extra_traces}
+                for line in message_sequence(network, traces, context.expected):
                     print(line)
                 for note in context.notes:
                     print(f"     {note}")
                 print(f"   -> {'OK' if ok else 'FAILED'} ({elapsed * 1000:.0f} ms)\n", flush=True)
-                results.append((flow.title, ok, elapsed))
-                orders += context.orders
-            pointers = where_to_look(network, orders, keep)
+                results.append((flow.title, ok, elapsed, context.expected))
+            closing = await where_to_look(network)
         finally:
             network.stop()
     print("== Summary")
-    for title, ok, elapsed in results:
-        print(f"  [{'ok' if ok else 'FAILED'}] {title} ({elapsed * 1000:.0f} ms)")
-    passed = sum(1 for _, ok, _ in results if ok)
+    for title, ok, elapsed, expected in results:
+        # A flow that shows a refusal succeeded when the refusal came as expected: say so,
+        # so that "ok" is never read as "the purchase went through".
+        outcome = "FAILED" if not ok else "ok"
+        if ok and expected:
+            outcome = f"ok, refused as expected: {', '.join(dict.fromkeys(expected))}"
+        print(f"  [{outcome}] {title} ({elapsed * 1000:.0f} ms)")
+    passed = sum(1 for _, ok, _, _ in results if ok)
     print(f"{passed} of {len(results)} flows succeeded")
-    print("\n== Where to look")
-    for line in pointers:
-        print(f"  {line}")
+    print(closing)
+    if keep is not None:
+        print(
+            f"\nThe network is stopped; its directory is kept. Start it again as it was with\n"
+            f"  suretynet up --data-dir {keep}\nthen try:"
+        )
+        for example in grpcurl_examples(network):
+            print(f"  {example}")
     return 0 if results and passed == len(results) else 1
+
+
+async def where_to_look(network: LocalNetwork) -> str:
+    """The run's reconciliation, and the commands that show a live network's orders."""
+    from nodes.operator import network as network_file
+    from nodes.operator.reconcile import reconcile, render_table
+
+    manifest = network_file.load(network.data_dir / "network.json")
+    report = await reconcile(manifest)
+    exports = await network_file.export_all(
+        manifest,
+        kind=types_pb2.FLOW_RECORD_KIND_ORDER,
+        nodes=[node for node in manifest.nodes if node.role == "retail"],
+    )
+    orders = [record.order_number for export in exports for record in export.records]
+    return "\n".join(
+        [
+            "",
+            "== Where to look",
+            "Reconciliation of this run (docs/RELIABILITY.md):",
+            *(f"  {line}" for line in render_table(report).splitlines()),
+            "On a network that keeps running (`suretynet up --data-dir /tmp/sn`):",
+            "  suretynet trace ORDER --network /tmp/sn/network.json"
+            + (f"   # this run's orders were e.g. {orders[0]}" if orders else ""),
+            "  suretynet console --network /tmp/sn/network.json   # http://127.0.0.1:8089/",
+            "Each node's Prometheus metrics (GET /metrics; `up` on a kept directory serves them "
+            "at the same addresses):",
+            *(
+                f"  {node.spec.entity_id:<13} http://{node.metrics_address}/metrics"
+                for node in network.nodes
+                if node.metrics_address
+            ),
+        ]
+    )

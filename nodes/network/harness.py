@@ -39,8 +39,9 @@ def manifest_node(manifest: dict[str, Any], entity_id: str) -> dict[str, Any]:
 class UpProcess:
     """A ``suretynet up --data-dir D`` process; ``stop`` ends it (and so every node)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, netns: bool = False) -> None:
         self.data_dir = data_dir
+        self.netns = netns
         self.output = data_dir.parent / f"{data_dir.name}-up.out"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -48,7 +49,15 @@ class UpProcess:
         """Starts ``up`` and returns network.json once this run wrote it with its own pid."""
         with self.output.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nodes.cli", "up", "--data-dir", str(self.data_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "nodes.cli",
+                    "up",
+                    "--data-dir",
+                    str(self.data_dir),
+                    *(["--netns"] if self.netns else []),
+                ],
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -659,7 +659,9 @@ def grpcurl_examples(network: LocalNetwork) -> list[str]:
     return examples
 
 
-def describe(network: LocalNetwork) -> str:
+def describe(network: LocalNetwork, *, examples: bool = True) -> str:
+    """The network's nodes and addresses; with ``examples``, commands to try against it
+    (only for a network that keeps running)."""
     lines = [f"SuretyNet local network in {network.data_dir}", ""]
     for node in network.nodes:
         member = f"  members: {node.member_address}" if node.member_address else ""
@@ -670,8 +672,9 @@ def describe(network: LocalNetwork) -> str:
         for node in network.nodes
         if node.metrics_address
     ]
-    lines += ["", f"network.json: {network.data_dir / 'network.json'}", "", "Try:"]
-    lines += [f"  {example}" for example in grpcurl_examples(network)]
+    lines += ["", f"network.json: {network.data_dir / 'network.json'}"]
+    if examples:
+        lines += ["", "Try:", *(f"  {example}" for example in grpcurl_examples(network))]
     return "\n".join(lines)
 
 

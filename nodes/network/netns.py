@@ -106,6 +106,18 @@ class NetnsLab:
         self.hosts[name] = ip
         return ip
 
+    def move_host(self, name: str) -> str:
+        """Gives ``name`` a new namespace and IP, as if its node moved to another machine.
+
+        Processes started for ``name`` from now on run in the new namespace; the old one
+        stays (empty once its processes end) until ``teardown``. Returns the new IP.
+        """
+        moved = f"{name}~{len(self.hosts)}"
+        ip = self.add_host(moved)
+        self._namespaces[name] = self._namespaces[moved]
+        self.hosts[name] = ip
+        return ip
+
     def namespace(self, name: str) -> str:
         return self._namespaces[name]
 

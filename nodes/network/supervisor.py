@@ -84,6 +84,8 @@ class Supervisor:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Supervises until ``stopping`` is set; never restarts anything after that."""
+        # The supervisor's lines carry a trace ID of their own, like every node's lifecycle.
+        logs.trace_id_var.set("network-up")
         self.network.supervisor_pid = os.getpid()
         self.network.write_manifest()
         watchers = [asyncio.create_task(self._watch(node, stopping)) for node in self.network.nodes]

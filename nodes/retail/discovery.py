@@ -4,7 +4,8 @@ Each shop runs one variant, chosen by ``options.discovery`` in its config:
 - ``directory`` (claim 1): ask approval with a settlement agency identification search;
 - ``push`` (claim 10): approval pushes guarantees as the registry changes; the shop routes
   from its cache, catches up on start, on a gap in pushed serials, and every
-  ``push_catch_up_interval_s`` as a safety net;
+  ``push_catch_up_interval_s`` as a safety net (``push_catch_up = false`` turns every
+  catch-up off, so that the shop knows only what approval pushed);
 - ``cache`` (claim 19): the shop pulls guarantee deltas from the settlement agencies every
   ``cache_refresh_interval_s`` (bounded; shortened to what the agencies announce) and
   refuses to route from a cache older than ``cache_max_staleness_s``.
@@ -39,6 +40,7 @@ class DiscoverySettings:
     cache_refresh_interval_s: int
     cache_max_staleness_s: int
     push_catch_up_interval_s: int
+    push_catch_up: bool = True
 
     @classmethod
     def from_options(cls, options: dict[str, object]) -> DiscoverySettings:
@@ -53,11 +55,15 @@ class DiscoverySettings:
             return value
 
         refresh = bounded("cache_refresh_interval_s", 60, 1, 3_600)
+        catch_up = options.get("push_catch_up", True)
+        if not isinstance(catch_up, bool):
+            raise ValueError("options.push_catch_up: must be true or false")
         return cls(
             variant=variant,
             cache_refresh_interval_s=refresh,
             cache_max_staleness_s=bounded("cache_max_staleness_s", 10 * refresh, refresh, 86_400),
             push_catch_up_interval_s=bounded("push_catch_up_interval_s", 300, 1, 86_400),
+            push_catch_up=catch_up,
         )
 
 
@@ -170,9 +176,14 @@ class Discovery:
         announced = state.refresh_interval_s or self.settings.cache_refresh_interval_s
         return float(min(self.settings.cache_refresh_interval_s, announced))
 
+    @property
+    def catches_up(self) -> bool:
+        """Whether a push shop pulls from approval on start, on a gap and periodically."""
+        return self.settings.variant != "push" or self.settings.push_catch_up
+
     async def run(self) -> None:
         """The periodic refresh of push and cache shops; directory shops have none."""
-        if self.settings.variant == "directory":
+        if self.settings.variant == "directory" or not self.catches_up:
             return
         while True:
             logs.trace_id_var.set(f"guarantee-{self.settings.variant}")

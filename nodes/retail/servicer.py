@@ -9,6 +9,7 @@ from google.protobuf.message import Message
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
+from nodes.common import flow_export
 from nodes.common.calls import certificate_caller
 from nodes.common.convert import timestamp
 from nodes.common.errors import required
@@ -16,7 +17,7 @@ from nodes.common.idempotency import remember_served, serve_once, served_answer
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.common.paging import by_key
-from nodes.retail import anonymous_ids, catalog, guarantee_cache, orders
+from nodes.retail import anonymous_ids, catalog, export, guarantee_cache, orders
 from nodes.retail.cancellation import CancellationFlow, CancelRequest
 from nodes.retail.discovery import Discovery
 from nodes.retail.peers import RetailPeers
@@ -54,6 +55,7 @@ POLICIES = {
             "ListSalesRecords",
             "RefreshGuaranteeCache",
             "ListGuaranteeCache",
+            "ExportFlowRecords",
         )
     },
 }
@@ -212,7 +214,7 @@ class GuaranteeReceiverServicer(retail_pb2_grpc.GuaranteeReceiverServiceServicer
                 request.previous_registry_serial,
             )
         )
-        if gap:
+        if gap and self._discovery.catches_up:
             # Pushes were missed (the shop was down, or lost its state): catch up now.
             await self._discovery.catch_up()
             serial = (await self._store.run(self._repo.state)).registry_serial
@@ -235,6 +237,7 @@ class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
         self._repo = repo
         self._discovery = discovery
         self._cancellations = cancellations
+        self._entity_id = runtime.config.entity_id
 
     async def CancelOrder(
         self, request: retail_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
@@ -336,3 +339,10 @@ class RetailAdminServicer(retail_pb2_grpc.RetailAdminServiceServicer):
             )
 
         return await self._store.run(query)
+
+    async def ExportFlowRecords(
+        self, request: retail_pb2.ExportFlowRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> retail_pb2.ExportFlowRecordsResponse:
+        sections = export.sections(self._repo, self._entity_id)
+        records, token = await self._store.run(lambda: flow_export.export_page(sections, request))
+        return retail_pb2.ExportFlowRecordsResponse(flow_records=records, next_page_token=token)

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, metrics, resumer, voids
+from nodes.common import disclosures, logs, metrics, resumer, voids
 from nodes.common.convert import enum_label, timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.idempotency import remember_served, served_answer
-from nodes.common.identity import EntityIdentity
+from nodes.common.identity import EntityIdentity, entity_uri
 from nodes.common.node import NodeRuntime
 from nodes.settlement import anonymous_ids, cancellations, purchases
 from nodes.settlement.notices import NoticeBoard
@@ -107,6 +107,18 @@ class AgencyFlows:
         def finish() -> settlement_pb2.IssueAnonymousUserIdResponse:
             if delivered:
                 anonymous_ids.mark_delivered(repo, row.value)
+            disclosures.record(
+                repo.data_disclosures,
+                member_id=member.member_id,
+                kind="ANONYMOUS_ID_ISSUED",
+                recipient=entity_uri("retail", shop.retail_entity_id),
+                data=f"anonymous user ID {row.value} for {shop.retail_entity_id}, "
+                f"valid until {row.expires_at.isoformat()}Z",
+                purpose="delivered to the shop by the agency (directory discovery)"
+                if delivered
+                else "issued to you to present at the shop",
+                reference=row.value,
+            )
             return remember_served(
                 repo.idempotency,
                 request,
@@ -146,6 +158,7 @@ class AgencyFlows:
 
         def finish() -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
             purchases.mark_reported(repo, order.order_number)
+            purchases.record_disclosures(repo, order, caller)
             return remember_served(
                 repo.idempotency,
                 request,

@@ -28,7 +28,7 @@ from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
-from nodes.common import resumer, voids
+from nodes.common import disclosures, resumer, voids
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
@@ -396,3 +396,38 @@ def get_order(
     if order is None:
         raise DomainError(ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no order {order_number!r}")
     return order
+
+
+def record_disclosures(
+    repo: SettlementRepository, order: SettlementOrderRow, shop: EntityIdentity
+) -> None:
+    """What the purchase disclosed about the member: the completion report to the shop and
+    the transaction report to verification (once per order, however often it is answered)."""
+    table = repo.data_disclosures
+    if table.get_or_none(
+        (table.reference == order.order_number) & (table.kind == "COMPLETION_REPORT")
+    ):
+        return
+    amount = f"{order.amount_minor} {order.currency_code}"
+    data = (
+        f"order {order.order_number}: {amount}, billing details under anonymous user ID "
+        f"{order.anonymous_user_id} (never your name or member ID)"
+    )
+    disclosures.record(
+        table,
+        member_id=order.member_id,
+        kind="COMPLETION_REPORT",
+        recipient=shop.uri,
+        data=data,
+        purpose="transaction completion report for your purchase at the shop",
+        reference=order.order_number,
+    )
+    disclosures.record(
+        table,
+        member_id=order.member_id,
+        kind="TRANSACTION_REPORT",
+        recipient="the credit guarantee institution (its verification server)",
+        data=data,
+        purpose="transaction report the institution verifies the shop's request against",
+        reference=order.order_number,
+    )

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf.message import Message
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
-from nodes.common import credentials, metrics
+from nodes.common import credentials, disclosures, flow_export, metrics
 from nodes.common.calls import call_info, certificate_caller
 from nodes.common.convert import (
     decode_page_token,
@@ -29,7 +29,7 @@ from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
 from nodes.common.node import NodeRuntime
 from nodes.common.paging import by_key
-from nodes.settlement import billing, cancellations, members, notices, purchases
+from nodes.settlement import billing, cancellations, export, members, notices, purchases
 from nodes.settlement.flows import AgencyFlows
 from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
@@ -56,6 +56,7 @@ POLICIES = {
             "ListTransactionCompletionNotices",
             "StreamTransactionCompletionNotices",
             "ListMemberNotices",
+            "ListDataDisclosures",
         )
     },
     BILLING + "SearchBillingAgencyIdentification": policy("retail"),
@@ -65,7 +66,14 @@ POLICIES = {
     BILLING + "VoidOrder": policy("retail"),
     **{
         ADMIN + name: policy("admin")
-        for name in ("EnrollMember", "SetCreditLimit", "RunBilling", "GetOrder", "ListOrders")
+        for name in (
+            "EnrollMember",
+            "SetCreditLimit",
+            "RunBilling",
+            "GetOrder",
+            "ListOrders",
+            "ExportFlowRecords",
+        )
     },
 }
 
@@ -298,6 +306,21 @@ class MemberServicer(_AgencyServicer, settlement_pb2_grpc.MemberServiceServicer)
             else "",
         )
 
+    async def ListDataDisclosures(
+        self,
+        request: settlement_pb2.ListDataDisclosuresRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> settlement_pb2.ListDataDisclosuresResponse:
+        member, _ = await self._session()
+
+        def query() -> settlement_pb2.ListDataDisclosuresResponse:
+            found, token = disclosures.page(self._repo.data_disclosures, member.member_id, request)
+            return settlement_pb2.ListDataDisclosuresResponse(
+                data_disclosures=found, next_page_token=token
+            )
+
+        return await self._store.run(query)
+
 
 class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceServicer):
     """What shops call: the purchase (steps 5-9), cancellations (claims 2-3) and the
@@ -379,6 +402,7 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
     def __init__(self, runtime: NodeRuntime, repo: SettlementRepository) -> None:
         self._store = runtime.store
         self._repo = repo
+        self._entity_id = runtime.config.entity_id
 
     async def EnrollMember(
         self, request: settlement_pb2.EnrollMemberRequest, context: grpc.aio.ServicerContext
@@ -475,10 +499,25 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
     ) -> settlement_pb2.GetOrderResponse:
         if not request.order_number:
             raise required("order_number")
-        return await self._store.run(
-            lambda: settlement_pb2.GetOrderResponse(
-                order=self._order(purchases.get_order(self._repo, request.order_number))
-            )
+
+        def read() -> settlement_pb2.GetOrderResponse:
+            row = purchases.get_order(self._repo, request.order_number)
+            self._disclose(row.member_id, f"order {row.order_number}", row.order_number)
+            return settlement_pb2.GetOrderResponse(order=self._order(row))
+
+        return await self._store.run(read)
+
+    def _disclose(self, member_id: str, data: str, reference: str = "") -> None:
+        """Operator authority is scoped, so every read of a member's orders is attributable:
+        the member sees it in ListDataDisclosures."""
+        disclosures.record(
+            self._repo.data_disclosures,
+            member_id=member_id,
+            kind="OPERATOR_READ",
+            recipient=disclosures.operator_uri(),
+            data=data,
+            purpose=f"operator read through {disclosures.operator_method()}",
+            reference=reference,
         )
 
     async def ListOrders(
@@ -494,8 +533,20 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
             if state:
                 rows = rows.where(orders.billing_state == state)
             page, token = by_key(rows, orders.order_number, request, descending=True)
+            listed: dict[str, list[str]] = {}
+            for row in page:
+                listed.setdefault(row.member_id, []).append(row.order_number)
+            for member_id, numbers in listed.items():
+                self._disclose(member_id, f"orders {', '.join(numbers)} (in a listing)")
             return settlement_pb2.ListOrdersResponse(
                 orders=[self._order(row) for row in page], next_page_token=token
             )
 
         return await self._store.run(query)
+
+    async def ExportFlowRecords(
+        self, request: settlement_pb2.ExportFlowRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> settlement_pb2.ExportFlowRecordsResponse:
+        sections = export.sections(self._repo, self._entity_id)
+        records, token = await self._store.run(lambda: flow_export.export_page(sections, request))
+        return settlement_pb2.ExportFlowRecordsResponse(flow_records=records, next_page_token=token)

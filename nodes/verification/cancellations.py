@@ -17,7 +17,7 @@ from suretynet.verification.v1 import verification_pb2
 from nodes.common.convert import enum_label, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
-from nodes.verification import reports
+from nodes.verification import audit, reports
 from storage.common.models import utc_now
 from storage.verification.models import CancelProcessRow, CancelRequestRow
 from storage.verification.repository import VerificationRepository
@@ -83,7 +83,9 @@ def store_request(
             types_pb2.CancelProcedure, "CANCEL_PROCEDURE_", notice.procedure
         ).upper(),
         notice=serialized,
+        received_at=utc_now(),
     )
+    audit.chain_cancel_request(repo, row)
     return row
 
 
@@ -149,7 +151,9 @@ def store_process(
         currency_code=notice.amount.currency_code,
         notice=notice.SerializeToString(deterministic=True),
         verification=verification.SerializeToString(deterministic=True) if verification else None,
+        received_at=utc_now(),
     )
+    audit.chain_cancel_process(repo, row)
     return row, request
 
 

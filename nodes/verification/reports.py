@@ -11,10 +11,12 @@ from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
 from nodes.common import voids
+from nodes.common.audit_chain import chain_void
 from nodes.common.convert import enum_label
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
-from storage.common.models import OrderVoid
+from nodes.verification import audit
+from storage.common.models import OrderVoid, utc_now
 from storage.verification.models import TransactionReportRow
 from storage.verification.repository import VerificationRepository
 
@@ -74,7 +76,9 @@ def store_report(
         ).upper(),
         report=serialized,
         trace_id=trace_id,
+        received_at=utc_now(),
     )
+    audit.chain_report(repo, row)
     return row
 
 
@@ -130,4 +134,4 @@ def void_report(repo: VerificationRepository, void: voids.Void) -> tuple[OrderVo
             "NOT_OWNER",
             f"order {void.order_number} was reported by another settlement agency",
         )
-    return voids.record(repo.voids, void), report is not None
+    return chain_void(repo.voids, repo.audit, void), report is not None

@@ -5,18 +5,19 @@ from __future__ import annotations
 import grpc
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
-from nodes.common import logs
+from nodes.common import flow_export, logs
 from nodes.common.calls import certificate_caller
 from nodes.common.convert import timestamp
 from nodes.common.errors import required
 from nodes.common.idempotency import serve_once
 from nodes.common.interceptor import policy
-from nodes.verification import cancellations, reports
+from nodes.verification import cancellations, export, reports
 from storage.common.database import Store
 from storage.verification.models import TransactionReportRow
 from storage.verification.repository import VerificationRepository
 
 SERVICE = "/suretynet.verification.v1.VerificationService/"
+ADMIN = "/suretynet.verification.v1.VerificationAdminService/"
 
 POLICIES = {
     SERVICE + "SubmitTransactionReport": policy("settlement"),
@@ -24,7 +25,10 @@ POLICIES = {
     SERVICE + "SubmitCancelRequestNotice": policy("retail"),
     SERVICE + "SubmitCancelProcessNotice": policy("settlement"),
     SERVICE + "GetCancellationRecord": policy("admin", "approval", "retail", "settlement"),
+    ADMIN + "ExportAuditChain": policy("admin"),
+    ADMIN + "ListAuditedRecords": policy("admin"),
     SERVICE + "VoidTransactionReport": policy("settlement"),
+    ADMIN + "ExportFlowRecords": policy("admin"),
 }
 
 
@@ -159,3 +163,23 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             )
         )
         return verification_pb2.GetCancellationRecordResponse(cancellation_record=record)
+
+
+class VerificationAdminServicer(verification_pb2_grpc.VerificationAdminServiceServicer):
+    """The institution's operators' view of verification's records."""
+
+    def __init__(self, store: Store, repo: VerificationRepository, entity_id: str) -> None:
+        self._store = store
+        self._repo = repo
+        self._entity_id = entity_id
+
+    async def ExportFlowRecords(
+        self,
+        request: verification_pb2.ExportFlowRecordsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> verification_pb2.ExportFlowRecordsResponse:
+        sections = export.sections(self._repo, self._entity_id)
+        records, token = await self._store.run(lambda: flow_export.export_page(sections, request))
+        return verification_pb2.ExportFlowRecordsResponse(
+            flow_records=records, next_page_token=token
+        )

@@ -13,6 +13,7 @@ from storage.approval.models import (
     TransactionMismatchRow,
     TransactionRecordRow,
 )
+from storage.common.audit_chain import AuditChainTables
 from storage.common.database import Store, bind
 from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 
@@ -32,6 +33,8 @@ class ApprovalRepository:
         self.transactions = bind(database, TransactionRecordRow)
         self.mismatches = bind(database, TransactionMismatchRow)
         self.pushes = bind(database, GuaranteePushRow)
+        # The transaction record database's hash chain (nodes/common/audit_chain.py).
+        self.audit = AuditChainTables(database)
         self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.serials,
@@ -43,6 +46,7 @@ class ApprovalRepository:
             self.transactions,
             self.mismatches,
             self.pushes,
+            *self.audit.tables,
             self.voids,
         )
 

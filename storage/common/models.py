@@ -107,3 +107,62 @@ class InformationAnnouncement(peewee.Model):
 
 
 RUNTIME_MODELS: tuple[type[peewee.Model], ...] = (IdempotencyRecord, NodeCredential)
+
+
+class AuditChainEntryRow(peewee.Model):
+    """One entry of the node's audit chain (append-only; see nodes/common/audit_chain.py).
+
+    Columns hold exactly what the entry hash covers, as text, so that re-reading a row
+    gives the bytes that were hashed on any backend.
+    """
+
+    sequence = peewee.BigIntegerField(primary_key=True)
+    kind = peewee.CharField(max_length=40)
+    subject = peewee.CharField(max_length=200, index=True)
+    state_json = peewee.TextField()
+    recorded_at = peewee.CharField(max_length=40)
+    previous_hash = peewee.CharField(max_length=64)
+    entry_hash = peewee.CharField(max_length=64)
+
+    class Meta:
+        table_name = "audit_chain_entry"
+
+
+class AuditChainHeadRow(peewee.Model):
+    """The chain's last sequence and hash (one row); updating it first serializes appends."""
+
+    name = peewee.CharField(max_length=16, primary_key=True)
+    sequence = peewee.BigIntegerField(default=0)
+    entry_hash = peewee.CharField(max_length=64)
+
+    class Meta:
+        table_name = "audit_chain_head"
+
+
+class AuditCheckpointRow(peewee.Model):
+    """A signed checkpoint of the audit chain, published at intervals."""
+
+    sequence = peewee.BigIntegerField(primary_key=True)
+    entry_hash = peewee.CharField(max_length=64)
+    signed_at = peewee.CharField(max_length=40)
+    signature = peewee.CharField(max_length=128)
+
+    class Meta:
+        table_name = "audit_checkpoint"
+
+
+class DataDisclosureRow(peewee.Model):
+    """One disclosure of a member's data (agencies and marketplaces): who, what, when, why."""
+
+    # Time-ordered, so that listing newest first is listing by ID.
+    disclosure_id = peewee.CharField(max_length=40, primary_key=True)
+    member_id = peewee.CharField(max_length=64, index=True)
+    kind = peewee.CharField(max_length=32)
+    recipient = peewee.CharField(max_length=200)
+    data = peewee.CharField(max_length=500)
+    purpose = peewee.CharField(max_length=300)
+    reference = peewee.CharField(max_length=128, default="")
+    disclosed_at = peewee.DateTimeField(default=utc_now, index=True)
+
+    class Meta:
+        table_name = "data_disclosure"

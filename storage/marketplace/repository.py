@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind
-from storage.common.models import IdempotencyRecord, NodeCredential
+from storage.common.models import DataDisclosureRow, IdempotencyRecord, NodeCredential
 from storage.marketplace import models
 
 
@@ -29,6 +29,8 @@ class MarketplaceRepository:
         self.partner_calls = bind(database, models.PartnerCallRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        # Who saw the member's data (nodes/common/disclosures.py).
+        self.data_disclosures = bind(database, DataDisclosureRow)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.settings,
             self.commodities,
@@ -46,6 +48,7 @@ class MarketplaceRepository:
             self.partner_calls,
             self.idempotency,
             self.credentials,
+            self.data_disclosures,
         )
 
     def setting(self, name: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 
 from storage.common.database import bind, locked
-from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
+from storage.common.models import DataDisclosureRow, IdempotencyRecord, NodeCredential, OrderVoid
 from storage.settlement.models import (
     AgencySecretRow,
     AnonymousIdRow,
@@ -30,6 +30,8 @@ class SettlementRepository:
         self.cancellations = bind(database, CancellationRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        # Who saw the member's data (nodes/common/disclosures.py).
+        self.data_disclosures = bind(database, DataDisclosureRow)
         self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.secrets,
@@ -41,6 +43,7 @@ class SettlementRepository:
             self.cancellations,
             self.idempotency,
             self.credentials,
+            self.data_disclosures,
             self.voids,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import peewee
 
+from storage.common.audit_chain import AuditChainTables
 from storage.common.database import bind
 from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 from storage.verification.models import CancelProcessRow, CancelRequestRow, TransactionReportRow
@@ -18,6 +19,8 @@ class VerificationRepository:
         self.cancel_processes = bind(database, CancelProcessRow)
         self.idempotency = bind(database, IdempotencyRecord)
         self.credentials = bind(database, NodeCredential)
+        # The chain of reports and cancellation notices (nodes/common/audit_chain.py).
+        self.audit = AuditChainTables(database)
         self.voids = bind(database, OrderVoid)
         self.tables: tuple[type[peewee.Model], ...] = (
             self.reports,
@@ -25,5 +28,6 @@ class VerificationRepository:
             self.cancel_processes,
             self.idempotency,
             self.credentials,
+            *self.audit.tables,
             self.voids,
         )

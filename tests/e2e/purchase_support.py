@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,14 @@ from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec
 # The network every purchase test module runs: one shop per discovery variant, plus an
 # agency whose anonymous user IDs expire within seconds.
 SHORT_ID_AGENCY = "agency-9"
+SHOP_3_PRIVATE_DETAILS = {
+    "legal_name": "Shop Three Trading Ltd.",
+    "business_address": "3 Market Street, Springfield",
+    "contact_email": "orders@shop-3.example",
+    "contact_telephone": "+81312345678",
+    "statement_descriptor": "SHOP3*ORDER",
+    "return_policy": "Returns within 14 days.",
+}
 PURCHASE_TOPOLOGY: tuple[NodeSpec, ...] = (
     # The institution and both agencies exactly as `suretynet up` runs them.
     *(spec for spec in DEFAULT_TOPOLOGY if spec.role in ("approval", "verification", "settlement")),
@@ -46,7 +55,14 @@ PURCHASE_TOPOLOGY: tuple[NodeSpec, ...] = (
         "retail",
         "shop-3",
         "Shop Three",
-        {"discovery": "cache", "cache_refresh_interval_s": 1, "cache_max_staleness_s": 60},
+        {
+            "discovery": "cache",
+            "cache_refresh_interval_s": 1,
+            "cache_max_staleness_s": 60,
+            # What approval hands out as shop-3's payment information (step 2).
+            "payment_methods": ["single_payment", "installments"],
+            "private_details": SHOP_3_PRIVATE_DETAILS,
+        },
         True,
     ),
 )
@@ -143,6 +159,22 @@ def table_rows(network: LocalNetwork, entity_id: str) -> dict[str, list[dict[str
         }
     finally:
         connection.close()
+
+
+def rpcs_received(network: LocalNetwork, entity: str, method: str, caller: str) -> list[str]:
+    """Timestamps of ``method`` calls from ``caller`` in ``entity``'s audit log."""
+    log = network.data_dir / "logs" / f"{entity}.log"
+    stamps = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if (
+                entry.get("msg") == "rpc"
+                and entry.get("method", "").endswith(method)
+                and entry.get("caller", "").endswith(f"/{caller}")
+            ):
+                stamps.append(entry["ts"])
+    return stamps
 
 
 def count(network: LocalNetwork, entity_id: str, table: str) -> int:

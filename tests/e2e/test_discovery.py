@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import time
 from collections.abc import Callable
 
@@ -21,8 +20,21 @@ from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
 from nodes.common import pki, tls
-from nodes.network.local import LocalNetwork, issue_serial, restart_node, stop_node
-from tests.e2e.purchase_support import buy, request_id, set_status, start_purchase_network
+from nodes.network.local import (
+    DEFAULT_TOPOLOGY,
+    LocalNetwork,
+    NodeSpec,
+    issue_serial,
+    restart_node,
+    stop_node,
+)
+from tests.e2e.purchase_support import (
+    buy,
+    request_id,
+    rpcs_received,
+    set_status,
+    start_purchase_network,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +71,6 @@ async def wait_for_guarantee(
                 return time.monotonic() - started
         await asyncio.sleep(0.05)
     raise AssertionError(f"{shop} did not cache {agency} at serial {serial} within {within_s}s")
-
-
-def rpcs_received(network: LocalNetwork, entity: str, method: str, caller: str) -> list[str]:
-    """Timestamps of ``method`` calls from ``caller`` in ``entity``'s audit log."""
-    log = network.data_dir / "logs" / f"{entity}.log"
-    stamps = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if (
-                entry.get("msg") == "rpc"
-                and entry.get("method", "").endswith(method)
-                and entry.get("caller", "").endswith(f"/{caller}")
-            ):
-                stamps.append(entry["ts"])
-    return stamps
 
 
 def test_push_shop_catches_up_after_a_restart(purchase_network: LocalNetwork):
@@ -165,5 +161,52 @@ def test_cache_shop_picks_up_a_new_agency_within_its_refresh_bound(purchase_netw
             assert pulls(), "shop-3 caches what it pulled from the settlement agencies"
         finally:
             await set_status(network, "agency-7", types_pb2.ENTITY_STATUS_TERMINATED)
+
+    asyncio.run(scenario())
+
+
+# A push shop that never pulls: whatever it knows of the registry, approval pushed to it.
+PUSH_ONLY_TOPOLOGY: tuple[NodeSpec, ...] = (
+    *(spec for spec in DEFAULT_TOPOLOGY if spec.role in ("approval", "verification")),
+    *(spec for spec in DEFAULT_TOPOLOGY if spec.entity_id == "agency-1"),
+    NodeSpec(
+        "retail",
+        "shop-5",
+        "Push-Only Shop",
+        {"discovery": "push", "push_catch_up": False, "push_catch_up_interval_s": 1},
+        True,
+    ),
+)
+
+
+def test_a_registry_change_reaches_a_push_shop_whose_pull_is_disabled(
+    network_factory: Callable[..., LocalNetwork],
+):
+    """Claims 10.3, 10.5 (29): with its catch-up turned off, shop-5 learns of agency-1, and
+    then of agency-1's status changes, only from approval's pushes; it routes a purchase by
+    them. Without the pusher its cache would stay empty."""
+    network = network_factory(PUSH_ONLY_TOPOLOGY)
+
+    async def scenario() -> None:
+        await wait_for_guarantee(network, "shop-5", "agency-1", 1, 30)
+        await set_status(network, "agency-1", types_pb2.ENTITY_STATUS_SUSPENDED)
+        suspended = (await registry_entry(network, "agency-1")).registry_serial
+        await wait_for_guarantee(network, "shop-5", "agency-1", suspended, 30)
+        entry = next(
+            g
+            for g in (await cached(network, "shop-5")).guarantees
+            if g.settlement_agency_id == "agency-1"
+        )
+        assert entry.status == types_pb2.ENTITY_STATUS_SUSPENDED
+        await set_status(network, "agency-1", types_pb2.ENTITY_STATUS_ACTIVE)
+        active = (await registry_entry(network, "agency-1")).registry_serial
+        await wait_for_guarantee(network, "shop-5", "agency-1", active, 30)
+        purchase = await buy(network, "agency-1", "alice", "shop-5", [("tea", 1)])
+        assert purchase.order.status == retail_pb2.ORDER_STATUS_COMPLETED
+        assert purchase.order.settlement_agency_id == "agency-1"
+        pulls = rpcs_received(network, "institution", "ListSettlementAgencyGuarantees", "shop-5")
+        assert pulls == [], "shop-5 must never pull; everything it knows was pushed"
+        pushes = rpcs_received(network, "shop-5", "DeliverSettlementAgencyGuarantee", "institution")
+        assert len(pushes) >= 3
 
     asyncio.run(scenario())

@@ -17,13 +17,22 @@ from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 
 from nodes.common.status import decode_rpc_error
-from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, restart_node
+from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec, restart_node
 from tests.e2e.purchase_support import buy
 
-TOPOLOGY = tuple(
-    spec
-    for spec in DEFAULT_TOPOLOGY
-    if spec.entity_id in ("institution", "verification", "agency-1", "shop-1", "shop-2")
+TOPOLOGY = (
+    *(
+        spec
+        for spec in DEFAULT_TOPOLOGY
+        if spec.entity_id in ("institution", "verification", "agency-1", "shop-1", "shop-2")
+    ),
+    NodeSpec(
+        "retail",
+        "shop-3",
+        "Shop Three",
+        {"discovery": "cache", "cache_refresh_interval_s": 1, "cache_max_staleness_s": 60},
+        True,
+    ),
 )
 NEW_PREFIX = "4999"
 NEW_NAME = "Shop One, Renamed"
@@ -67,8 +76,8 @@ async def registered(network: LocalNetwork, entity_id: str) -> approval_pb2.Regi
         return response.entity
 
 
-async def push_shop_knows_prefix(network: LocalNetwork, shop: str, prefix: str) -> None:
-    """Waits until a push shop's guarantee cache has agency-1 under ``prefix``."""
+async def shop_knows_prefix(network: LocalNetwork, shop: str, prefix: str) -> None:
+    """Waits until a push or cache shop's guarantee database has agency-1 under ``prefix``."""
     deadline = time.monotonic() + PUSH_BOUND_S
     async with network.admin_channel(network.node(shop).address) as channel:
         admin = retail_pb2_grpc.RetailAdminServiceStub(channel)
@@ -107,9 +116,12 @@ def test_a_renamed_shop_and_a_new_routing_prefix_reach_the_registry_and_both_sho
         directory = await buy(network, "agency-1", "alice", "shop-1", [("tea", 1)])
         assert directory.order.status == retail_pb2.ORDER_STATUS_COMPLETED
         assert directory.anonymous_user_id.startswith(NEW_PREFIX)
-        await push_shop_knows_prefix(network, "shop-2", NEW_PREFIX)
+        await shop_knows_prefix(network, "shop-2", NEW_PREFIX)
         pushed = await buy(network, "agency-1", "alice", "shop-2", [("mug", 1)])
         assert pushed.order.status == retail_pb2.ORDER_STATUS_COMPLETED
+        await shop_knows_prefix(network, "shop-3", NEW_PREFIX)
+        cached = await buy(network, "agency-1", "alice", "shop-3", [("kettle", 1)])
+        assert cached.order.status == retail_pb2.ORDER_STATUS_COMPLETED
 
     asyncio.run(scenario())
     log = (network.data_dir / "logs" / "shop-1.log").read_text()

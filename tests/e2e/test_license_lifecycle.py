@@ -12,11 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 
+import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.retail.v1 import retail_pb2
 
+from nodes.common.status import RemoteError, decode_rpc_error
 from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec, restart_node
 from tests.e2e.purchase_support import buy
 
@@ -68,6 +70,14 @@ async def health(network: LocalNetwork, entity_id: str) -> int:
         return int(response.status)
 
 
+async def refused_purchase(network: LocalNetwork, shop: str) -> RemoteError:
+    try:
+        await buy(network, "agency-1", "alice", shop, [("tea", 1)])
+    except grpc.RpcError as error:
+        return decode_rpc_error(error)
+    raise AssertionError(f"the purchase at {shop} succeeded")
+
+
 def test_every_node_rotates_its_key_through_expiry_under_traffic_with_no_failed_purchase(
     network: LocalNetwork,
 ):
@@ -91,8 +101,13 @@ def test_every_node_rotates_its_key_through_expiry_under_traffic_with_no_failed_
         # The first key lived past its own expiry only as a superseded one: every key the
         # node held was rotated before it expired.
         assert all(key.superseded_by_license_key_id for key in issued if key != newest), entity
-        # Approval keeps "last seen" current for the key in use (claims 4-5).
-        assert newest.last_seen_at.ToDatetime() >= newest.issued_at.ToDatetime(), entity
+        # Approval keeps "last seen" of each key current (claims 4-5): every key rotated out
+        # was seen, at the latest when it was presented to rotate it.
+        assert all(
+            key.last_seen_at.ToDatetime() >= key.issued_at.ToDatetime()
+            for key in issued
+            if key != newest
+        ), entity
     log = (network.data_dir / "logs" / "shop-1.log").read_text()
     assert log.count('"msg": "license key rotated"') >= ROTATIONS
     assert '"level": "ERROR"' not in log
@@ -103,7 +118,7 @@ def test_a_revoked_node_reports_not_serving_and_comes_back_with_a_new_serial(
 ):
     network_json = str(network.data_dir / "network.json")
     current = max(
-        asyncio.run(keys_of(network, "shop-2")), key=lambda key: key.issued_at.ToDatetime()
+        asyncio.run(keys_of(network, "shop-1")), key=lambda key: key.issued_at.ToDatetime()
     )
     revoked = suretynet(
         "approval",
@@ -115,20 +130,27 @@ def test_a_revoked_node_reports_not_serving_and_comes_back_with_a_new_serial(
         "--reason",
         "audit",
         "--request-id",
-        "revoke-shop-2",
+        "revoke-shop-1",
     )
     assert revoked.returncode == 0, revoked.stderr
     # The node learns it on its next call to approval: make one now.
-    outcome = suretynet("node", "change-info", "shop-2", "--network", network_json)
+    outcome = suretynet("node", "change-info", "shop-1", "--network", network_json)
     assert outcome.returncode == 1 and "REFUSED" in outcome.stdout
     assert "LICENSE_KEY_REVOKED" in outcome.stdout
-    assert asyncio.run(health(network, "shop-2")) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert asyncio.run(health(network, "shop-1")) == health_pb2.HealthCheckResponse.NOT_SERVING
     errors = [
         json.loads(line)
-        for line in (network.data_dir / "logs" / "shop-2.log").read_text().splitlines()
+        for line in (network.data_dir / "logs" / "shop-1.log").read_text().splitlines()
         if '"level": "ERROR"' in line and "license key unusable" in line
     ]
     assert errors and "new program serial" in errors[-1]["msg"]
+    # shop-1 asks approval's directory for the member's agency with its key (step 4),
+    # before anything is billed: the member is told why, not "unavailable, retry".
+    refused = asyncio.run(refused_purchase(network, "shop-1"))
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "LICENSE_KEY_REVOKED",
+    ), refused.message
 
     serial = suretynet(
         "approval",
@@ -138,11 +160,11 @@ def test_a_revoked_node_reports_not_serving_and_comes_back_with_a_new_serial(
         "--role",
         "retail",
         "--request-id",
-        "serial-shop-2-back",
+        "serial-shop-1-back",
     )
     assert serial.returncode == 0, serial.stderr
     new_serial = json.loads(serial.stdout)["program_serial"]["serial"]
-    config = network.node("shop-2").directory / "node.toml"
+    config = network.node("shop-1").directory / "node.toml"
     config.write_text(
         re.sub(
             r'^program_serial = ".*"$',
@@ -151,9 +173,9 @@ def test_a_revoked_node_reports_not_serving_and_comes_back_with_a_new_serial(
             flags=re.M,
         )
     )
-    asyncio.run(restart_node(network, "shop-2"))
-    assert asyncio.run(health(network, "shop-2")) == health_pb2.HealthCheckResponse.SERVING
-    keys = asyncio.run(keys_of(network, "shop-2"))
+    asyncio.run(restart_node(network, "shop-1"))
+    assert asyncio.run(health(network, "shop-1")) == health_pb2.HealthCheckResponse.SERVING
+    keys = asyncio.run(keys_of(network, "shop-1"))
     assert any(key.state == approval_pb2.LICENSE_KEY_STATE_ACTIVE for key in keys)
-    bought = asyncio.run(buy(network, "agency-1", "alice", "shop-2", [("mug", 1)]))
+    bought = asyncio.run(buy(network, "agency-1", "alice", "shop-1", [("mug", 1)]))
     assert bought.order.status == retail_pb2.ORDER_STATUS_COMPLETED

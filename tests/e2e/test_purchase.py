@@ -14,16 +14,19 @@ import grpc
 import pytest
 from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2
+from suretynet.type.v1 import types_pb2
 
 from nodes.common import logs
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.local import LocalNetwork, restart_node, stop_node
 from tests.e2e.purchase_support import (
+    SHOP_3_PRIVATE_DETAILS,
     VARIANT_SHOPS,
     anonymous_id,
     buy,
     password_of,
     records,
+    rpcs_received,
     start_purchase_network,
     table_rows,
 )
@@ -168,5 +171,39 @@ def test_a_flow_cut_by_an_outage_resumes_with_the_same_order(purchase_network: L
         assert agency_orders[0]["reported_at"] is not None
         found = await records(network, order.order_number, "shop-1", "agency-1")
         assert found["record"].amount.amount_minor == 5_000
+
+    asyncio.run(scenario())
+
+
+def test_payment_information_comes_from_approval_through_the_agency_and_the_shop(
+    purchase_network: LocalNetwork,
+):
+    """Claims 1.2, 10.2, 19.2: the shop's payment methods and private details, as approval
+    holds them, reach the member through its agency (MemberService) and through the shop
+    (ShopService); each relay asked approval for them."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        ca = network.ca.read_bytes()
+        async with AgencyClient(network.node("agency-1").member_address, ca) as member:
+            await member.login("alice", password_of("agency-1", "alice"))
+            through_agency = await member.payment_information("shop-3")
+        async with ShopClient(network.node("shop-3").member_address, ca) as shopper:
+            through_shop = await shopper.payment_information()
+        for information in (through_agency, through_shop):
+            assert information.retail_entity_id == "shop-3"
+            assert information.display_name == "Shop Three"
+            assert list(information.accepted_payment_methods) == [
+                types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
+                types_pb2.PAYMENT_METHOD_INSTALLMENTS,
+            ]
+            assert list(information.accepted_currency_codes) == ["USD"]
+            assert information.private_details == types_pb2.RetailEntityPrivateDetails(
+                **SHOP_3_PRIVATE_DETAILS
+            )
+            assert information.HasField("updated_at")
+        assert through_agency == through_shop
+        for asker in ("agency-1", "shop-3"):
+            assert rpcs_received(network, "institution", "GetPaymentInformation", asker), asker
 
     asyncio.run(scenario())

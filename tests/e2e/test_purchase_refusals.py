@@ -387,3 +387,96 @@ def test_shop_databases_are_plain_sqlite_files(purchase_network: LocalNetwork):
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
             names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         assert {"shop_order", "sales_record", "catalog_item"} <= names
+
+
+async def search_as_shop_1(
+    network: LocalNetwork, change: Callable[[settlement_pb2.BillingAgencyIdentificationSearch], Any]
+) -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
+    """A billing agency identification search from shop-1 (its own certificate) for alice,
+    as the shop would send it, with ``change`` applied first."""
+    value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+    async with network.admin_channel(network.node("institution").address) as channel:
+        entity = (
+            await approval_pb2_grpc.ApprovalAdminServiceStub(channel).GetEntity(
+                approval_pb2.GetEntityRequest(entity_id="shop-1"), timeout=10
+            )
+        ).entity
+    line = types_pb2.OrderLine(
+        catalog_item_id="tea",
+        description="Green tea, 100 g",
+        quantity=2,
+        unit_price=money(1_200, "USD"),
+        line_amount=money(2_400, "USD"),
+    )
+    search = settlement_pb2.BillingAgencyIdentificationSearch(
+        retail_entity=types_pb2.RetailEntityIdentification(
+            retail_entity_id="shop-1", display_name=entity.display_name, address=entity.address
+        ),
+        anonymous_user_id=value,
+        lines=[line],
+        amount=money(2_400, "USD"),
+        order_number=f"TEST-{request_id()[:16]}",
+        payment_method=types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
+    )
+    change(search)
+    node = network.node("shop-1")
+    credentials = tls.client_credentials(
+        network.ca.read_bytes(), node.cert.read_bytes(), node.key.read_bytes()
+    )
+    async with grpc.aio.secure_channel(network.node("agency-1").address, credentials) as channel:
+        response: settlement_pb2.SearchBillingAgencyIdentificationResponse = (
+            await settlement_pb2_grpc.BillingServiceStub(channel).SearchBillingAgencyIdentification(
+                settlement_pb2.SearchBillingAgencyIdentificationRequest(
+                    request_id=request_id(), billing_agency_identification_search=search
+                ),
+                timeout=30,
+            )
+        )
+        return response
+
+
+def _wrong_display_name(search: settlement_pb2.BillingAgencyIdentificationSearch) -> None:
+    search.retail_entity.display_name = "Not Shop One"
+
+
+def _installments(search: settlement_pb2.BillingAgencyIdentificationSearch) -> None:
+    search.payment_method = types_pb2.PAYMENT_METHOD_INSTALLMENTS
+    search.installment_count = 3
+
+
+def _in_euros(search: settlement_pb2.BillingAgencyIdentificationSearch) -> None:
+    for line in search.lines:
+        line.unit_price.currency_code = line.line_amount.currency_code = "EUR"
+    search.amount.currency_code = "EUR"
+
+
+def test_the_agency_approves_a_billing_search_that_matches_approvals_guarantee(
+    purchase_network: LocalNetwork,
+):
+    """The baseline of the refusals below: the same search, unchanged, is approved."""
+    response = asyncio.run(search_as_shop_1(purchase_network, lambda search: None))
+    report = response.transaction_completion_report
+    assert report.result == types_pb2.TRANSACTION_RESULT_APPROVED
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_wrong_display_name, "GUARANTEE_MISMATCH"),
+        (_installments, "TRANSACTION_DECLINED"),
+        (_in_euros, "TRANSACTION_DECLINED"),
+    ],
+    ids=["identification", "payment-method", "currency"],
+)
+def test_the_agency_refuses_what_approvals_guarantee_or_the_members_credit_does_not_cover(
+    purchase_network: LocalNetwork, change: Callable[..., None], reason: str
+):
+    """Claim 1.9: the agency verifies approval's retail entity identification guarantee
+    against the shop's billing search: an identification approval does not hold
+    (GUARANTEE_MISMATCH), a payment method the shop never registered with approval, or a
+    currency the member's credit is not in (TRANSACTION_DECLINED). Nothing is recorded."""
+    network = purchase_network
+    before = record_counts(network)
+    error = asyncio.run(refusal(search_as_shop_1(network, change)))
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, reason)
+    assert record_counts(network) == before

@@ -20,17 +20,36 @@ from nodes.network.local import LocalNetwork
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXECUTED_SECTIONS = (
     "### grpcurl",
+    "## Enrolling a node",
     "## Making a purchase",
     "## Cancelling an order",
     "## Marketplace mediation",
+    "## Checking and tracing the network",
+    "## Auditing the institution's records",
+    "## Who saw my data",
     "## Metrics and traces",
 )
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
     "### grpcurl": ('"status": "SERVING"', "suretynet.approval.v1.EnrollmentService"),
+    "## Enrolling a node": ('"serial": "SN-RET-', "retail-shop-9.pem"),
     "## Making a purchase": ('"ORDER_STATUS_COMPLETED"', '"transactionCompletionNotices"'),
     "## Cancelling an order": ('"ORDER_STATUS_CANCELLED"', '"CANCEL_DECISION_STOPPED_BILLING"'),
     "## Marketplace mediation": ('"TRANSACTION_STATE_ORDERED"', '"partnerMarketplaceId"'),
+    "## Checking and tracing the network": (
+        "consistent",
+        "0 mismatches",
+        "shop-1 -> agency-1: BillingService/SearchBillingAgencyIdentification",
+    ),
+    "## Auditing the institution's records": (
+        "OK: both chains are intact",
+        '"signingPublicKey"',
+        '"TRANSACTION_RECORDED"',
+    ),
+    "## Who saw my data": (
+        '"DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED"',
+        '"DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE"',
+    ),
     "## Metrics and traces": (
         'suretynet_flows_started_total{flow="purchase"}',
         'suretynet_flow_outcomes_total{flow="cancellation",outcome="completed",reason=""}',

@@ -43,12 +43,10 @@ def small_disk(directory: Path, size: str = "4m") -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Writes a filler file until the disk is full; returns it (delete it to free the disk)."""
     filler = directory / "filler"
-    with filler.open("wb") as handle:
-        chunk = b"\0" * 65536
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(chunk)
-                handle.flush()
+    # Unbuffered: the write that finds the disk full fails itself, not a later close().
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
     return filler
 
 

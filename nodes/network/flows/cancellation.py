@@ -77,9 +77,17 @@ FLOWS = [
     DemoFlow(
         "Cancellation by the member before billing, NOTIFIED procedure (claims 2, 11, 20)",
         member_cancels_before_billing,
+        what=(
+            "The member cancels an order before it was billed: the agency stops the bill, and the "
+            "shop, the agency, verification and the institution all record the cancellation."
+        ),
     ),
     DemoFlow(
         "Cancellation by the shop after billing, VERIFIED procedure (claims 3, 12, 21)",
         shop_cancels_after_billing,
+        what=(
+            "The shop cancels an order that was already billed: the agency credits it back, and "
+            "verification checks the cancellation before the shop is told."
+        ),
     ),
 ]

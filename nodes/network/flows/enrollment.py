@@ -187,6 +187,11 @@ FLOWS = [
     DemoFlow(
         "Enrollment at start-up: serials issued, shops and agencies register (claims 4-5)",
         enrollment_at_start,
+        what=(
+            "The institution hands out program serials; each shop, agency and marketplace "
+            "registers with its serial on first start and gets the license key it presents from "
+            "then on."
+        ),
         extra_traces=tuple(
             enrollment_trace_id(entity) for entity in ("agency-1", "shop-1", "market-1")
         ),
@@ -194,5 +199,9 @@ FLOWS = [
     DemoFlow(
         "A new installation: serial reuse and a bad license key refused, info changes (claims 4-7)",
         installation_and_refusals,
+        what=(
+            "A newly installed shop registers; reusing a serial and calling with a bad license key"
+            " are refused; the shop then changes its own registered information."
+        ),
     ),
 ]

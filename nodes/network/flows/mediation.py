@@ -237,14 +237,45 @@ async def fraud_disclosure(context: FlowContext) -> None:
 
 
 FLOWS = [
-    DemoFlow("Marketplace: a local purchase from own stock (seed 000 claim 1)", local_purchase),
+    DemoFlow(
+        "Marketplace: a local purchase from own stock (seed 000 claim 1)",
+        local_purchase,
+        what=(
+            "A purchaser buys at their marketplace from its own stock; no other marketplace is "
+            "involved."
+        ),
+    ),
     DemoFlow(
         "Marketplace: mediated purchase, purchaser's marketplace bills (seed 000 claims 1-6)",
         mediated_claim_6,
+        what=(
+            "market-1 cannot supply coffee, so it checks the purchaser's history, vouches for "
+            "their credit to market-2 and relays the estimate; market-1 bills the purchaser and "
+            "pays market-2 less its charge."
+        ),
     ),
     DemoFlow(
-        "Marketplace: mediated purchase, partner bills (seed 000 claims 1-5, 7)", mediated_claim_7
+        "Marketplace: mediated purchase, partner bills (seed 000 claims 1-5, 7)",
+        mediated_claim_7,
+        what=(
+            "A mediated purchase where the supplying marketplace bills the purchaser and pays the "
+            "mediating one its charge."
+        ),
     ),
-    DemoFlow("Marketplace: credit enquiry refuses mediation (seed 000 claims 2-4)", credit_refusal),
-    DemoFlow("Marketplace: fraud disclosure to the partner (seed 000 claim 8)", fraud_disclosure),
+    DemoFlow(
+        "Marketplace: credit enquiry refuses mediation (seed 000 claims 2-4)",
+        credit_refusal,
+        what=(
+            "A purchaser whose history falls short of the credit standards is refused mediation: "
+            "no partner is asked."
+        ),
+    ),
+    DemoFlow(
+        "Marketplace: fraud disclosure to the partner (seed 000 claim 8)",
+        fraud_disclosure,
+        what=(
+            "After an unlawful transaction, the mediating marketplace discloses the purchaser's "
+            "identity to the partner, with the reason."
+        ),
+    ),
 ]

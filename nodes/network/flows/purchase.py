@@ -52,7 +52,6 @@ async def buy_order(
         value = issued.anonymous_user_id.value
         async with ShopClient(network.node(shop).member_address, ca, trace_id=trace) as shop_client:
             order = await shop_client.place_order(value, items)
-        context.orders.append(order.order_number)
         notices = await client.completion_notices(page_size=1)
     if trace == context.trace_id:
         limit = login.member.credit_limit
@@ -147,9 +146,36 @@ async def credit_limit_refusal(context: FlowContext) -> None:
 
 FLOWS = [
     DemoFlow(
-        "Purchase with directory discovery at shop-1 (claim 1, steps 1-11)", directory_purchase
+        "Purchase with directory discovery at shop-1 (claim 1, steps 1-11)",
+        directory_purchase,
+        what=(
+            "A member buys at shop-1. The shop never learns who the member is: it finds the "
+            "member's agency by asking the institution's directory, the agency approves the "
+            "credit, and the institution verifies and records the sale."
+        ),
     ),
-    DemoFlow("Purchase with push discovery at shop-2 (claim 10, steps 1-11)", push_purchase),
-    DemoFlow("Purchase with cache discovery at shop-4 (claim 19, steps 1-11)", cache_purchase),
-    DemoFlow("Purchase over the credit limit: refused, nothing recorded", credit_limit_refusal),
+    DemoFlow(
+        "Purchase with push discovery at shop-2 (claim 10, steps 1-11)",
+        push_purchase,
+        what=(
+            "The same purchase at shop-2, which learns where every agency is from updates the "
+            "institution pushes to it, so it does not ask per purchase."
+        ),
+    ),
+    DemoFlow(
+        "Purchase with cache discovery at shop-4 (claim 19, steps 1-11)",
+        cache_purchase,
+        what=(
+            "A shop that keeps its own copy of the agencies' routing data, refreshed from the "
+            "agencies, joins and sells."
+        ),
+    ),
+    DemoFlow(
+        "Purchase over the credit limit: refused, nothing recorded",
+        credit_limit_refusal,
+        what=(
+            "A member with a small credit limit tries to buy too much: the agency refuses, and no "
+            "node keeps a sale."
+        ),
+    ),
 ]

@@ -2403,3 +2403,201 @@ class GetTransactionRecordResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTransactionRecordResponse: _TypeAlias = GetTransactionRecordResponse  # noqa: Y015
+
+@_typing.final
+class ExportAuditChainRequest(_message.Message):
+    """ExportAuditChainRequest asks for one page of the audit chain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of entries to return; the server caps it and uses its
+    default when zero.
+    """
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportAuditChainRequest: _TypeAlias = ExportAuditChainRequest  # noqa: Y015
+
+@_typing.final
+class ExportAuditChainResponse(_message.Message):
+    """ExportAuditChainResponse is one page of the audit chain, in sequence order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    SIGNING_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HEAD_HASH_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    signing_public_key: _builtins.str
+    """Lowercase hex raw Ed25519 public key of the node's audit signing key."""
+    head_sequence: _builtins.int
+    """Sequence of the chain's head as the node's head record holds it."""
+    head_hash: _builtins.str
+    """entry_hash of the chain's head as the node's head record holds it."""
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.AuditChainEntry]:
+        """Entries on this page, by ascending sequence."""
+
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.AuditCheckpoint]:
+        """Checkpoints whose sequence falls after the previous page and up to this
+        page's last entry; on the last page, every remaining checkpoint.
+        """
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_types_pb2.AuditChainEntry] | None = ...,
+        checkpoints: _abc.Iterable[_types_pb2.AuditCheckpoint] | None = ...,
+        signing_public_key: _builtins.str = ...,
+        head_sequence: _builtins.int = ...,
+        head_hash: _builtins.str = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "entries", b"entries", "head_hash", b"head_hash", "head_sequence", b"head_sequence", "next_page_token", b"next_page_token", "signing_public_key", b"signing_public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportAuditChainResponse: _TypeAlias = ExportAuditChainResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditedRecordsRequest(_message.Message):
+    """ListAuditedRecordsRequest asks for one page of audited records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of records to return; the server caps it and uses its
+    default when zero.
+    """
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditedRecordsRequest: _TypeAlias = ListAuditedRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditedRecordsResponse(_message.Message):
+    """ListAuditedRecordsResponse is one page of audited records, table by table."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.AuditedRecord]:
+        """Records on this page."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_types_pb2.AuditedRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditedRecordsResponse: _TypeAlias = ListAuditedRecordsResponse  # noqa: Y015
+
+@_typing.final
+class ExportFlowRecordsRequest(_message.Message):
+    """ExportFlowRecordsRequest pages through this node's flow records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of records to return; the server caps it and uses its
+    default when zero.
+    """
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    order_number: _builtins.str
+    """Only records of this order number (or marketplace transaction or mediated
+    transaction ID); empty for every record.
+    """
+    kind: _types_pb2.FlowRecordKind.ValueType
+    """Only records of this kind; unset for every kind."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        kind: _types_pb2.FlowRecordKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "order_number", b"order_number", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFlowRecordsRequest: _TypeAlias = ExportFlowRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ExportFlowRecordsResponse(_message.Message):
+    """ExportFlowRecordsResponse is one page of flow records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLOW_RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def flow_records(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.FlowRecord]:
+        """Records on this page, grouped by kind, each kind in key order."""
+
+    def __init__(
+        self,
+        *,
+        flow_records: _abc.Iterable[_types_pb2.FlowRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flow_records", b"flow_records", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFlowRecordsResponse: _TypeAlias = ExportFlowRecordsResponse  # noqa: Y015

@@ -386,6 +386,21 @@ class ApprovalAdminServiceStub:
                 request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListEntitiesRequest.SerializeToString,
                 response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListEntitiesResponse.FromString,
                 _registered_method=True)
+        self.ExportAuditChain = channel.unary_unary(
+                '/suretynet.approval.v1.ApprovalAdminService/ExportAuditChain',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportAuditChainRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportAuditChainResponse.FromString,
+                _registered_method=True)
+        self.ListAuditedRecords = channel.unary_unary(
+                '/suretynet.approval.v1.ApprovalAdminService/ListAuditedRecords',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListAuditedRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListAuditedRecordsResponse.FromString,
+                _registered_method=True)
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.approval.v1.ApprovalAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class ApprovalAdminServiceServicer:
@@ -446,6 +461,33 @@ class ApprovalAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportAuditChain(self, request, context):
+        """ExportAuditChain returns approval's audit chain of transaction records
+        (docs/AUDIT.md), one page of entries at a time, with the signed
+        checkpoints and the public key that checks them. Read by
+        `suretynet audit verify`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditedRecords(self, request, context):
+        """ListAuditedRecords returns the current state of every audited record
+        (transaction records and mismatches), for comparison with the chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (transaction records) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApprovalAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -483,6 +525,21 @@ def add_ApprovalAdminServiceServicer_to_server(servicer, server):
                     servicer.ListEntities,
                     request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListEntitiesRequest.FromString,
                     response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListEntitiesResponse.SerializeToString,
+            ),
+            'ExportAuditChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportAuditChain,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportAuditChainRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportAuditChainResponse.SerializeToString,
+            ),
+            'ListAuditedRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditedRecords,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListAuditedRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ListAuditedRecordsResponse.SerializeToString,
+            ),
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportFlowRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -676,6 +733,87 @@ class ApprovalAdminService:
             '/suretynet.approval.v1.ApprovalAdminService/ListEntities',
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ListEntitiesRequest.SerializeToString,
             suretynet_dot_approval_dot_v1_dot_approval__pb2.ListEntitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAuditChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.ApprovalAdminService/ExportAuditChain',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportAuditChainRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportAuditChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditedRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.ApprovalAdminService/ListAuditedRecords',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ListAuditedRecordsRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ListAuditedRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.approval.v1.ApprovalAdminService/ExportFlowRecords',
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_approval_dot_v1_dot_approval__pb2.ExportFlowRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

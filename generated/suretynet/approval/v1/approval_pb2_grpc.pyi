@@ -225,6 +225,21 @@ class ApprovalAdminServiceStub:
     """GetEntity returns one registry entry."""
     ListEntities: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ListEntitiesRequest, _approval_pb2.ListEntitiesResponse]
     """ListEntities lists registry entries, optionally filtered by role and status."""
+    ExportAuditChain: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ExportAuditChainRequest, _approval_pb2.ExportAuditChainResponse]
+    """ExportAuditChain returns approval's audit chain of transaction records
+    (docs/AUDIT.md), one page of entries at a time, with the signed
+    checkpoints and the public key that checks them. Read by
+    `suretynet audit verify`.
+    """
+    ListAuditedRecords: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ListAuditedRecordsRequest, _approval_pb2.ListAuditedRecordsResponse]
+    """ListAuditedRecords returns the current state of every audited record
+    (transaction records and mismatches), for comparison with the chain.
+    """
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_approval_pb2.ExportFlowRecordsRequest, _approval_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (transaction records) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class ApprovalAdminServiceAsyncStub(ApprovalAdminServiceStub):
@@ -255,6 +270,21 @@ class ApprovalAdminServiceAsyncStub(ApprovalAdminServiceStub):
     """GetEntity returns one registry entry."""
     ListEntities: _aio.UnaryUnaryMultiCallable[_approval_pb2.ListEntitiesRequest, _approval_pb2.ListEntitiesResponse]  # type: ignore[assignment]
     """ListEntities lists registry entries, optionally filtered by role and status."""
+    ExportAuditChain: _aio.UnaryUnaryMultiCallable[_approval_pb2.ExportAuditChainRequest, _approval_pb2.ExportAuditChainResponse]  # type: ignore[assignment]
+    """ExportAuditChain returns approval's audit chain of transaction records
+    (docs/AUDIT.md), one page of entries at a time, with the signed
+    checkpoints and the public key that checks them. Read by
+    `suretynet audit verify`.
+    """
+    ListAuditedRecords: _aio.UnaryUnaryMultiCallable[_approval_pb2.ListAuditedRecordsRequest, _approval_pb2.ListAuditedRecordsResponse]  # type: ignore[assignment]
+    """ListAuditedRecords returns the current state of every audited record
+    (transaction records and mismatches), for comparison with the chain.
+    """
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_approval_pb2.ExportFlowRecordsRequest, _approval_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (transaction records) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 class ApprovalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """ApprovalAdminService is the credit guarantee institution's operator
@@ -324,6 +354,39 @@ class ApprovalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_approval_pb2.ListEntitiesResponse, _abc.Awaitable[_approval_pb2.ListEntitiesResponse]]:
         """ListEntities lists registry entries, optionally filtered by role and status."""
+
+    @_abc_1.abstractmethod
+    def ExportAuditChain(
+        self,
+        request: _approval_pb2.ExportAuditChainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.ExportAuditChainResponse, _abc.Awaitable[_approval_pb2.ExportAuditChainResponse]]:
+        """ExportAuditChain returns approval's audit chain of transaction records
+        (docs/AUDIT.md), one page of entries at a time, with the signed
+        checkpoints and the public key that checks them. Read by
+        `suretynet audit verify`.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditedRecords(
+        self,
+        request: _approval_pb2.ListAuditedRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.ListAuditedRecordsResponse, _abc.Awaitable[_approval_pb2.ListAuditedRecordsResponse]]:
+        """ListAuditedRecords returns the current state of every audited record
+        (transaction records and mismatches), for comparison with the chain.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _approval_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_approval_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (transaction records) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
 
 def add_ApprovalAdminServiceServicer_to_server(servicer: ApprovalAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -3636,3 +3636,125 @@ class ListFraudDisclosuresResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFraudDisclosuresResponse: _TypeAlias = ListFraudDisclosuresResponse  # noqa: Y015
+
+@_typing.final
+class ListDataDisclosuresRequest(_message.Message):
+    """ListDataDisclosuresRequest asks for one page of the purchaser's disclosures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of disclosures to return; the server caps it and uses its
+    default when zero.
+    """
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataDisclosuresRequest: _TypeAlias = ListDataDisclosuresRequest  # noqa: Y015
+
+@_typing.final
+class ListDataDisclosuresResponse(_message.Message):
+    """ListDataDisclosuresResponse is one page of disclosures, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_DISCLOSURES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def data_disclosures(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.DataDisclosure]:
+        """Disclosures on this page."""
+
+    def __init__(
+        self,
+        *,
+        data_disclosures: _abc.Iterable[_types_pb2.DataDisclosure] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_disclosures", b"data_disclosures", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDataDisclosuresResponse: _TypeAlias = ListDataDisclosuresResponse  # noqa: Y015
+
+@_typing.final
+class ExportFlowRecordsRequest(_message.Message):
+    """ExportFlowRecordsRequest pages through this node's flow records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of records to return; the server caps it and uses its
+    default when zero.
+    """
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty for the first page."""
+    order_number: _builtins.str
+    """Only records of this order number (or marketplace transaction or mediated
+    transaction ID); empty for every record.
+    """
+    kind: _types_pb2.FlowRecordKind.ValueType
+    """Only records of this kind; unset for every kind."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        kind: _types_pb2.FlowRecordKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "order_number", b"order_number", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFlowRecordsRequest: _TypeAlias = ExportFlowRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ExportFlowRecordsResponse(_message.Message):
+    """ExportFlowRecordsResponse is one page of flow records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLOW_RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def flow_records(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.FlowRecord]:
+        """Records on this page, grouped by kind, each kind in key order."""
+
+    def __init__(
+        self,
+        *,
+        flow_records: _abc.Iterable[_types_pb2.FlowRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flow_records", b"flow_records", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFlowRecordsResponse: _TypeAlias = ExportFlowRecordsResponse  # noqa: Y015

@@ -86,6 +86,11 @@ class PurchaserServiceStub:
                 request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListInvoicesRequest.SerializeToString,
                 response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListInvoicesResponse.FromString,
                 _registered_method=True)
+        self.ListDataDisclosures = channel.unary_unary(
+                '/suretynet.marketplace.v1.PurchaserService/ListDataDisclosures',
+                request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListDataDisclosuresRequest.SerializeToString,
+                response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListDataDisclosuresResponse.FromString,
+                _registered_method=True)
 
 
 class PurchaserServiceServicer:
@@ -175,6 +180,16 @@ class PurchaserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDataDisclosures(self, request, context):
+        """ListDataDisclosures lists, newest first, every disclosure of the
+        purchaser's data this marketplace recorded: credit enquiries on its
+        history, credit guarantees attached for it under a pseudonym, and fraud
+        disclosures. Only the purchaser's own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PurchaserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -227,6 +242,11 @@ def add_PurchaserServiceServicer_to_server(servicer, server):
                     servicer.ListInvoices,
                     request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListInvoicesRequest.FromString,
                     response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListInvoicesResponse.SerializeToString,
+            ),
+            'ListDataDisclosures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDataDisclosures,
+                    request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListDataDisclosuresRequest.FromString,
+                    response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListDataDisclosuresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -501,6 +521,33 @@ class PurchaserService:
             '/suretynet.marketplace.v1.PurchaserService/ListInvoices',
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListInvoicesRequest.SerializeToString,
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListInvoicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDataDisclosures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.marketplace.v1.PurchaserService/ListDataDisclosures',
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListDataDisclosuresRequest.SerializeToString,
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListDataDisclosuresResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1042,6 +1089,11 @@ class MarketplaceAdminServiceStub:
                 request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresRequest.SerializeToString,
                 response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresResponse.FromString,
                 _registered_method=True)
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.marketplace.v1.MarketplaceAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class MarketplaceAdminServiceServicer:
@@ -1152,6 +1204,15 @@ class MarketplaceAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketplaceAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1219,6 +1280,11 @@ def add_MarketplaceAdminServiceServicer_to_server(servicer, server):
                     servicer.ListFraudDisclosures,
                     request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresRequest.FromString,
                     response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresResponse.SerializeToString,
+            ),
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1574,6 +1640,33 @@ class MarketplaceAdminService:
             '/suretynet.marketplace.v1.MarketplaceAdminService/ListFraudDisclosures',
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresRequest.SerializeToString,
             suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ListFraudDisclosuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.marketplace.v1.MarketplaceAdminService/ExportFlowRecords',
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_marketplace_dot_v1_dot_marketplace__pb2.ExportFlowRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,12 @@ class PurchaserServiceStub:
     """
     ListInvoices: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.ListInvoicesRequest, _marketplace_pb2.ListInvoicesResponse]
     """ListInvoices lists the invoices addressed to the caller, newest first."""
+    ListDataDisclosures: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.ListDataDisclosuresRequest, _marketplace_pb2.ListDataDisclosuresResponse]
+    """ListDataDisclosures lists, newest first, every disclosure of the
+    purchaser's data this marketplace recorded: credit enquiries on its
+    history, credit guarantees attached for it under a pseudonym, and fraud
+    disclosures. Only the purchaser's own.
+    """
 
 @_typing.type_check_only
 class PurchaserServiceAsyncStub(PurchaserServiceStub):
@@ -141,6 +147,12 @@ class PurchaserServiceAsyncStub(PurchaserServiceStub):
     """
     ListInvoices: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.ListInvoicesRequest, _marketplace_pb2.ListInvoicesResponse]  # type: ignore[assignment]
     """ListInvoices lists the invoices addressed to the caller, newest first."""
+    ListDataDisclosures: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.ListDataDisclosuresRequest, _marketplace_pb2.ListDataDisclosuresResponse]  # type: ignore[assignment]
+    """ListDataDisclosures lists, newest first, every disclosure of the
+    purchaser's data this marketplace recorded: credit enquiries on its
+    history, credit guarantees attached for it under a pseudonym, and fraud
+    disclosures. Only the purchaser's own.
+    """
 
 class PurchaserServiceServicer(metaclass=_abc_1.ABCMeta):
     """PurchaserService is the contract member's access to its marketplace
@@ -244,6 +256,18 @@ class PurchaserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_marketplace_pb2.ListInvoicesResponse, _abc.Awaitable[_marketplace_pb2.ListInvoicesResponse]]:
         """ListInvoices lists the invoices addressed to the caller, newest first."""
+
+    @_abc_1.abstractmethod
+    def ListDataDisclosures(
+        self,
+        request: _marketplace_pb2.ListDataDisclosuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketplace_pb2.ListDataDisclosuresResponse, _abc.Awaitable[_marketplace_pb2.ListDataDisclosuresResponse]]:
+        """ListDataDisclosures lists, newest first, every disclosure of the
+        purchaser's data this marketplace recorded: credit enquiries on its
+        history, credit guarantees attached for it under a pseudonym, and fraud
+        disclosures. Only the purchaser's own.
+        """
 
 def add_PurchaserServiceServicer_to_server(servicer: PurchaserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
@@ -526,6 +550,11 @@ class MarketplaceAdminServiceStub:
     """
     ListFraudDisclosures: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.ListFraudDisclosuresRequest, _marketplace_pb2.ListFraudDisclosuresResponse]
     """ListFraudDisclosures lists fraud disclosures sent or received."""
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_marketplace_pb2.ExportFlowRecordsRequest, _marketplace_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class MarketplaceAdminServiceAsyncStub(MarketplaceAdminServiceStub):
@@ -581,6 +610,11 @@ class MarketplaceAdminServiceAsyncStub(MarketplaceAdminServiceStub):
     """
     ListFraudDisclosures: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.ListFraudDisclosuresRequest, _marketplace_pb2.ListFraudDisclosuresResponse]  # type: ignore[assignment]
     """ListFraudDisclosures lists fraud disclosures sent or received."""
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_marketplace_pb2.ExportFlowRecordsRequest, _marketplace_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 class MarketplaceAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """MarketplaceAdminService is the marketplace operator's console. Only callers
@@ -711,5 +745,16 @@ class MarketplaceAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_marketplace_pb2.ListFraudDisclosuresResponse, _abc.Awaitable[_marketplace_pb2.ListFraudDisclosuresResponse]]:
         """ListFraudDisclosures lists fraud disclosures sent or received."""
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _marketplace_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketplace_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_marketplace_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (transactions, invoices and payouts) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
 
 def add_MarketplaceAdminServiceServicer_to_server(servicer: MarketplaceAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -501,6 +501,11 @@ class RetailAdminServiceStub:
                 request_serializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ListGuaranteeCacheRequest.SerializeToString,
                 response_deserializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ListGuaranteeCacheResponse.FromString,
                 _registered_method=True)
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.retail.v1.RetailAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class RetailAdminServiceServicer:
@@ -551,6 +556,15 @@ class RetailAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (shop orders and cancellations) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetailAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -583,6 +597,11 @@ def add_RetailAdminServiceServicer_to_server(servicer, server):
                     servicer.ListGuaranteeCache,
                     request_deserializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ListGuaranteeCacheRequest.FromString,
                     response_serializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ListGuaranteeCacheResponse.SerializeToString,
+            ),
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_retail_dot_v1_dot_retail__pb2.ExportFlowRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -749,6 +768,33 @@ class RetailAdminService:
             '/suretynet.retail.v1.RetailAdminService/ListGuaranteeCache',
             suretynet_dot_retail_dot_v1_dot_retail__pb2.ListGuaranteeCacheRequest.SerializeToString,
             suretynet_dot_retail_dot_v1_dot_retail__pb2.ListGuaranteeCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.retail.v1.RetailAdminService/ExportFlowRecords',
+            suretynet_dot_retail_dot_v1_dot_retail__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_retail_dot_v1_dot_retail__pb2.ExportFlowRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -307,6 +307,11 @@ class RetailAdminServiceStub:
     """
     ListGuaranteeCache: _grpc.UnaryUnaryMultiCallable[_retail_pb2.ListGuaranteeCacheRequest, _retail_pb2.ListGuaranteeCacheResponse]
     """ListGuaranteeCache lists the guarantees the shop currently routes by."""
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_retail_pb2.ExportFlowRecordsRequest, _retail_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (shop orders and cancellations) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class RetailAdminServiceAsyncStub(RetailAdminServiceStub):
@@ -329,6 +334,11 @@ class RetailAdminServiceAsyncStub(RetailAdminServiceStub):
     """
     ListGuaranteeCache: _aio.UnaryUnaryMultiCallable[_retail_pb2.ListGuaranteeCacheRequest, _retail_pb2.ListGuaranteeCacheResponse]  # type: ignore[assignment]
     """ListGuaranteeCache lists the guarantees the shop currently routes by."""
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_retail_pb2.ExportFlowRecordsRequest, _retail_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (shop orders and cancellations) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 class RetailAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """RetailAdminService is the shop operator's console. Only callers with an
@@ -384,5 +394,16 @@ class RetailAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retail_pb2.ListGuaranteeCacheResponse, _abc.Awaitable[_retail_pb2.ListGuaranteeCacheResponse]]:
         """ListGuaranteeCache lists the guarantees the shop currently routes by."""
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _retail_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retail_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_retail_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (shop orders and cancellations) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
 
 def add_RetailAdminServiceServicer_to_server(servicer: RetailAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

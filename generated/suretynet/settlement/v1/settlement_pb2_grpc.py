@@ -71,6 +71,11 @@ class MemberServiceStub:
                 request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListMemberNoticesRequest.SerializeToString,
                 response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListMemberNoticesResponse.FromString,
                 _registered_method=True)
+        self.ListDataDisclosures = channel.unary_unary(
+                '/suretynet.settlement.v1.MemberService/ListDataDisclosures',
+                request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListDataDisclosuresRequest.SerializeToString,
+                response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListDataDisclosuresResponse.FromString,
+                _registered_method=True)
 
 
 class MemberServiceServicer:
@@ -136,6 +141,16 @@ class MemberServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDataDisclosures(self, request, context):
+        """ListDataDisclosures lists, newest first, every disclosure of the member's
+        data the agency recorded: anonymous user IDs issued for shops, completion
+        reports to shops, transaction reports to the institution, and operators'
+        reads of the member's orders. Only the member's own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemberServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +188,11 @@ def add_MemberServiceServicer_to_server(servicer, server):
                     servicer.ListMemberNotices,
                     request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListMemberNoticesRequest.FromString,
                     response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListMemberNoticesResponse.SerializeToString,
+            ),
+            'ListDataDisclosures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDataDisclosures,
+                    request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListDataDisclosuresRequest.FromString,
+                    response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListDataDisclosuresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -366,6 +386,33 @@ class MemberService:
             '/suretynet.settlement.v1.MemberService/ListMemberNotices',
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListMemberNoticesRequest.SerializeToString,
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListMemberNoticesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDataDisclosures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.settlement.v1.MemberService/ListDataDisclosures',
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListDataDisclosuresRequest.SerializeToString,
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListDataDisclosuresResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -691,6 +738,11 @@ class SettlementAdminServiceStub:
                 request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.settlement.v1.SettlementAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class SettlementAdminServiceServicer:
@@ -736,6 +788,15 @@ class SettlementAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SettlementAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -763,6 +824,11 @@ def add_SettlementAdminServiceServicer_to_server(servicer, server):
                     servicer.ListOrders,
                     request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersRequest.FromString,
                     response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -902,6 +968,33 @@ class SettlementAdminService:
             '/suretynet.settlement.v1.SettlementAdminService/ListOrders',
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersRequest.SerializeToString,
             suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.settlement.v1.SettlementAdminService/ExportFlowRecords',
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_settlement_dot_v1_dot_settlement__pb2.ExportFlowRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,12 @@ class MemberServiceStub:
     """ListMemberNotices lists all notices to the member (completions,
     cancellations, billing runs, credit limit changes), newest first.
     """
+    ListDataDisclosures: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ListDataDisclosuresRequest, _settlement_pb2.ListDataDisclosuresResponse]
+    """ListDataDisclosures lists, newest first, every disclosure of the member's
+    data the agency recorded: anonymous user IDs issued for shops, completion
+    reports to shops, transaction reports to the institution, and operators'
+    reads of the member's orders. Only the member's own.
+    """
 
 @_typing.type_check_only
 class MemberServiceAsyncStub(MemberServiceStub):
@@ -117,6 +123,12 @@ class MemberServiceAsyncStub(MemberServiceStub):
     ListMemberNotices: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListMemberNoticesRequest, _settlement_pb2.ListMemberNoticesResponse]  # type: ignore[assignment]
     """ListMemberNotices lists all notices to the member (completions,
     cancellations, billing runs, credit limit changes), newest first.
+    """
+    ListDataDisclosures: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListDataDisclosuresRequest, _settlement_pb2.ListDataDisclosuresResponse]  # type: ignore[assignment]
+    """ListDataDisclosures lists, newest first, every disclosure of the member's
+    data the agency recorded: anonymous user IDs issued for shops, completion
+    reports to shops, transaction reports to the institution, and operators'
+    reads of the member's orders. Only the member's own.
     """
 
 class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -194,6 +206,18 @@ class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_settlement_pb2.ListMemberNoticesResponse, _abc.Awaitable[_settlement_pb2.ListMemberNoticesResponse]]:
         """ListMemberNotices lists all notices to the member (completions,
         cancellations, billing runs, credit limit changes), newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDataDisclosures(
+        self,
+        request: _settlement_pb2.ListDataDisclosuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.ListDataDisclosuresResponse, _abc.Awaitable[_settlement_pb2.ListDataDisclosuresResponse]]:
+        """ListDataDisclosures lists, newest first, every disclosure of the member's
+        data the agency recorded: anonymous user IDs issued for shops, completion
+        reports to shops, transaction reports to the institution, and operators'
+        reads of the member's orders. Only the member's own.
         """
 
 def add_MemberServiceServicer_to_server(servicer: MemberServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
@@ -391,6 +415,11 @@ class SettlementAdminServiceStub:
     """GetOrder returns the agency's record of one order, with the member."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ListOrdersRequest, _settlement_pb2.ListOrdersResponse]
     """ListOrders lists the agency's orders, newest first."""
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ExportFlowRecordsRequest, _settlement_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 @_typing.type_check_only
 class SettlementAdminServiceAsyncStub(SettlementAdminServiceStub):
@@ -414,6 +443,11 @@ class SettlementAdminServiceAsyncStub(SettlementAdminServiceStub):
     """GetOrder returns the agency's record of one order, with the member."""
     ListOrders: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListOrdersRequest, _settlement_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """ListOrders lists the agency's orders, newest first."""
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ExportFlowRecordsRequest, _settlement_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+    the shape every node shares, for suretynet reconcile, trace and console.
+    Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
 
 class SettlementAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """SettlementAdminService is the settlement agency's operator console. Only
@@ -464,5 +498,16 @@ class SettlementAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.ListOrdersResponse, _abc.Awaitable[_settlement_pb2.ListOrdersResponse]]:
         """ListOrders lists the agency's orders, newest first."""
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _settlement_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_settlement_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (orders, cancellations and member credit) in
+        the shape every node shares, for suretynet reconcile, trace and console.
+        Caller: admin. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
 
 def add_SettlementAdminServiceServicer_to_server(servicer: SettlementAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

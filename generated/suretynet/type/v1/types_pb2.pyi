@@ -903,6 +903,137 @@ certificate (suretynet pki renew); retrying does not help.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
+class _DataDisclosureKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DataDisclosureKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DataDisclosureKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DATA_DISCLOSURE_KIND_UNSPECIFIED: _DataDisclosureKind.ValueType  # 0
+    """Not set; never stored."""
+    DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED: _DataDisclosureKind.ValueType  # 1
+    """A settlement agency issued an anonymous user ID for a shop (and, for a
+    directory shop, delivered it there).
+    """
+    DATA_DISCLOSURE_KIND_COMPLETION_REPORT: _DataDisclosureKind.ValueType  # 2
+    """A settlement agency sent a shop the transaction completion report of the
+    member's purchase (order, billing details under the anonymous ID).
+    """
+    DATA_DISCLOSURE_KIND_TRANSACTION_REPORT: _DataDisclosureKind.ValueType  # 3
+    """A settlement agency sent the institution's verification server the
+    transaction report of the member's purchase.
+    """
+    DATA_DISCLOSURE_KIND_OPERATOR_READ: _DataDisclosureKind.ValueType  # 4
+    """An operator read the member's orders through an admin RPC."""
+    DATA_DISCLOSURE_KIND_CREDIT_ENQUIRY: _DataDisclosureKind.ValueType  # 5
+    """A marketplace ran a credit enquiry on the purchaser's history."""
+    DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE: _DataDisclosureKind.ValueType  # 6
+    """A marketplace attached a credit guarantee for the purchaser, under a
+    pseudonym, to a request to a partner marketplace.
+    """
+    DATA_DISCLOSURE_KIND_FRAUD_DISCLOSURE: _DataDisclosureKind.ValueType  # 7
+    """A marketplace disclosed the purchaser's identity to a partner after an
+    unlawful transaction (seed 000 claim 8).
+    """
+
+class DataDisclosureKind(_DataDisclosureKind, metaclass=_DataDisclosureKindEnumTypeWrapper):
+    """DataDisclosureKind says what kind of member-linked data a node disclosed."""
+
+DATA_DISCLOSURE_KIND_UNSPECIFIED: DataDisclosureKind.ValueType  # 0
+"""Not set; never stored."""
+DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED: DataDisclosureKind.ValueType  # 1
+"""A settlement agency issued an anonymous user ID for a shop (and, for a
+directory shop, delivered it there).
+"""
+DATA_DISCLOSURE_KIND_COMPLETION_REPORT: DataDisclosureKind.ValueType  # 2
+"""A settlement agency sent a shop the transaction completion report of the
+member's purchase (order, billing details under the anonymous ID).
+"""
+DATA_DISCLOSURE_KIND_TRANSACTION_REPORT: DataDisclosureKind.ValueType  # 3
+"""A settlement agency sent the institution's verification server the
+transaction report of the member's purchase.
+"""
+DATA_DISCLOSURE_KIND_OPERATOR_READ: DataDisclosureKind.ValueType  # 4
+"""An operator read the member's orders through an admin RPC."""
+DATA_DISCLOSURE_KIND_CREDIT_ENQUIRY: DataDisclosureKind.ValueType  # 5
+"""A marketplace ran a credit enquiry on the purchaser's history."""
+DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE: DataDisclosureKind.ValueType  # 6
+"""A marketplace attached a credit guarantee for the purchaser, under a
+pseudonym, to a request to a partner marketplace.
+"""
+DATA_DISCLOSURE_KIND_FRAUD_DISCLOSURE: DataDisclosureKind.ValueType  # 7
+"""A marketplace disclosed the purchaser's identity to a partner after an
+unlawful transaction (seed 000 claim 8).
+"""
+Global___DataDisclosureKind: _TypeAlias = DataDisclosureKind  # noqa: Y015
+
+class _FlowRecordKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FlowRecordKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlowRecordKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FLOW_RECORD_KIND_UNSPECIFIED: _FlowRecordKind.ValueType  # 0
+    """Kind was not set; in an ExportFlowRecords request it means every kind."""
+    FLOW_RECORD_KIND_ORDER: _FlowRecordKind.ValueType  # 1
+    """A purchase order: the shop's order (retail) or the agency's order and
+    billing state (settlement).
+    """
+    FLOW_RECORD_KIND_CANCELLATION: _FlowRecordKind.ValueType  # 2
+    """A cancellation of an order, as the shop, the agency or verification
+    recorded it.
+    """
+    FLOW_RECORD_KIND_TRANSACTION_REPORT: _FlowRecordKind.ValueType  # 3
+    """Verification's transaction report of an order (flow step 9)."""
+    FLOW_RECORD_KIND_TRANSACTION_RECORD: _FlowRecordKind.ValueType  # 4
+    """Approval's transaction record of a verified order (flow step 10)."""
+    FLOW_RECORD_KIND_MEDIATED_TRANSACTION: _FlowRecordKind.ValueType  # 5
+    """A marketplace transaction: the requester's transaction with its purchaser
+    (local or mediated) or the supplier's side of a mediated transaction.
+    """
+    FLOW_RECORD_KIND_INVOICE: _FlowRecordKind.ValueType  # 6
+    """An invoice a marketplace issued or mirrors (claims 6-7)."""
+    FLOW_RECORD_KIND_PAYOUT: _FlowRecordKind.ValueType  # 7
+    """A payout of a purchase amount less the mediation charge (claim 6)."""
+    FLOW_RECORD_KIND_MEMBER_CREDIT: _FlowRecordKind.ValueType  # 8
+    """A member's credit at its settlement agency: the credit in use in amount,
+    the limit in credit_limit.
+    """
+
+class FlowRecordKind(_FlowRecordKind, metaclass=_FlowRecordKindEnumTypeWrapper):
+    """FlowRecordKind is which kind of a node's records a FlowRecord describes.
+    Operator tools (suretynet reconcile, trace, console) read them through each
+    node's ExportFlowRecords admin RPC.
+    """
+
+FLOW_RECORD_KIND_UNSPECIFIED: FlowRecordKind.ValueType  # 0
+"""Kind was not set; in an ExportFlowRecords request it means every kind."""
+FLOW_RECORD_KIND_ORDER: FlowRecordKind.ValueType  # 1
+"""A purchase order: the shop's order (retail) or the agency's order and
+billing state (settlement).
+"""
+FLOW_RECORD_KIND_CANCELLATION: FlowRecordKind.ValueType  # 2
+"""A cancellation of an order, as the shop, the agency or verification
+recorded it.
+"""
+FLOW_RECORD_KIND_TRANSACTION_REPORT: FlowRecordKind.ValueType  # 3
+"""Verification's transaction report of an order (flow step 9)."""
+FLOW_RECORD_KIND_TRANSACTION_RECORD: FlowRecordKind.ValueType  # 4
+"""Approval's transaction record of a verified order (flow step 10)."""
+FLOW_RECORD_KIND_MEDIATED_TRANSACTION: FlowRecordKind.ValueType  # 5
+"""A marketplace transaction: the requester's transaction with its purchaser
+(local or mediated) or the supplier's side of a mediated transaction.
+"""
+FLOW_RECORD_KIND_INVOICE: FlowRecordKind.ValueType  # 6
+"""An invoice a marketplace issued or mirrors (claims 6-7)."""
+FLOW_RECORD_KIND_PAYOUT: FlowRecordKind.ValueType  # 7
+"""A payout of a purchase amount less the mediation charge (claim 6)."""
+FLOW_RECORD_KIND_MEMBER_CREDIT: FlowRecordKind.ValueType  # 8
+"""A member's credit at its settlement agency: the credit in use in amount,
+the limit in credit_limit.
+"""
+Global___FlowRecordKind: _TypeAlias = FlowRecordKind  # noqa: Y015
+
 @_typing.final
 class Money(_message.Message):
     """Money is an exact amount of one currency, expressed in the currency's minor
@@ -1415,3 +1546,375 @@ class CancelVerification(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelVerification: _TypeAlias = CancelVerification  # noqa: Y015
+
+@_typing.final
+class AuditChainEntry(_message.Message):
+    """AuditChainEntry is one entry of a node's audit chain: an append-only,
+    hash-chained log of every change to its audited records (approval's
+    transaction records; verification's reports and cancellation notices). A
+    later change to a record (a cancellation, a void) is a new entry, never an
+    edit of an old one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    STATE_JSON_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
+    ENTRY_HASH_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Position in the chain, 1 for the first entry, without gaps."""
+    kind: _builtins.str
+    """What happened, for example TRANSACTION_RECORDED or TRANSACTION_CANCELLED."""
+    subject: _builtins.str
+    """Record the entry is about, as "table/key", for example
+    "transaction_record/ORD-1".
+    """
+    state_json: _builtins.str
+    """The record's fields this entry sets, as canonical JSON (sorted keys, no
+    spaces); replaying a subject's entries in order gives the record's state.
+    """
+    recorded_at: _builtins.str
+    """When the node appended the entry (ISO 8601, UTC), part of the hash."""
+    previous_hash: _builtins.str
+    """Lowercase hex SHA-256 of the previous entry; 64 zeros for the first."""
+    entry_hash: _builtins.str
+    """Lowercase hex SHA-256 over sequence, kind, subject, state_json,
+    recorded_at and previous_hash (docs/AUDIT.md gives the exact bytes).
+    """
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        state_json: _builtins.str = ...,
+        recorded_at: _builtins.str = ...,
+        previous_hash: _builtins.str = ...,
+        entry_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_hash", b"entry_hash", "kind", b"kind", "previous_hash", b"previous_hash", "recorded_at", b"recorded_at", "sequence", b"sequence", "state_json", b"state_json", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditChainEntry: _TypeAlias = AuditChainEntry  # noqa: Y015
+
+@_typing.final
+class AuditCheckpoint(_message.Message):
+    """AuditCheckpoint is a node's signed statement that its audit chain reached
+    a sequence with a given hash; published at intervals.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENTRY_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Sequence of the last entry the checkpoint covers."""
+    entry_hash: _builtins.str
+    """entry_hash of that entry."""
+    signed_at: _builtins.str
+    """When the node signed it (ISO 8601, UTC)."""
+    signature: _builtins.str
+    """Lowercase hex Ed25519 signature over the checkpoint message
+    (docs/AUDIT.md), made with the node's audit signing key.
+    """
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        entry_hash: _builtins.str = ...,
+        signed_at: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_hash", b"entry_hash", "sequence", b"sequence", "signature", b"signature", "signed_at", b"signed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditCheckpoint: _TypeAlias = AuditCheckpoint  # noqa: Y015
+
+@_typing.final
+class AuditedRecord(_message.Message):
+    """AuditedRecord is the current state of one audited record as its table holds
+    it, in the same canonical JSON form as AuditChainEntry.state_json.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    STATE_JSON_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """Record, as "table/key"."""
+    state_json: _builtins.str
+    """The record's audited fields as canonical JSON."""
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        state_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state_json", b"state_json", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditedRecord: _TypeAlias = AuditedRecord  # noqa: Y015
+
+@_typing.final
+class DataDisclosure(_message.Message):
+    """DataDisclosure is one disclosure of a member's data: who received or read
+    it, what, when and why. The member lists its own with ListDataDisclosures.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCLOSURE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    DISCLOSED_AT_FIELD_NUMBER: _builtins.int
+    disclosure_id: _builtins.str
+    """Identifier of the disclosure, unique at the node that records it."""
+    kind: Global___DataDisclosureKind.ValueType
+    """What kind of data was disclosed."""
+    recipient: _builtins.str
+    """Who received or read it: an entity URI such as
+    "suretynet://retail/shop-1" or "suretynet://admin/operator".
+    """
+    data: _builtins.str
+    """What was disclosed, in plain words (for example "order ORD-1: 2 items,
+    4900 USD, under anonymous user ID 4111...").
+    """
+    purpose: _builtins.str
+    """Why it was disclosed."""
+    reference: _builtins.str
+    """The order number, transaction ID or anonymous user ID it concerns; empty
+    when none.
+    """
+    @_builtins.property
+    def disclosed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was disclosed."""
+
+    def __init__(
+        self,
+        *,
+        disclosure_id: _builtins.str = ...,
+        kind: Global___DataDisclosureKind.ValueType = ...,
+        recipient: _builtins.str = ...,
+        data: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        disclosed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["disclosed_at", b"disclosed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "disclosed_at", b"disclosed_at", "disclosure_id", b"disclosure_id", "kind", b"kind", "purpose", b"purpose", "recipient", b"recipient", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataDisclosure: _TypeAlias = DataDisclosure  # noqa: Y015
+
+@_typing.final
+class FlowEvent(_message.Message):
+    """FlowEvent is one step of a flow that a node recorded: a message it
+    received or sent, or a local decision, with its time and any refusal.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    FROM_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    TO_ENTITY_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    REFUSAL_REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """What happened, in a few words, for example "billing search received"."""
+    method: _builtins.str
+    """Fully qualified RPC of the message, for example
+    "suretynet.settlement.v1.BillingService/SearchBillingAgencyIdentification";
+    empty for a step with no message.
+    """
+    from_entity_id: _builtins.str
+    """Entity ID of the node that sent the message (or took the step)."""
+    to_entity_id: _builtins.str
+    """Entity ID of the node that received the message; empty for a local step."""
+    refusal_reason: _builtins.str
+    """Stable reason of a refusal or decline (an ErrorReason name without its
+    prefix, or the node's decline reason); empty when the step succeeded.
+    """
+    detail: _builtins.str
+    """Free text the node adds (a decision, an amount); for people, not programs."""
+    attempts: _builtins.int
+    """How many times the node sent the message; above 1 it was retried."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node recorded the step."""
+
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        method: _builtins.str = ...,
+        from_entity_id: _builtins.str = ...,
+        to_entity_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        refusal_reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "detail", b"detail", "from_entity_id", b"from_entity_id", "method", b"method", "occurred_at", b"occurred_at", "refusal_reason", b"refusal_reason", "step", b"step", "to_entity_id", b"to_entity_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlowEvent: _TypeAlias = FlowEvent  # noqa: Y015
+
+@_typing.final
+class FlowRecord(_message.Message):
+    """FlowRecord is one record a node holds of a flow, in a shape shared by every
+    role so that one tool can compare them across the network.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    ORDER_NUMBER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STORED_STATE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    ANONYMOUS_USER_ID_FIELD_NUMBER: _builtins.int
+    COUNTERPART_ENTITY_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    CREDIT_LIMIT_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    entity_id: _builtins.str
+    """Entity ID of the node holding the record."""
+    role: Global___Role.ValueType
+    """Role of the node holding the record."""
+    kind: Global___FlowRecordKind.ValueType
+    """Which kind of record this is."""
+    key: _builtins.str
+    """The record's own key at its node: the order number, a marketplace
+    transaction ID, an invoice or payout ID, a member ID.
+    """
+    order_number: _builtins.str
+    """Network-wide order number the record belongs to: the order number of a
+    purchase, or the mediated transaction ID of a marketplace mediation; empty
+    for a local marketplace sale and for member credit.
+    """
+    state: _builtins.str
+    """Normalized state, comparable across roles: PENDING (intermediate),
+    COMPLETED, CANCELLED, VOIDED (compensated), FAILED, or for marketplace
+    records their own state name (ORDERED, SETTLED, OPEN, PAID...). A stored
+    state no mapping knows is passed through unchanged.
+    """
+    stored_state: _builtins.str
+    """The state exactly as the node stores it, for example "NOT_YET_BILLED"."""
+    member_id: _builtins.str
+    """Member ID, only where the node is allowed to know it (the member's own
+    settlement agency, a marketplace's own purchaser).
+    """
+    anonymous_user_id: _builtins.str
+    """Anonymous user ID or purchaser pseudonym the node knows the buyer by."""
+    @_builtins.property
+    def amount(self) -> Global___Money:
+        """Amount of the record: the order's total, the amount stopped or credited
+        back, an invoice or payout amount, or a member's credit in use.
+        """
+
+    @_builtins.property
+    def counterpart_entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Entity IDs of the other nodes this record names (shop, agency, partner)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node created the record."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the node last changed the record."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlowEvent]:
+        """Steps the node recorded for this flow, oldest first."""
+
+    @_builtins.property
+    def credit_limit(self) -> Global___Money:
+        """Member credit only: the member's credit limit."""
+
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Role-specific facts, documented in docs/RELIABILITY.md, for example
+        "billing_state", "decision", "settlement_mode", "invoice_kind",
+        "mediation_charge_minor", "step".
+        """
+
+    def __init__(
+        self,
+        *,
+        entity_id: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        kind: Global___FlowRecordKind.ValueType = ...,
+        key: _builtins.str = ...,
+        order_number: _builtins.str = ...,
+        state: _builtins.str = ...,
+        stored_state: _builtins.str = ...,
+        amount: Global___Money | None = ...,
+        member_id: _builtins.str = ...,
+        anonymous_user_id: _builtins.str = ...,
+        counterpart_entity_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        events: _abc.Iterable[Global___FlowEvent] | None = ...,
+        credit_limit: Global___Money | None = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "credit_limit", b"credit_limit", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "anonymous_user_id", b"anonymous_user_id", "attributes", b"attributes", "counterpart_entity_ids", b"counterpart_entity_ids", "created_at", b"created_at", "credit_limit", b"credit_limit", "entity_id", b"entity_id", "events", b"events", "key", b"key", "kind", b"kind", "member_id", b"member_id", "order_number", b"order_number", "role", b"role", "state", b"state", "stored_state", b"stored_state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlowRecord: _TypeAlias = FlowRecord  # noqa: Y015

@@ -25,6 +25,179 @@ if _version_not_supported:
     )
 
 
+class VerificationAdminServiceStub:
+    """VerificationAdminService is the institution operator's console at
+    verification. Only callers with an admin certificate may use it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ExportAuditChain = channel.unary_unary(
+                '/suretynet.verification.v1.VerificationAdminService/ExportAuditChain',
+                request_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportAuditChainRequest.SerializeToString,
+                response_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportAuditChainResponse.FromString,
+                _registered_method=True)
+        self.ListAuditedRecords = channel.unary_unary(
+                '/suretynet.verification.v1.VerificationAdminService/ListAuditedRecords',
+                request_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ListAuditedRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ListAuditedRecordsResponse.FromString,
+                _registered_method=True)
+        self.ExportFlowRecords = channel.unary_unary(
+                '/suretynet.verification.v1.VerificationAdminService/ExportFlowRecords',
+                request_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsRequest.SerializeToString,
+                response_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsResponse.FromString,
+                _registered_method=True)
+
+
+class VerificationAdminServiceServicer:
+    """VerificationAdminService is the institution operator's console at
+    verification. Only callers with an admin certificate may use it.
+    """
+
+    def ExportAuditChain(self, request, context):
+        """ExportAuditChain returns verification's audit chain of transaction
+        reports and cancellation notices (docs/AUDIT.md), one page of entries at
+        a time, with the signed checkpoints and the public key that checks them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditedRecords(self, request, context):
+        """ListAuditedRecords returns the current state of every audited record
+        (reports, cancel request and process notices), for comparison with the
+        chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportFlowRecords(self, request, context):
+        """ExportFlowRecords pages through this node's records of flows (transaction
+        reports and cancellations) in the shape every node shares, for suretynet
+        reconcile, trace and console. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_VerificationAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ExportAuditChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportAuditChain,
+                    request_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportAuditChainRequest.FromString,
+                    response_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportAuditChainResponse.SerializeToString,
+            ),
+            'ListAuditedRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditedRecords,
+                    request_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ListAuditedRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ListAuditedRecordsResponse.SerializeToString,
+            ),
+            'ExportFlowRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFlowRecords,
+                    request_deserializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsRequest.FromString,
+                    response_serializer=suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'suretynet.verification.v1.VerificationAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('suretynet.verification.v1.VerificationAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class VerificationAdminService:
+    """VerificationAdminService is the institution operator's console at
+    verification. Only callers with an admin certificate may use it.
+    """
+
+    @staticmethod
+    def ExportAuditChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.verification.v1.VerificationAdminService/ExportAuditChain',
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportAuditChainRequest.SerializeToString,
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportAuditChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditedRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.verification.v1.VerificationAdminService/ListAuditedRecords',
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ListAuditedRecordsRequest.SerializeToString,
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ListAuditedRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFlowRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suretynet.verification.v1.VerificationAdminService/ExportFlowRecords',
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsRequest.SerializeToString,
+            suretynet_dot_verification_dot_v1_dot_verification__pb2.ExportFlowRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class VerificationServiceStub:
     """VerificationService receives the reports and notices of purchases and
     cancellations and answers questions about them.

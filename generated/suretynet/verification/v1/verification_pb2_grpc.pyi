@@ -36,6 +36,94 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
+class VerificationAdminServiceStub:
+    """VerificationAdminService is the institution operator's console at
+    verification. Only callers with an admin certificate may use it.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> VerificationAdminServiceAsyncStub: ...
+    ExportAuditChain: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ExportAuditChainRequest, _verification_pb2.ExportAuditChainResponse]
+    """ExportAuditChain returns verification's audit chain of transaction
+    reports and cancellation notices (docs/AUDIT.md), one page of entries at
+    a time, with the signed checkpoints and the public key that checks them.
+    """
+    ListAuditedRecords: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ListAuditedRecordsRequest, _verification_pb2.ListAuditedRecordsResponse]
+    """ListAuditedRecords returns the current state of every audited record
+    (reports, cancel request and process notices), for comparison with the
+    chain.
+    """
+    ExportFlowRecords: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ExportFlowRecordsRequest, _verification_pb2.ExportFlowRecordsResponse]
+    """ExportFlowRecords pages through this node's records of flows (transaction
+    reports and cancellations) in the shape every node shares, for suretynet
+    reconcile, trace and console. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
+
+@_typing.type_check_only
+class VerificationAdminServiceAsyncStub(VerificationAdminServiceStub):
+    """VerificationAdminService is the institution operator's console at
+    verification. Only callers with an admin certificate may use it.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ExportAuditChain: _aio.UnaryUnaryMultiCallable[_verification_pb2.ExportAuditChainRequest, _verification_pb2.ExportAuditChainResponse]  # type: ignore[assignment]
+    """ExportAuditChain returns verification's audit chain of transaction
+    reports and cancellation notices (docs/AUDIT.md), one page of entries at
+    a time, with the signed checkpoints and the public key that checks them.
+    """
+    ListAuditedRecords: _aio.UnaryUnaryMultiCallable[_verification_pb2.ListAuditedRecordsRequest, _verification_pb2.ListAuditedRecordsResponse]  # type: ignore[assignment]
+    """ListAuditedRecords returns the current state of every audited record
+    (reports, cancel request and process notices), for comparison with the
+    chain.
+    """
+    ExportFlowRecords: _aio.UnaryUnaryMultiCallable[_verification_pb2.ExportFlowRecordsRequest, _verification_pb2.ExportFlowRecordsResponse]  # type: ignore[assignment]
+    """ExportFlowRecords pages through this node's records of flows (transaction
+    reports and cancellations) in the shape every node shares, for suretynet
+    reconcile, trace and console. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+    """
+
+class VerificationAdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """VerificationAdminService is the institution operator's console at
+    verification. Only callers with an admin certificate may use it.
+    """
+
+    @_abc_1.abstractmethod
+    def ExportAuditChain(
+        self,
+        request: _verification_pb2.ExportAuditChainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.ExportAuditChainResponse, _abc.Awaitable[_verification_pb2.ExportAuditChainResponse]]:
+        """ExportAuditChain returns verification's audit chain of transaction
+        reports and cancellation notices (docs/AUDIT.md), one page of entries at
+        a time, with the signed checkpoints and the public key that checks them.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditedRecords(
+        self,
+        request: _verification_pb2.ListAuditedRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.ListAuditedRecordsResponse, _abc.Awaitable[_verification_pb2.ListAuditedRecordsResponse]]:
+        """ListAuditedRecords returns the current state of every audited record
+        (reports, cancel request and process notices), for comparison with the
+        chain.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportFlowRecords(
+        self,
+        request: _verification_pb2.ExportFlowRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.ExportFlowRecordsResponse, _abc.Awaitable[_verification_pb2.ExportFlowRecordsResponse]]:
+        """ExportFlowRecords pages through this node's records of flows (transaction
+        reports and cancellations) in the shape every node shares, for suretynet
+        reconcile, trace and console. Errors: PAGE_TOKEN_INVALID, FIELD_INVALID.
+        """
+
+def add_VerificationAdminServiceServicer_to_server(servicer: VerificationAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
 class VerificationServiceStub:
     """VerificationService receives the reports and notices of purchases and
     cancellations and answers questions about them.

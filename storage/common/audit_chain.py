@@ -1,0 +1,74 @@
+"""The audit chain's storage: its tables bound to a node's database, and the append.
+
+What the chain is for and how it is checked: nodes/common/audit_chain.py and docs/AUDIT.md.
+The hash is defined here because it covers exactly the stored columns.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import peewee
+
+from storage.common.database import bind
+from storage.common.models import AuditChainEntryRow, AuditChainHeadRow, AuditCheckpointRow
+
+GENESIS_HASH = "0" * 64
+HEAD = "head"
+
+
+def canonical_json(state: Mapping[str, Any]) -> str:
+    """The one JSON text of ``state``: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(dict(state), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_hash(
+    sequence: int, kind: str, subject: str, state_json: str, recorded_at: str, previous_hash: str
+) -> str:
+    """SHA-256 (hex) of the JSON array of the entry's fields, as docs/AUDIT.md gives it."""
+    material = json.dumps(
+        [sequence, kind, subject, state_json, recorded_at, previous_hash],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class AuditChainTables:
+    """The chain's three tables bound to one node's database."""
+
+    def __init__(self, database: peewee.Database) -> None:
+        self.entries = bind(database, AuditChainEntryRow)
+        self.head = bind(database, AuditChainHeadRow)
+        self.checkpoints = bind(database, AuditCheckpointRow)
+        self.tables: tuple[type[peewee.Model], ...] = (self.entries, self.head, self.checkpoints)
+
+    def append(self, kind: str, subject: str, state: Mapping[str, Any]) -> AuditChainEntryRow:
+        """Appends one entry; must run inside the transaction that makes the change."""
+        head = self.head
+        head.insert(name=HEAD, sequence=0, entry_hash=GENESIS_HASH).on_conflict_ignore().execute()
+        head.update(sequence=head.sequence + 1).where(head.name == HEAD).execute()
+        current = head.get_by_id(HEAD)
+        sequence, previous = int(current.sequence), str(current.entry_hash)
+        state_json = canonical_json(state)
+        recorded_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+        hashed = entry_hash(sequence, kind, subject, state_json, recorded_at, previous)
+        row: AuditChainEntryRow = self.entries.create(
+            sequence=sequence,
+            kind=kind,
+            subject=subject,
+            state_json=state_json,
+            recorded_at=recorded_at,
+            previous_hash=previous,
+            entry_hash=hashed,
+        )
+        head.update(entry_hash=hashed).where(head.name == HEAD).execute()
+        return row
+
+    def head_state(self) -> tuple[int, str]:
+        row = self.head.get_or_none(self.head.name == HEAD)
+        return (int(row.sequence), str(row.entry_hash)) if row else (0, GENESIS_HASH)
