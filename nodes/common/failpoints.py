@@ -10,10 +10,11 @@ after them, so they cover every step of every flow on every node without a list 
 - ``<step>:after_answer``: the RPC's answer was sent (served steps only).
 
 ``<step>`` is the RPC's short name (``BillingService/SearchBillingAgencyIdentification``) or
-``resume:<resumer name>``. A node reads its control file only when the environment variable
-``SURETYNET_FAILPOINTS_FILE`` names one, so production nodes pay nothing. The file holds
-one line: ``record`` (append every point passed to ``<file>.points``), a point name (exit
-at once, with status 86, the first time the node reaches it), or nothing.
+``resume:<resumer name>``. A node reads a control file only when the environment variable
+``FAILPOINT_CONTROL_DIR`` names a directory (its file is ``<dir>/<entity_id>``), so
+production nodes pay nothing. The file holds one line: ``record`` (append every point
+passed to ``<file>.points``), a point name (exit at once, with status 86, the first time
+the node reaches it), or nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CONTROL_FILE_ENV = "SURETYNET_FAILPOINTS_FILE"
+CONTROL_DIR_ENV = "FAILPOINT_CONTROL_DIR"
 # The exit status of a node that crashed at its armed point, so that a harness tells it
 # from any other death.
 CRASH_EXIT_STATUS = 86
@@ -47,7 +48,7 @@ _step: contextvars.ContextVar[_Step | None] = contextvars.ContextVar("failpoint_
 @dataclass
 class _Control:
     path: Path | None
-    mtime_ns: int = -1
+    version: tuple[int, int, int] = (-1, -1, -1)
     armed: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,16 +58,28 @@ class _Control:
             stat = self.path.stat()
         except FileNotFoundError:
             return ""
-        if stat.st_mtime_ns != self.mtime_ns:
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if version != self.version:
             with self.lock:
                 self.armed = self.path.read_text().strip()
-                self.mtime_ns = stat.st_mtime_ns
+                self.version = version
         return self.armed
 
 
-_control = _Control(
-    Path(os.environ[CONTROL_FILE_ENV]) if os.environ.get(CONTROL_FILE_ENV) else None
-)
+_control = _Control(None)
+
+
+def configure(entity_id: str) -> None:
+    """Points this process at its control file, if the environment asks for failpoints."""
+    directory = os.environ.get(CONTROL_DIR_ENV)
+    _control.path = Path(directory) / entity_id if directory else None
+
+
+def write_control(path: Path, content: str) -> None:
+    """Replaces a control file atomically (a new inode, so a reader never misses it)."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(content)
+    os.replace(staged, path)
 
 
 def enabled() -> bool:
@@ -94,6 +107,9 @@ def reach(point: str) -> None:
     if armed == point:
         log.critical("failpoint %s reached: exiting with status %d", point, CRASH_EXIT_STATUS)
         logging.shutdown()
+        # Disarmed first: the restarted node must get past the point and finish the flow.
+        assert _control.path is not None
+        write_control(_control.path, "")
         os._exit(CRASH_EXIT_STATUS)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import peewee
 
-from nodes.common import logs, metrics, telemetry
+from nodes.common import failpoints, logs, metrics, telemetry
 from nodes.common.channels import Channels
 from nodes.common.config import NodeConfig
 from nodes.common.correlation import (
@@ -87,6 +87,7 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        failpoints.configure(config.entity_id)
         self.store = Store(
             open_database(config.database_url), workers=config.limits.database_workers
         )

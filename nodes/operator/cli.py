@@ -29,6 +29,19 @@ def _console(args: argparse.Namespace) -> int:
     return console.run(network_file.load(args.network), args.listen)
 
 
+def _flows(args: argparse.Namespace) -> int:
+    from suretynet.type.v1 import types_pb2
+
+    from nodes.operator import flows
+
+    states = tuple(flows.OPEN_STATES) if args.open else tuple(s.upper() for s in args.state)
+    kind = (
+        types_pb2.FlowRecordKind.Value("FLOW_RECORD_KIND_" + args.kind.upper()) if args.kind else 0
+    )
+    listing = flows.Listing(args.entity, states, kind)
+    return flows.run(network_file.load(args.network), listing, as_json=args.json)
+
+
 def add_parsers(commands: Any) -> None:
     """Adds ``reconcile``, ``trace`` and ``console`` to the ``suretynet`` command."""
     reconcile = commands.add_parser(
@@ -60,3 +73,34 @@ def add_parsers(commands: Any) -> None:
         help="address to serve on (default 127.0.0.1:8089; port 0 picks a free one)",
     )
     console.set_defaults(handler=_console)
+
+    listed = commands.add_parser(
+        "flows", help="one node's flows by state and age (stuck orders, undelivered voids)"
+    )
+    listed.add_argument("--network", required=True, help="network.json of the network")
+    listed.add_argument("--entity", required=True, help="the node to ask, e.g. shop-1")
+    listed.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        help="only this state (normalized, e.g. PENDING, or as stored); repeatable",
+    )
+    listed.add_argument(
+        "--open", action="store_true", help="only intermediate states: PENDING, VOIDING, CANCELLING"
+    )
+    listed.add_argument(
+        "--kind",
+        choices=[
+            "order",
+            "cancellation",
+            "transaction_report",
+            "transaction_record",
+            "mediated_transaction",
+            "invoice",
+            "payout",
+            "member_credit",
+        ],
+        help="only records of this kind",
+    )
+    listed.add_argument("--json", action="store_true", help="print JSON, with age_s per flow")
+    listed.set_defaults(handler=_flows)

@@ -100,10 +100,13 @@ def check_guarantee(
             metadata={"entity_id": guarantee.retail_entity_id},
         )
     if not guarantee.identification_matches:
+        fields = ",".join(guarantee.mismatched_fields) or "unknown"
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
             "GUARANTEE_MISMATCH",
-            "the shop identification differs from approval's retail entity identification",
+            "the shop identification differs from approval's retail entity identification "
+            f"in {fields}",
+            metadata={"mismatched_fields": fields},
         )
     if search.payment_method not in guarantee.accepted_payment_methods:
         raise DomainError(

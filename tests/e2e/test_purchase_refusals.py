@@ -479,4 +479,7 @@ def test_the_agency_refuses_what_approvals_guarantee_or_the_members_credit_does_
     before = record_counts(network)
     error = asyncio.run(refusal(search_as_shop_1(network, change)))
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, reason)
+    if reason == "GUARANTEE_MISMATCH":
+        # The refusal names the field that differs, so the shop's operator can fix it.
+        assert error.metadata["mismatched_fields"] == "display_name"
     assert record_counts(network) == before

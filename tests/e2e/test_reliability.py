@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,7 +26,14 @@ from nodes.common import tls
 from nodes.common.status import RemoteError, decode_rpc_error
 from nodes.member.client import ShopClient
 from nodes.network.flows.purchase import wait_for_cached_agency
-from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec
+from nodes.network.local import (
+    DEFAULT_TOPOLOGY,
+    LocalNetwork,
+    NodeSpec,
+    choose_port,
+    relaunch,
+    wait_ready,
+)
 from tests.e2e.purchase_support import anonymous_id, request_id, set_status, table_rows
 from tests.support import eventually
 
@@ -274,7 +284,7 @@ def test_the_agency_files_its_own_report_without_the_shop(network: LocalNetwork)
     calls again (its resumer is off). The agency's own resumer files the report once
     verification is back. The old agency relied on the shop's retry."""
 
-    async def scenario() -> None:
+    async def scenario() -> str:
         value, _ = await anonymous_id(network, "agency-1", "alice", QUIET_SHOP)
         request = place_request(value)
         async with frozen(network, "verification"):
@@ -291,8 +301,18 @@ def test_the_agency_files_its_own_report_without_the_shop(network: LocalNetwork)
 
         await eventually(reported, timeout_s=60)
         assert shop_order(network, QUIET_SHOP, number)["status"] == "PENDING"
+        return number
 
-    asyncio.run(scenario())
+    number = asyncio.run(scenario())
+    # The shop's operator sees the stuck order, its state and its age.
+    listed = subprocess.run(
+        [sys.executable, "-m", "nodes.cli", "flows", "--network",
+         str(network.data_dir / "network.json"), "--entity", QUIET_SHOP, "--open", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    flows = json.loads(listed.stdout)["flows"]
+    assert [(f["key"], f["state"]) for f in flows if f["key"] == number] == [(number, "PENDING")]
+    assert all(f["age_s"] >= 0 for f in flows)
 
 
 def test_an_order_past_its_lifetime_is_voided_everywhere(network: LocalNetwork):
@@ -334,5 +354,48 @@ def test_an_order_past_its_lifetime_is_voided_everywhere(network: LocalNetwork):
         assert isinstance(again, RemoteError)
         assert (again.code, again.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ORDER_EXPIRED")
         assert again.metadata["order_number"] == number
+
+    asyncio.run(scenario())
+
+
+def test_an_order_stuck_at_a_moved_agency_follows_it_to_its_new_address(network: LocalNetwork):
+    """Issue 15: an order waits at a frozen agency; the agency dies and comes back on
+    another port, and announces its new address itself. The shop's resumer looks the route
+    up afresh and finishes the order there. The old shop kept calling the dead address."""
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-2", "carol", SHOP)
+        request = place_request(value)
+        agency = network.node("agency-2")
+        os.kill(agency.process.pid, signal.SIGSTOP)
+        try:
+            pending = await place(network, SHOP, request)
+        finally:
+            agency.process.kill()
+            agency.process.wait()
+        assert isinstance(pending, RemoteError)
+        number = number_for(network, SHOP, request.request_id)
+        old_address = shop_order(network, SHOP, number)["settlement_address"]
+        assert old_address == agency.address
+        moved = f"127.0.0.1:{choose_port('127.0.0.1')}"
+        config = agency.directory / "node.toml"
+        config.write_text(
+            "\n".join(
+                f"listen_address = {json.dumps(moved)}"
+                if line.startswith("listen_address = ")
+                else line
+                for line in config.read_text().splitlines()
+            )
+            + "\n"
+        )
+        relaunch(network, agency)
+        await wait_ready(network, agency)
+        assert agency.address == moved
+
+        async def completed() -> bool:
+            return bool(shop_order(network, SHOP, number)["status"] == "COMPLETED")
+
+        await eventually(completed, timeout_s=60)
+        assert shop_order(network, SHOP, number)["settlement_address"] == moved
 
     asyncio.run(scenario())
