@@ -16,6 +16,8 @@ from nodes.common.convert import enum_label, enum_value
 from nodes.common.errors import DomainError
 from nodes.common.identity import ROLES
 from nodes.common.status import decode_rpc_error
+from nodes.network.postgres import PostgresUnavailableError
+from storage.common.migrations import MigrationError
 
 
 def _pki(args: argparse.Namespace) -> int:
@@ -56,6 +58,32 @@ def _node_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config} configures role {config.role!r}, not {args.role!r}")
     asyncio.run(run_until_signalled(config))
     return 0
+
+
+def _node_migrate(args: argparse.Namespace) -> int:
+    from storage.common import migrations
+    from storage.common.database import close_database, open_database
+
+    config = load_config(Path(args.config))
+    if config.role != args.role:
+        raise ConfigError(f"{args.config} configures role {config.role!r}, not {args.role!r}")
+    database = open_database(config.database_url, max_connections=1)
+    try:
+        latest = migrations.latest_version(config.role)
+        if args.check:
+            current = migrations.current_version(database)
+            print(f"{config.role} {config.entity_id}: schema version {current}, latest {latest}")
+            if current > latest:
+                raise migrations.SchemaTooNewError(
+                    f"the schema is at version {current}, newer than this release's {latest}"
+                )
+            return 0 if current == latest else 1
+        for step in migrations.migrate(database, config.role):
+            print(f"applied {step.version} {step.name}")
+        print(f"{config.role} {config.entity_id}: schema version {latest}")
+        return 0
+    finally:
+        close_database(database)
 
 
 def _node_restart(args: argparse.Namespace) -> int:
@@ -116,7 +144,15 @@ def _up(args: argparse.Namespace) -> int:
         extra["otlp_endpoint"] = args.otlp_endpoint
     if args.trace_files:
         extra["trace_files"] = True
-    return asyncio.run(run_up(Path(args.data_dir), netns=args.netns, extra_config=extra))
+    return asyncio.run(
+        run_up(
+            Path(args.data_dir),
+            netns=args.netns,
+            database=args.database,
+            standby=args.standby,
+            extra_config=extra,
+        )
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -299,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-dev", action="store_true", help="plaintext, no TLS: development only"
     )
     run.set_defaults(handler=_node_run)
+    schema = node_commands.add_parser(
+        "migrate", help="apply the node's pending schema migrations (or --check), then exit"
+    )
+    schema.add_argument(
+        "role",
+        choices=["approval", "verification", "settlement", "retail", "marketplace"],
+        help="the role the config must name",
+    )
+    schema.add_argument("--config", required=True, help="the node's TOML file")
+    schema.add_argument(
+        "--check", action="store_true", help="only report the versions; exit 1 if any is pending"
+    )
+    schema.set_defaults(handler=_node_migrate)
     restart = node_commands.add_parser(
         "restart",
         help="restart a node that 'suretynet up' supervises, and wait until it serves again",
@@ -365,6 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--netns",
         action="store_true",
         help="one Linux network namespace and IP per node (root only): real address checks",
+    )
+    up.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="sqlite (default): a file per node; postgresql: a local cluster under "
+        "DATA_DIR/postgres with a database and role per node (installed if missing, as root)",
+    )
+    up.add_argument(
+        "--standby",
+        action="store_true",
+        help="with --database postgresql: a synchronous streaming standby of the cluster "
+        "(DATA_DIR/postgres-standby); nodes follow it when it is promoted",
     )
     up.add_argument(
         "--otlp-endpoint",
@@ -449,7 +511,13 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except (ConfigError, ValueError, TimeoutError) as error:
+    except (
+        ConfigError,
+        ValueError,
+        TimeoutError,
+        MigrationError,
+        PostgresUnavailableError,
+    ) as error:
         print(f"suretynet: {error}", file=sys.stderr)
         return 2
     except OSError as error:

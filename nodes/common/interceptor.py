@@ -7,7 +7,8 @@ For each RPC it
 3. checks the method's policy: which certificate roles may call it, and whether members
    (no certificate, session token) may;
 4. runs the node's extra checks (license keys at approval, address correlation);
-5. turns a DomainError into a rich status, and anything unexpected into a bare INTERNAL.
+5. turns a DomainError into a rich status, a database that is down (restart, failover)
+   into UNAVAILABLE/DATABASE_UNAVAILABLE, and anything unexpected into a bare INTERNAL.
 Reflection and health are exempt, so grpcurl and load balancers always work.
 """
 
@@ -27,6 +28,7 @@ from nodes.common.calls import CallInfo, current_call
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity, parse_entity_uri, parse_peer_ip
 from nodes.common.status import internal_status, to_status
+from storage.common.database import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +268,10 @@ class _Observed:
             raise error
         status = _status_for(self._method, error)
         self._code = status.code
-        self._reason = error.reason if isinstance(error, DomainError) else ""
+        if isinstance(error, DomainError):
+            self._reason = error.reason
+        elif is_unavailable(error):
+            self._reason = "DATABASE_UNAVAILABLE"
         await self._context.abort(status.code, status.details, status.trailing_metadata)
 
 
@@ -296,6 +301,15 @@ def _status_for(method: str, error: Exception) -> grpc.Status:
                 ErrorKind.UNIMPLEMENTED,
                 "NOT_IMPLEMENTED",
                 f"{method} is defined by the protocol but not served by this release",
+            )
+        )
+    if is_unavailable(error):
+        logs.event(log, "database unavailable", logging.WARNING, method=method, detail=str(error))
+        return to_status(
+            DomainError(
+                ErrorKind.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "the node's database is unavailable; retry with the same request_id",
             )
         )
     log.exception("unexpected failure in %s", method)

@@ -1,8 +1,9 @@
 """Running one node: build its role, open its database, enrol, serve, shut down cleanly.
 
-Start-up order: open the database and create missing tables; bind the ports; enrol with
-approval if this node holds no license key yet (claims 4-5: first start after
-installation); start serving; report SERVING on health; write the ready file.
+Start-up order: open the database and apply its pending schema migrations (refusing a
+schema newer than this code); bind the ports; enrol with approval if this node holds no
+license key yet (claims 4-5: first start after installation); start serving; report
+SERVING on health; write the ready file.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from nodes.common.license import LicenseKeeper
 from nodes.common.server import NodeServer, Service, address_with_port
 from storage.common.database import Store, bind, open_database
 from storage.common.models import (
-    InformationAnnouncement,
     NodeCredential,
     NodeEnrollment,
     utc_now,
@@ -63,6 +63,7 @@ class RoleParts:
 
     services: Sequence[Service]
     policies: dict[str, RpcPolicy]
+    # The role's current tables; the schema itself comes from storage/<role>/migrations.
     tables: Sequence[type[peewee.Model]]
     credential_table: type[NodeCredential] | None = None
     checks: Sequence[CallCheck] = ()
@@ -88,8 +89,9 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         failpoints.configure(config.entity_id)
+        workers = config.limits.database_workers
         self.store = Store(
-            open_database(config.database_url), workers=config.limits.database_workers
+            open_database(config.database_url, max_connections=workers), workers=workers
         )
         self.runtime = NodeRuntime(config=config, store=self.store, channels=Channels(config))
         self.parts = load_role(self.runtime)
@@ -128,14 +130,12 @@ class Node:
             metrics.watch_license_key(lambda: keeper.expires_at)
 
     async def start(self) -> None:
-        # Nodes that enrol also record their serial and their information announcements.
-        lifecycle_tables = [InformationAnnouncement, NodeEnrollment] if self.keeper else []
-        self.store.create_tables(
-            [*self.parts.tables, *(bind(self.store.database, t) for t in lifecycle_tables)]
-        )
+        config = self.config
+        applied = await self.store.migrate(config.role)
+        for step in applied:
+            logs.event(log, "schema migrated", version=step.version, step=step.name)
         self._check_certificate()
         self.server.bind()
-        config = self.config
         self.runtime.address = (
             address_with_port(config.advertised_address or config.listen_address, self.server.port)
             if _port_of(config.advertised_address) in ("", "0")
@@ -271,9 +271,14 @@ class Node:
                     expires_at=response.expires_at.ToDatetime(),
                     updated_at=utc_now(),
                 )
+                # An upsert both engines have (PostgreSQL has no INSERT OR REPLACE).
+                now = utc_now()
                 enrollments.insert(
-                    entity_id=entity_id, program_serial=serial, enrolled_at=utc_now()
-                ).on_conflict_replace().execute()
+                    entity_id=entity_id, program_serial=serial, enrolled_at=now
+                ).on_conflict(
+                    conflict_target=[enrollments.entity_id],
+                    update={enrollments.program_serial: serial, enrollments.enrolled_at: now},
+                ).execute()
                 return row
 
         keeper.hold(await self.store.run(save))

@@ -158,6 +158,8 @@ class Summary:
     violations: list[Violation] = dataclasses.field(default_factory=list)
     failing_seeds: list[int] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    # Of which: waiting for flows to settle and reconciling them.
+    settle_seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -175,6 +177,7 @@ class Harness:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._stopped: set[str] = set()
+        self._sessions: dict[str, list[tuple[str, str]]] = {}
         self.manifest = network_file.load(network.data_dir / "network.json")
 
     # -- channels -------------------------------------------------------------------------
@@ -330,11 +333,14 @@ class Harness:
         shop = rng.choice(SHOPS)
         member = f"fault-buyer-{rng.randrange(BUYERS)}"
         agency = settlement_pb2_grpc.MemberServiceStub(self.member_channel(AGENCY))
-        login = await self.call(
-            agency.Login, settlement_pb2.LoginRequest(member_id=member, password=MEMBER_PASSWORD)
+        bearer = await self.session(
+            AGENCY,
+            lambda: self.call(
+                agency.Login,
+                settlement_pb2.LoginRequest(member_id=member, password=MEMBER_PASSWORD),
+            ),
+            member,
         )
-        _expect_ok(login, "Login")
-        bearer = [("authorization", f"Bearer {login.session_token}")]
         issue_request = settlement_pb2.IssueAnonymousUserIdRequest(
             request_id=_rid("anon"), retail_entity_id=shop
         )
@@ -386,12 +392,14 @@ class Harness:
         """A purchaser of market-1 buys what only market-2 has; accepted, shipped, settled."""
         member = f"fault-purchaser-{rng.randrange(BUYERS)}"
         purchaser = marketplace_pb2_grpc.PurchaserServiceStub(self.member_channel(REQUESTER))
-        login = await self.call(
-            purchaser.Login,
-            market_pb.LoginRequest(member_id=member, password=MEMBER_PASSWORD),
+        bearer = await self.session(
+            REQUESTER,
+            lambda: self.call(
+                purchaser.Login,
+                market_pb.LoginRequest(member_id=member, password=MEMBER_PASSWORD),
+            ),
+            member,
         )
-        _expect_ok(login, "purchaser Login")
-        bearer = [("authorization", f"Bearer {login.session_token}")]
         request = market_pb.RequestPurchaseRequest(
             request_id=_rid("med"), commodity_id=MEDIATED_COMMODITY, quantity=1
         )
@@ -437,6 +445,18 @@ class Harness:
             rng, copies, lambda: self.call(shipper.ShipOrder, ship), what="ShipOrder"
         )
 
+    async def session(
+        self, entity_id: str, login: Callable[[], Awaitable[Any]], member: str
+    ) -> list[tuple[str, str]]:
+        """The member's bearer metadata; a client logs in once and keeps its session (a
+        restarted node keeps its sessions too: they are in its database)."""
+        key = f"{entity_id}/{member}"
+        if key not in self._sessions:
+            answer = await login()
+            _expect_ok(answer, f"Login at {entity_id}")
+            self._sessions[key] = [("authorization", f"Bearer {answer.session_token}")]
+        return self._sessions[key]
+
     async def replayed(
         self, rng: random.Random, copies: int, send: Callable[[], Awaitable[Any]], *, what: str
     ) -> Any:
@@ -468,11 +488,13 @@ class Harness:
 
     async def settled(self) -> Report:
         """The reconciliation once the flows have ended (bounded: a violation otherwise)."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        began = time.monotonic()
+        deadline = began + SETTLE_TIMEOUT_S
         while True:
             report = await reconcile(self.manifest)
             if not report.mismatches or time.monotonic() > deadline:
                 self.summary.orders_checked = report.orders_checked
+                self.summary.settle_seconds += time.monotonic() - began
                 return report
             await asyncio.sleep(0.3)
 

@@ -1,9 +1,13 @@
-"""``suretynet up``: a whole local network, each node its own process with its own SQLite file.
+"""``suretynet up``: a whole local network, each node its own process with its own database.
+
+Each node has a SQLite file of its own, or, with ``--database postgresql``, a database and
+login role of its own in a PostgreSQL cluster that ``up`` starts (nodes/network/postgres.py).
 
 Layout of the data directory:
     pki/ca.pem, pki/ca.key          the network CA
     pki/<role>-<entity>.pem/.key    node certificates; pki/admin-operator.* for operators
-    <entity>/node.toml              each node's config; <entity>/node.db its database
+    <entity>/node.toml              each node's config; <entity>/node.db its SQLite database
+    postgres/                       the PostgreSQL cluster (data/, server.log), if chosen
     logs/<entity>.log               each node's JSON log lines
     traces/<entity>.jsonl           each node's finished spans, when started with trace files
     logs/up.log                     the supervisor's JSON lines: exits and restarts
@@ -40,6 +44,7 @@ from nodes.common import pki, telemetry, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
 from nodes.network.netns import NetnsLab
+from nodes.network.postgres import STATE_FILE, SUPERUSER, PostgresCluster, database_name
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -53,6 +58,7 @@ LAB_METRICS_PORT = 9464
 # never take a node's port while the node is down between a crash and its restart.
 LOWEST_CHOSEN_PORT = 10_000
 MAX_PORT_PROBES = 200
+DATABASES = ("sqlite", "postgresql")
 
 
 class NodeStartError(RuntimeError):
@@ -214,6 +220,33 @@ class LocalNetwork:
     extra_config: dict[str, Any] = field(default_factory=dict)
     # The process that restarts nodes which die (``suretynet up``), recorded in network.json.
     supervisor_pid: int = 0
+    # With a cluster, every node gets a PostgreSQL database of its own in it.
+    postgres: PostgresCluster | None = None
+    # The network started the cluster (``up``) and stops it; tests share one of their own.
+    owns_postgres: bool = False
+    # Keeps the databases of several networks on one cluster apart.
+    database_prefix: str = ""
+    # A synchronous standby of ``postgres``: node URLs name both, the writable one wins.
+    postgres_standby: PostgresCluster | None = None
+
+    def database_url(self, spec: NodeSpec) -> str:
+        """The node's database: its SQLite file, or its own database and role in the cluster."""
+        if self.postgres is None:
+            return f"sqlite:///{self.data_dir / spec.entity_id / 'node.db'}"
+        url = self.postgres.create_database(database_name(spec.entity_id, self.database_prefix))
+        standby = self.postgres_standby
+        if standby is None:
+            return url
+        primary = f"{self.postgres.host}:{self.postgres.port}"
+        both = f"{primary},{standby.host}:{standby.port}"
+        return url.replace(f"@{primary}/", f"@{both}/") + "?target_session_attrs=read-write"
+
+    def database_location(self, node: RunningNode) -> str:
+        """Where a node's data is, for network.json (a PostgreSQL URL without its password)."""
+        if self.postgres is None:
+            return str(node.directory / "node.db")
+        name = database_name(node.spec.entity_id, self.database_prefix)
+        return f"postgresql://{name}@{self.postgres.host}:{self.postgres.port}/{name}"
 
     def host_ip(self, entity_id: str) -> str:
         return self.lab.add_host(entity_id) if self.lab is not None else self.ip
@@ -240,7 +273,7 @@ class LocalNetwork:
                     "metrics_address": node.metrics_address,
                     "cert": str(node.cert),
                     "key": str(node.key),
-                    "database": str(node.directory / "node.db"),
+                    "database": self.database_location(node),
                     "config": str(node.directory / "node.toml"),
                     "log": str(self.data_dir / "logs" / f"{node.spec.entity_id}.log"),
                     "pid": node.pid or node.process.pid,
@@ -260,7 +293,8 @@ class LocalNetwork:
         os.replace(tmp, path)
 
     def stop(self) -> None:
-        """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound."""
+        """SIGTERM to every node (graceful drain), SIGKILL to any that outlives the bound;
+        then the PostgreSQL cluster, if this network started it."""
         for node in self.nodes:
             if node.process.poll() is None:
                 node.process.send_signal(signal.SIGTERM)
@@ -271,6 +305,10 @@ class LocalNetwork:
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+        if self.postgres is not None and self.owns_postgres:
+            self.postgres.stop()
+            if self.postgres_standby is not None:
+                self.postgres_standby.stop()
 
 
 def _toml_value(value: Any) -> str:
@@ -381,7 +419,7 @@ def _install(
         "entity_id": spec.entity_id,
         "name": spec.name,
         "listen_address": _fixed_address(network, spec.entity_id, LAB_NODE_PORT),
-        "database_url": f"sqlite:///{directory / 'node.db'}",
+        "database_url": network.database_url(spec),
         "ready_file": str(directory / "ready.json"),
         # Prometheus scrapes each node here; reachable from the host in a namespace too.
         "metrics_address": _fixed_address(network, spec.entity_id, LAB_METRICS_PORT),
@@ -520,12 +558,28 @@ async def start_network(
     extra_config: dict[str, Any] | None = None,
     lab: NetnsLab | None = None,
     seed_demo_data: bool = True,
+    database: str = "sqlite",
+    postgres: PostgresCluster | None = None,
+    database_prefix: str = "",
+    standby: bool = False,
+    postgres_standby: PostgresCluster | None = None,
 ) -> LocalNetwork:
     """Creates the PKI, starts approval, enrols and starts every other node, in order.
 
     With ``seed_demo_data`` each agency enrols its demo members and each shop stocks its
     demo catalog (nodes/network/demo_data.py), so a purchase can be made by hand at once.
+    ``database="postgresql"`` puts every node on PostgreSQL: on ``postgres`` if given (the
+    caller stops it; ``database_prefix`` keeps several networks apart on it), else on a
+    cluster started in ``data_dir/postgres`` and stopped with the network. ``standby`` adds
+    a synchronous streaming standby in ``data_dir/postgres-standby`` (or use the caller's
+    ``postgres_standby`` of ``postgres``); every node's URL names both servers.
     """
+    if database not in DATABASES:
+        raise ValueError(f"database {database!r}: choose one of {', '.join(DATABASES)}")
+    if database == "postgresql" and lab is not None:
+        raise ValueError("--database postgresql does not run with --netns yet")
+    if (standby or postgres_standby is not None) and database != "postgresql":
+        raise ValueError("--standby needs --database postgresql")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pki_dir = data_dir / "pki"
@@ -541,7 +595,14 @@ async def start_network(
             out_directory=pki_dir,
         )
     network = LocalNetwork(
-        data_dir, pki_dir / "ca.pem", admin, pki_dir / f"admin-{ADMIN_ENTITY}.key", lab=lab
+        data_dir,
+        pki_dir / "ca.pem",
+        admin,
+        pki_dir / f"admin-{ADMIN_ENTITY}.key",
+        lab=lab,
+        postgres=postgres,
+        database_prefix=database_prefix,
+        postgres_standby=postgres_standby,
     )
     extra = extra_config or {}
     if lab is not None:
@@ -550,6 +611,13 @@ async def start_network(
         for spec in topology:
             network.host_ip(spec.entity_id)
     try:
+        if database == "postgresql" and network.postgres is None:
+            network.postgres = PostgresCluster.start(data_dir / "postgres")
+            network.owns_postgres = True
+            if standby:
+                network.postgres_standby = PostgresCluster.start_standby(
+                    data_dir / "postgres-standby", network.postgres
+                )
         # Approval checks shops against verification (step 10) and verification talks to
         # approval, so verification's address is fixed before either starts.
         if any(spec.role == "verification" for spec in topology):
@@ -672,6 +740,18 @@ def describe(network: LocalNetwork, *, examples: bool = True) -> str:
         for node in network.nodes
         if node.metrics_address
     ]
+    if network.postgres is not None:
+        cluster = network.postgres
+        lines += [
+            "",
+            f"  PostgreSQL   {cluster.host}:{cluster.port}  one database and role per node "
+            f"(network.json); superuser {SUPERUSER}, password in {cluster.directory}/{STATE_FILE}",
+        ]
+        if network.postgres_standby is not None:
+            standby = network.postgres_standby
+            lines.append(
+                f"  standby      {standby.host}:{standby.port}  synchronous, in {standby.directory}"
+            )
     lines += ["", f"network.json: {network.data_dir / 'network.json'}"]
     if examples:
         lines += ["", "Try:", *(f"  {example}" for example in grpcurl_examples(network))]
@@ -691,14 +771,21 @@ def _lab_for(data_dir: Path) -> NetnsLab:
 
 
 async def run_up(
-    data_dir: Path, *, netns: bool = False, extra_config: dict[str, Any] | None = None
+    data_dir: Path,
+    *,
+    netns: bool = False,
+    database: str = "sqlite",
+    standby: bool = False,
+    extra_config: dict[str, Any] | None = None,
 ) -> int:
     """Starts (or resumes) the network, prints it, and keeps it up until Ctrl-C or SIGTERM.
 
     On a directory an earlier ``up`` used, the same nodes start from their own configs
     (same CA, certificates, databases, keys and addresses). A node that dies is restarted
     (nodes/network/supervisor.py). With ``netns`` every node runs in its own network
-    namespace with its own IP (root only), so address correlation sees separate hosts.
+    namespace with its own IP (root only), so address correlation sees separate hosts. With
+    ``database="postgresql"`` every node has its own database in a local PostgreSQL cluster,
+    and with ``standby`` that cluster has a synchronous standby.
     """
     from nodes.network.supervisor import Supervisor
 
@@ -712,7 +799,14 @@ async def run_up(
     if lab is not None:
         lab.start()
     try:
-        network = await start_network(data_dir, topology, lab=lab, extra_config=extra_config)
+        network = await start_network(
+            data_dir,
+            topology,
+            lab=lab,
+            database=database,
+            standby=standby,
+            extra_config=extra_config,
+        )
     except (NodeStartError, TimeoutError) as error:
         if lab is not None:
             lab.teardown()

@@ -14,7 +14,7 @@ from storage.approval.models import (
     TransactionRecordRow,
 )
 from storage.common.audit_chain import AuditChainTables
-from storage.common.database import Store, bind
+from storage.common.database import bind
 from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
 
 REGISTRY_COUNTER = "registry"
@@ -49,9 +49,6 @@ class ApprovalRepository:
             *self.audit.tables,
             self.voids,
         )
-
-    def create_schema(self, store: Store) -> None:
-        store.create_tables(self.tables)
 
     def next_registry_serial(self) -> int:
         """Bumps and returns the registry serial; the row lock orders concurrent changes."""

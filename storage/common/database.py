@@ -2,8 +2,9 @@
 
 ``sqlite:///path/node.db`` (the default; WAL and synchronous=FULL so a commit survives a
 power cut), ``sqlite:///:memory:`` for unit tests, and ``postgresql://user:pass@host/db``
-for production. Peewee is synchronous, so every database call of a running node goes
-through ``Store.run``, which executes it on a bounded thread pool inside one transaction,
+for production, through a bounded pool of connections (one per database worker). Peewee is
+synchronous, so every database call of a running node goes through ``Store.run``, which
+executes it on a bounded thread pool inside one transaction,
 and times it (Prometheus: ``suretynet_db_*``, see docs/OPERATIONS.md).
 
 ``Store.run`` is also where database failures become answers a caller can act on, once for
@@ -21,6 +22,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
@@ -50,6 +52,12 @@ SQLITE_PRAGMAS = {
 HEALTH_PROBE_INTERVAL_S = 0.5
 
 
+CONNECT_TIMEOUT_S = 10
+HOST_PORT = re.compile(
+    r"^(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*))(?::(?P<port>\d{1,5}))?$"
+)
+POOL_STALE_TIMEOUT_S = 300
+POOL_WAIT_TIMEOUT_S = 30
 # From 1 ms to 10 s, as the RPC histograms (nodes/common/metrics.py).
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TRANSACTION_SECONDS = Histogram(
@@ -73,8 +81,15 @@ class DatabaseUrlError(ValueError):
     """The database URL names no supported backend or is malformed."""
 
 
-def open_database(url: str) -> peewee.Database:
-    """Opens (lazily) the database a URL names; raises DatabaseUrlError for anything else."""
+def open_database(url: str, *, max_connections: int = 4) -> peewee.Database:
+    """Opens (lazily) the database a URL names; raises DatabaseUrlError for anything else.
+
+    A PostgreSQL database is a pool of at most ``max_connections`` connections; query
+    parameters of the URL (``sslmode``, ``connect_timeout``, ``application_name``,
+    ``target_session_attrs``...) go to libpq as they are. Several hosts,
+    ``postgresql://u:p@primary:5432,standby:5432/db?target_session_attrs=read-write``,
+    are tried in order (libpq's multi-host connection strings).
+    """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
@@ -87,16 +102,83 @@ def open_database(url: str) -> peewee.Database:
             )
         return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
     if parsed.scheme in ("postgres", "postgresql"):
-        if not parsed.path.strip("/"):
-            raise DatabaseUrlError(f"{url!r}: the database name is missing")
-        return peewee.PostgresqlDatabase(
-            parsed.path.lstrip("/"),
-            user=urllib.parse.unquote(parsed.username or "") or None,
-            password=urllib.parse.unquote(parsed.password or "") or None,
-            host=parsed.hostname or None,
-            port=parsed.port or None,
-        )
+        return _open_postgresql(url, parsed, max_connections)
     raise DatabaseUrlError(f"{url!r}: the scheme must be sqlite or postgresql")
+
+
+def _open_postgresql(
+    url: str, parsed: urllib.parse.SplitResult, max_connections: int
+) -> peewee.Database:
+    from playhouse.pool import PooledPostgresqlDatabase
+
+    if not parsed.path.strip("/"):
+        raise DatabaseUrlError(f"{url!r}: the database name is missing")
+    if max_connections < 1:
+        raise DatabaseUrlError(f"{url!r}: the pool needs at least one connection")
+    options = dict(urllib.parse.parse_qsl(parsed.query))
+    options.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+    userinfo, _, hostlist = parsed.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    hosts, ports = [], []
+    for entry in hostlist.split(","):
+        match = HOST_PORT.match(entry)
+        if match is None:
+            raise DatabaseUrlError(f"{url!r}: {entry!r} is not host[:port]")
+        hosts.append(match.group("host") or match.group("ipv6") or "")
+        ports.append(match.group("port") or "")
+    if len(hosts) == 1:
+        host: str | None = hosts[0] or None
+        port: int | str | None = int(ports[0]) if ports[0] else None
+    else:
+        # libpq tries the hosts in order; with target_session_attrs=read-write it settles
+        # on the one that accepts writes, which is how nodes follow a promoted standby.
+        if not all(hosts):
+            raise DatabaseUrlError(f"{url!r}: every host of a list needs a name")
+        host, port = ",".join(hosts), ",".join(port or "5432" for port in ports)
+    return PooledPostgresqlDatabase(
+        urllib.parse.unquote(parsed.path.lstrip("/")),
+        max_connections=max_connections,
+        # A connection idle this long is closed rather than reused (server restarts, NAT).
+        stale_timeout=POOL_STALE_TIMEOUT_S,
+        # How long a caller outside the node's executor waits for a free connection.
+        timeout=POOL_WAIT_TIMEOUT_S,
+        user=urllib.parse.unquote(user) or None,
+        password=urllib.parse.unquote(password) or None,
+        host=host,
+        port=port,
+        **options,
+    )
+
+
+def is_pooled(database: peewee.Database) -> bool:
+    """True for a PostgreSQL pool, whose connections go back to the pool after each use."""
+    return not isinstance(database, peewee.SqliteDatabase)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when the database could not be reached or dropped the connection (a restart,
+    a failover), a pool had no free connection in time, or another process holds a SQLite
+    file locked: the same call may succeed when retried."""
+    if isinstance(error, peewee.InterfaceError) or type(error).__name__ == "MaxConnectionsExceeded":
+        return True
+    if not isinstance(error, peewee.OperationalError):
+        return False
+    original = error.__context__
+    if original is not None and type(original).__module__.startswith("psycopg2"):
+        # No SQLSTATE: the client lost or never had the connection. 08: connection
+        # exception; 57P: the server is shutting down, crashed or is still starting.
+        code: str | None = getattr(original, "pgcode", None)
+        return code is None or code.startswith(("08", "57P"))
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
+
+
+def close_database(database: peewee.Database) -> None:
+    """Closes every connection of the database (all of a pool's, or the one of SQLite)."""
+    if is_pooled(database):
+        database.close_all()  # type: ignore[attr-defined]
+    elif not database.is_closed():
+        database.close()
 
 
 def bind(database: peewee.Database, model: M) -> M:
@@ -159,8 +241,10 @@ class Store:
 
     def transaction(self, work: Callable[[], T]) -> T:
         """Runs ``work`` in one transaction on the calling thread (for unit tests and CLIs)."""
-        with self.database.atomic():
-            return work()
+        if not is_pooled(self.database):
+            with self.database.atomic():
+                return work()
+        return self._in_transaction(work)
 
     async def run(self, work: Callable[[], T]) -> T:
         """Runs ``work`` in one transaction on the database executor.
@@ -210,7 +294,11 @@ class Store:
         heartbeat = self._heartbeat
 
         def beat() -> None:
-            heartbeat.replace(name="store", beat_at=utc_now()).execute()
+            now = utc_now()
+            # An upsert both engines have (PostgreSQL has no INSERT OR REPLACE).
+            heartbeat.insert(name="store", beat_at=now).on_conflict(
+                conflict_target=[heartbeat.name], update={heartbeat.beat_at: now}
+            ).execute()
 
         while not self.healthy:
             await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
@@ -221,6 +309,27 @@ class Store:
             except (peewee.OperationalError, peewee.InterfaceError):
                 continue
             await self._set_health(True)
+
+    async def migrate(self, role: str) -> list[Any]:
+        """Applies the role's pending schema migrations (storage/common/migrations.py).
+
+        Runs on the executor outside ``run``'s transaction: the migration opens its own,
+        with the write lock taken up front, so concurrent starts wait for each other.
+        """
+        from storage.common import migrations
+
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._on_connection, migrations.migrate, self.database, role)
+        applied: list[Any] = await loop.run_in_executor(self._executor, call)
+        return applied
+
+    def _on_connection(self, work: Callable[..., T], *args: Any) -> T:
+        self.database.connect(reuse_if_open=True)
+        try:
+            return work(*args)
+        finally:
+            if is_pooled(self.database):
+                self.database.close()
 
     def _timed(self, work: Callable[[], T], queued: float) -> T:
         began = time.perf_counter()
@@ -237,10 +346,16 @@ class Store:
     def _in_transaction(self, work: Callable[[], T]) -> T:
         self.database.connect(reuse_if_open=True)
         points = failpoints.transaction_points()
-        with self.database.atomic():
-            result = work()
-            if points is not None:
-                failpoints.reach(points[0])
+        try:
+            with self.database.atomic():
+                result = work()
+                if points is not None:
+                    failpoints.reach(points[0])
+        finally:
+            if is_pooled(self.database):
+                # Back to the pool: a connection the server dropped (a restart, a
+                # failover) is discarded there instead of failing this thread forever.
+                self.database.close()
         if points is not None:
             failpoints.reach(points[1])
         return result
@@ -251,6 +366,8 @@ class Store:
             self._probe.cancel()
         self._executor.submit(self._close_connection).result()
         self._executor.shutdown(wait=True)
+        if is_pooled(self.database):
+            close_database(self.database)
 
     def _close_connection(self) -> None:
         if not self.database.is_closed():

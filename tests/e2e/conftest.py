@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,32 @@ from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec, start_
 
 @pytest.fixture(scope="module")
 def network_factory(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., LocalNetwork]]:
     """Starts networks (default topology unless told otherwise); stops them all afterwards."""
     started: list[LocalNetwork] = []
 
     def start(
-        topology: Sequence[NodeSpec] = DEFAULT_TOPOLOGY, extra_config: dict[str, Any] | None = None
+        topology: Sequence[NodeSpec] = DEFAULT_TOPOLOGY,
+        extra_config: dict[str, Any] | None = None,
+        database: str = "sqlite",
+        **options: Any,
     ) -> LocalNetwork:
+        """``database="postgresql"`` puts every node on the session's PostgreSQL cluster, or
+        on ``postgres=`` (and ``postgres_standby=``) when given."""
         directory: Path = tmp_path_factory.mktemp("network")
-        network = asyncio.run(start_network(directory, topology, extra_config=extra_config))
+        if database == "postgresql" and "postgres" not in options:
+            options["postgres"] = request.getfixturevalue("postgres_cluster")
+        network = asyncio.run(
+            start_network(
+                directory,
+                topology,
+                extra_config=extra_config,
+                database=database,
+                database_prefix=f"n{uuid.uuid4().hex[:8]}_",
+                **options,
+            )
+        )
         started.append(network)
         return network
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import tomllib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,8 +144,17 @@ async def records(
     }
 
 
+def database_url(network: LocalNetwork, entity_id: str) -> str:
+    """The node's database URL, as its node.toml gives it."""
+    config = network.node(entity_id).directory / "node.toml"
+    return str(tomllib.loads(config.read_text())["database_url"])
+
+
 def table_rows(network: LocalNetwork, entity_id: str) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table of a node's database, read directly (tests only)."""
+    url = database_url(network, entity_id)
+    if url.startswith("postgresql://"):
+        return _postgresql_rows(url)
     path = network.node(entity_id).directory / "node.db"
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -157,6 +167,30 @@ def table_rows(network: LocalNetwork, entity_id: str) -> dict[str, list[dict[str
             table: [dict(row) for row in connection.execute(f'SELECT * FROM "{table}"')]
             for table in tables
         }
+    finally:
+        connection.close()
+
+
+def _postgresql_rows(url: str) -> dict[str, list[dict[str, Any]]]:
+    import psycopg2  # type: ignore[import-untyped]
+
+    connection = psycopg2.connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [row[0] for row in cursor.fetchall()]
+            found: dict[str, list[dict[str, Any]]] = {}
+            for table in tables:
+                cursor.execute(f'SELECT * FROM "{table}"')
+                names = [column.name for column in cursor.description]
+                found[table] = [
+                    {
+                        name: bytes(value) if isinstance(value, memoryview) else value
+                        for name, value in zip(names, row, strict=True)
+                    }
+                    for row in cursor.fetchall()
+                ]
+            return found
     finally:
         connection.close()
 
@@ -196,12 +230,19 @@ async def set_status(network: LocalNetwork, entity_id: str, status: int) -> None
         )
 
 
-def start_purchase_network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
-    """PURCHASE_TOPOLOGY, once the push and cache shops know every agency."""
-    network = network_factory(PURCHASE_TOPOLOGY)
+def start_purchase_network(
+    network_factory: Callable[..., LocalNetwork],
+    topology: Sequence[NodeSpec] = PURCHASE_TOPOLOGY,
+    **options: Any,
+) -> LocalNetwork:
+    """PURCHASE_TOPOLOGY (or a larger one), once the push and cache shops know every agency.
+
+    ``options`` go to the factory, e.g. ``database="postgresql"``.
+    """
+    network = network_factory(topology, **options)
 
     async def ready() -> None:
-        for spec in PURCHASE_TOPOLOGY:
+        for spec in topology:
             if spec.role == "settlement":
                 for shop in (VARIANT_SHOPS["push"], VARIANT_SHOPS["cache"]):
                     await wait_for_cached_agency(network, shop, spec.entity_id)

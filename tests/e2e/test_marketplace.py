@@ -44,6 +44,12 @@ PASSWORD = "correct-horse-battery"
 def markets(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
     """The three-marketplace network with its contracts signed at both ends."""
     network = network_factory(TOPOLOGY)
+    sign_contracts(network)
+    return network
+
+
+def sign_contracts(network: LocalNetwork) -> None:
+    """market-1 -> market-2 and market-3 under claim 6; market-2 -> market-1 under claim 7."""
 
     async def sign() -> None:
         async with connected(network) as net:
@@ -61,7 +67,6 @@ def markets(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
             )  # fmt: skip
 
     asyncio.run(sign())
-    return network
 
 
 @dataclass

@@ -120,3 +120,19 @@ def test_money_reads_lock_their_rows_on_postgresql_and_rely_on_one_writer_on_sql
     sqlite_sql, _ = locked(sqlite.select().where(sqlite.member_id == "alice")).sql()
     assert pg_sql.endswith("FOR UPDATE")
     assert "FOR UPDATE" not in sqlite_sql
+
+
+def test_a_postgresql_url_may_name_a_primary_and_its_standby():
+    """libpq tries the hosts in order; read-write picks the one that accepts writes."""
+    pool = open_database(
+        "postgresql://app:pw@10.0.0.1:5432,10.0.0.2/agency?target_session_attrs=read-write",
+        max_connections=3,
+    )
+    assert pool.connect_params["host"] == "10.0.0.1,10.0.0.2"
+    assert pool.connect_params["port"] == "5432,5432"
+    assert pool.connect_params["target_session_attrs"] == "read-write"
+    assert pool._max_connections == 3  # type: ignore[attr-defined]
+    assert open_database("postgresql://u@[::1]:6432/x").connect_params["host"] == "::1"
+    for bad in ("postgresql://u@h:123456/x", "postgresql://u@h1,:5/x"):
+        with pytest.raises(DatabaseUrlError):
+            open_database(bad)

@@ -580,8 +580,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 101
     """UNAVAILABLE. The node cannot write to its own database (disk full,
-    read-only file system, database server down); nothing was changed, and
-    the node reports NOT_SERVING on health until a write succeeds again.
+    read-only file system, database server down or failing over to its
+    standby); nothing was changed, and the node reports NOT_SERVING on
+    health until a write succeeds again.
     Operator: free disk space or restore the database; the node recovers by
     itself. Callers retry with the same request_id.
     """
@@ -881,8 +882,9 @@ request_id within their retry budget.
 """
 ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 101
 """UNAVAILABLE. The node cannot write to its own database (disk full,
-read-only file system, database server down); nothing was changed, and
-the node reports NOT_SERVING on health until a write succeeds again.
+read-only file system, database server down or failing over to its
+standby); nothing was changed, and the node reports NOT_SERVING on
+health until a write succeeds again.
 Operator: free disk space or restore the database; the node recovers by
 itself. Callers retry with the same request_id.
 """

@@ -1,0 +1,1 @@
+"""The approval schema's migration steps, vNNNN_what.py each (see storage/common/migrations.py)."""

@@ -1,0 +1,1 @@
+"""The retail schema's migration steps, vNNNN_what.py each (see storage/common/migrations.py)."""

@@ -1,0 +1,255 @@
+"""The storage contract: what every role's code relies on, proved on SQLite and PostgreSQL.
+
+Each test runs once per engine (the ``engine`` fixture), on a real database: a SQLite file,
+or a database of its own in the throwaway PostgreSQL cluster the test session starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import functools
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import peewee
+import pytest
+from suretynet.approval.v1 import approval_pb2
+from suretynet.settlement.v1 import settlement_pb2
+from suretynet.type.v1 import types_pb2
+
+from nodes.common.convert import money
+from nodes.common.errors import DomainError
+from nodes.common.idempotency import run_once
+from nodes.settlement import members, purchases
+from storage.common import migrations
+from storage.common.database import Store, bind, close_database, open_database
+from storage.common.models import IdempotencyRecord
+from storage.settlement.repository import SettlementRepository
+from tests.storage_support import insert, read_back, sample_row
+
+ROLES = ("approval", "verification", "settlement", "retail", "marketplace")
+WORKERS = 4
+
+
+def open_store(url: str, workers: int = WORKERS) -> Store:
+    return Store(open_database(url, max_connections=workers), workers=workers)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_migrations_build_exactly_the_schema_the_models_declare(engine, new_database, role):
+    """A model changed without a migration (or a migration without the model) fails here:
+    the migrated schema and the models' own tables have the same columns and indexes."""
+    migrated = open_database(new_database("migrated"))
+    declared = open_database(new_database("declared"))
+    try:
+        applied = migrations.migrate(migrated, role)
+        assert [step.version for step in applied] == list(
+            range(1, migrations.latest_version(role) + 1)
+        )
+        declared.create_tables([bind(declared, model) for model in migrations.role_models(role)])
+        assert migrations.describe_schema(migrated) == migrations.describe_schema(declared)
+        assert migrations.migrate(migrated, role) == []  # a second start applies nothing
+    finally:
+        close_database(migrated)
+        close_database(declared)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_column_of_every_table_round_trips_at_its_limits(engine, new_database, role):
+    """Full-length UTF-8 text, 63-bit money, raw bytes and microseconds come back unchanged."""
+    store = open_store(new_database())
+    try:
+        store.transaction(lambda: migrations.migrate(store.database, role))
+        for model in migrations.role_models(role):
+            table = bind(store.database, model)
+            values = sample_row(table)
+            store.transaction(functools.partial(insert, table, values))
+            stored = store.transaction(functools.partial(read_back, table, values))
+            assert stored == values, table._meta.table_name
+    finally:
+        store.close()
+
+
+def test_a_failed_unit_of_work_leaves_nothing_behind(engine, new_database):
+    store = open_store(new_database())
+    table = bind(store.database, IdempotencyRecord)
+    store.transaction(lambda: migrations.migrate(store.database, "approval"))
+
+    def half_done() -> None:
+        table.create(scope="s", method="m", request_id="r", request_sha256="x", response=b"")
+        raise RuntimeError("the effect failed after its first write")
+
+    try:
+        with pytest.raises(RuntimeError):
+            asyncio.run(store.run(half_done))
+        assert store.transaction(lambda: table.select().count()) == 0
+    finally:
+        store.close()
+
+
+def test_a_duplicate_key_in_a_savepoint_leaves_the_transaction_usable(engine, new_database):
+    """PostgreSQL aborts a whole transaction on an error; code that catches IntegrityError
+    and carries on (idempotency's concurrent duplicate) needs a savepoint around the insert."""
+    store = open_store(new_database())
+    table = bind(store.database, IdempotencyRecord)
+    store.transaction(lambda: migrations.migrate(store.database, "approval"))
+    row = {"scope": "s", "method": "m", "request_sha256": "x", "response": b""}
+
+    def work() -> bool:
+        table.create(request_id="first", **row)
+        try:
+            with store.database.atomic():
+                table.create(request_id="first", **row)
+        except peewee.IntegrityError:
+            caught = True
+        table.create(request_id="second", **row)
+        return caught
+
+    try:
+        assert store.transaction(work)
+        assert store.transaction(lambda: table.select().count()) == 2
+    finally:
+        store.close()
+
+
+def test_idempotency_gives_one_effect_and_one_answer(engine, new_database):
+    store = open_store(new_database())
+    table = bind(store.database, IdempotencyRecord)
+    store.transaction(lambda: migrations.migrate(store.database, "approval"))
+    effects: list[int] = []
+
+    def effect() -> approval_pb2.IssueProgramSerialResponse:
+        effects.append(1)
+        return approval_pb2.IssueProgramSerialResponse(
+            program_serial=approval_pb2.ProgramSerial(serial=f"S{len(effects)}")
+        )
+
+    def once(note: str = "n") -> approval_pb2.IssueProgramSerialResponse:
+        request = approval_pb2.IssueProgramSerialRequest(request_id="r1", note=note)
+        return store.transaction(
+            lambda: run_once(
+                table,
+                scope="operator",
+                method="/m",
+                request=request,
+                response_type=approval_pb2.IssueProgramSerialResponse,
+                effect=effect,
+            )
+        )
+
+    try:
+        assert once() == once()
+        assert len(effects) == 1
+        with pytest.raises(DomainError) as reused:
+            once("other")
+        assert reused.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    finally:
+        store.close()
+
+
+def search(
+    order_number: str, amount_minor: int
+) -> settlement_pb2.BillingAgencyIdentificationSearch:
+    return settlement_pb2.BillingAgencyIdentificationSearch(
+        retail_entity=types_pb2.RetailEntityIdentification(retail_entity_id="shop-1"),
+        anonymous_user_id="41110000000000000001",
+        lines=[
+            types_pb2.OrderLine(
+                catalog_item_id="tea",
+                quantity=1,
+                unit_price=money(amount_minor, "USD"),
+                line_amount=money(amount_minor, "USD"),
+            )
+        ],
+        amount=money(amount_minor, "USD"),
+        order_number=order_number,
+        payment_method=types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
+    )
+
+
+def test_concurrent_credit_checks_with_several_writers_never_exceed_the_limit(engine, new_database):
+    """Sixteen orders of 1,000 race on four database workers against a 4,500 limit: the
+    member row lock (FOR UPDATE on PostgreSQL, the single writer on SQLite) admits four."""
+    store = open_store(new_database())
+    repo = SettlementRepository(store.database)
+    store.transaction(lambda: migrations.migrate(store.database, "settlement"))
+    store.transaction(
+        lambda: members.enroll_member(
+            repo,
+            member_id="racer",
+            display_name="Racer",
+            password="racer password",
+            credit_limit_minor=4_500,
+            currency_code="USD",
+        )
+    )
+
+    def order(number: int) -> Callable[[], Any]:
+        purchase = purchases.Purchase(
+            search(f"ON-{number}", 1_000), "racer", "agency-1", "Shop One", "race"
+        )
+        return lambda: purchases.record_order(repo, purchase)
+
+    async def race() -> list[Any]:
+        return await asyncio.gather(
+            *(store.run(order(number)) for number in range(16)), return_exceptions=True
+        )
+
+    try:
+        outcomes = asyncio.run(race())
+        refused = [o for o in outcomes if isinstance(o, DomainError)]
+        assert len(refused) == 12, outcomes
+        assert {error.reason for error in refused} == {"CREDIT_LIMIT_EXCEEDED"}
+        assert store.transaction(lambda: members.credit_used(repo, "racer")) == 4_000
+        assert store.transaction(lambda: repo.orders.select().count()) == 4
+    finally:
+        store.close()
+
+
+def test_the_pool_holds_at_most_one_connection_per_worker(engine, new_database):
+    """A PostgreSQL node never opens more connections than its database workers, however
+    many calls wait; SQLite has one writer connection."""
+    store = open_store(new_database(), workers=2)
+    lock = threading.Lock()
+    seen: set[int] = set()
+
+    def who() -> int:
+        if engine == "postgresql":
+            backend = store.database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        else:
+            backend = id(store.database.connection())
+        with lock:
+            seen.add(backend)
+        return int(backend)
+
+    async def many() -> None:
+        await asyncio.gather(*(store.run(who) for _ in range(40)))
+
+    try:
+        asyncio.run(many())
+        assert 1 <= len(seen) <= (2 if engine == "postgresql" else 1)
+    finally:
+        store.close()
+
+
+def test_no_upsert_that_only_sqlite_knows():
+    """INSERT OR REPLACE (peewee's on_conflict_replace, replace, replace_many) fails on
+    PostgreSQL; upserts use on_conflict(conflict_target=..., update=...), which both run."""
+    root = Path(__file__).resolve().parents[2]
+    datetime_fields = {"tzinfo", "year", "month", "day", "hour", "minute", "second", "microsecond"}
+    found = []
+    for path in [*(root / "nodes").rglob("*.py"), *(root / "storage").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            name = node.func.attr
+            keywords = {keyword.arg for keyword in node.keywords}
+            model_replace = name == "replace" and keywords and not node.args
+            if name in ("on_conflict_replace", "replace_many") or (
+                model_replace and not keywords <= datetime_fields
+            ):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []

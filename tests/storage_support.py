@@ -1,0 +1,49 @@
+"""Rows for storage tests: a value at the edge of every column type, and reading rows back."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import peewee
+
+
+def sample_value(field: peewee.Field, seed: int) -> Any:
+    """A value at the edge of what the column must hold (length, range, bytes, time)."""
+    if isinstance(field, peewee.CharField):
+        return (f"ü{seed}-" + "x" * field.max_length)[: field.max_length]
+    if isinstance(field, peewee.TextField):
+        return "long text ü\n" * 1_000
+    if isinstance(field, peewee.BigIntegerField):
+        return 2**62 + seed
+    if isinstance(field, peewee.BooleanField):
+        return True
+    if isinstance(field, peewee.IntegerField):
+        return 2**31 - 1 - seed
+    if isinstance(field, peewee.DateTimeField):
+        return datetime.datetime(2026, 11, 28, 23, 59, 58, 123_456 + seed)
+    if isinstance(field, peewee.BlobField):
+        return bytes(range(256)) + bytes([seed % 256])
+    raise AssertionError(f"no sample for {type(field).__name__}; add one")
+
+
+def sample_row(model: type[peewee.Model], seed: int = 0) -> dict[str, Any]:
+    return {
+        field.name: sample_value(field, seed)
+        for field in model._meta.sorted_fields
+        if not isinstance(field, peewee.AutoField)
+    }
+
+
+def insert(model: type[peewee.Model], values: dict[str, Any]) -> None:
+    model.insert(**values).execute()
+
+
+def read_back(model: type[peewee.Model], values: dict[str, Any]) -> dict[str, Any]:
+    key = next(iter(values))
+    row: dict[str, Any] = model.select().where(getattr(model, key) == values[key]).dicts().get()  # type: ignore[assignment]
+    return {
+        name: bytes(value) if isinstance(value, memoryview) else value
+        for name, value in row.items()
+        if name in values
+    }
