@@ -81,6 +81,12 @@ class NodeConfig:
     program_serial: str = ""
     ready_file: Path | None = None
     log_level: str = "INFO"
+    # Prometheus metrics over HTTP (GET /metrics); port 0 picks a free port; "" serves none.
+    metrics_address: str = "127.0.0.1:0"
+    # Spans go over OTLP/gRPC here (or to OTEL_EXPORTER_OTLP_ENDPOINT); "" with neither: none.
+    otlp_endpoint: str = ""
+    # Appends every finished span to this file as one JSON object per line.
+    trace_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     # Role-specific settings, e.g. [retail] discovery = "directory"; read by the role.
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -200,6 +206,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         )
     if config.ready_file is not None:
         config = dataclasses.replace(config, ready_file=resolve(config.ready_file))
+    if config.trace_file is not None:
+        config = dataclasses.replace(config, trace_file=resolve(config.trace_file))
     return config
 
 
@@ -227,6 +235,13 @@ def _validate(config: NodeConfig) -> None:
             raise ConfigError("config.approval_address: is required for every node but approval")
         if config.role in ("retail", "settlement", "marketplace") and not config.program_serial:
             raise ConfigError("config.program_serial: is required to enrol with approval")
+    if config.metrics_address:
+        host, separator, port = config.metrics_address.rpartition(":")
+        if not separator or not host or not port.isdigit():
+            raise ConfigError(
+                f'config.metrics_address: expected HOST:PORT (or "" for none), '
+                f"got {config.metrics_address!r}"
+            )
     limits = config.limits
     for name in (
         "max_message_bytes",

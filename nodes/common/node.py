@@ -22,7 +22,7 @@ from typing import Any
 
 import peewee
 
-from nodes.common import failpoints, logs
+from nodes.common import failpoints, logs, metrics, telemetry
 from nodes.common.channels import Channels
 from nodes.common.config import NodeConfig
 from nodes.common.correlation import (
@@ -54,6 +54,7 @@ class NodeRuntime:
     # Filled in once the ports are bound.
     address: str = ""
     member_address: str = ""
+    metrics_address: str = ""
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Node:
         )
         self.interceptor.add_check(self.correlation, first=True)
         self.server = NodeServer(config, self.parts.services, self.interceptor)
+        self._metrics: metrics.MetricsServer | None = None
         self.keeper: LicenseKeeper | None = None
         if self.parts.registration is not None and self.parts.credential_table is not None:
             self.keeper = LicenseKeeper(
@@ -125,6 +127,7 @@ class Node:
             keeper = self.keeper
             self.runtime.channels.license_key = lambda: keeper.key
             self.runtime.channels.on_license_answer = keeper.answer
+            metrics.watch_license_key(lambda: keeper.expires_at)
 
     async def start(self) -> None:
         config = self.config
@@ -142,6 +145,7 @@ class Node:
             self.runtime.member_address = address_with_port(
                 config.member_listen_address, self.server.member_port
             )
+        self._start_metrics()
         await self.server.start()
         if self.parts.registration is not None and not await self._enrol():
             await self.announce_information()
@@ -158,6 +162,7 @@ class Node:
             entity_id=config.entity_id,
             address=self.runtime.address,
             member_address=self.runtime.member_address,
+            metrics_address=self.runtime.metrics_address,
         )
         if config.ready_file is not None:
             _write_json_atomically(
@@ -167,9 +172,20 @@ class Node:
                     "entity_id": config.entity_id,
                     "address": self.runtime.address,
                     "member_address": self.runtime.member_address,
+                    "metrics_address": self.runtime.metrics_address,
                     "pid": os.getpid(),
                 },
             )
+
+    def _start_metrics(self) -> None:
+        config = self.config
+        metrics.node_info(config.role, config.entity_id)
+        if config.tls is not None:
+            metrics.watch_certificate("node", config.tls.cert)
+            metrics.watch_certificate("ca", config.tls.ca)
+        if config.metrics_address:
+            self._metrics = metrics.serve(config.metrics_address)
+            self.runtime.metrics_address = self._metrics.address
 
     def _check_certificate(self) -> None:
         """Refuses to start with a certificate peers would reject (wrong IP, entity, dates)."""
@@ -293,11 +309,13 @@ class Node:
         await self.server.stop()
         await self.runtime.channels.close()
         self.store.close()
+        if self._metrics is not None:
+            self._metrics.close()
 
 
 def enrollment_trace_id(entity_id: str) -> str:
     """The trace ID of a node's enrollment, so its messages can be found in the logs."""
-    return f"enrol-{entity_id}"
+    return logs.trace_id_for(f"enrol-{entity_id}")
 
 
 def _port_of(address: str) -> str:
@@ -313,8 +331,13 @@ def _write_json_atomically(path: Any, data: dict[str, Any]) -> None:
 async def run_until_signalled(config: NodeConfig) -> None:
     """Runs a node until SIGTERM or SIGINT, then shuts it down gracefully."""
     logs.configure(f"{config.role}/{config.entity_id}", level=config.log_level)
-    # Start-up and shutdown are not part of any flow: they get the node's own trace ID, so
-    # every line still carries one (grep node-ENTITY for a node's lifecycle).
+    telemetry.configure(
+        f"{config.role}/{config.entity_id}",
+        otlp_endpoint=config.otlp_endpoint,
+        trace_file=config.trace_file,
+    )
+    # Start-up and shutdown are not part of any flow: they get the node's own trace ID,
+    # logs.trace_id_for("node-ENTITY"), so every line still carries one.
     logs.trace_id_var.set(f"node-{config.entity_id}")
     node = Node(config)
     stopping = asyncio.Event()
@@ -355,6 +378,7 @@ async def run_until_signalled(config: NodeConfig) -> None:
     await stopping.wait()
     logs.event(log, "stopping", grace_s=config.limits.shutdown_grace_s)
     await node.stop()
+    telemetry.shutdown()
     logs.event(log, "stopped")
 
 
