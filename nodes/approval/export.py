@@ -26,24 +26,16 @@ def sections(repo: ApprovalRepository, approval_id: str) -> list[fx.Section]:
     """Approval's exported tables, in a fixed order (page tokens depend on it)."""
     records, mismatches = repo.transactions, repo.mismatches
 
-    def record_rows(order_number: str) -> object:
-        query = records.select()
-        return query.where(records.order_number == order_number) if order_number else query
-
-    def mismatch_rows(order_number: str) -> object:
-        query = mismatches.select()
-        return query.where(mismatches.order_number == order_number) if order_number else query
-
     return [
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_TRANSACTION_RECORD,
-            record_rows,
+            fx.rows_of(records.select()),
             records.order_number,
             lambda row: _record(row, approval_id),
         ),
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_TRANSACTION_RECORD,
-            mismatch_rows,
+            fx.rows_of(mismatches.select()),
             mismatches.mismatch_id,
             lambda row: _mismatch(row, approval_id),
         ),

@@ -1,5 +1,8 @@
 """Outgoing calls to other nodes: mutual TLS, deadlines, trace propagation, bounded retries.
 
+Every attempt of every call passes ``CallObserver``: it opens the attempt's CLIENT span,
+sends its W3C ``traceparent``, and times the attempt by method and status code.
+
 Every call gets a deadline: the configured per-call timeout, shortened to what is left of
 the incoming call's deadline, so a chain of calls never outlives its first caller. Only
 calls the caller marks idempotent are retried, and only on UNAVAILABLE.
@@ -10,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
-from nodes.common import logs, tls
+from nodes.common import logs, metrics, telemetry, tls
 from nodes.common.calls import current_call
 from nodes.common.config import NodeConfig
 from nodes.common.errors import DomainError, ErrorKind
@@ -54,6 +58,45 @@ def _certificate_failure(remote: Any) -> bool:
         and not remote.reason
         and any(marker in message for marker in _CERTIFICATE_FAILURES)
     )
+
+
+class CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
+    """Traces and times each outgoing unary call attempt (a CLIENT span and a histogram)."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()
+        started = time.perf_counter()
+        with telemetry.client_span(method) as span:
+            metadata = client_call_details.metadata
+            if not isinstance(metadata, grpc.aio.Metadata):
+                metadata = grpc.aio.Metadata(*(metadata or ()))
+                client_call_details = client_call_details._replace(metadata=metadata)  # type: ignore[attr-defined]
+            # grpc.aio built this Metadata for this call alone: adding to it is safe.
+            for key, value in telemetry.outgoing_metadata():
+                metadata[key] = value
+            code = grpc.StatusCode.UNKNOWN
+            call = await continuation(client_call_details, request)
+            try:
+                await call
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                code = error.code()
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                metrics.RPC_CALLED.labels(method=method, code=code.name).observe(
+                    time.perf_counter() - started
+                )
+                telemetry.finish_span(span, code, server=False)
+            return call
 
 
 class Channels:
@@ -107,10 +150,16 @@ class Channels:
                 ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
                 ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ]
+            # grpc-stubs types aio interceptors only partially.
+            interceptors: list[Any] = [CallObserver()]
             if self._credentials is None:
-                channel = grpc.aio.insecure_channel(address, options=options)
+                channel = grpc.aio.insecure_channel(
+                    address, options=options, interceptors=interceptors
+                )
             else:
-                channel = grpc.aio.secure_channel(address, self._credentials, options=options)
+                channel = grpc.aio.secure_channel(
+                    address, self._credentials, options=options, interceptors=interceptors
+                )
             self._channels[address] = channel
         return channel
 
@@ -130,7 +179,8 @@ class Channels:
         return timeout
 
     def metadata(self, *, to_approval: bool) -> Sequence[tuple[str, str]]:
-        items = [(logs.TRACE_METADATA_KEY, logs.current_trace_id())]
+        # The trace travels as traceparent, added per attempt by CallObserver.
+        items: list[tuple[str, str]] = []
         if to_approval:
             key = self.license_key()
             if key:

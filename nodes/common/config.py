@@ -95,6 +95,12 @@ class NodeConfig:
     # The file holding the key that seals secrets this node stores (license keys, stored
     # answers); empty means beside a SQLite database, and is required for PostgreSQL.
     secrets_key_file: Path | None = None
+    # Prometheus metrics over HTTP (GET /metrics); port 0 picks a free port; "" serves none.
+    metrics_address: str = "127.0.0.1:0"
+    # Spans go over OTLP/gRPC here (or to OTEL_EXPORTER_OTLP_ENDPOINT); "" with neither: none.
+    otlp_endpoint: str = ""
+    # Appends every finished span to this file as one JSON object per line.
+    trace_file: Path | None = None
     limits: Limits = field(default_factory=Limits)
     # Role-specific settings, e.g. [retail] discovery = "directory"; read by the role.
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -225,6 +231,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
         config = dataclasses.replace(config, ready_file=resolve(config.ready_file))
     if config.secrets_key_file is not None:
         config = dataclasses.replace(config, secrets_key_file=resolve(config.secrets_key_file))
+    if config.trace_file is not None:
+        config = dataclasses.replace(config, trace_file=resolve(config.trace_file))
     return config
 
 
@@ -262,6 +270,13 @@ def _validate(config: NodeConfig) -> None:
             ipaddress.ip_network(network, strict=False)
         except ValueError as error:
             raise ConfigError(f"config.operator_networks: {error}") from error
+    if config.metrics_address:
+        host, separator, port = config.metrics_address.rpartition(":")
+        if not separator or not host or not port.isdigit():
+            raise ConfigError(
+                f'config.metrics_address: expected HOST:PORT (or "" for none), '
+                f"got {config.metrics_address!r}"
+            )
     limits = config.limits
     for name in (
         "max_message_bytes",

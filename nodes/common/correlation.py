@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nodes.common import logs
+from nodes.common import logs, metrics
 from nodes.common.calls import CallInfo
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity, host_ip
@@ -68,10 +68,13 @@ class RegisteredAddressCache:
         entry = self._entries.get(identity)
         if entry is not None and entry.expires_monotonic > now:
             self._entries.move_to_end(identity)
+            metrics.CORRELATION_LOOKUPS.labels(result="hit").inc()
             return entry.address
         pending = self._in_flight.get(identity)
         if pending is not None:
+            metrics.CORRELATION_LOOKUPS.labels(result="shared").inc()
             return await asyncio.shield(pending)
+        metrics.CORRELATION_LOOKUPS.labels(result="miss").inc()
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._in_flight[identity] = future
         try:
@@ -161,6 +164,13 @@ class AddressCorrelation:
         self._institution = institution_addresses
 
     async def __call__(self, info: CallInfo, rpc_policy: RpcPolicy) -> None:
+        try:
+            await self._correlate(info, rpc_policy)
+        except DomainError as error:
+            metrics.CORRELATION_REFUSALS.labels(reason=error.reason).inc()
+            raise
+
+    async def _correlate(self, info: CallInfo, rpc_policy: RpcPolicy) -> None:
         caller = info.caller
         if caller is None or caller.role == "admin" or not rpc_policy.correlate:
             return  # members prove themselves by session token; operators by admin certs

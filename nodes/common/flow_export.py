@@ -46,6 +46,17 @@ class Section:
     build: Callable[[Any], types_pb2.FlowRecord]
 
 
+def rows_of(query: Any) -> Callable[[str], Any]:
+    """A section's rows: every row of ``query``, or only those of one order number."""
+    table = query.model
+
+    def rows(order_number: str) -> Any:
+        # A fresh query each time: peewee keeps an executed query's rows.
+        return query.where(table.order_number == order_number) if order_number else query.clone()
+
+    return rows
+
+
 def normalized(stored: str, mapping: Mapping[str, str]) -> str:
     """The normalized state of ``stored``; unknown stored states pass through unchanged."""
     return mapping.get(stored, stored)
@@ -170,9 +181,7 @@ def void_section(
     draws the message.
     """
 
-    def rows(order_number: str) -> Any:
-        query = table.select()
-        return query.where(table.order_number == order_number) if order_number else query
+    rows = rows_of(table.select())
 
     def build(row: Any) -> types_pb2.FlowRecord:
         events = [

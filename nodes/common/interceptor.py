@@ -1,7 +1,8 @@
 """The one server interceptor every node runs: trace, identity, authorization, errors.
 
 For each RPC it
-1. adopts the caller's trace ID (or starts one) so every log line carries it;
+1. opens the RPC's SERVER span in the caller's trace (W3C ``traceparent``), so every log
+   line carries the trace ID, and times the RPC by method and status code (Prometheus);
 2. reads the caller's identity from its verified client certificate (URI SAN);
 3. checks the method's policy: which certificate roles may call it, and whether members
    (no certificate, session token) may;
@@ -24,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from nodes.common import failpoints, logs
+from nodes.common import failpoints, logs, metrics, telemetry
 from nodes.common.calls import CallInfo, current_call
 from nodes.common.decoding import decode_request
 from nodes.common.errors import DomainError, ErrorKind
@@ -122,7 +123,6 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
             for key, value in context.invocation_metadata() or ()
             if isinstance(value, str)
         }
-        logs.trace_id_var.set(metadata.get(logs.TRACE_METADATA_KEY) or logs.new_trace_id())
         remaining = context.time_remaining()
         info = CallInfo(
             method=method,
@@ -208,18 +208,19 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         step = method.rsplit(".", 1)[-1]
 
         async def serve(body: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                await self._admit(method, rpc_policy, context)
-                request = decode_request(deserializer, body)
-                failpoints.begin(step)
-                result = behavior(request, context)
-                answer = await result if inspect.isawaitable(result) else result
-                crash_after_answer = failpoints.after_answer(step)
-                if crash_after_answer is not None:
-                    context.add_done_callback(crash_after_answer)  # type: ignore[arg-type]
-                return answer
-            except Exception as error:
-                await _abort(context, method, error)
+            with _Observed(method, context) as observed:
+                try:
+                    await self._admit(method, rpc_policy, context)
+                    request = decode_request(deserializer, body)
+                    failpoints.begin(step)
+                    result = behavior(request, context)
+                    answer = await result if inspect.isawaitable(result) else result
+                    crash_after_answer = failpoints.after_answer(step)
+                    if crash_after_answer is not None:
+                        context.add_done_callback(crash_after_answer)  # type: ignore[arg-type]
+                    return answer
+                except Exception as error:
+                    await observed.abort(error)
 
         return serve
 
@@ -231,15 +232,64 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         deserializer: Callable[[bytes], Any] | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def serve(body: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            try:
-                await self._admit(method, rpc_policy, context)
-                request = decode_request(deserializer, body)
-                async for item in behavior(request, context):
-                    yield item
-            except Exception as error:
-                await _abort(context, method, error)
+            with _Observed(method, context) as observed:
+                try:
+                    await self._admit(method, rpc_policy, context)
+                    request = decode_request(deserializer, body)
+                    async for item in behavior(request, context):
+                        yield item
+                except Exception as error:
+                    await observed.abort(error)
 
         return serve
+
+
+class _Observed:
+    """One served RPC's span and latency, closed with the status code it ended with."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self._method = method
+        self._context = context
+        self._code = grpc.StatusCode.OK
+        self._reason = ""
+        metadata = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
+        self._span_scope = telemetry.server_span(method, metadata)
+
+    def __enter__(self) -> _Observed:
+        self._started = time.perf_counter()
+        self._span = self._span_scope.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if exc_info[1] is not None and self._code == grpc.StatusCode.OK:
+            # An exception this interceptor did not turn into a status (a cancelled call).
+            self._code = grpc.StatusCode.CANCELLED
+        metrics.RPC_SERVED.labels(method=self._method, code=self._code.name).observe(
+            time.perf_counter() - self._started
+        )
+        if self._reason:
+            metrics.RPC_REFUSALS.labels(method=self._method, reason=self._reason).inc()
+        telemetry.finish_span(self._span, self._code, self._reason, server=True)
+        self._span_scope.__exit__(*exc_info)
+
+    async def abort(self, error: Exception) -> None:
+        """Ends the RPC with the status ``error`` maps to (see ``_status_for``)."""
+        if _is_abort(error):
+            # A servicer aborted by itself: its code is on the context.
+            code = self._context.code()
+            self._code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            raise error
+        status = _status_for(self._method, error)
+        self._code = status.code
+        if isinstance(error, DomainError):
+            self._reason = error.reason
+        elif is_unavailable(error):
+            self._reason = "DATABASE_UNAVAILABLE"
+        await self._context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def _peer_ip(peer: str) -> Any:
@@ -249,7 +299,8 @@ def _peer_ip(peer: str) -> Any:
         return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+def _status_for(method: str, error: Exception) -> grpc.Status:
+    """The status an exception ends an RPC with; logs the refusal or the failure."""
     if isinstance(error, DomainError):
         logs.event(
             log,
@@ -260,30 +311,26 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, error: Exceptio
             reason=error.reason,
             detail=bounded(error.message),
         )
-        status = to_status(error)
-    elif isinstance(error, NotImplementedError):
-        status = to_status(
+        return to_status(error)
+    if isinstance(error, NotImplementedError):
+        return to_status(
             DomainError(
                 ErrorKind.UNIMPLEMENTED,
                 "NOT_IMPLEMENTED",
                 f"{method} is defined by the protocol but not served by this release",
             )
         )
-    elif _is_abort(error):
-        raise error
-    elif is_unavailable(error):
+    if is_unavailable(error):
         logs.event(log, "database unavailable", logging.WARNING, method=method, detail=str(error))
-        status = to_status(
+        return to_status(
             DomainError(
                 ErrorKind.UNAVAILABLE,
                 "DATABASE_UNAVAILABLE",
                 "the node's database is unavailable; retry with the same request_id",
             )
         )
-    else:
-        log.exception("unexpected failure in %s", method)
-        status = internal_status(logs.current_trace_id())
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    log.exception("unexpected failure in %s", method)
+    return internal_status(logs.current_trace_id())
 
 
 def _is_abort(error: Exception) -> bool:

@@ -1,8 +1,14 @@
-"""Structured logs: one JSON object per line, each carrying the node and the flow's trace ID."""
+"""Structured logs: one JSON object per line, each carrying the node and the flow's trace ID.
+
+The trace ID is the flow's OpenTelemetry trace ID (32 hex digits, nodes/common/telemetry.py):
+inside an RPC or any span it is the current span's; outside one (start-up, a background
+loop) it is what ``trace_id_var`` holds, and outgoing calls made there continue that trace.
+"""
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import sys
@@ -11,17 +17,48 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
+# The legacy readable trace label. Nodes now propagate W3C ``traceparent``; a call that
+# carries only this header is adopted into the trace ``trace_id_for(label)``.
 TRACE_METADATA_KEY = "x-suretynet-trace-id"
+_HEX = frozenset("0123456789abcdef")
 
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="-")
 
 
 def new_trace_id() -> str:
+    """A fresh random trace ID in the OpenTelemetry format (32 lowercase hex digits)."""
     return uuid.uuid4().hex
 
 
+def is_trace_id(value: str) -> bool:
+    """Whether ``value`` is a valid OpenTelemetry trace ID (32 hex digits, not all zero)."""
+    return len(value) == 32 and set(value) <= _HEX and value != "0" * 32
+
+
+def trace_id_for(label: str) -> str:
+    """The trace ID a readable label stands for: itself if it is one, else a stable hash.
+
+    So a tool or test may name a trace (``enrol-shop-1``, ``test-purchase``) and still find
+    every node's log lines for it by ``trace_id_for(name)``.
+    """
+    if is_trace_id(label):
+        return label
+    return hashlib.sha256(label.encode()).hexdigest()[:32]
+
+
 def current_trace_id() -> str:
-    return trace_id_var.get()
+    """The trace ID of the current span, else the one set for this task (``-`` if none).
+
+    A label set in ``trace_id_var`` (``resume-cancel-ON-1``) reads as ``trace_id_for(label)``,
+    the trace its outgoing calls continue.
+    """
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return trace.format_trace_id(context.trace_id)
+    label = trace_id_var.get()
+    return label if label == "-" else trace_id_for(label)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -35,7 +72,7 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.created * 1_000_000) % 1_000_000:06d}Z",
             "level": record.levelname,
             "node": self._node,
-            "trace_id": trace_id_var.get(),
+            "trace_id": current_trace_id(),
             "logger": record.name,
             "msg": record.getMessage(),
         }

@@ -23,7 +23,7 @@ from typing import Any
 
 import peewee
 
-from nodes.common import failpoints, logs
+from nodes.common import failpoints, logs, metrics, telemetry
 from nodes.common.channels import Channels
 from nodes.common.config import ConfigError, NodeConfig
 from nodes.common.correlation import (
@@ -57,6 +57,7 @@ class NodeRuntime:
     # Filled in once the ports are bound.
     address: str = ""
     member_address: str = ""
+    metrics_address: str = ""
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Node:
             OperatorAuthority(config.accepted_operators, config.operator_networks), first=True
         )
         self.server = NodeServer(config, self.parts.services, self.interceptor)
+        self._metrics: metrics.MetricsServer | None = None
         self.keeper: LicenseKeeper | None = None
         if self.parts.registration is not None and self.parts.credential_table is not None:
             self.keeper = LicenseKeeper(
@@ -138,6 +140,7 @@ class Node:
             keeper = self.keeper
             self.runtime.channels.license_key = lambda: keeper.key
             self.runtime.channels.on_license_answer = keeper.answer
+            metrics.watch_license_key(lambda: keeper.expires_at)
 
     async def start(self) -> None:
         config = self.config
@@ -155,6 +158,7 @@ class Node:
             self.runtime.member_address = address_with_port(
                 config.member_listen_address, self.server.member_port
             )
+        self._start_metrics()
         await self.server.start()
         if self.parts.registration is not None and not await self._enrol():
             await self.announce_information()
@@ -171,6 +175,7 @@ class Node:
             entity_id=config.entity_id,
             address=self.runtime.address,
             member_address=self.runtime.member_address,
+            metrics_address=self.runtime.metrics_address,
         )
         if config.ready_file is not None:
             _write_json_atomically(
@@ -180,9 +185,20 @@ class Node:
                     "entity_id": config.entity_id,
                     "address": self.runtime.address,
                     "member_address": self.runtime.member_address,
+                    "metrics_address": self.runtime.metrics_address,
                     "pid": os.getpid(),
                 },
             )
+
+    def _start_metrics(self) -> None:
+        config = self.config
+        metrics.node_info(config.role, config.entity_id)
+        if config.tls is not None:
+            metrics.watch_certificate("node", config.tls.cert)
+            metrics.watch_certificate("ca", config.tls.ca)
+        if config.metrics_address:
+            self._metrics = metrics.serve(config.metrics_address)
+            self.runtime.metrics_address = self._metrics.address
 
     def _check_certificate(self) -> None:
         """Refuses to start with a certificate peers would reject (wrong IP, entity, dates)."""
@@ -306,6 +322,8 @@ class Node:
         await self.server.stop()
         await self.runtime.channels.close()
         self.store.close()
+        if self._metrics is not None:
+            self._metrics.close()
 
 
 def read_license_key(database: Path, entity_id: str) -> str:
@@ -365,7 +383,7 @@ def _create_private_database_file(database_url: str) -> None:
 
 def enrollment_trace_id(entity_id: str) -> str:
     """The trace ID of a node's enrollment, so its messages can be found in the logs."""
-    return f"enrol-{entity_id}"
+    return logs.trace_id_for(f"enrol-{entity_id}")
 
 
 def _port_of(address: str) -> str:
@@ -383,8 +401,13 @@ async def run_until_signalled(config: NodeConfig) -> None:
     # Everything the node writes (database, WAL, key file, ready file) is its own alone.
     os.umask(0o077)
     logs.configure(f"{config.role}/{config.entity_id}", level=config.log_level)
-    # Start-up and shutdown are not part of any flow: they get the node's own trace ID, so
-    # every line still carries one (grep node-ENTITY for a node's lifecycle).
+    telemetry.configure(
+        f"{config.role}/{config.entity_id}",
+        otlp_endpoint=config.otlp_endpoint,
+        trace_file=config.trace_file,
+    )
+    # Start-up and shutdown are not part of any flow: they get the node's own trace ID,
+    # logs.trace_id_for("node-ENTITY"), so every line still carries one.
     logs.trace_id_var.set(f"node-{config.entity_id}")
     node = Node(config)
     stopping = asyncio.Event()
@@ -425,6 +448,7 @@ async def run_until_signalled(config: NodeConfig) -> None:
     await stopping.wait()
     logs.event(log, "stopping", grace_s=config.limits.shutdown_grace_s)
     await node.stop()
+    telemetry.shutdown()
     logs.event(log, "stopped")
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from nodes.common import failpoints, logs
+from nodes.common import failpoints, logs, metrics
 from nodes.common.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class DueFlow:
     key: str
     peer: str
     trace_id: str = ""
+    # When the flow began (naive UTC), for the backlog's oldest-age gauge; None if unknown.
+    since: datetime.datetime | None = None
 
 
 class Resumer:
@@ -112,11 +114,14 @@ class Resumer:
         self._concurrency = concurrency
         self.peers = PeerBackoff()
         self.backlog = 0
+        self._gauges = metrics.register_backlog(name.replace(" ", "_"))
 
     async def run_round(self) -> int:
         """One round; returns how many flows it drove without a transient failure."""
         flows = await self._due(self._batch)
         self.backlog = len(flows)
+        ages = [age for flow in flows if (age := metrics.age_s(flow.since)) is not None]
+        self._gauges.set(items=len(flows), oldest_age_s=max(ages, default=None))
         gate = asyncio.Semaphore(self._concurrency)
         outcomes = await asyncio.gather(*(self._one(flow, gate) for flow in flows))
         return sum(outcomes)

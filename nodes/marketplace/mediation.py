@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from suretynet.marketplace.v1 import marketplace_pb2 as pb
 
+from nodes.common import metrics
 from nodes.common.errors import DomainError, ErrorKind, required
 from nodes.common.idempotency import request_digest, run_once, stored_response
 from nodes.common.identity import entity_uri
@@ -177,6 +178,7 @@ class Mediator:
 
         started = await self._store.run(begin)
         if started.refusal is not None:
+            metrics.flow_outcome("mediation", "refused", started.refusal.reason)
             raise started.refusal
         if started.answer is not None:
             return started.answer  # type: ignore[return-value]
@@ -197,6 +199,7 @@ class Mediator:
                     metadata={"unreachable_partners": ",".join(sorted(unreachable))},
                 )
             if best is None:
+                metrics.flow_outcome("mediation", "refused", "NO_ELIGIBLE_PARTNER")
                 raise DomainError(
                     ErrorKind.FAILED_PRECONDITION,
                     "NO_ELIGIBLE_PARTNER",
@@ -226,6 +229,7 @@ class Mediator:
                     )
 
             await self._store.run(open_mediation)
+            metrics.flow_started("mediation")
         await self._partners.complete(call_id)
         return await self._finish(member_id, method, request, kind)
 

@@ -21,7 +21,7 @@ from suretynet.marketplace.v1 import marketplace_pb2 as pb
 from suretynet.marketplace.v1 import marketplace_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs
+from nodes.common import logs, metrics
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.node import NodeRuntime
 from nodes.marketplace import orders, outbox, requester
@@ -60,6 +60,7 @@ class Partners:
         self._self_id = runtime.config.entity_id
         # partner ID -> (registered address, monotonic expiry); bounded, short-lived.
         self._addresses: dict[str, tuple[str, float]] = {}
+        self._backlog = metrics.register_backlog("marketplace_partner_calls")
 
     async def address(self, partner_id: str) -> str:
         """The partner's registered address, only if approval lists it as active."""
@@ -224,6 +225,10 @@ class Partners:
         )
         rows = await self._store.run(
             lambda: outbox.due(self._repo, utc_now(), self._settings.resume_batch)
+        )
+        # Due calls come oldest first, at most one batch: the gauge saturates at the batch.
+        self._backlog.set(
+            items=len(rows), oldest_age_s=metrics.age_s(rows[0].created_at) if rows else None
         )
         completed = 0
         for row in rows:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 from suretynet.marketplace.v1 import marketplace_pb2 as pb
 
+from nodes.common import metrics
 from nodes.common.convert import timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import entity_uri
@@ -471,6 +472,7 @@ def _apply_settlement(
         mirror.due_at = theirs.due_at.ToDatetime()
         mirror.save()
     orders.save(row, now, state="SETTLED")
+    metrics.flow_outcome("mediation", "completed")
 
 
 def relay_payment(

@@ -23,7 +23,7 @@ from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, tls
+from nodes.common import telemetry, tls
 
 DEFAULT_TIMEOUT_S = 15.0
 
@@ -48,7 +48,10 @@ class _Client:
         self.timeout_s = timeout_s
 
     def _metadata(self) -> list[tuple[str, str]]:
-        return [(logs.TRACE_METADATA_KEY, self.trace_id)] if self.trace_id else []
+        """The call's trace: ``trace_id`` (an ID or a label) if set, else the current span's."""
+        if self.trace_id:
+            return [(telemetry.TRACEPARENT_METADATA_KEY, telemetry.traceparent_for(self.trace_id))]
+        return telemetry.outgoing_metadata()
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

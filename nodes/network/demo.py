@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs
+from nodes.common import logs, telemetry
 from nodes.common.status import decode_rpc_error
 from nodes.network.local import LocalNetwork, describe, grpcurl_examples, start_network
 
@@ -37,9 +37,13 @@ class FlowContext:
     # Reasons of the refusals this flow provoked on purpose (expect_refusal records them).
     expected: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # A readable label stands for the trace ID every node logs and exports it under.
+        self.trace_id = logs.trace_id_for(self.trace_id)
+
     def metadata(self) -> list[tuple[str, str]]:
         """Metadata for every call the flow makes, so the nodes log it under this trace."""
-        return [(logs.TRACE_METADATA_KEY, self.trace_id)]
+        return [(telemetry.TRACEPARENT_METADATA_KEY, telemetry.traceparent_for(self.trace_id))]
 
     def note(self, line: str) -> None:
         self.notes.append(line)
@@ -84,6 +88,7 @@ def message_sequence(
 
     A refusal whose reason is in ``expected`` is marked as one the flow provoked on purpose.
     """
+    trace_ids = {logs.trace_id_for(trace_id) for trace_id in trace_ids}
     events: list[dict[str, Any]] = []
     for log_file in sorted((network.data_dir / "logs").glob("*.log")):
         for line in log_file.read_text(errors="replace").splitlines():
@@ -227,5 +232,12 @@ async def where_to_look(network: LocalNetwork) -> str:
             "  suretynet trace ORDER --network /tmp/sn/network.json"
             + (f"   # this run's orders were e.g. {orders[0]}" if orders else ""),
             "  suretynet console --network /tmp/sn/network.json   # http://127.0.0.1:8089/",
+            "Each node's Prometheus metrics (GET /metrics; `up` on a kept directory serves them "
+            "at the same addresses):",
+            *(
+                f"  {node.spec.entity_id:<13} http://{node.metrics_address}/metrics"
+                for node in network.nodes
+                if node.metrics_address
+            ),
         ]
     )

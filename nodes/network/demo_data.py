@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
-from nodes.common import logs
+from nodes.common import telemetry
 from nodes.common.convert import money
 from nodes.network.local import LocalNetwork
 
@@ -81,7 +81,7 @@ def members_of(entity_id: str) -> tuple[DemoMember, ...]:
 
 async def seed(network: LocalNetwork) -> None:
     """Enrols demo members at every agency and stocks every shop's catalog."""
-    metadata = [(logs.TRACE_METADATA_KEY, SEED_TRACE_ID)]
+    metadata = [(telemetry.TRACEPARENT_METADATA_KEY, telemetry.traceparent_for(SEED_TRACE_ID))]
     for node in network.nodes:
         if node.spec.role == "settlement":
             async with network.admin_channel(node.address) as channel:
@@ -104,7 +104,7 @@ async def seed(network: LocalNetwork) -> None:
 
 async def stock_catalog(network: LocalNetwork, address: str) -> None:
     """Puts the demo catalog on sale at the shop served at ``address``."""
-    metadata = [(logs.TRACE_METADATA_KEY, SEED_TRACE_ID)]
+    metadata = [(telemetry.TRACEPARENT_METADATA_KEY, telemetry.traceparent_for(SEED_TRACE_ID))]
     async with network.admin_channel(address) as channel:
         shop = retail_pb2_grpc.RetailAdminServiceStub(channel)
         for item in DEMO_CATALOG:

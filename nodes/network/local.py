@@ -11,6 +11,7 @@ Layout of the data directory:
     <entity>/node.toml              each node's config; <entity>/node.db its SQLite database
     postgres/                       the PostgreSQL cluster (data/, server.log), if chosen
     logs/<entity>.log               each node's JSON log lines
+    traces/<entity>.jsonl           each node's finished spans, when started with trace files
     logs/up.log                     the supervisor's JSON lines: exits and restarts
     network.json                    written once every node reports SERVING, kept current
 
@@ -41,7 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, pki, tls
+from nodes.common import pki, telemetry, tls
 from nodes.common.convert import enum_value
 from nodes.common.node import enrollment_trace_id
 from nodes.network.netns import NetnsLab
@@ -55,6 +56,8 @@ INSTITUTION_ROLES = ("approval", "verification")
 # In a lab every node has a namespace and an IP of its own, so the same ports serve all.
 LAB_NODE_PORT = 7443
 LAB_MEMBER_PORT = 8443
+# Prometheus metrics, in a namespace (the port OpenTelemetry's Prometheus exporter uses).
+LAB_METRICS_PORT = 9464
 # Ports are chosen below the kernel's ephemeral range, so that an outgoing connection can
 # never take a node's port while the node is down between a crash and its restart.
 LOWEST_CHOSEN_PORT = 10_000
@@ -200,6 +203,7 @@ class RunningNode:
     key: Path
     address: str = ""
     member_address: str = ""
+    metrics_address: str = ""
     # The node's own process ID, from its ready file (the launcher may wrap it).
     pid: int = 0
     # The operator certificate of the node's organization (suretynet://admin/<organization>).
@@ -309,6 +313,7 @@ class LocalNetwork:
                     "entity_id": node.spec.entity_id,
                     "address": node.address,
                     "member_address": node.member_address,
+                    "metrics_address": node.metrics_address,
                     "cert": str(node.cert),
                     "key": str(node.key),
                     "database": self.database_location(node),
@@ -477,8 +482,13 @@ def _install(
         "operator_networks": [network.operator_ip()],
         # Beside the node's files, never in its database (SQLite or PostgreSQL).
         "secrets_key_file": str(directory / "node.db.secrets.key"),
+        # Prometheus scrapes each node here; reachable from the host in a namespace too.
+        "metrics_address": _fixed_address(network, spec.entity_id, LAB_METRICS_PORT),
         **config,
     }
+    # trace_files = true in the network's extra config: every node writes its own file.
+    if values.pop("trace_files", False):
+        values["trace_file"] = str(network.data_dir / "traces" / f"{spec.entity_id}.jsonl")
     if spec.serves_members:
         values["member_listen_address"] = _fixed_address(network, spec.entity_id, LAB_MEMBER_PORT)
     tables = {key: values.pop(key) for key in list(values) if isinstance(values[key], dict)}
@@ -571,6 +581,7 @@ async def wait_ready(network: LocalNetwork, node: RunningNode) -> None:
         await asyncio.sleep(0.05)
     info = json.loads(ready.read_text())
     node.address, node.member_address = info["address"], info["member_address"]
+    node.metrics_address = info.get("metrics_address", "")
     node.pid = int(info.get("pid", node.process.pid))
     async with network.admin_channel(node.address) as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(
@@ -591,7 +602,12 @@ async def issue_serial(network: LocalNetwork, approval: str, role: str, note: st
                 note=note,
             ),
             timeout=10,
-            metadata=[(logs.TRACE_METADATA_KEY, enrollment_trace_id(note))],
+            metadata=[
+                (
+                    telemetry.TRACEPARENT_METADATA_KEY,
+                    telemetry.traceparent_for(enrollment_trace_id(note)),
+                )
+            ],
         )
         return str(response.program_serial.serial)
 
@@ -785,6 +801,12 @@ def describe(network: LocalNetwork, *, examples: bool = True) -> str:
     for node in network.nodes:
         member = f"  members: {node.member_address}" if node.member_address else ""
         lines.append(f"  {node.spec.role:<12} {node.spec.entity_id:<13} {node.address}{member}")
+    lines += ["", "Prometheus metrics (GET /metrics):"]
+    lines += [
+        f"  {node.spec.entity_id:<13} http://{node.metrics_address}/metrics"
+        for node in network.nodes
+        if node.metrics_address
+    ]
     if network.postgres is not None:
         cluster = network.postgres
         lines += [
@@ -816,7 +838,12 @@ def _lab_for(data_dir: Path) -> NetnsLab:
 
 
 async def run_up(
-    data_dir: Path, *, netns: bool = False, database: str = "sqlite", standby: bool = False
+    data_dir: Path,
+    *,
+    netns: bool = False,
+    database: str = "sqlite",
+    standby: bool = False,
+    extra_config: dict[str, Any] | None = None,
 ) -> int:
     """Starts (or resumes) the network, prints it, and keeps it up until Ctrl-C or SIGTERM.
 
@@ -840,7 +867,12 @@ async def run_up(
         lab.start()
     try:
         network = await start_network(
-            data_dir, topology, lab=lab, database=database, standby=standby
+            data_dir,
+            topology,
+            lab=lab,
+            database=database,
+            standby=standby,
+            extra_config=extra_config,
         )
     except (NodeStartError, TimeoutError) as error:
         if lab is not None:

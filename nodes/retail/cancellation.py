@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from suretynet.retail.v1 import retail_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, resumer
+from nodes.common import logs, metrics, resumer
 from nodes.common.convert import enum_value, timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.node import NodeRuntime
@@ -94,6 +94,7 @@ def begin(
     row.cancel_notice = notice.SerializeToString(deterministic=True)
     row.updated_at = now
     row.save()
+    metrics.flow_started("cancellation")
     return row
 
 
@@ -224,6 +225,7 @@ class CancellationFlow:
                     raise
                 await self._store.run(functools.partial(revert, repo, number))
                 logs.event(log, "cancellation refused", order_number=number, reason=error.reason)
+                metrics.flow_outcome("cancellation", "refused", error.reason)
                 raise
         raise AssertionError("the cancellation ends within its steps")
 
@@ -248,6 +250,7 @@ class CancellationFlow:
             await self._peers.record_transaction_cancellation(number, notice.cancel_request_id)
             await self._store.run(functools.partial(finish, repo, number))
             logs.event(log, "order cancelled", order_number=number)
+            metrics.flow_outcome("cancellation", "completed")
 
     def resumer(self) -> resumer.Resumer:
         """Finishes cancellations left midway, fairly (the shared resumer's backoffs)."""

@@ -43,27 +43,19 @@ def sections(repo: RetailRepository, shop_id: str) -> list[fx.Section]:
     """The shop's exported tables, in a fixed order (page tokens depend on it)."""
     orders = repo.orders
 
-    def order_rows(order_number: str) -> object:
-        query = orders.select()
-        return query.where(orders.order_number == order_number) if order_number else query
-
-    def cancellation_rows(order_number: str) -> object:
-        query = orders.select().where(orders.cancel_notice.is_null(False))
-        return query.where(orders.order_number == order_number) if order_number else query
-
     def sale(row: ShopOrderRow) -> SalesRecordRow | None:
         return repo.sales.get_or_none(repo.sales.order_number == row.order_number)
 
     return [
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_ORDER,
-            order_rows,
+            fx.rows_of(orders.select()),
             orders.order_number,
             lambda row: _order(row, sale(row), shop_id),
         ),
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_CANCELLATION,
-            cancellation_rows,
+            fx.rows_of(orders.select().where(orders.cancel_notice.is_null(False))),
             orders.order_number,
             lambda row: _cancellation(row, sale(row), shop_id),
         ),

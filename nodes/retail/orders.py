@@ -19,7 +19,7 @@ from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import resumer
+from nodes.common import metrics, resumer
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, Violations, invalid
 from nodes.retail import catalog
@@ -100,7 +100,10 @@ def order_for_request(
     if check_delivered:
         check_delivered_id(repo, request.anonymous_user_id)
     lines, amount = catalog.price(repo, list(request.items))
-    return create_order(repo, NewOrder(request, lines, amount, trace_id))
+    created = create_order(repo, NewOrder(request, lines, amount, trace_id))
+    # Counted inside the transaction: a lost race for the request_id (rolled back) over-counts.
+    metrics.flow_started("purchase")
+    return created
 
 
 def existing_order(

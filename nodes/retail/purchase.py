@@ -30,7 +30,7 @@ from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import logs, resumer
+from nodes.common import logs, metrics, resumer
 from nodes.common.convert import enum_value
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.node import NodeRuntime
@@ -136,6 +136,7 @@ class PurchaseFlow:
             functools.partial(orders.refuse, self._repo, number, kind, reason)
         )
         logs.event(log, "purchase refused", order_number=number, step=row.step, reason=reason)
+        metrics.flow_outcome("purchase", "refused", reason)
         return refused
 
     async def _step(self, row: ShopOrderRow) -> ShopOrderRow:
@@ -164,6 +165,7 @@ class PurchaseFlow:
             verification = response.transaction_verification
             completed = await self._store.run(lambda: orders.complete(repo, number, verification))
             logs.event(log, "sale recorded", order_number=number)
+            metrics.flow_outcome("purchase", "completed")
             return completed
         raise AssertionError(f"order {number} has no step {row.step!r}")
 
@@ -205,12 +207,13 @@ class PurchaseFlow:
             functools.partial(orders.mark_voided, self._repo, row.order_number)
         )
         logs.event(log, "order voided", order_number=row.order_number, reason=row.decline_reason)
+        metrics.flow_outcome("purchase", "voided", row.decline_reason or "")
         return voided
 
     async def _due(self, limit: int) -> Sequence[resumer.DueFlow]:
         rows = await self._store.run(lambda: orders.due(self._repo, utc_now(), limit))
         return [
-            resumer.DueFlow(row.order_number, _waits_for(row), row.trace_id)
+            resumer.DueFlow(row.order_number, _waits_for(row), row.trace_id, row.created_at)
             for row in rows
             if row.order_number not in self._running
         ]

@@ -34,14 +34,6 @@ def sections(repo: SettlementRepository, agency_id: str) -> list[fx.Section]:
     """The agency's exported tables, in a fixed order (page tokens depend on it)."""
     orders, cancellations, member_rows = repo.orders, repo.cancellations, repo.members
 
-    def order_rows(order_number: str) -> object:
-        query = orders.select()
-        return query.where(orders.order_number == order_number) if order_number else query
-
-    def cancellation_rows(order_number: str) -> object:
-        query = cancellations.select()
-        return query.where(cancellations.order_number == order_number) if order_number else query
-
     def member_credit_rows(order_number: str) -> object:
         query = member_rows.select()
         # Member credit belongs to no single order.
@@ -50,13 +42,13 @@ def sections(repo: SettlementRepository, agency_id: str) -> list[fx.Section]:
     return [
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_ORDER,
-            order_rows,
+            fx.rows_of(orders.select()),
             orders.order_number,
             lambda row: _order(row, agency_id),
         ),
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_CANCELLATION,
-            cancellation_rows,
+            fx.rows_of(cancellations.select()),
             cancellations.order_number,
             lambda row: _cancellation(row, agency_id),
         ),

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import disclosures, logs, resumer, voids
+from nodes.common import disclosures, logs, metrics, resumer, voids
 from nodes.common.convert import enum_label, timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.idempotency import remember_served, served_answer
@@ -167,12 +167,15 @@ class AgencyFlows:
                 ),
             )
 
-        return await self._store.run(finish)
+        answer = await self._store.run(finish)
+        metrics.flow_outcome("purchase_approval", "completed")
+        return answer
 
     async def _approve(
         self, search: settlement_pb2.BillingAgencyIdentificationSearch
     ) -> SettlementOrderRow:
         """Steps 6-8 for a new order: the shop's guarantee, the member, credit, the record."""
+        metrics.flow_started("purchase_approval")
         repo = self._repo
         shop_id = search.retail_entity.retail_entity_id
         anonymous = await self._store.run(
@@ -232,6 +235,7 @@ class AgencyFlows:
         if member_id:
             self._board.publish(member_id)
         logs.event(log, "order voided", order_number=void.order_number, reason=reason)
+        metrics.flow_outcome("purchase_approval", "voided", reason)
         try:
             await self._forward_void(void.order_number)
         except DomainError as error:
@@ -274,7 +278,7 @@ class AgencyFlows:
             cutoff = utc_now() - datetime.timedelta(seconds=RESUME_GRACE_S)
             orders, void_rows = repo.orders, repo.voids
             reports = (
-                orders.select(orders.order_number, orders.trace_id)
+                orders.select(orders.order_number, orders.trace_id, orders.created_at)
                 .where(
                     orders.reported_at.is_null()
                     & (orders.next_report_at <= utc_now())
@@ -284,7 +288,7 @@ class AgencyFlows:
                 .limit(limit)
             )
             pending_voids = (
-                void_rows.select(void_rows.order_number)
+                void_rows.select(void_rows.order_number, void_rows.voided_at)
                 .where(
                     void_rows.forwarded_at.is_null()
                     & (void_rows.next_forward_at <= utc_now())
@@ -295,11 +299,13 @@ class AgencyFlows:
             )
             return [
                 *(
-                    resumer.DueFlow("report:" + row.order_number, "verification", row.trace_id)
+                    resumer.DueFlow(
+                        "report:" + row.order_number, "verification", row.trace_id, row.created_at
+                    )
                     for row in reports
                 ),
                 *(
-                    resumer.DueFlow("void:" + row.order_number, "verification")
+                    resumer.DueFlow("void:" + row.order_number, "verification", since=row.voided_at)
                     for row in pending_voids
                 ),
             ]

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf.message import Message
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
-from nodes.common import credentials, disclosures, flow_export
+from nodes.common import credentials, disclosures, flow_export, metrics
 from nodes.common.calls import call_info, certificate_caller
 from nodes.common.convert import (
     decode_page_token,
@@ -349,7 +349,8 @@ class BillingServicer(_AgencyServicer, settlement_pb2_grpc.BillingServiceService
         context: grpc.aio.ServicerContext,
     ) -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
         caller = certificate_caller()
-        return await self._flows.approve_purchase(caller, request)
+        with metrics.counting_refusals("purchase_approval"):
+            return await self._flows.approve_purchase(caller, request)
 
     async def VoidOrder(
         self, request: settlement_pb2.VoidOrderRequest, context: grpc.aio.ServicerContext

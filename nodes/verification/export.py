@@ -30,14 +30,6 @@ def sections(repo: VerificationRepository, verification_id: str) -> list[fx.Sect
     """Verification's exported tables, in a fixed order (page tokens depend on it)."""
     reports, requests = repo.reports, repo.cancel_requests
 
-    def report_rows(order_number: str) -> object:
-        query = reports.select()
-        return query.where(reports.order_number == order_number) if order_number else query
-
-    def request_rows(order_number: str) -> object:
-        query = requests.select()
-        return query.where(requests.order_number == order_number) if order_number else query
-
     def process_of(order_number: str, cancel_request_id: str = "") -> CancelProcessRow | None:
         processes = repo.cancel_processes
         query = processes.select().where(processes.order_number == order_number)
@@ -48,7 +40,7 @@ def sections(repo: VerificationRepository, verification_id: str) -> list[fx.Sect
     return [
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_TRANSACTION_REPORT,
-            report_rows,
+            fx.rows_of(reports.select()),
             reports.order_number,
             lambda row: _report(
                 row,
@@ -59,7 +51,7 @@ def sections(repo: VerificationRepository, verification_id: str) -> list[fx.Sect
         ),
         fx.Section(
             types_pb2.FLOW_RECORD_KIND_CANCELLATION,
-            request_rows,
+            fx.rows_of(requests.select()),
             requests.cancel_request_id,
             lambda row: _cancellation(
                 row, process_of(row.order_number, row.cancel_request_id), verification_id

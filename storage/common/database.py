@@ -4,7 +4,8 @@
 power cut), ``sqlite:///:memory:`` for unit tests, and ``postgresql://user:pass@host/db``
 for production, through a bounded pool of connections (one per database worker). Peewee is
 synchronous, so every database call of a running node goes through ``Store.run``, which
-executes it on a bounded thread pool inside one transaction.
+executes it on a bounded thread pool inside one transaction,
+and times it (Prometheus: ``suretynet_db_*``, see docs/OPERATIONS.md).
 
 ``Store.run`` is also where database failures become answers a caller can act on, once for
 every use case:
@@ -22,12 +23,14 @@ import contextvars
 import functools
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import peewee
+from prometheus_client import Counter, Histogram
 
 from nodes.common import failpoints
 from nodes.common.errors import DomainError, ErrorKind
@@ -55,6 +58,23 @@ HOST_PORT = re.compile(
 )
 POOL_STALE_TIMEOUT_S = 300
 POOL_WAIT_TIMEOUT_S = 30
+# From 1 ms to 10 s, as the RPC histograms (nodes/common/metrics.py).
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TRANSACTION_SECONDS = Histogram(
+    "suretynet_db_transaction_seconds",
+    "Database transactions (Store.run): time in the transaction, commit included.",
+    buckets=LATENCY_BUCKETS_S,
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "suretynet_db_queue_wait_seconds",
+    "Time a database transaction waited for a database worker before it began.",
+    buckets=LATENCY_BUCKETS_S,
+)
+TRANSACTION_FAILURES = Counter(
+    "suretynet_db_transaction_failures",
+    "Database transactions that raised and were rolled back, by exception class.",
+    ["error"],
+)
 
 
 class DatabaseUrlError(ValueError):
@@ -235,7 +255,7 @@ class Store:
         """
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        call = functools.partial(context.run, self._in_transaction, work)
+        call = functools.partial(context.run, self._timed, work, time.perf_counter())
         try:
             return await loop.run_in_executor(self._executor, call)
         except peewee.IntegrityError as error:
@@ -310,6 +330,18 @@ class Store:
         finally:
             if is_pooled(self.database):
                 self.database.close()
+
+    def _timed(self, work: Callable[[], T], queued: float) -> T:
+        began = time.perf_counter()
+        QUEUE_WAIT_SECONDS.observe(began - queued)
+        try:
+            return self._in_transaction(work)
+        except Exception as error:
+            # Refusals raised inside a transaction (a DomainError) count too: they roll back.
+            TRANSACTION_FAILURES.labels(error=type(error).__name__).inc()
+            raise
+        finally:
+            TRANSACTION_SECONDS.observe(time.perf_counter() - began)
 
     def _in_transaction(self, work: Callable[[], T]) -> T:
         self.database.connect(reuse_if_open=True)

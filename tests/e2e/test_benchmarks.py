@@ -40,3 +40,15 @@ def test_bench_event_loop_compares_executor_and_inline():
     output = run("bench_event_loop.py", "--requests", "20", "--concurrency", "4")
     assert "executor" in output and "inline" in output
     assert "loop lag p99, inline / executor" in output
+
+
+def test_bench_observability_prices_each_instrument():
+    output = run("bench_observability.py", "--calls", "20", "--rounds", "1")
+    # Each row: a 28-character label, then CPU microseconds per call.
+    rows = [line[:28].strip() for line in output.splitlines()[1:] if line.strip()]
+    assert rows == [
+        "call (plain)",
+        "call (CallObserver)",
+        "server span + histogram",
+        "server span, to a file",
+    ]

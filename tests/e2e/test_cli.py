@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from cryptography import x509
 
 from nodes.network.local import LocalNetwork
-
-
-def suretynet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodes.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.support import suretynet
 
 
 def test_pki_init_and_issue_write_a_ca_and_a_node_certificate(tmp_path: Path):

@@ -5,22 +5,11 @@ serials, key rotation, the network descriptor, and the request ID `member buy` u
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from nodes.network.local import LocalNetwork
-
-
-def suretynet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodes.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.support import suretynet
 
 
 def ok(*args: str) -> Any:

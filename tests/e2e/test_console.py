@@ -352,10 +352,12 @@ def test_console_api_searches_and_reports_health(
     assert status == 200
     listed = nodes["nodes"]
     assert isinstance(listed, list) and len(listed) == len(traced_network.nodes)
-    # No node has a metrics_address in this network: shown as such, not an error.
-    assert {(node["health"], node["metrics"]["state"]) for node in listed} == {
-        ("SERVING", "not configured")
-    }
+    # Every node serves metrics on the metrics_address `up` gave it: the console shows them.
+    assert {(node["health"], node["metrics"]["state"]) for node in listed} == {("SERVING", "ok")}
+    assert all(
+        any(name.startswith("suretynet_rpc_") for name in node["metrics"]["values"])
+        for node in listed
+    ), listed
     assert get("api/journey")[0] == 400
     assert get("api/journey?order=" + "x" * 200)[0] == 400
     assert get("no-such-page")[0] == 404

@@ -31,6 +31,10 @@ def test_the_demo_runs_every_flow_and_exits_zero(tmp_path):
     closing = result.stdout.split("== Where to look", 1)[1]
     assert re.search(r"\d+ orders, .* checked on \d+ nodes: consistent", closing), closing
     assert "suretynet console --network" in closing and "suretynet trace" in closing
+    # ... including each node's metrics endpoint.
+    manifest = json.loads((tmp_path / "demo" / "network.json").read_text())
+    for node in manifest["nodes"]:
+        assert f"http://{node['metrics_address']}/metrics" in closing, node["entity_id"]
     # Every line every node logged is JSON and carries a trace ID.
     for log_file in (tmp_path / "demo" / "logs").glob("*.log"):
         for line in log_file.read_text().splitlines():

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -19,6 +17,7 @@ from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 from nodes.common.status import decode_rpc_error
 from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec, restart_node
 from tests.e2e.purchase_support import buy
+from tests.support import suretynet
 
 TOPOLOGY = (
     *(
@@ -42,16 +41,6 @@ PUSH_BOUND_S = 60.0
 @pytest.fixture(scope="module")
 def network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
     return network_factory(TOPOLOGY)
-
-
-def suretynet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodes.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def edit(network: LocalNetwork, entity_id: str, pattern: str, replacement: str) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -21,6 +19,7 @@ from suretynet.retail.v1 import retail_pb2
 from nodes.common.status import RemoteError, decode_rpc_error
 from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec, restart_node
 from tests.e2e.purchase_support import buy
+from tests.support import suretynet
 
 # Keys live 8 s, so each node rotates about every 5 s (two thirds of the lifetime).
 KEY_VALIDITY_S = 8.0
@@ -42,16 +41,6 @@ TRAFFIC_BOUND_S = 120.0
 @pytest.fixture(scope="module")
 def network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
     return network_factory(TOPOLOGY)
-
-
-def suretynet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodes.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def keys_of(network: LocalNetwork, entity_id: str) -> list[approval_pb2.LicenseKeyInfo]:

@@ -79,3 +79,21 @@ def test_an_operator_can_start_a_mediated_purchase_with_grpcurl(network: LocalNe
     assert answer["transaction"]["state"] == "TRANSACTION_STATE_ESTIMATE_PENDING"
     assert answer["transaction"]["estimate"]["totalAmount"]["amountMinor"] == "3480"
     assert "market-2" not in json.dumps(answer)
+
+
+def test_a_mediation_moves_the_marketplaces_flow_metrics(network: LocalNetwork):
+    """market-1 counts a mediation it started and one it completed (settled), on its own
+    metrics endpoint."""
+    from tests.integration.test_metrics import scrape_sync, value
+
+    address = network.node("market-1").metrics_address
+    before = scrape_sync(address)
+    asyncio.run(mediation.mediated_claim_6(FlowContext(network, trace_id="metrics-mediation")))
+    after = scrape_sync(address)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("suretynet_flows_started_total", flow="mediation") == 1
+    completed = {"flow": "mediation", "outcome": "completed", "reason": ""}
+    assert moved("suretynet_flow_outcomes_total", **completed) == 1

@@ -16,6 +16,7 @@ from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
+from nodes.common import logs
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.local import LocalNetwork, restart_node, stop_node
 from tests.e2e.purchase_support import (
@@ -52,7 +53,7 @@ def test_a_purchase_leaves_four_records_that_agree(purchase_network: LocalNetwor
         assert order.amount.amount_minor == 2 * 1_200 + 2_500
         assert order.amount.currency_code == "USD"
         assert order.anonymous_user_id.startswith("4111")
-        assert order.trace_id == f"test-{variant}"
+        assert order.trace_id == logs.trace_id_for(f"test-{variant}")
         found = await records(network, order.order_number, shop, "agency-1")
         amounts = {
             "sales": found["sales"].billing_details.amount,
@@ -156,7 +157,10 @@ def test_a_flow_cut_by_an_outage_resumes_with_the_same_order(purchase_network: L
                     order = await shop.place_order(value, [("mug", 2)], request_id="resume-1")
                     break
                 except grpc.RpcError as error:
-                    if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    # Pending answers: UNAVAILABLE, or ABORTED while the shop's resumer holds
+                    # the order (REQUEST_IN_PROGRESS); the client retries both.
+                    pending_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
+                    if error.code() not in pending_codes or time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)
         assert order.status == retail_pb2.ORDER_STATUS_COMPLETED

@@ -27,6 +27,7 @@ EXECUTED_SECTIONS = (
     "## Checking and tracing the network",
     "## Auditing the institution's records",
     "## Who saw my data",
+    "## Metrics and traces",
 )
 # What each section's output must show: the example did what its text says.
 EXPECTED = {
@@ -48,6 +49,10 @@ EXPECTED = {
     "## Who saw my data": (
         '"DATA_DISCLOSURE_KIND_ANONYMOUS_ID_ISSUED"',
         '"DATA_DISCLOSURE_KIND_CREDIT_GUARANTEE"',
+    ),
+    "## Metrics and traces": (
+        'suretynet_flows_started_total{flow="purchase"}',
+        'suretynet_flow_outcomes_total{flow="cancellation",outcome="completed",reason=""}',
     ),
 }
 

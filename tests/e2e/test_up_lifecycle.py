@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from nodes.network.harness import (
     run_purchase,
     wait_for,
 )
+from tests.support import suretynet as run_suretynet
 
 RESTART_TIMEOUT_S = 120.0
 
@@ -54,13 +54,7 @@ def new_pid(data_dir: Path, entity_id: str, old_pid: int) -> int:
 
 
 def suretynet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodes.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=RESTART_TIMEOUT_S + 30,
-        check=False,
-    )
+    return run_suretynet(*args, timeout_s=RESTART_TIMEOUT_S + 30)
 
 
 @pytest.fixture(scope="module")

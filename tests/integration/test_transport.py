@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
 from nodes.approval import enrollment
-from nodes.common import pki, tls
+from nodes.common import logs, pki, tls
 from tests.support import Pki, grpcurl_binary, node_config, refusal, running
 
 
@@ -186,6 +186,7 @@ def test_unexpected_failures_are_internal_without_a_stack_trace(
 
     refused = asyncio.run(scenario())
     assert refused.code == grpc.StatusCode.INTERNAL
-    assert "trace-bug-1" in refused.message
+    # The legacy trace label is adopted as the trace it names (W3C trace ID format).
+    assert logs.trace_id_for("trace-bug-1") in refused.message
     assert "secret" not in refused.message
     assert "Traceback" not in refused.message

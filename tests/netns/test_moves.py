@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -23,18 +21,9 @@ from nodes.network.netns import NetnsLab
 from tests.e2e.purchase_support import buy
 from tests.netns.conftest import IDENTITY_CACHE_TTL_S, Probe
 from tests.netns.test_identity import ORDER, SHOP_TO_AGENCY, passed_identity, wait_for
+from tests.support import suretynet
 
 pytestmark = pytest.mark.netns
-
-
-def suretynet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nodes.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_a_moved_node_is_refused_until_the_institution_records_the_move(

@@ -1,0 +1,219 @@
+"""OpenTelemetry traces: each flow is one trace across every node it crosses.
+
+Every RPC a node serves is a SERVER span (nodes/common/interceptor.py) and every call it
+makes is a CLIENT span (nodes/common/channels.py, one per attempt). So one purchase is one
+tree: the member's call, the shop's PlaceOrder under it, the shop's calls to approval and
+the agency under that, and their calls on. Context travels as W3C ``traceparent`` in gRPC
+metadata, written and read by OpenTelemetry's W3C TraceContext propagator.
+
+The opentelemetry-instrumentation-grpc interceptors are not used: the node's one server
+interceptor and one channel layer already wrap every call, and recording the span, the
+metrics and the log lines' trace ID in that same place keeps the three in step.
+
+Spans are always made, because every log line carries its trace ID. They leave the process
+only where export is configured: ``otlp_endpoint`` in the node's config (or the standard
+``OTEL_EXPORTER_OTLP_ENDPOINT``) sends them over OTLP/gRPC in batches; ``trace_file``
+appends each finished span to a file as one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from nodes.common import logs
+
+TRACEPARENT_METADATA_KEY = "traceparent"
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+INSTRUMENTATION_NAME = "suretynet"
+# Codes that mean the server failed, not the caller (OpenTelemetry's gRPC conventions): only
+# these mark a SERVER span as an error. A refusal is the flow working as designed.
+SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+_propagator = TraceContextTextMapPropagator()
+
+
+class _Tracing:
+    """This process's tracer provider; replaced once by ``configure`` in a node process."""
+
+    def __init__(self) -> None:
+        self.provider = TracerProvider()
+        self.tracer = self.provider.get_tracer(INSTRUMENTATION_NAME)
+        self.files: list[IO[str]] = []
+
+
+_state = _Tracing()
+
+
+def _span_line(span: ReadableSpan) -> str:
+    return span.to_json(indent=None) + os.linesep
+
+
+def configure(
+    service_name: str, *, otlp_endpoint: str = "", trace_file: Path | None = None
+) -> None:
+    """Names this process's spans ``service_name`` and sets where they are exported.
+
+    OTLP is used when ``otlp_endpoint`` or OTEL_EXPORTER_OTLP_ENDPOINT is set (an
+    ``http://`` endpoint means a plaintext collector). One node per process exports: a
+    second call replaces the first's exporters.
+    """
+    shutdown()
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if otlp_endpoint or os.environ.get(OTLP_ENDPOINT_ENV):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=otlp_endpoint) if otlp_endpoint else OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    files: list[IO[str]] = []
+    if trace_file is not None:
+        trace_file.parent.mkdir(parents=True, exist_ok=True)
+        out = trace_file.open("a", buffering=1)
+        files.append(out)
+        # Written as each span ends, so a reader sees a finished flow without a flush.
+        provider.add_span_processor(
+            SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=_span_line))
+        )
+    _state.provider = provider
+    _state.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
+    _state.files = files
+
+
+def shutdown() -> None:
+    """Exports what is still queued and closes the exporters (a node calls it on stop)."""
+    _state.provider.shutdown()
+    for out in _state.files:
+        out.close()
+    _state.files = []
+    _state.provider = TracerProvider()
+    _state.tracer = _state.provider.get_tracer(INSTRUMENTATION_NAME)
+
+
+def _random_span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+def context_for_trace(trace_id: str) -> otel_context.Context:
+    """A context whose spans join the trace ``trace_id`` (a label is hashed to one).
+
+    Used for work no traced call started: a resumer finishing a stored flow, a node's own
+    enrolment, a caller that sent only the legacy trace label. The remote parent stands for
+    the span that began the trace elsewhere; it is not exported from here.
+    """
+    parent = SpanContext(
+        trace_id=int(logs.trace_id_for(trace_id), 16),
+        span_id=_random_span_id(),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+def traceparent_for(trace_id: str) -> str:
+    """A ``traceparent`` value that starts the callee in trace ``trace_id`` (or its label's)."""
+    return f"00-{logs.trace_id_for(trace_id)}-{_random_span_id():016x}-01"
+
+
+@functools.lru_cache(maxsize=1024)
+def _rpc_attributes(method: str) -> Mapping[str, Any]:
+    # Methods come from the node's own tables and stubs: a small, fixed set.
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def _incoming_parent(metadata: Mapping[str, str]) -> otel_context.Context | None:
+    if TRACEPARENT_METADATA_KEY in metadata:
+        extracted = _propagator.extract(carrier=metadata)
+        if trace.get_current_span(extracted).get_span_context().is_valid:
+            return extracted
+    label = metadata.get(logs.TRACE_METADATA_KEY)
+    if label:
+        return context_for_trace(label)
+    return None
+
+
+@contextlib.contextmanager
+def server_span(method: str, metadata: Mapping[str, str]) -> Iterator[trace.Span]:
+    """The SERVER span of one served RPC, current while it runs; it continues the caller's trace."""
+    with _state.tracer.start_as_current_span(
+        method.lstrip("/"),
+        context=_incoming_parent(metadata),
+        kind=SpanKind.SERVER,
+        attributes=_rpc_attributes(method),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def client_span(method: str) -> Iterator[trace.Span]:
+    """The CLIENT span of one outgoing call attempt.
+
+    Its parent is the current span; outside any span, the trace this task set in
+    ``logs.trace_id_var`` (a resumed flow continues its own trace); else a new trace.
+    """
+    parent: otel_context.Context | None = None
+    if not trace.get_current_span().get_span_context().is_valid:
+        label = logs.trace_id_var.get()
+        if label != "-":
+            parent = context_for_trace(label)
+    with _state.tracer.start_as_current_span(
+        method.lstrip("/"),
+        context=parent,
+        kind=SpanKind.CLIENT,
+        attributes=_rpc_attributes(method),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def outgoing_metadata() -> list[tuple[str, str]]:
+    """``traceparent`` for the current span, for a call made outside the channel layer."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return list(carrier.items())
+
+
+def finish_span(span: trace.Span, code: grpc.StatusCode, reason: str = "", *, server: bool) -> None:
+    """Records an RPC's status code and refusal reason on its span."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if reason:
+        span.set_attribute("suretynet.reason", reason)
+    if code != grpc.StatusCode.OK and (not server or code in SERVER_ERROR_CODES):
+        span.set_status(Status(StatusCode.ERROR, f"{code.name} {reason}".strip()))
+
+
+@contextlib.contextmanager
+def internal_span(name: str, **attributes: Any) -> Iterator[trace.Span]:
+    """An INTERNAL span around one step of local work, e.g. a resumer's pass."""
+    with _state.tracer.start_as_current_span(name, attributes=attributes) as current:
+        yield current

@@ -1,0 +1,120 @@
+"""Trace IDs: the W3C context a node continues, and the ID every log line carries."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+
+from nodes.common import logs, telemetry
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+def in_fresh_context(test):
+    """Runs ``test`` in its own contextvars context, so no trace leaks between tests."""
+    return contextvars.copy_context().run(test)
+
+
+def span_trace_id(span: trace.Span) -> str:
+    return trace.format_trace_id(span.get_span_context().trace_id)
+
+
+def parent_of(span: trace.Span) -> trace.SpanContext | None:
+    """The parent of an SDK span (the API's Span does not expose it)."""
+    assert isinstance(span, ReadableSpan)
+    return span.parent
+
+
+def test_a_trace_id_is_kept_and_a_label_is_hashed_stably():
+    assert logs.trace_id_for(CALLER_TRACE) == CALLER_TRACE
+    hashed = logs.trace_id_for("enrol-shop-1")
+    assert logs.is_trace_id(hashed) and hashed == logs.trace_id_for("enrol-shop-1")
+    assert hashed != logs.trace_id_for("enrol-shop-2")
+    assert not logs.is_trace_id("0" * 32)
+    assert logs.is_trace_id(logs.new_trace_id())
+
+
+def test_a_served_rpc_continues_the_callers_traceparent():
+    def check() -> None:
+        metadata = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+        with telemetry.server_span("/suretynet.retail.v1.ShopService/PlaceOrder", metadata) as span:
+            assert span_trace_id(span) == CALLER_TRACE
+            assert logs.current_trace_id() == CALLER_TRACE
+            parent = parent_of(span)
+            assert parent is not None and parent.span_id == int(CALLER_SPAN, 16)
+            with telemetry.client_span("/suretynet.approval.v1.DirectoryService/X") as child:
+                assert span_trace_id(child) == CALLER_TRACE
+                (key, value), *_ = telemetry.outgoing_metadata()
+                sent_span = trace.format_span_id(child.get_span_context().span_id)
+                assert (key, value) == ("traceparent", f"00-{CALLER_TRACE}-{sent_span}-01")
+
+    in_fresh_context(check)
+
+
+def test_a_legacy_trace_label_is_adopted_and_a_bare_call_starts_a_trace():
+    def check() -> None:
+        with telemetry.server_span("/m/Legacy", {logs.TRACE_METADATA_KEY: "trace-bug-1"}) as span:
+            assert span_trace_id(span) == logs.trace_id_for("trace-bug-1")
+        with telemetry.server_span("/m/Fresh", {}) as fresh:
+            assert fresh.get_span_context().is_valid and parent_of(fresh) is None
+        # A malformed traceparent is ignored, not trusted: a new trace begins.
+        with telemetry.server_span("/m/Bad", {"traceparent": "00-zz-yy-01"}) as bad:
+            assert parent_of(bad) is None
+
+    in_fresh_context(check)
+
+
+def test_work_outside_an_rpc_continues_the_trace_set_for_its_task():
+    """A resumer sets the stored trace ID; its calls and log lines carry it."""
+
+    def check() -> None:
+        assert logs.current_trace_id() == "-"
+        logs.trace_id_var.set(CALLER_TRACE)
+        assert logs.current_trace_id() == CALLER_TRACE
+        with telemetry.client_span("/m/Resume") as span:
+            assert span_trace_id(span) == CALLER_TRACE
+        logs.trace_id_var.set("resume-cancel-ON-1")
+        assert logs.current_trace_id() == logs.trace_id_for("resume-cancel-ON-1")
+
+    in_fresh_context(check)
+
+
+def test_every_log_line_carries_the_current_spans_trace_id(capsys: pytest.CaptureFixture[str]):
+    def check() -> None:
+        logs.configure("retail/shop-1")
+        try:
+            metadata = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+            with telemetry.server_span("/m/Logged", metadata):
+                logs.event(logging.getLogger("test"), "inside")
+        finally:
+            logging.getLogger().handlers.clear()
+
+    in_fresh_context(check)
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert (line["msg"], line["trace_id"]) == ("inside", CALLER_TRACE)
+
+
+def test_a_span_file_gets_one_json_span_per_line(tmp_path):
+    path = tmp_path / "spans" / "shop-1.jsonl"
+    telemetry.configure("retail/shop-1", trace_file=path)
+    try:
+
+        def check() -> None:
+            with telemetry.server_span("/suretynet.retail.v1.ShopService/PlaceOrder", {}):
+                pass
+
+        in_fresh_context(check)
+        (line,) = path.read_text().splitlines()
+    finally:
+        telemetry.shutdown()
+    span = json.loads(line)
+    assert span["name"] == "suretynet.retail.v1.ShopService/PlaceOrder"
+    assert span["kind"] == "SpanKind.SERVER"
+    assert span["resource"]["attributes"]["service.name"] == "retail/shop-1"
+    assert span["attributes"]["rpc.system"] == "grpc"
