@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc  # noqa: E402
 from suretynet.type.v1 import types_pb2  # noqa: E402
 
+from nodes.network.inprocess import Pki, node_config, running  # noqa: E402
 from storage.common.database import Store  # noqa: E402
-from tests.support import Pki, node_config, running  # noqa: E402
 
 TICK_S = 0.005
 

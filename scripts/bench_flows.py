@@ -34,7 +34,7 @@ from suretynet.type.v1 import types_pb2  # noqa: E402
 
 from nodes.common import tls  # noqa: E402
 from nodes.common.channels import LICENSE_KEY_METADATA_KEY  # noqa: E402
-from tests.support import Pki, node_config, running  # noqa: E402
+from nodes.network.inprocess import Pki, node_config, running  # noqa: E402
 
 Call = Callable[[int], Awaitable[object]]
 # In flight at once for the throughput figures.

@@ -168,7 +168,11 @@ def cancelling(repo: RetailRepository, now: datetime.datetime, limit: int) -> li
     table = repo.orders
     return list(
         table.select(
-            table.order_number, table.cancel_step, table.settlement_agency_id, table.trace_id
+            table.order_number,
+            table.cancel_step,
+            table.settlement_agency_id,
+            table.trace_id,
+            table.updated_at,
         )
         .where((table.status == "CANCELLING") & (table.next_attempt_at <= now))
         .order_by(table.next_attempt_at)
@@ -260,7 +264,8 @@ class CancellationFlow:
                 functools.partial(cancelling, self._repo, utc_now(), limit)
             )
             return [
-                resumer.DueFlow(row.order_number, _cancel_peer(row), row.trace_id)
+                # Its age is the time since the cancellation's last step.
+                resumer.DueFlow(row.order_number, _cancel_peer(row), row.trace_id, row.updated_at)
                 for row in rows
                 if row.order_number not in self._locks
             ]
