@@ -593,7 +593,7 @@ async def seeded_runs(harness: Harness, runs: int, seed: int) -> None:
             rng.choice(names),
             rng.choices(("kill", "pause", "latency", "none"), weights=(2, 3, 3, 1))[0],
         )
-        flows = [rng.choices(FLOWS, weights=(6, 2, 1))[0] for _ in range(rng.randint(1, 2))]
+        flows = [rng.choices(FLOWS, weights=(6, 2, 1))[0]]
         copies = rng.randint(2, 5)
 
         async def traffic(
@@ -610,7 +610,7 @@ async def seeded_runs(harness: Harness, runs: int, seed: int) -> None:
                 harness.kill(target)
             elif fault == "pause":
                 with harness.paused(target):
-                    await asyncio.sleep(rng.uniform(0.1, 1.2))
+                    await asyncio.sleep(rng.uniform(0.1, 0.6))
             elif fault == "latency":
                 for _ in range(rng.randint(2, 6)):
                     with harness.paused(target):

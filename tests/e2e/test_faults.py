@@ -18,7 +18,7 @@ import pytest
 from nodes.network.faults import CI_RUNS, render, run_faults
 
 # Drawn from the seed: a different sample of the recorded crash points per seed.
-CI_CRASH_SAMPLE = int(os.environ.get("FAULTS_CI_CRASH_SAMPLE", "40"))
+CI_CRASH_SAMPLE = int(os.environ.get("FAULTS_CI_CRASH_SAMPLE", "24"))
 CI_SEED = int(os.environ.get("FAULTS_CI_SEED", "20261128"))
 
 

@@ -17,6 +17,7 @@ from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.retail.v1 import retail_pb2
 
 from nodes.common.status import RemoteError, decode_rpc_error
+from nodes.network.flows.purchase import wait_for_cached_agency
 from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, NodeSpec, restart_node
 from tests.e2e.purchase_support import buy
 from tests.support import suretynet
@@ -40,7 +41,10 @@ TRAFFIC_BOUND_S = 120.0
 
 @pytest.fixture(scope="module")
 def network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
-    return network_factory(TOPOLOGY)
+    network = network_factory(TOPOLOGY)
+    # shop-2 routes by pushed guarantees: it can sell once agency-1's has reached it.
+    asyncio.run(wait_for_cached_agency(network, "shop-2", "agency-1"))
+    return network
 
 
 async def keys_of(network: LocalNetwork, entity_id: str) -> list[approval_pb2.LicenseKeyInfo]:
