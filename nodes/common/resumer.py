@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nodes.common import failpoints, logs, metrics
 from nodes.common.errors import DomainError, ErrorKind
@@ -46,6 +47,21 @@ def backoff_s(
 def retry_at(failures: int, now: datetime.datetime) -> datetime.datetime:
     """When a flow that has failed ``failures`` times in a row is tried again."""
     return now + datetime.timedelta(seconds=backoff_s(failures))
+
+
+def postpone(
+    row: Any, attempts_field: str, due_field: str, wait_s: float | None, now: datetime.datetime
+) -> None:
+    """Schedules a stored flow's next attempt (the ``postpone`` of a Resumer): ``wait_s``
+    None counts a failed attempt and backs off; a number waits that long without counting
+    one (its peer is backing off). Saves the row."""
+    if wait_s is None:
+        attempts = getattr(row, attempts_field) + 1
+        setattr(row, attempts_field, attempts)
+        setattr(row, due_field, retry_at(attempts, now))
+    else:
+        setattr(row, due_field, now + datetime.timedelta(seconds=wait_s))
+    row.save()
 
 
 class PeerBackoff:

@@ -335,14 +335,9 @@ def reroute(
 def postpone(repo: RetailRepository, order_number: str, wait_s: float | None) -> None:
     """When the resumer next drives the order: a failed attempt backs off (``wait_s`` None),
     a peer's backoff just waits."""
-    row = get_order(repo, order_number)
-    now = utc_now()
-    if wait_s is None:
-        row.attempts += 1
-        row.next_attempt_at = resumer.retry_at(row.attempts, now)
-    else:
-        row.next_attempt_at = now + datetime.timedelta(seconds=wait_s)
-    row.save()
+    resumer.postpone(
+        get_order(repo, order_number), "attempts", "next_attempt_at", wait_s, utc_now()
+    )
 
 
 def due(repo: RetailRepository, now: datetime.datetime, limit: int) -> list[ShopOrderRow]:

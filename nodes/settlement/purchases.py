@@ -18,7 +18,6 @@ then forget). A voided order number is refused with ORDER_VOIDED, forever.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -342,27 +341,12 @@ def postpone_delivery(
     ``wait_s`` None counts a failed attempt and backs off exponentially; a number waits that
     long without counting one.
     """
-    now = utc_now()
     if kind == "report":
         order = get_order(repo, order_number)
-        if wait_s is None:
-            order.report_attempts += 1
-        order.next_report_at = (
-            resumer.retry_at(order.report_attempts, now)
-            if wait_s is None
-            else now + datetime.timedelta(seconds=wait_s)
-        )
-        order.save()
-        return
-    void = repo.voids.get_by_id(order_number)
-    if wait_s is None:
-        void.forward_attempts += 1
-    void.next_forward_at = (
-        resumer.retry_at(void.forward_attempts, now)
-        if wait_s is None
-        else now + datetime.timedelta(seconds=wait_s)
-    )
-    void.save()
+        resumer.postpone(order, "report_attempts", "next_report_at", wait_s, utc_now())
+    else:
+        void = repo.voids.get_by_id(order_number)
+        resumer.postpone(void, "forward_attempts", "next_forward_at", wait_s, utc_now())
 
 
 def mark_reported(repo: SettlementRepository, order_number: str) -> None:
