@@ -141,8 +141,13 @@ def _network_add_node(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from nodes.network.local import run_up
+    from nodes.network.local import check_replicas, run_up
 
+    try:
+        check_replicas(args.replicas, args.database)
+    except ValueError as error:
+        print(f"suretynet up: {error}", file=sys.stderr)
+        return 2
     extra: dict[str, Any] = {}
     if args.otlp_endpoint:
         extra["otlp_endpoint"] = args.otlp_endpoint
@@ -155,6 +160,7 @@ def _up(args: argparse.Namespace) -> int:
             database=args.database,
             standby=args.standby,
             extra_config=extra,
+            replicas=args.replicas,
         )
     )
 
@@ -445,6 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --database postgresql: a synchronous streaming standby of the cluster "
         "(DATA_DIR/postgres-standby); nodes follow it when it is promoted",
+    )
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --database postgresql: N processes each of approval, verification and "
+        "every settlement agency over its one database, each on its own address; peers "
+        "spread their calls over them (default 1)",
     )
     up.add_argument(
         "--otlp-endpoint",

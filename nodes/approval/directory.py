@@ -69,6 +69,7 @@ class DirectoryServicer(approval_pb2_grpc.DirectoryServiceServicer):
         return {
             "display_name": row.display_name,
             "registered_address": row.address,
+            "replica_addresses": [part for part in row.replica_addresses.split(",") if part],
             "status": _status(row),
             "certificate_identity": entity_uri(row.role, row.entity_id),
             "registry_serial": row.registry_serial,

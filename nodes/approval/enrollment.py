@@ -28,6 +28,8 @@ LICENSE_KEY_PREFIX = "snlk"
 # last_seen_at is a heartbeat, not an audit log: one write a minute per key is plenty.
 LAST_SEEN_RESOLUTION = datetime.timedelta(seconds=60)
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+# A shop stores an agency's route (every replica's address, joined) in 128 characters.
+MAX_REPLICA_ADDRESSES_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Registration:
     currency_codes: list[str] = field(default_factory=list)
     private_details: dict[str, str] = field(default_factory=dict)
     program_version: str = ""
+    # Every replica's address when the node runs as several processes; empty for one.
+    replica_addresses: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class InformationChange:
     payment_methods: list[str] | None = None
     currency_codes: list[str] | None = None
     private_details: dict[str, str] | None = None
+    replica_addresses: list[str] | None = None
 
 
 def issue_serial(repo: ApprovalRepository, *, role: str, note: str = "") -> ProgramSerialRow:
@@ -100,6 +105,29 @@ def _check_address(violations: Violations, field_path: str, address: str) -> Non
         violations.add(field_path, "must end in a port between 1 and 65535")
 
 
+def registered_addresses(row: EntityRow) -> list[str]:
+    """Every address the entity serves and calls from: its replicas', or its one address."""
+    replicas = [part for part in row.replica_addresses.split(",") if part]
+    return replicas or [row.address]
+
+
+def _check_replicas(
+    violations: Violations, field_path: str, address: str | None, replicas: list[str]
+) -> None:
+    """A replica set lists distinct IP:port addresses, the registered address among them,
+    and fits what every shop stores as an agency's route."""
+    for index, replica in enumerate(replicas):
+        _check_address(violations, f"{field_path}[{index}]", replica)
+    if len(set(replicas)) != len(replicas):
+        violations.add(field_path, "must not list an address twice")
+    if replicas and address is not None and address not in replicas:
+        violations.add(field_path, "must include the registered address")
+    if len(",".join(replicas)) > MAX_REPLICA_ADDRESSES_LENGTH:
+        violations.add(
+            field_path, f"must take at most {MAX_REPLICA_ADDRESSES_LENGTH} characters joined"
+        )
+
+
 def _validate_registration(request: Registration) -> None:
     violations = Violations()
     violations.require("program_serial", request.program_serial)
@@ -111,6 +139,7 @@ def _validate_registration(request: Registration) -> None:
         _check_address(violations, "address", request.address)
     else:
         violations.add("address", "is required")
+    _check_replicas(violations, "replica_addresses", request.address, request.replica_addresses)
     if request.role == "settlement":
         if not ROUTING_PREFIX_PATTERN.match(request.routing_prefix):
             violations.add("routing_prefix", "must be 4 to 8 digits for a settlement agency")
@@ -162,12 +191,14 @@ def register_entity(
             "CERTIFICATE_ENTITY_MISMATCH",
             f"certificate names {caller.uri}, request registers {request.role}/{request.entity_id}",
         )
-    if caller_ip is not None and host_ip(request.address) != caller_ip:
+    addresses = request.replica_addresses or [request.address]
+    if caller_ip is not None and caller_ip not in [host_ip(address) for address in addresses]:
+        registered = ",".join(addresses)
         raise DomainError(
             ErrorKind.PERMISSION_DENIED,
             "ADDRESS_MISMATCH",
-            f"address {request.address} is not the address the call came from ({caller_ip})",
-            metadata={"registered": request.address, "observed": str(caller_ip)},
+            f"address {registered} is not the address the call came from ({caller_ip})",
+            metadata={"registered": registered, "observed": str(caller_ip)},
         )
     serial = repo.serial(request.program_serial)
     if serial is None:
@@ -208,6 +239,7 @@ def register_entity(
         "role": request.role,
         "display_name": request.display_name,
         "address": request.address,
+        "replica_addresses": ",".join(request.replica_addresses),
         "routing_prefix": request.routing_prefix or None,
         "discovery_variant": request.discovery_variant,
         "payment_methods_json": json.dumps(request.payment_methods),
@@ -379,6 +411,19 @@ def change_information(
         violations.add("change.display_name", "must not be empty")
     if change.address is not None:
         _check_address(violations, "change.address", change.address)
+    if change.replica_addresses is not None:
+        _check_replicas(
+            violations,
+            "change.replica_addresses",
+            change.address if change.address is not None else entity.address,
+            change.replica_addresses,
+        )
+    elif (
+        change.address is not None
+        and entity.replica_addresses
+        and change.address not in entity.replica_addresses.split(",")
+    ):
+        violations.add("change.address", "must be one of the replica addresses, or change them too")
     if change.routing_prefix is not None:
         if role != "settlement":
             violations.add("change.routing_prefix", "only settlement agencies have one")
@@ -405,6 +450,8 @@ def change_information(
         entity.currency_codes_json = json.dumps(change.currency_codes)
     if change.private_details is not None:
         entity.private_details_json = json.dumps(change.private_details, sort_keys=True)
+    if change.replica_addresses is not None:
+        entity.replica_addresses = ",".join(change.replica_addresses)
     entity.registry_serial = repo.next_registry_serial()
     entity.updated_at = utc_now()
     entity.save()

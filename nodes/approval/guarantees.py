@@ -52,6 +52,7 @@ def settlement_agency_guarantee(
         display_name=row.display_name,
         routing_prefix=row.routing_prefix or "",
         address=row.address,
+        replica_addresses=[part for part in row.replica_addresses.split(",") if part],
         status=_status(row),
         registry_serial=row.registry_serial,
         issued_at=timestamp(utc_now()),

@@ -9,7 +9,7 @@ from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 
 from nodes.approval.audit import AuditedApprovalAdminServicer
 from nodes.approval.directory import DirectoryServicer
-from nodes.approval.enrollment import LicensePolicy
+from nodes.approval.enrollment import LicensePolicy, registered_addresses
 from nodes.approval.guarantee_push import GuaranteePusher
 from nodes.approval.servicer import (
     POLICIES,
@@ -76,7 +76,8 @@ def build(runtime: NodeRuntime) -> RoleParts:
         row = await store.run(lambda: repo.entity(identity.entity_id))
         if row is None or row.role != identity.role:
             raise unregistered(identity)
-        return str(row.address), float(max_cache_age_s)
+        # With replicas, a call from any replica's host is the entity's own.
+        return ",".join(registered_addresses(row)), float(max_cache_age_s)
 
     # Claim 10: guarantees are pushed to push-variant shops as the registry changes.
     pusher = GuaranteePusher(

@@ -101,12 +101,20 @@ def role_label(value: int) -> str:
     return enum_label(Role, "ROLE_", value)
 
 
+def _replicas(change: Any) -> list[str] | None:
+    """A change's new replica set, or None when it leaves the set as it is."""
+    if not change.HasField("replica_addresses"):
+        return None
+    return list(change.replica_addresses.addresses)
+
+
 def entity_to_proto(row: EntityRow) -> approval_pb2.RegisteredEntity:
     entity = approval_pb2.RegisteredEntity(
         entity_id=row.entity_id,
         role=enum_value(Role, "ROLE_", row.role),
         display_name=row.display_name,
         address=row.address,
+        replica_addresses=[part for part in row.replica_addresses.split(",") if part],
         status=enum_value(EntityStatus, "ENTITY_STATUS_", row.status),
         routing_prefix=row.routing_prefix or "",
         discovery_variant=enum_value(DiscoveryVariant, "DISCOVERY_VARIANT_", row.discovery_variant),
@@ -208,6 +216,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             currency_codes=list(request.accepted_currency_codes),
             private_details=_private_details(request.private_details),
             program_version=request.program_version,
+            replica_addresses=list(request.replica_addresses),
         )
 
         def effect() -> approval_pb2.RegisterEntityResponse:
@@ -295,6 +304,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             InformationChange(
                 display_name=change.display_name if change.HasField("display_name") else None,
                 address=change.address if change.HasField("address") else None,
+                replica_addresses=_replicas(change),
                 discovery_variant=enum_label(
                     DiscoveryVariant, "DISCOVERY_VARIANT_", change.discovery_variant
                 )
@@ -342,6 +352,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             InformationChange(
                 display_name=change.display_name if change.HasField("display_name") else None,
                 address=change.address if change.HasField("address") else None,
+                replica_addresses=_replicas(change),
                 routing_prefix=change.routing_prefix if change.HasField("routing_prefix") else None,
             ),
             approval_pb2.ChangeSettlementAgencyInformationResponse,
@@ -359,6 +370,7 @@ class EnrollmentServicer(approval_pb2_grpc.EnrollmentServiceServicer):
             InformationChange(
                 display_name=change.display_name if change.HasField("display_name") else None,
                 address=change.address if change.HasField("address") else None,
+                replica_addresses=_replicas(change),
             ),
             approval_pb2.ChangeMarketplaceInformationResponse,
         )

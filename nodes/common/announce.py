@@ -63,6 +63,8 @@ def differences(
         for name in ("display_name", "address")
         if getattr(desired, name) != getattr(entity, name)
     ]
+    if list(desired.replica_addresses) != list(entity.replica_addresses):
+        found.append("replica_addresses")
     if role == "settlement" and desired.routing_prefix != entity.routing_prefix:
         found.append("routing_prefix")
     if role == "retail":
@@ -113,6 +115,8 @@ def change_request(
         change.display_name = desired.display_name
     if "address" in fields:
         change.address = desired.address
+    if "replica_addresses" in fields:
+        change.replica_addresses.addresses.extend(desired.replica_addresses)
     request.change.CopyFrom(change)
     digest = hashlib.sha256(
         f"{entity_id}/{registry_serial}/".encode() + change.SerializeToString(deterministic=True)

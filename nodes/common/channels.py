@@ -6,12 +6,18 @@ sends its W3C ``traceparent``, and times the attempt by method and status code.
 Every call gets a deadline: the configured per-call timeout, shortened to what is left of
 the incoming call's deadline, so a chain of calls never outlives its first caller. Only
 calls the caller marks idempotent are retried, and only on UNAVAILABLE.
+
+An address naming several replicas of one entity (``ip:port,ip:port``) gets one channel
+that spreads calls over them with gRPC's ``round_robin`` policy and client-side health
+checking (grpc.health.v1): a replica that is down or reports NOT_SERVING gets no calls
+until it is back, and a call that failed on it is retried on another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +29,7 @@ from nodes.common import logs, metrics, telemetry, tls
 from nodes.common.calls import current_call
 from nodes.common.config import NodeConfig
 from nodes.common.errors import DomainError, ErrorKind
-from nodes.common.identity import entity_uri
+from nodes.common.identity import entity_uri, host_ip, replica_addresses
 from nodes.common.interceptor import DEV_IDENTITY_METADATA_KEY
 from nodes.common.status import decode_rpc_error, remote_to_domain
 
@@ -36,6 +42,11 @@ RECONNECT_BACKOFF_MS = 100
 MAX_RECONNECT_BACKOFF_MS = 1_000
 # How long one retry waits for a reconnecting channel: a little over one reconnect backoff.
 RETRY_READY_WAIT_S = 1.5
+# Several replicas of one entity: calls go to each READY replica in turn, and only to
+# replicas whose health service (the whole server, "") reports SERVING.
+REPLICA_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
 # Below this, a call cannot do useful work: refuse rather than send a doomed request.
 MIN_USEFUL_DEADLINE_S = 0.01
 
@@ -58,6 +69,19 @@ def _certificate_failure(remote: Any) -> bool:
         and not remote.reason
         and any(marker in message for marker in _CERTIFICATE_FAILURES)
     )
+
+
+def replicas_target(replicas: list[str]) -> str:
+    """A static gRPC target listing every replica (``ipv4:a:1,b:2`` or ``ipv6:[a]:1,...``).
+
+    gRPC's static address lists take IP literals only, so replicas are named by IP.
+    """
+    ips = [host_ip(replica) for replica in replicas]
+    if all(ip.version == 4 for ip in ips):
+        return "ipv4:" + ",".join(replicas)
+    if all(ip.version == 6 for ip in ips):
+        return "ipv6:" + ",".join(replicas)
+    raise ValueError(f"replica addresses mix IPv4 and IPv6: {','.join(replicas)}")
 
 
 class CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
@@ -150,18 +174,34 @@ class Channels:
                 ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
                 ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ]
+            target, replica_options = self._target(address)
+            options += replica_options
             # grpc-stubs types aio interceptors only partially.
             interceptors: list[Any] = [CallObserver()]
             if self._credentials is None:
                 channel = grpc.aio.insecure_channel(
-                    address, options=options, interceptors=interceptors
+                    target, options=options, interceptors=interceptors
                 )
             else:
                 channel = grpc.aio.secure_channel(
-                    address, self._credentials, options=options, interceptors=interceptors
+                    target, self._credentials, options=options, interceptors=interceptors
                 )
             self._channels[address] = channel
         return channel
+
+    @staticmethod
+    def _target(address: str) -> tuple[str, list[tuple[str, Any]]]:
+        """The gRPC target for ``address`` and the options it needs beyond the common ones."""
+        replicas = replica_addresses(address)
+        if len(replicas) <= 1:
+            return address, []
+        return replicas_target(replicas), [
+            ("grpc.service_config", REPLICA_SERVICE_CONFIG),
+            # Every replica of an entity presents the entity's one certificate, whose IP
+            # SANs name every replica; the name checked is the first replica's IP.
+            ("grpc.ssl_target_name_override", str(host_ip(replicas[0]))),
+            ("grpc.default_authority", replicas[0]),
+        ]
 
     def timeout_s(self) -> float:
         """This call's deadline: the per-call bound, cut to the incoming call's remainder."""

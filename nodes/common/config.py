@@ -84,6 +84,9 @@ class NodeConfig:
     tls: TlsConfig | None = None
     approval_address: str = ""
     verification_address: str = ""
+    # Every replica's address when this entity runs as several processes over one
+    # database (this process's own among them); the first is the one it registers.
+    replica_addresses: tuple[str, ...] = ()
     program_serial: str = ""
     ready_file: Path | None = None
     log_level: str = "INFO"
@@ -236,6 +239,22 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeCon
     return config
 
 
+def _validate_replicas(name: str, address: str) -> None:
+    """One HOST:PORT, or several replicas as IP:PORT,IP:PORT (gRPC lists IPs only)."""
+    parts = [part.strip() for part in address.split(",")] if address else []
+    for part in parts:
+        if not _HOST_PORT.match(part):
+            raise ConfigError(f"config.{name}: {part!r} is not HOST:PORT (e.g. 10.0.0.14:7443)")
+    if len(parts) > 1:
+        for part in parts:
+            try:
+                ipaddress.ip_address(part.rsplit(":", 1)[0].strip("[]"))
+            except ValueError:
+                raise ConfigError(
+                    f"config.{name}: {part!r}: replicas are listed by IP, not by host name"
+                ) from None
+
+
 def _validate(config: NodeConfig) -> None:
     if config.role not in NODE_ROLES:
         raise ConfigError(f"config.role: must be one of {', '.join(sorted(NODE_ROLES))}")
@@ -251,6 +270,15 @@ def _validate(config: NodeConfig) -> None:
         address = getattr(config, name)
         if address and not _HOST_PORT.match(address):
             raise ConfigError(f"config.{name}: {address!r} is not HOST:PORT (e.g. 10.0.0.14:7443)")
+    for name in ("approval_address", "verification_address"):
+        _validate_replicas(name, getattr(config, name))
+    if config.replica_addresses:
+        _validate_replicas("replica_addresses", ",".join(config.replica_addresses))
+        own = config.advertised_address or config.listen_address
+        if not own.endswith(":0") and own not in config.replica_addresses:
+            raise ConfigError(
+                f"config.replica_addresses: must list this process's own address {own!r}"
+            )
     if not config.insecure_dev and config.tls is None:
         raise ConfigError(
             "config.tls: is required (ca, cert, key); plaintext needs insecure_dev = true"

@@ -26,7 +26,7 @@ from typing import Any
 from nodes.common import logs, metrics
 from nodes.common.calls import CallInfo
 from nodes.common.errors import DomainError, ErrorKind
-from nodes.common.identity import EntityIdentity, host_ip
+from nodes.common.identity import EntityIdentity, host_ip, replica_addresses
 from nodes.common.interceptor import RpcPolicy
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,10 @@ def remote_lookup(channels: Any, approval_address: str) -> AddressLookup:
             if error.reason == "ENTITY_NOT_FOUND":
                 raise unregistered(identity) from None
             raise
-        return response.information.registered_address, float(response.max_cache_age_s)
+        information = response.information
+        # An entity run as several replicas calls from any of their hosts.
+        addresses = list(information.replica_addresses) or [information.registered_address]
+        return ",".join(addresses), float(response.max_cache_age_s)
 
     return lookup
 
@@ -193,8 +196,11 @@ class AddressCorrelation:
                     metadata={"caller": caller.uri},
                 )
             registered = configured
-        expected = host_ip(registered)
-        if expected != observed:
+        # An entity run as several replicas is registered (or configured) with each
+        # replica's address: a call from any of them is its own.
+        accepted = [host_ip(address) for address in replica_addresses(registered)]
+        if observed not in accepted:
+            expected = ",".join(str(ip) for ip in accepted)
             logs.event(
                 log,
                 "refused: address mismatch",

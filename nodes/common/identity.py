@@ -103,6 +103,12 @@ def parse_peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return address
 
 
+def replica_addresses(address: str) -> list[str]:
+    """The addresses of a role's replicas in a configured address: ``host:port`` for one
+    process, or ``ip:port,ip:port`` for several processes serving the same entity."""
+    return [part.strip() for part in address.split(",") if part.strip()]
+
+
 def host_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Extracts the IP of a ``host:port`` or ``[v6]:port`` address, folding IPv4-mapped forms."""
     host = address.rsplit(":", 1)[0].strip("[]")

@@ -59,6 +59,12 @@ class NodeRuntime:
     member_address: str = ""
     metrics_address: str = ""
 
+    @property
+    def registered_address(self) -> str:
+        """The entity's address in approval's registry: with replicas, the first one's."""
+        replicas = self.config.replica_addresses
+        return replicas[0] if replicas else self.address
+
 
 @dataclass
 class RoleParts:

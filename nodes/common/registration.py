@@ -23,7 +23,8 @@ def registration_request(runtime: NodeRuntime, **extra: Any) -> approval_pb2.Reg
         role=enum_value(types_pb2.Role, "ROLE_", config.role),
         entity_id=config.entity_id,
         display_name=config.display_name,
-        address=runtime.address,
+        address=runtime.registered_address,
+        replica_addresses=list(config.replica_addresses),
         program_version=PROGRAM_VERSION,
         **extra,
     )

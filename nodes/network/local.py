@@ -63,6 +63,10 @@ LAB_METRICS_PORT = 9464
 LOWEST_CHOSEN_PORT = 10_000
 MAX_PORT_PROBES = 200
 DATABASES = ("sqlite", "postgresql")
+# The roles that run as several processes over one PostgreSQL database with ``replicas``:
+# their flows keep no state in one process's memory (docs/DEPLOYMENT.md, "Replicas").
+REPLICATED_ROLES = ("approval", "verification", "settlement")
+MAX_REPLICAS = 8
 
 
 class NodeStartError(RuntimeError):
@@ -209,6 +213,14 @@ class RunningNode:
     # The operator certificate of the node's organization (suretynet://admin/<organization>).
     operator_cert: Path | None = None
     operator_key: Path | None = None
+    # Which process of the entity this is (1 for the only one; 2.. for further replicas).
+    replica: int = 1
+
+    @property
+    def log_name(self) -> str:
+        """The name of its log file under logs/: the entity's, plus the replica's number."""
+        entity = self.spec.entity_id
+        return entity if self.replica == 1 else f"{entity}-replica-{self.replica}"
 
 
 def organization(spec: NodeSpec) -> str:
@@ -250,6 +262,17 @@ class LocalNetwork:
     database_prefix: str = ""
     # A synchronous standby of ``postgres``: node URLs name both, the writable one wins.
     postgres_standby: PostgresCluster | None = None
+    # Processes per entity of the REPLICATED_ROLES (PostgreSQL only when above 1).
+    replicas: int = 1
+    # entity -> every replica's node address (the first is the entity's registered one).
+    replica_addresses: dict[str, list[str]] = field(default_factory=dict)
+
+    def replicas_of(self, spec: NodeSpec) -> int:
+        return self.replicas if spec.role in REPLICATED_ROLES else 1
+
+    def address_of(self, entity_id: str) -> str:
+        """The address other nodes are configured with: every replica's, comma-separated."""
+        return ",".join(self.replica_addresses[entity_id])
 
     def database_url(self, spec: NodeSpec) -> str:
         """The node's database: its SQLite file, or its own database and role in the cluster."""
@@ -318,13 +341,16 @@ class LocalNetwork:
                     "key": str(node.key),
                     "database": self.database_location(node),
                     "config": str(node.directory / "node.toml"),
-                    "log": str(self.data_dir / "logs" / f"{node.spec.entity_id}.log"),
+                    "log": str(self.data_dir / "logs" / f"{node.log_name}.log"),
                     "pid": node.pid or node.process.pid,
                     "operator": {"cert": str(node.operator_cert), "key": str(node.operator_key)},
+                    "replica": node.replica,
                 }
                 for node in self.nodes
             ],
         }
+        if self.replicas > 1:
+            manifest["replicas"] = self.replicas
         if self.supervisor_pid:
             manifest["supervisor"] = {"pid": self.supervisor_pid}
         return manifest
@@ -413,9 +439,16 @@ def _fixed_address(network: LocalNetwork, entity_id: str, lab_port: int) -> str:
     return f"{ip}:{lab_port if network.lab is not None else choose_port(ip)}"
 
 
-def installed_config(data_dir: Path, entity_id: str) -> dict[str, Any] | None:
+def replica_directory(data_dir: Path, entity_id: str, replica: int = 1) -> Path:
+    """Where a replica keeps its node.toml and ready file: the entity's directory for the
+    first, ``<entity>/replica-<n>/`` for the others (they share the entity's secrets key)."""
+    directory = data_dir / entity_id
+    return directory if replica == 1 else directory / f"replica-{replica}"
+
+
+def installed_config(data_dir: Path, entity_id: str, replica: int = 1) -> dict[str, Any] | None:
     """The node.toml an earlier start of this directory wrote for ``entity_id``, if any."""
-    path = data_dir / entity_id / "node.toml"
+    path = replica_directory(data_dir, entity_id, replica) / "node.toml"
     if not path.exists():
         return None
     try:
@@ -424,17 +457,22 @@ def installed_config(data_dir: Path, entity_id: str) -> dict[str, Any] | None:
         raise ValueError(f"{path}: {error}") from error
 
 
-def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]) -> RunningNode:
-    """Starts a node, writing its config first if this directory has none for it yet.
+def _start_process(
+    network: LocalNetwork, spec: NodeSpec, config: dict[str, Any], replica: int = 1
+) -> RunningNode:
+    """Starts a node (one replica of it), writing its config first if this directory has
+    none for it yet.
 
     An existing node.toml is used as it is: it holds the node's fixed addresses, and the
     operator may have edited it (a new display name, say) since.
     """
-    directory = network.data_dir / spec.entity_id
+    directory = replica_directory(network.data_dir, spec.entity_id, replica)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
-    installed = installed_config(network.data_dir, spec.entity_id)
-    if installed is None:
+    installed = installed_config(network.data_dir, spec.entity_id, replica)
+    if installed is None and replica > 1:
+        installed = _install_replica(network, spec, replica, directory)
+    elif installed is None:
         installed = _install(network, spec, config, directory)
     tls_files = installed.get("tls", {})
     cert, key = Path(tls_files.get("cert", "")), Path(tls_files.get("key", ""))
@@ -443,15 +481,45 @@ def _start_process(network: LocalNetwork, spec: NodeSpec, config: dict[str, Any]
     )
     node = RunningNode(
         spec,
-        _launch(network, spec, directory),
+        _launch(network, spec, directory, _log_name(spec, replica)),
         directory,
         cert,
         key,
         operator_cert=operator_cert,
         operator_key=operator_key,
+        replica=replica,
     )
     network.nodes.append(node)
     return node
+
+
+def _log_name(spec: NodeSpec, replica: int) -> str:
+    return spec.entity_id if replica == 1 else f"{spec.entity_id}-replica-{replica}"
+
+
+def _install_replica(
+    network: LocalNetwork, spec: NodeSpec, replica: int, directory: Path
+) -> dict[str, Any]:
+    """A further replica's config: the first replica's, with its own addresses and files.
+
+    It shares the entity's certificate, database, secrets key and program serial, so it
+    runs as the same registered entity (the license key is in the shared database).
+    """
+    first = installed_config(network.data_dir, spec.entity_id)
+    assert first is not None, "the first replica is installed before the others"
+    values = {key: value for key, value in first.items() if not isinstance(value, dict)}
+    tables = {key: value for key, value in first.items() if isinstance(value, dict)}
+    values["listen_address"] = network.replica_addresses[spec.entity_id][replica - 1]
+    values["ready_file"] = str(directory / "ready.json")
+    values["metrics_address"] = _fixed_address(network, spec.entity_id, LAB_METRICS_PORT)
+    if values.get("member_listen_address"):
+        values["member_listen_address"] = _fixed_address(network, spec.entity_id, LAB_MEMBER_PORT)
+    if values.get("trace_file"):
+        values["trace_file"] = str(
+            network.data_dir / "traces" / f"{_log_name(spec, replica)}.jsonl"
+        )
+    write_node_config(directory / "node.toml", values, tables)
+    return tomllib.loads((directory / "node.toml").read_text())
 
 
 def _install(
@@ -486,6 +554,10 @@ def _install(
         "metrics_address": _fixed_address(network, spec.entity_id, LAB_METRICS_PORT),
         **config,
     }
+    replicas = network.replica_addresses.get(spec.entity_id, [])
+    if len(replicas) > 1:
+        values["listen_address"] = replicas[0]
+        values["replica_addresses"] = replicas
     # trace_files = true in the network's extra config: every node writes its own file.
     if values.pop("trace_files", False):
         values["trace_file"] = str(network.data_dir / "traces" / f"{spec.entity_id}.jsonl")
@@ -504,11 +576,14 @@ def _install(
     return tomllib.loads((directory / "node.toml").read_text())
 
 
-def _launch(network: LocalNetwork, spec: NodeSpec, directory: Path) -> subprocess.Popen[bytes]:
-    """Starts ``suretynet node run`` on the node's config, logging to logs/<entity>.log."""
+def _launch(
+    network: LocalNetwork, spec: NodeSpec, directory: Path, log_name: str = ""
+) -> subprocess.Popen[bytes]:
+    """Starts ``suretynet node run`` on the node's config, logging to logs/<log_name>.log
+    (the entity's name unless given)."""
     (directory / "ready.json").unlink(missing_ok=True)
     (network.data_dir / "logs").mkdir(mode=0o700, exist_ok=True)
-    log_file = (network.data_dir / "logs" / f"{spec.entity_id}.log").open("ab")
+    log_file = (network.data_dir / "logs" / f"{log_name or spec.entity_id}.log").open("ab")
     argv = [
         sys.executable,
         "-m",
@@ -546,7 +621,7 @@ async def restart_node(network: LocalNetwork, entity_id: str) -> RunningNode:
     """Stops a node and starts it again: same config, so same ports, database and key."""
     node = network.node(entity_id)
     stop_node(node)
-    node.process = _launch(network, node.spec, node.directory)
+    node.process = _launch(network, node.spec, node.directory, node.log_name)
     await wait_ready(network, node)
     network.write_manifest()
     return node
@@ -554,11 +629,13 @@ async def restart_node(network: LocalNetwork, entity_id: str) -> RunningNode:
 
 def relaunch(network: LocalNetwork, node: RunningNode) -> None:
     """Starts a node whose process has ended again, from its own config."""
-    node.process = _launch(network, node.spec, node.directory)
+    node.process = _launch(network, node.spec, node.directory, node.log_name)
 
 
 def _verification_address(network: LocalNetwork) -> str:
     """Verification's address, fixed before approval starts (each needs the other's)."""
+    if "verification" in network.replica_addresses:
+        return network.address_of("verification")
     installed = installed_config(network.data_dir, "verification")
     if installed is not None and installed.get("listen_address"):
         return str(installed["listen_address"])
@@ -571,7 +648,7 @@ async def wait_ready(network: LocalNetwork, node: RunningNode) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready.exists():
         if node.process.poll() is not None:
-            log = network.data_dir / "logs" / f"{node.spec.entity_id}.log"
+            log = network.data_dir / "logs" / f"{node.log_name}.log"
             tail = log.read_text().splitlines()[-15:] if log.exists() else []
             raise NodeStartError(
                 f"{node.spec.entity_id} exited with {node.process.returncode}:\n" + "\n".join(tail)
@@ -624,6 +701,7 @@ async def start_network(
     database_prefix: str = "",
     standby: bool = False,
     postgres_standby: PostgresCluster | None = None,
+    replicas: int = 1,
 ) -> LocalNetwork:
     """Creates the PKI, starts approval, enrols and starts every other node, in order.
 
@@ -634,9 +712,13 @@ async def start_network(
     cluster started in ``data_dir/postgres`` and stopped with the network. ``standby`` adds
     a synchronous streaming standby in ``data_dir/postgres-standby`` (or use the caller's
     ``postgres_standby`` of ``postgres``); every node's URL names both servers.
+    ``replicas`` runs each node of the REPLICATED_ROLES as that many processes over its one
+    database, each on its own fixed address (PostgreSQL only); peers spread their calls over
+    them (nodes/common/channels.py).
     """
     if database not in DATABASES:
         raise ValueError(f"database {database!r}: choose one of {', '.join(DATABASES)}")
+    check_replicas(replicas, database)
     if database == "postgresql" and lab is not None:
         raise ValueError("--database postgresql does not run with --netns yet")
     if (standby or postgres_standby is not None) and database != "postgresql":
@@ -661,6 +743,7 @@ async def start_network(
         postgres=postgres,
         database_prefix=database_prefix,
         postgres_standby=postgres_standby,
+        replicas=replicas,
     )
     extra = extra_config or {}
     if lab is not None:
@@ -676,6 +759,7 @@ async def start_network(
                 network.postgres_standby = PostgresCluster.start_standby(
                     data_dir / "postgres-standby", network.postgres
                 )
+        _plan_replicas(network, topology)
         # Approval checks shops against verification (step 10) and verification talks to
         # approval, so verification's address is fixed before either starts.
         if any(spec.role == "verification" for spec in topology):
@@ -683,17 +767,30 @@ async def start_network(
         approval_spec = next(spec for spec in topology if spec.role == "approval")
         approval = _start_process(network, approval_spec, extra)
         await wait_ready(network, approval)
+        approval_address = (
+            network.address_of(approval_spec.entity_id)
+            if approval_spec.entity_id in network.replica_addresses
+            else approval.address
+        )
         started = []
         for spec in topology:
             if spec.role == "approval":
                 continue
-            config: dict[str, Any] = {"approval_address": approval.address, **extra}
-            if spec.role == "verification":
+            config: dict[str, Any] = {"approval_address": approval_address, **extra}
+            if spec.role == "verification" and spec.entity_id not in network.replica_addresses:
                 config["listen_address"] = config["verification_address"]
             if spec.role in ("retail", "settlement", "marketplace"):
                 config["program_serial"] = await _serial_for(network, approval.address, spec)
             started.append(_start_process(network, spec, config))
         await asyncio.gather(*(wait_ready(network, node) for node in started))
+        # Further replicas start once the first has migrated the schema and enrolled (its
+        # license key is then in the database they share).
+        further = [
+            _start_process(network, spec, {}, replica)
+            for spec in topology
+            for replica in range(2, network.replicas_of(spec) + 1)
+        ]
+        await asyncio.gather(*(wait_ready(network, node) for node in further))
         network.extra_config = extra
         if seed_demo_data:
             from nodes.network.demo_data import seed
@@ -704,6 +801,46 @@ async def start_network(
         raise
     network.write_manifest()
     return network
+
+
+def check_replicas(replicas: int, database: str) -> None:
+    """Refuses a replica count ``up`` cannot run; raises ValueError saying why."""
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"--replicas {replicas}: choose 1 to {MAX_REPLICAS}")
+    if replicas > 1 and database != "postgresql":
+        raise ValueError(
+            f"--replicas {replicas} needs --database postgresql: replicas are several "
+            "processes writing one database, and one SQLite file is not built for several "
+            "writing processes (docs/DEPLOYMENT.md, 'Replicas')"
+        )
+
+
+def _plan_replicas(network: LocalNetwork, topology: Sequence[NodeSpec]) -> None:
+    """Fixes every replica's node address before any node starts: each peer's config
+    names all of them. A resumed directory keeps the addresses its configs hold."""
+    for spec in topology:
+        count = network.replicas_of(spec)
+        if count <= 1:
+            continue
+        addresses = []
+        for replica in range(1, count + 1):
+            installed = installed_config(network.data_dir, spec.entity_id, replica) or {}
+            address = str(installed.get("listen_address", ""))
+            if not address or address.endswith(":0"):
+                address = _fixed_address(network, spec.entity_id, LAB_NODE_PORT)
+            addresses.append(address)
+        network.replica_addresses[spec.entity_id] = addresses
+
+
+def resumed_replicas(data_dir: Path) -> int | None:
+    """The replica count an earlier start of ``data_dir`` ran with, or None."""
+    path = data_dir / "network.json"
+    if not path.exists():
+        return None
+    try:
+        return int(json.loads(path.read_text()).get("replicas", 1))
+    except (TypeError, ValueError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a network.json written by 'up': {error}") from error
 
 
 def resumed_topology(data_dir: Path) -> tuple[NodeSpec, ...] | None:
@@ -719,6 +856,8 @@ def resumed_topology(data_dir: Path) -> tuple[NodeSpec, ...] | None:
         listed = json.loads(path.read_text())["nodes"]
         specs = []
         for entry in listed:
+            if int(entry.get("replica", 1)) != 1:
+                continue  # a further replica of an entity listed already
             installed = installed_config(data_dir, entry["entity_id"]) or {}
             specs.append(
                 NodeSpec(
@@ -800,10 +939,10 @@ def describe(network: LocalNetwork, *, examples: bool = True) -> str:
     lines = [f"SuretyNet local network in {network.data_dir}", ""]
     for node in network.nodes:
         member = f"  members: {node.member_address}" if node.member_address else ""
-        lines.append(f"  {node.spec.role:<12} {node.spec.entity_id:<13} {node.address}{member}")
+        lines.append(f"  {node.spec.role:<12} {node.log_name:<13} {node.address}{member}")
     lines += ["", "Prometheus metrics (GET /metrics):"]
     lines += [
-        f"  {node.spec.entity_id:<13} http://{node.metrics_address}/metrics"
+        f"  {node.log_name:<13} http://{node.metrics_address}/metrics"
         for node in network.nodes
         if node.metrics_address
     ]
@@ -844,6 +983,7 @@ async def run_up(
     database: str = "sqlite",
     standby: bool = False,
     extra_config: dict[str, Any] | None = None,
+    replicas: int = 1,
 ) -> int:
     """Starts (or resumes) the network, prints it, and keeps it up until Ctrl-C or SIGTERM.
 
@@ -852,7 +992,8 @@ async def run_up(
     (nodes/network/supervisor.py). With ``netns`` every node runs in its own network
     namespace with its own IP (root only), so address correlation sees separate hosts. With
     ``database="postgresql"`` every node has its own database in a local PostgreSQL cluster,
-    and with ``standby`` that cluster has a synchronous standby.
+    and with ``standby`` that cluster has a synchronous standby. ``replicas`` runs approval,
+    verification and each settlement agency as that many processes (PostgreSQL only).
     """
     from nodes.network.supervisor import Supervisor
 
@@ -862,6 +1003,15 @@ async def run_up(
         loop.add_signal_handler(signum, stopping.set)
     data_dir = data_dir.resolve()
     topology = resumed_topology(data_dir) or DEFAULT_TOPOLOGY
+    earlier = resumed_replicas(data_dir)
+    if earlier is not None and earlier != replicas:
+        print(
+            f"suretynet up: {data_dir} was started with --replicas {earlier}; start it again "
+            f"with --replicas {earlier} (a network keeps its replica count)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     lab = _lab_for(data_dir) if netns else None
     if lab is not None:
         lab.start()
@@ -873,6 +1023,7 @@ async def run_up(
             database=database,
             standby=standby,
             extra_config=extra_config,
+            replicas=replicas,
         )
     except (NodeStartError, TimeoutError) as error:
         if lab is not None:

@@ -26,6 +26,8 @@ ROUTING_PREFIX_PATTERN = re.compile(r"^[0-9]{4,8}$")
 # later guarantee would look older), so it is refused.
 MAX_REGISTRY_SERIAL = 10**15
 MAX_DISPLAY_NAME_LENGTH = 200
+# The stored route: every replica's address, joined (the address column's width).
+MAX_ROUTE_LENGTH = 128
 
 
 def validate_push(
@@ -53,6 +55,16 @@ def validate_push(
         valid_port = False
     if not host or not valid_port:
         violations.add("guarantee.address", "must be IP:port")
+    for index, replica in enumerate(guarantee.replica_addresses):
+        try:
+            host_ip(replica)
+            valid = replica.rpartition(":")[2].isdigit()
+        except ValueError:
+            valid = False
+        if not valid:
+            violations.add(f"guarantee.replica_addresses[{index}]", "must be IP:port")
+    if len(route_of(guarantee)) > MAX_ROUTE_LENGTH:
+        violations.add("guarantee.replica_addresses", f"must join to {MAX_ROUTE_LENGTH} characters")
     if guarantee.status == types_pb2.ENTITY_STATUS_UNSPECIFIED:
         violations.add("guarantee.status", "is required")
     if not 0 < guarantee.registry_serial <= MAX_REGISTRY_SERIAL:
@@ -62,6 +74,12 @@ def validate_push(
     if not 0 <= previous_registry_serial < max(1, registry_serial):
         violations.add("previous_registry_serial", "must be 0 or more, and below registry_serial")
     violations.raise_if_any()
+
+
+def route_of(guarantee: types_pb2.SettlementAgencyIdentificationGuarantee) -> str:
+    """Where the shop calls the agency: every replica's address (joined, for one channel
+    over them all), or its one address."""
+    return ",".join(guarantee.replica_addresses) or guarantee.address
 
 
 def apply(
@@ -75,7 +93,7 @@ def apply(
     values = {
         "display_name": guarantee.display_name,
         "routing_prefix": guarantee.routing_prefix,
-        "address": guarantee.address,
+        "address": route_of(guarantee),
         "status": enum_label(types_pb2.EntityStatus, "ENTITY_STATUS_", guarantee.status).upper()
         or "SUSPENDED",
         "registry_serial": guarantee.registry_serial,
@@ -174,7 +192,8 @@ def to_proto(row: GuaranteeRow) -> types_pb2.SettlementAgencyIdentificationGuara
         settlement_agency_id=row.settlement_agency_id,
         display_name=row.display_name,
         routing_prefix=row.routing_prefix,
-        address=row.address,
+        address=row.address.split(",")[0],
+        replica_addresses=row.address.split(",") if "," in row.address else [],
         status=enum_value(types_pb2.EntityStatus, "ENTITY_STATUS_", row.status),
         registry_serial=row.registry_serial,
         issued_at=timestamp(row.issued_at),

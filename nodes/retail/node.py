@@ -38,7 +38,7 @@ def build(runtime: NodeRuntime) -> RoleParts:
         return types_pb2.RetailEntityIdentification(
             retail_entity_id=runtime.config.entity_id,
             display_name=runtime.config.display_name,
-            address=runtime.address,
+            address=runtime.registered_address,
         )
 
     flow = PurchaseFlow(

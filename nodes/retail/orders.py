@@ -22,7 +22,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import metrics, resumer
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, Violations, invalid
-from nodes.retail import catalog
+from nodes.retail import catalog, guarantee_cache
 from storage.common.models import utc_now
 from storage.retail.models import SalesRecordRow, ShopOrderRow
 from storage.retail.repository import RetailRepository
@@ -176,7 +176,7 @@ def record_route(
     """Step 4 done: the agency and address to bill through; next, the billing search."""
     row = get_order(repo, order_number)
     row.settlement_agency_id = guarantee.settlement_agency_id
-    row.settlement_address = guarantee.address
+    row.settlement_address = guarantee_cache.route_of(guarantee)
     row.guarantee_registry_serial = guarantee.registry_serial
     row.step = "bill"
     row.updated_at = utc_now()
@@ -323,9 +323,9 @@ def reroute(
     is billed by one agency)."""
     row = get_order(repo, order_number)
     if guarantee.settlement_agency_id == row.settlement_agency_id and (
-        guarantee.address != row.settlement_address
+        guarantee_cache.route_of(guarantee) != row.settlement_address
     ):
-        row.settlement_address = guarantee.address
+        row.settlement_address = guarantee_cache.route_of(guarantee)
         row.guarantee_registry_serial = guarantee.registry_serial
         row.updated_at = utc_now()
         row.save()

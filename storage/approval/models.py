@@ -28,6 +28,8 @@ class EntityRow(peewee.Model):
     role = peewee.CharField(max_length=16, index=True)
     display_name = peewee.CharField(max_length=200)
     address = peewee.CharField(max_length=128)
+    # With replicas: every replica's address, comma-separated, ``address`` first; "" for one.
+    replica_addresses = peewee.TextField(default="")
     status = peewee.CharField(max_length=16, default="ACTIVE")
     status_reason = peewee.CharField(max_length=200, default="")
     routing_prefix = peewee.CharField(max_length=16, null=True, unique=True)

@@ -154,6 +154,7 @@ class RegisteredEntity(_message.Message):
     REGISTRY_SERIAL_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     entity_id: _builtins.str
     """Entity ID, unique across the network, as named in the entity's certificate."""
     role: _types_pb2.Role.ValueType
@@ -190,6 +191,13 @@ class RegisteredEntity(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the entry last changed."""
 
+    @_builtins.property
+    def replica_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every replica's address (host:port) when the entity runs as several
+        processes over one database, the registered address first; empty when it
+        runs as one. A caller from any of their hosts is the entity (claims 8-9).
+        """
+
     def __init__(
         self,
         *,
@@ -207,10 +215,11 @@ class RegisteredEntity(_message.Message):
         registry_serial: _builtins.int = ...,
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        replica_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment_information", b"payment_information", "registered_at", b"registered_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "entity_id", b"entity_id", "payment_information", b"payment_information", "program_serial", b"program_serial", "program_version", b"program_version", "registered_at", b"registered_at", "registry_serial", b"registry_serial", "role", b"role", "routing_prefix", b"routing_prefix", "status", b"status", "status_reason", b"status_reason", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "entity_id", b"entity_id", "payment_information", b"payment_information", "program_serial", b"program_serial", "program_version", b"program_version", "registered_at", b"registered_at", "registry_serial", b"registry_serial", "replica_addresses", b"replica_addresses", "role", b"role", "routing_prefix", b"routing_prefix", "status", b"status", "status_reason", b"status_reason", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,6 +386,7 @@ class RetailEntityInformationChange(_message.Message):
     ACCEPTED_PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
     PRIVATE_DETAILS_FIELD_NUMBER: _builtins.int
     ACCEPTED_CURRENCY_CODES_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     """New display name."""
     address: _builtins.str
@@ -395,6 +405,10 @@ class RetailEntityInformationChange(_message.Message):
     def accepted_currency_codes(self) -> Global___CurrencyCodeList:
         """New list of ISO 4217 currency codes the shop prices in; absent leaves it."""
 
+    @_builtins.property
+    def replica_addresses(self) -> Global___ReplicaAddressList:
+        """New set of replica addresses; replaces the set (an empty list: one process)."""
+
     def __init__(
         self,
         *,
@@ -404,10 +418,11 @@ class RetailEntityInformationChange(_message.Message):
         accepted_payment_methods: Global___PaymentMethodList | None = ...,
         private_details: _types_pb2.RetailEntityPrivateDetails | None = ...,
         accepted_currency_codes: Global___CurrencyCodeList | None = ...,
+        replica_addresses: Global___ReplicaAddressList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_discovery_variant", b"_discovery_variant", "_display_name", b"_display_name", "accepted_currency_codes", b"accepted_currency_codes", "accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "private_details", b"private_details"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_discovery_variant", b"_discovery_variant", "_display_name", b"_display_name", "accepted_currency_codes", b"accepted_currency_codes", "accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "private_details", b"private_details", "replica_addresses", b"replica_addresses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_discovery_variant", b"_discovery_variant", "_display_name", b"_display_name", "accepted_currency_codes", b"accepted_currency_codes", "accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "private_details", b"private_details"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_discovery_variant", b"_discovery_variant", "_display_name", b"_display_name", "accepted_currency_codes", b"accepted_currency_codes", "accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "private_details", b"private_details", "replica_addresses", b"replica_addresses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__address: _TypeAlias = _typing.Literal["address"]  # noqa: Y015
     _WhichOneofArgType__address: _TypeAlias = _typing.Literal["_address", b"_address"]  # noqa: Y015
@@ -423,6 +438,32 @@ class RetailEntityInformationChange(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__display_name) -> _WhichOneofReturnType__display_name | None: ...
 
 Global___RetailEntityInformationChange: _TypeAlias = RetailEntityInformationChange  # noqa: Y015
+
+@_typing.final
+class ReplicaAddressList(_message.Message):
+    """ReplicaAddressList wraps a list of replica addresses so that a change request
+    can tell "leave unchanged" (absent) from "set to this list".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every replica's address (host:port), the registered address first."""
+
+    def __init__(
+        self,
+        *,
+        addresses: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaAddressList: _TypeAlias = ReplicaAddressList  # noqa: Y015
 
 @_typing.final
 class CurrencyCodeList(_message.Message):
@@ -461,22 +502,28 @@ class SettlementAgencyInformationChange(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     ROUTING_PREFIX_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     """New display name."""
     address: _builtins.str
     """New address (host:port)."""
     routing_prefix: _builtins.str
     """New routing prefix (digits); must not overlap another agency's prefix."""
+    @_builtins.property
+    def replica_addresses(self) -> Global___ReplicaAddressList:
+        """New set of replica addresses; replaces the set (an empty list: one process)."""
+
     def __init__(
         self,
         *,
         display_name: _builtins.str | None = ...,
         address: _builtins.str | None = ...,
         routing_prefix: _builtins.str | None = ...,
+        replica_addresses: Global___ReplicaAddressList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "_routing_prefix", b"_routing_prefix", "address", b"address", "display_name", b"display_name", "routing_prefix", b"routing_prefix"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "_routing_prefix", b"_routing_prefix", "address", b"address", "display_name", b"display_name", "replica_addresses", b"replica_addresses", "routing_prefix", b"routing_prefix"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "_routing_prefix", b"_routing_prefix", "address", b"address", "display_name", b"display_name", "routing_prefix", b"routing_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "_routing_prefix", b"_routing_prefix", "address", b"address", "display_name", b"display_name", "replica_addresses", b"replica_addresses", "routing_prefix", b"routing_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__address: _TypeAlias = _typing.Literal["address"]  # noqa: Y015
     _WhichOneofArgType__address: _TypeAlias = _typing.Literal["_address", b"_address"]  # noqa: Y015
@@ -503,19 +550,25 @@ class MarketplaceInformationChange(_message.Message):
 
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     display_name: _builtins.str
     """New display name."""
     address: _builtins.str
     """New address (host:port)."""
+    @_builtins.property
+    def replica_addresses(self) -> Global___ReplicaAddressList:
+        """New set of replica addresses; replaces the set (an empty list: one process)."""
+
     def __init__(
         self,
         *,
         display_name: _builtins.str | None = ...,
         address: _builtins.str | None = ...,
+        replica_addresses: Global___ReplicaAddressList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "address", b"address", "display_name", b"display_name"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "address", b"address", "display_name", b"display_name", "replica_addresses", b"replica_addresses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "address", b"address", "display_name", b"display_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_display_name", b"_display_name", "address", b"address", "display_name", b"display_name", "replica_addresses", b"replica_addresses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__address: _TypeAlias = _typing.Literal["address"]  # noqa: Y015
     _WhichOneofArgType__address: _TypeAlias = _typing.Literal["_address", b"_address"]  # noqa: Y015
@@ -549,6 +602,7 @@ class RegisterEntityRequest(_message.Message):
     ACCEPTED_CURRENCY_CODES_FIELD_NUMBER: _builtins.int
     PRIVATE_DETAILS_FIELD_NUMBER: _builtins.int
     PROGRAM_VERSION_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key: the same ID with the same request returns
     the first answer; the same ID with a different request is refused with
@@ -586,6 +640,13 @@ class RegisterEntityRequest(_message.Message):
     def private_details(self) -> _types_pb2.RetailEntityPrivateDetails:
         """Shop's private details; retail entities only."""
 
+    @_builtins.property
+    def replica_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every replica's address (host:port) when the node runs as several
+        processes over one database, with address among them; empty for one
+        process. Each host must be one the node calls from; IPs only.
+        """
+
     def __init__(
         self,
         *,
@@ -601,10 +662,11 @@ class RegisterEntityRequest(_message.Message):
         accepted_currency_codes: _abc.Iterable[_builtins.str] | None = ...,
         private_details: _types_pb2.RetailEntityPrivateDetails | None = ...,
         program_version: _builtins.str = ...,
+        replica_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["private_details", b"private_details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_currency_codes", b"accepted_currency_codes", "accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "entity_id", b"entity_id", "private_details", b"private_details", "program_serial", b"program_serial", "program_version", b"program_version", "request_id", b"request_id", "role", b"role", "routing_prefix", b"routing_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_currency_codes", b"accepted_currency_codes", "accepted_payment_methods", b"accepted_payment_methods", "address", b"address", "discovery_variant", b"discovery_variant", "display_name", b"display_name", "entity_id", b"entity_id", "private_details", b"private_details", "program_serial", b"program_serial", "program_version", b"program_version", "replica_addresses", b"replica_addresses", "request_id", b"request_id", "role", b"role", "routing_prefix", b"routing_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1667,6 +1729,7 @@ class RelatedRetailEntityInformation(_message.Message):
     CERTIFICATE_IDENTITY_FIELD_NUMBER: _builtins.int
     REGISTRY_SERIAL_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     retail_entity_id: _builtins.str
     """Entity ID of the shop."""
     display_name: _builtins.str
@@ -1683,6 +1746,13 @@ class RelatedRetailEntityInformation(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the entry last changed."""
 
+    @_builtins.property
+    def replica_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every replica's address (host:port) when the entity runs as several
+        processes, registered_address first; empty when it runs as one. The
+        caller's address must match the host of one of them.
+        """
+
     def __init__(
         self,
         *,
@@ -1693,10 +1763,11 @@ class RelatedRetailEntityInformation(_message.Message):
         certificate_identity: _builtins.str = ...,
         registry_serial: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        replica_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_identity", b"certificate_identity", "display_name", b"display_name", "registered_address", b"registered_address", "registry_serial", b"registry_serial", "retail_entity_id", b"retail_entity_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_identity", b"certificate_identity", "display_name", b"display_name", "registered_address", b"registered_address", "registry_serial", b"registry_serial", "replica_addresses", b"replica_addresses", "retail_entity_id", b"retail_entity_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1718,6 +1789,7 @@ class RelatedSettlementAgencyInformation(_message.Message):
     ROUTING_PREFIX_FIELD_NUMBER: _builtins.int
     REGISTRY_SERIAL_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     settlement_agency_id: _builtins.str
     """Entity ID of the agency."""
     display_name: _builtins.str
@@ -1736,6 +1808,13 @@ class RelatedSettlementAgencyInformation(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the entry last changed."""
 
+    @_builtins.property
+    def replica_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every replica's address (host:port) when the entity runs as several
+        processes, registered_address first; empty when it runs as one. The
+        caller's address must match the host of one of them.
+        """
+
     def __init__(
         self,
         *,
@@ -1747,10 +1826,11 @@ class RelatedSettlementAgencyInformation(_message.Message):
         routing_prefix: _builtins.str = ...,
         registry_serial: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        replica_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_identity", b"certificate_identity", "display_name", b"display_name", "registered_address", b"registered_address", "registry_serial", b"registry_serial", "routing_prefix", b"routing_prefix", "settlement_agency_id", b"settlement_agency_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_identity", b"certificate_identity", "display_name", b"display_name", "registered_address", b"registered_address", "registry_serial", b"registry_serial", "replica_addresses", b"replica_addresses", "routing_prefix", b"routing_prefix", "settlement_agency_id", b"settlement_agency_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1771,6 +1851,7 @@ class RelatedMarketplaceInformation(_message.Message):
     CERTIFICATE_IDENTITY_FIELD_NUMBER: _builtins.int
     REGISTRY_SERIAL_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     marketplace_id: _builtins.str
     """Entity ID of the marketplace."""
     display_name: _builtins.str
@@ -1787,6 +1868,13 @@ class RelatedMarketplaceInformation(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the entry last changed."""
 
+    @_builtins.property
+    def replica_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every replica's address (host:port) when the entity runs as several
+        processes, registered_address first; empty when it runs as one. The
+        caller's address must match the host of one of them.
+        """
+
     def __init__(
         self,
         *,
@@ -1797,10 +1885,11 @@ class RelatedMarketplaceInformation(_message.Message):
         certificate_identity: _builtins.str = ...,
         registry_serial: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        replica_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_identity", b"certificate_identity", "display_name", b"display_name", "marketplace_id", b"marketplace_id", "registered_address", b"registered_address", "registry_serial", b"registry_serial", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_identity", b"certificate_identity", "display_name", b"display_name", "marketplace_id", b"marketplace_id", "registered_address", b"registered_address", "registry_serial", b"registry_serial", "replica_addresses", b"replica_addresses", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

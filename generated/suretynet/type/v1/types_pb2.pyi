@@ -1305,6 +1305,7 @@ class SettlementAgencyIdentificationGuarantee(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     REGISTRY_SERIAL_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    REPLICA_ADDRESSES_FIELD_NUMBER: _builtins.int
     settlement_agency_id: _builtins.str
     """Entity ID of the settlement agency."""
     display_name: _builtins.str
@@ -1321,7 +1322,15 @@ class SettlementAgencyIdentificationGuarantee(_message.Message):
     """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
-        """When approval issued this version of the guarantee."""
+        """When approval issued this version of the guarantee.
+        Every replica's address (host:port) when the agency runs as several
+        """
+
+    @_builtins.property
+    def replica_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """processes over one database, address first; empty when it runs as one. A
+        shop spreads its calls over them.
+        """
 
     def __init__(
         self,
@@ -1333,10 +1342,11 @@ class SettlementAgencyIdentificationGuarantee(_message.Message):
         status: Global___EntityStatus.ValueType = ...,
         registry_serial: _builtins.int = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        replica_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "display_name", b"display_name", "issued_at", b"issued_at", "registry_serial", b"registry_serial", "routing_prefix", b"routing_prefix", "settlement_agency_id", b"settlement_agency_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "display_name", b"display_name", "issued_at", b"issued_at", "registry_serial", b"registry_serial", "replica_addresses", b"replica_addresses", "routing_prefix", b"routing_prefix", "settlement_agency_id", b"settlement_agency_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
