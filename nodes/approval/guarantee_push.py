@@ -7,6 +7,11 @@ order, every guarantee changed after it. Each push names the serial approval bel
 shop holds, so a shop that lost state (or missed pushes while down) sees the gap and catches
 up with ListSettlementAgencyGuarantees. A shop that does not answer is retried with
 exponential backoff, bounded by ``max_backoff_s``; the push loop itself is bounded per round.
+
+Every approval replica runs this loop over the one registry. A replica claims a shop before
+pushing to it (nodes/common/resumer.py, ``claim_row`` on the shop's next attempt), so one
+shop receives one sequence of pushes at a time, in serial order, from one replica; the
+serials themselves come from the database's registry counter.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from dataclasses import dataclass
 
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 
+from nodes.approval.enrollment import registered_addresses
 from nodes.approval.guarantees import settlement_agency_guarantee
-from nodes.common import logs
+from nodes.common import logs, resumer
 from nodes.common.errors import DomainError
 from nodes.common.node import NodeRuntime
 from storage.approval.models import EntityRow
@@ -66,11 +72,31 @@ def pending_pushes(repo: ApprovalRepository, now: datetime.datetime) -> list[Pen
             .order_by(entities.registry_serial)
             .limit(MAX_PUSHES_PER_SHOP_PER_ROUND)
         )
-        if changes:
+        if changes and resumer.claim_row(
+            pushes,
+            pushes.retail_entity_id,
+            shop.entity_id,
+            pushes.next_attempt_at,
+            state.next_attempt_at,
+            now,
+        ):
             pending.append(
-                PendingPush(shop.entity_id, shop.address, state.acknowledged_serial, changes)
+                PendingPush(
+                    shop.entity_id,
+                    ",".join(registered_addresses(shop)),
+                    state.acknowledged_serial,
+                    changes,
+                )
             )
     return pending
+
+
+def release(repo: ApprovalRepository, retail_entity_id: str) -> None:
+    """Ends this replica's claim on a shop it pushed everything to: due again at once."""
+    pushes = repo.pushes
+    pushes.update(next_attempt_at=utc_now()).where(
+        pushes.retail_entity_id == retail_entity_id
+    ).execute()
 
 
 def acknowledge(repo: ApprovalRepository, retail_entity_id: str, serial: int) -> None:
@@ -169,3 +195,4 @@ class GuaranteePusher:
                 functools.partial(acknowledge, repo, shop.retail_entity_id, serial)
             )
             previous = serial
+        await self._runtime.store.run(functools.partial(release, repo, shop.retail_entity_id))

@@ -84,6 +84,21 @@ def replicas_target(replicas: list[str]) -> str:
     raise ValueError(f"replica addresses mix IPv4 and IPv6: {','.join(replicas)}")
 
 
+def channel_target(address: str) -> tuple[str, list[tuple[str, Any]]]:
+    """The gRPC target for ``address`` (one node, or ``ip:port,ip:port`` for an entity's
+    replicas) and the channel options it needs beyond the common ones."""
+    replicas = replica_addresses(address)
+    if len(replicas) <= 1:
+        return address, []
+    return replicas_target(replicas), [
+        ("grpc.service_config", REPLICA_SERVICE_CONFIG),
+        # Every replica of an entity presents the entity's one certificate, whose IP SANs
+        # name every replica; the name checked is the first replica's IP.
+        ("grpc.ssl_target_name_override", str(host_ip(replicas[0]))),
+        ("grpc.default_authority", replicas[0]),
+    ]
+
+
 class CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
     """Traces and times each outgoing unary call attempt (a CLIENT span and a histogram)."""
 
@@ -174,7 +189,7 @@ class Channels:
                 ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
                 ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ]
-            target, replica_options = self._target(address)
+            target, replica_options = channel_target(address)
             options += replica_options
             # grpc-stubs types aio interceptors only partially.
             interceptors: list[Any] = [CallObserver()]
@@ -188,20 +203,6 @@ class Channels:
                 )
             self._channels[address] = channel
         return channel
-
-    @staticmethod
-    def _target(address: str) -> tuple[str, list[tuple[str, Any]]]:
-        """The gRPC target for ``address`` and the options it needs beyond the common ones."""
-        replicas = replica_addresses(address)
-        if len(replicas) <= 1:
-            return address, []
-        return replicas_target(replicas), [
-            ("grpc.service_config", REPLICA_SERVICE_CONFIG),
-            # Every replica of an entity presents the entity's one certificate, whose IP
-            # SANs name every replica; the name checked is the first replica's IP.
-            ("grpc.ssl_target_name_override", str(host_ip(replicas[0]))),
-            ("grpc.default_authority", replicas[0]),
-        ]
 
     def timeout_s(self) -> float:
         """This call's deadline: the per-call bound, cut to the incoming call's remainder."""

@@ -7,6 +7,12 @@ concurrently, at most ``concurrency`` at a time:
   back of the queue instead of blocking the ones behind it;
 - a peer that fails is left alone for its own backoff; flows waiting for it are postponed
   until then without an attempt, so one dead peer never delays flows that do not need it.
+
+Several processes may run the same resumer over one database (replicas of a role). Each
+claims a flow before driving it (``claim_row``): it moves the flow's due time a lease ahead,
+on condition that the due time is still the one it read. Only one process wins that update,
+and the others skip the flow; a process that dies mid-drive leaves the flow to the others
+once the lease has passed. On SQLite (one process) the claim always succeeds.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ TRANSIENT_KINDS = (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED, ErrorKind
 # The first retry of a flow or a peer waits this long, doubling per failure up to the cap.
 BASE_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+# How long a claimed flow is left to the process that claimed it: well beyond one drive,
+# whose calls each end within the call timeout and bounded retries.
+LEASE_S = 60.0
 
 
 def is_transient(error: DomainError) -> bool:
@@ -47,6 +56,26 @@ def backoff_s(
 def retry_at(failures: int, now: datetime.datetime) -> datetime.datetime:
     """When a flow that has failed ``failures`` times in a row is tried again."""
     return now + datetime.timedelta(seconds=backoff_s(failures))
+
+
+def claim_row(
+    model: Any,
+    key_field: Any,
+    key: str,
+    due_field: Any,
+    seen_due: datetime.datetime | None,
+    now: datetime.datetime,
+    lease_s: float = LEASE_S,
+) -> bool:
+    """Claims one stored flow for this process (see the module docstring): True if this
+    process moved its due time from ``seen_due`` to a lease ahead, False if another process
+    changed it since it was read (it claimed, finished or postponed the flow)."""
+    if seen_due is None:
+        return True
+    query = model.update({due_field: now + datetime.timedelta(seconds=lease_s)}).where(
+        (key_field == key) & (due_field == seen_due)
+    )
+    return int(query.execute()) == 1
 
 
 def postpone(
@@ -101,6 +130,8 @@ class DueFlow:
     trace_id: str = ""
     # When the flow began (naive UTC), for the backlog's oldest-age gauge; None if unknown.
     since: datetime.datetime | None = None
+    # The due time read with it: claiming the flow moves it on only if it is still this.
+    due_at: datetime.datetime | None = None
 
 
 class Resumer:
@@ -109,7 +140,9 @@ class Resumer:
     ``due(limit)`` lists flows whose next attempt is due, oldest due first. ``drive(flow)``
     runs one flow as far as it goes. ``postpone(flow, wait_s)`` records durably when the
     flow is next due: ``wait_s`` None counts a failed attempt (the flow's own backoff), a
-    number waits that long without counting one (its peer is backing off).
+    number waits that long without counting one (its peer is backing off). ``claim(flow)``,
+    when given, takes the flow for this process before it is driven (``claim_row``); a
+    flow another process claimed first is skipped.
     """
 
     def __init__(
@@ -119,6 +152,7 @@ class Resumer:
         due: Callable[[int], Awaitable[Sequence[DueFlow]]],
         drive: Callable[[DueFlow], Awaitable[None]],
         postpone: Callable[[DueFlow, float | None], Awaitable[None]],
+        claim: Callable[[DueFlow], Awaitable[bool]] | None = None,
         batch: int = 64,
         concurrency: int = 8,
     ) -> None:
@@ -126,7 +160,10 @@ class Resumer:
         self._due = due
         self._drive = drive
         self._postpone = postpone
+        self._claim = claim
         self._batch = batch
+        # Flows another process had claimed when this one came to them (replicas).
+        self.skipped = 0
         self._concurrency = concurrency
         self.peers = PeerBackoff()
         self.backlog = 0
@@ -148,6 +185,9 @@ class Resumer:
             if flow.peer and not self.peers.ready(flow.peer):
                 # Not an attempt: the flow waits for its peer without counting a failure.
                 await self._postpone(flow, self.peers.seconds_left(flow.peer))
+                return False
+            if self._claim is not None and not await self._claim(flow):
+                self.skipped += 1
                 return False
             logs.trace_id_var.set(flow.trace_id or logs.new_trace_id())
             failpoints.begin(f"resume:{self.name}")

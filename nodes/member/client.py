@@ -24,6 +24,7 @@ from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from suretynet.type.v1 import types_pb2
 
 from nodes.common import telemetry, tls
+from nodes.common.channels import channel_target
 
 DEFAULT_TIMEOUT_S = 15.0
 
@@ -43,7 +44,11 @@ class _Client:
         trace_id: str = "",
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self._channel = grpc.aio.secure_channel(address, tls.client_credentials(ca_pem))
+        # ``address`` may list an agency's replicas (ip:port,ip:port): any that is up serves.
+        target, options = channel_target(address)
+        self._channel = grpc.aio.secure_channel(
+            target, tls.client_credentials(ca_pem), options=options
+        )
         self.trace_id = trace_id
         self.timeout_s = timeout_s
 

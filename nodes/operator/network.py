@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common import tls
+from nodes.common.channels import channel_target
 
 CALL_TIMEOUT_S = 30.0
 PAGE_SIZE = 500
@@ -89,7 +90,9 @@ class Network:
             else (self.admin_cert, self.admin_key)
         )
         credentials = tls.client_credentials(self.ca, cert, key)
-        return grpc.aio.secure_channel(node.address, credentials)
+        # An entity run as several replicas is read through any replica that is up.
+        target, options = channel_target(node.address)
+        return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def load(path: str | Path) -> Network:
@@ -97,7 +100,7 @@ def load(path: str | Path) -> Network:
     path = Path(path)
     try:
         manifest = json.loads(path.read_text())
-        nodes = tuple(
+        nodes = _one_per_entity(
             NodeEntry(
                 role=str(node["role"]),
                 entity_id=str(node["entity_id"]),
@@ -121,6 +124,18 @@ def load(path: str | Path) -> Network:
         raise NetworkFileError(f"{error.filename}: no such file") from None
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise NetworkFileError(f"{path}: not a network.json ({error!r})") from None
+
+
+def _one_per_entity(entries: Iterable[NodeEntry]) -> tuple[NodeEntry, ...]:
+    """One entry per entity: the replicas of an entity (one database) are one node to a
+    tool, reached at every replica's address (``ip:port,ip:port``)."""
+    merged: dict[str, NodeEntry] = {}
+    for entry in entries:
+        first = merged.get(entry.entity_id)
+        merged[entry.entity_id] = (
+            entry if first is None else replace(first, address=f"{first.address},{entry.address}")
+        )
+    return tuple(merged.values())
 
 
 def _read(node: dict[str, Any], name: str) -> bytes:

@@ -173,6 +173,7 @@ def cancelling(repo: RetailRepository, now: datetime.datetime, limit: int) -> li
             table.settlement_agency_id,
             table.trace_id,
             table.updated_at,
+            table.next_attempt_at,
         )
         .where((table.status == "CANCELLING") & (table.next_attempt_at <= now))
         .order_by(table.next_attempt_at)
@@ -265,7 +266,13 @@ class CancellationFlow:
             )
             return [
                 # Its age is the time since the cancellation's last step.
-                resumer.DueFlow(row.order_number, _cancel_peer(row), row.trace_id, row.updated_at)
+                resumer.DueFlow(
+                    row.order_number,
+                    _cancel_peer(row),
+                    row.trace_id,
+                    row.updated_at,
+                    row.next_attempt_at,
+                )
                 for row in rows
                 if row.order_number not in self._locks
             ]
@@ -276,7 +283,13 @@ class CancellationFlow:
         async def postpone(flow: resumer.DueFlow, wait_s: float | None) -> None:
             await self._store.run(functools.partial(orders.postpone, self._repo, flow.key, wait_s))
 
-        return resumer.Resumer("cancellation resumer", due=due, drive=drive, postpone=postpone)
+        return resumer.Resumer(
+            "cancellation resumer",
+            due=due,
+            drive=drive,
+            postpone=postpone,
+            claim=lambda flow: self._store.run(functools.partial(orders.claim, self._repo, flow)),
+        )
 
 
 def _cancel_peer(row: ShopOrderRow) -> str:

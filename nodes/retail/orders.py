@@ -350,10 +350,19 @@ def due(repo: RetailRepository, now: datetime.datetime, limit: int) -> list[Shop
             orders.step,
             orders.settlement_agency_id,
             orders.trace_id,
+            orders.next_attempt_at,
         )
         .where(orders.status.in_(OPEN_STATUSES) & (orders.next_attempt_at <= now))
         .order_by(orders.next_attempt_at)
         .limit(limit)
+    )
+
+
+def claim(repo: RetailRepository, flow: resumer.DueFlow) -> bool:
+    """Takes an open order's next attempt for this process (resumer.claim_row)."""
+    orders = repo.orders
+    return resumer.claim_row(
+        orders, orders.order_number, flow.key, orders.next_attempt_at, flow.due_at, utc_now()
     )
 
 

@@ -72,7 +72,11 @@ class PurchaseFlow:
         # Orders being driven in this process: a duplicate PlaceOrder must not drive twice.
         self._running: set[str] = set()
         self.resumer = resumer.Resumer(
-            "purchase resumer", due=self._due, drive=self._resume, postpone=self._postpone
+            "purchase resumer",
+            due=self._due,
+            drive=self._resume,
+            postpone=self._postpone,
+            claim=lambda flow: self._store.run(functools.partial(orders.claim, self._repo, flow)),
         )
 
     async def place_order(
@@ -213,7 +217,9 @@ class PurchaseFlow:
     async def _due(self, limit: int) -> Sequence[resumer.DueFlow]:
         rows = await self._store.run(lambda: orders.due(self._repo, utc_now(), limit))
         return [
-            resumer.DueFlow(row.order_number, _waits_for(row), row.trace_id, row.created_at)
+            resumer.DueFlow(
+                row.order_number, _waits_for(row), row.trace_id, row.created_at, row.next_attempt_at
+            )
             for row in rows
             if row.order_number not in self._running
         ]

@@ -278,7 +278,9 @@ class AgencyFlows:
             cutoff = utc_now() - datetime.timedelta(seconds=RESUME_GRACE_S)
             orders, void_rows = repo.orders, repo.voids
             reports = (
-                orders.select(orders.order_number, orders.trace_id, orders.created_at)
+                orders.select(
+                    orders.order_number, orders.trace_id, orders.created_at, orders.next_report_at
+                )
                 .where(
                     orders.reported_at.is_null()
                     & (orders.next_report_at <= utc_now())
@@ -288,7 +290,9 @@ class AgencyFlows:
                 .limit(limit)
             )
             pending_voids = (
-                void_rows.select(void_rows.order_number, void_rows.voided_at)
+                void_rows.select(
+                    void_rows.order_number, void_rows.voided_at, void_rows.next_forward_at
+                )
                 .where(
                     void_rows.forwarded_at.is_null()
                     & (void_rows.next_forward_at <= utc_now())
@@ -300,12 +304,21 @@ class AgencyFlows:
             return [
                 *(
                     resumer.DueFlow(
-                        "report:" + row.order_number, "verification", row.trace_id, row.created_at
+                        "report:" + row.order_number,
+                        "verification",
+                        row.trace_id,
+                        row.created_at,
+                        row.next_report_at,
                     )
                     for row in reports
                 ),
                 *(
-                    resumer.DueFlow("void:" + row.order_number, "verification", since=row.voided_at)
+                    resumer.DueFlow(
+                        "void:" + row.order_number,
+                        "verification",
+                        since=row.voided_at,
+                        due_at=row.next_forward_at,
+                    )
                     for row in pending_voids
                 ),
             ]
@@ -323,11 +336,23 @@ class AgencyFlows:
                 lambda: purchases.postpone_delivery(repo, kind, order_number, wait_s)
             )
 
+        def claim(flow: resumer.DueFlow) -> bool:
+            kind, order_number = flow.key.split(":", 1)
+            table, due_field = (
+                (repo.orders, repo.orders.next_report_at)
+                if kind == "report"
+                else (repo.voids, repo.voids.next_forward_at)
+            )
+            return resumer.claim_row(
+                table, table.order_number, order_number, due_field, flow.due_at, utc_now()
+            )
+
         return resumer.Resumer(
             "agency resumer",
             due=lambda limit: self._store.run(lambda: due(limit)),
             drive=drive,
             postpone=postpone,
+            claim=lambda flow: self._store.run(lambda: claim(flow)),
         )
 
     async def process_cancel_request(
