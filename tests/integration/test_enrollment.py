@@ -551,3 +551,73 @@ def test_a_node_reads_its_own_registry_entry_and_no_one_elses(ca: Pki, tmp_path:
     assert own.display_name == "Shop-1" and own.address == "127.0.0.1:7001"
     assert list(own.payment_information.accepted_currency_codes) == ["USD"]
     assert other.code == grpc.StatusCode.PERMISSION_DENIED and other.reason == "NOT_OWNER"
+
+
+def test_an_entity_run_as_replicas_registers_every_replicas_address(ca: Pki, tmp_path: Path):
+    """The registry holds a set of addresses per entity (issue 11): a registration from any
+    replica's host is accepted, from a host outside the set refused; a malformed set is
+    INVALID_ARGUMENT naming the field; a change replaces the set."""
+
+    def agency(serial: str, request_id: str, address: str, replicas: list[str]) -> Any:
+        return approval_pb2.RegisterEntityRequest(
+            request_id=request_id,
+            program_serial=serial,
+            role=SETTLEMENT,
+            entity_id="agency-1",
+            display_name="Agency",
+            address=address,
+            routing_prefix="4111",
+            replica_addresses=replicas,
+        )
+
+    async def scenario() -> None:
+        async with running(node_config(tmp_path, ca, "approval", "institution")) as approval:
+            address = approval.runtime.address
+            serial = await issue_serial(ca, address, SETTLEMENT, "s-replicas")
+            async with ca.channel(address, "settlement", "agency-1") as channel:
+                stub = approval_pb2_grpc.EnrollmentServiceStub(channel)
+                elsewhere = await refusal(
+                    stub.RegisterEntity(
+                        agency(serial, "r1", "10.0.0.1:7100", ["10.0.0.1:7100", "10.0.0.2:7100"]),
+                        timeout=5,
+                    )
+                )
+                malformed = await refusal(
+                    stub.RegisterEntity(
+                        agency(serial, "r2", "127.0.0.1:7100", ["127.0.0.1:7101", "bad", "bad"]),
+                        timeout=5,
+                    )
+                )
+                # Called from 127.0.0.1, the second replica's host: the set is the entity's.
+                registered = await stub.RegisterEntity(
+                    agency(serial, "r3", "10.0.0.1:7100", ["10.0.0.1:7100", "127.0.0.1:7101"]),
+                    timeout=5,
+                )
+                changed = await stub.ChangeSettlementAgencyInformation(
+                    approval_pb2.ChangeSettlementAgencyInformationRequest(
+                        request_id="chg-replicas",
+                        entity_id="agency-1",
+                        change=approval_pb2.SettlementAgencyInformationChange(
+                            replica_addresses=approval_pb2.ReplicaAddressList(
+                                addresses=["10.0.0.1:7100", "127.0.0.1:7101", "127.0.0.1:7102"]
+                            )
+                        ),
+                    ),
+                    metadata=[(LICENSE_KEY_METADATA_KEY, registered.license_key)],
+                    timeout=5,
+                )
+        assert (elsewhere.code, elsewhere.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ADDRESS_MISMATCH",
+        )
+        assert malformed.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert {v.field for v in malformed.violations} == {
+            "replica_addresses",
+            "replica_addresses[1]",
+            "replica_addresses[2]",
+        }
+        assert list(registered.entity.replica_addresses) == ["10.0.0.1:7100", "127.0.0.1:7101"]
+        assert registered.entity.address == "10.0.0.1:7100"
+        assert list(changed.entity.replica_addresses)[-1] == "127.0.0.1:7102"
+
+    asyncio.run(scenario())

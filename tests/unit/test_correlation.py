@@ -128,3 +128,33 @@ def test_members_operators_and_uncorrelated_rpcs_are_not_address_checked():
     with pytest.raises(DomainError):  # the same shop on a correlated RPC is refused
         asyncio.run(check(call(SHOP, "192.0.2.1"), policy("retail")))
     assert check.cache.fetches == 1
+
+
+def test_every_replicas_address_is_accepted_and_any_other_refused():
+    """Claims 8-9 with replicas: an entity registered with a set of addresses (one per
+    process over its database) calls from any of them; any other address is refused."""
+    check = correlation("10.0.0.1:7000,10.0.0.2:7000")
+    rule = policy("retail")
+    asyncio.run(check(call(SHOP, "10.0.0.1"), rule))
+    asyncio.run(check(call(SHOP, "10.0.0.2"), rule))
+    with pytest.raises(DomainError) as refused:
+        asyncio.run(check(call(SHOP, "10.0.0.3"), rule))
+    assert refused.value.reason == "ADDRESS_MISMATCH"
+    assert refused.value.metadata["registered"] == "10.0.0.1,10.0.0.2"
+
+
+def test_replicas_of_the_institution_are_each_accepted():
+    """approval_address / verification_address may list replicas: each is the institution."""
+    async def lookup(identity: EntityIdentity) -> tuple[str, float]:
+        raise AssertionError("the institution is correlated with its configured addresses")
+
+    check = AddressCorrelation(
+        RegisteredAddressCache(lookup, ttl_s=60, max_entries=8),
+        institution_addresses={"approval": "10.9.9.9:1,10.9.9.8:1"},
+    )
+    approval = EntityIdentity("approval", "institution")
+    rule = policy("approval")
+    asyncio.run(check(call(approval, "10.9.9.8"), rule))
+    with pytest.raises(DomainError) as refused:
+        asyncio.run(check(call(approval, "10.9.9.7"), rule))
+    assert refused.value.reason == "ADDRESS_MISMATCH"
