@@ -145,6 +145,7 @@ def test_every_replicas_address_is_accepted_and_any_other_refused():
 
 def test_replicas_of_the_institution_are_each_accepted():
     """approval_address / verification_address may list replicas: each is the institution."""
+
     async def lookup(identity: EntityIdentity) -> tuple[str, float]:
         raise AssertionError("the institution is correlated with its configured addresses")
 
