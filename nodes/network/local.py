@@ -218,9 +218,15 @@ class RunningNode:
 
     @property
     def log_name(self) -> str:
-        """The name of its log file under logs/: the entity's, plus the replica's number."""
-        entity = self.spec.entity_id
-        return entity if self.replica == 1 else f"{entity}-replica-{self.replica}"
+        """The name of its log file under logs/ (and of its host in a lab): the entity's,
+        plus the replica's number."""
+        return replica_host(self.spec.entity_id, self.replica)
+
+
+def replica_host(entity_id: str, replica: int) -> str:
+    """Names a replica: the entity for the first, ``<entity>-replica-<n>`` for the others
+    (its log file, and its namespace under ``--netns``, where each has its own IP)."""
+    return entity_id if replica == 1 else f"{entity_id}-replica-{replica}"
 
 
 def organization(spec: NodeSpec) -> str:
@@ -481,7 +487,7 @@ def _start_process(
     )
     node = RunningNode(
         spec,
-        _launch(network, spec, directory, _log_name(spec, replica)),
+        _launch(network, spec, directory, replica_host(spec.entity_id, replica)),
         directory,
         cert,
         key,
@@ -491,10 +497,6 @@ def _start_process(
     )
     network.nodes.append(node)
     return node
-
-
-def _log_name(spec: NodeSpec, replica: int) -> str:
-    return spec.entity_id if replica == 1 else f"{spec.entity_id}-replica-{replica}"
 
 
 def _install_replica(
@@ -511,13 +513,12 @@ def _install_replica(
     tables = {key: value for key, value in first.items() if isinstance(value, dict)}
     values["listen_address"] = network.replica_addresses[spec.entity_id][replica - 1]
     values["ready_file"] = str(directory / "ready.json")
-    values["metrics_address"] = _fixed_address(network, spec.entity_id, LAB_METRICS_PORT)
+    host = replica_host(spec.entity_id, replica)
+    values["metrics_address"] = _fixed_address(network, host, LAB_METRICS_PORT)
     if values.get("member_listen_address"):
-        values["member_listen_address"] = _fixed_address(network, spec.entity_id, LAB_MEMBER_PORT)
+        values["member_listen_address"] = _fixed_address(network, host, LAB_MEMBER_PORT)
     if values.get("trace_file"):
-        values["trace_file"] = str(
-            network.data_dir / "traces" / f"{_log_name(spec, replica)}.jsonl"
-        )
+        values["trace_file"] = str(network.data_dir / "traces" / f"{host}.jsonl")
     write_node_config(directory / "node.toml", values, tables)
     return tomllib.loads((directory / "node.toml").read_text())
 
@@ -529,13 +530,19 @@ def _install(
     pki_dir = network.data_dir / "pki"
     cert = pki_dir / f"{spec.role}-{spec.entity_id}.pem"
     key = pki_dir / f"{spec.role}-{spec.entity_id}.key"
-    ip = network.host_ip(spec.entity_id)
+    # The entity's one certificate names every replica's IP (a host each in a lab).
+    ips = list(
+        dict.fromkeys(
+            network.host_ip(replica_host(spec.entity_id, replica))
+            for replica in range(1, network.replicas_of(spec) + 1)
+        )
+    )
     if not cert.exists():
         pki.issue_certificate(
             pki_dir,
             role=spec.role,
             entity_id=spec.entity_id,
-            ip_addresses=[ip],
+            ip_addresses=ips,
             out_directory=pki_dir,
         )
     values: dict[str, Any] = {
@@ -595,7 +602,7 @@ def _launch(
         str(directory / "node.toml"),
     ]
     if network.lab is not None:
-        argv = network.lab.command(spec.entity_id, argv)
+        argv = network.lab.command(log_name or spec.entity_id, argv)
     process = subprocess.Popen(
         argv,
         stdout=log_file,
@@ -719,8 +726,6 @@ async def start_network(
     if database not in DATABASES:
         raise ValueError(f"database {database!r}: choose one of {', '.join(DATABASES)}")
     check_replicas(replicas, database)
-    if database == "postgresql" and lab is not None:
-        raise ValueError("--database postgresql does not run with --netns yet")
     if (standby or postgres_standby is not None) and database != "postgresql":
         raise ValueError("--standby needs --database postgresql")
     data_dir = data_dir.resolve()
@@ -751,9 +756,18 @@ async def start_network(
         # node the IP its certificate and its registered address already name.
         for spec in topology:
             network.host_ip(spec.entity_id)
+        # Then every further replica, a host of its own.
+        for spec in topology:
+            for replica in range(2, network.replicas_of(spec) + 1):
+                network.host_ip(replica_host(spec.entity_id, replica))
     try:
         if database == "postgresql" and network.postgres is None:
-            network.postgres = PostgresCluster.start(data_dir / "postgres")
+            # In a lab the cluster listens on the bridge, which every namespace reaches.
+            network.postgres = PostgresCluster.start(
+                data_dir / "postgres",
+                host=lab.gateway_ip if lab is not None else "127.0.0.1",
+                client_network=f"{lab.gateway_ip}/24" if lab is not None else "",
+            )
             network.owns_postgres = True
             if standby:
                 network.postgres_standby = PostgresCluster.start_standby(
@@ -827,7 +841,9 @@ def _plan_replicas(network: LocalNetwork, topology: Sequence[NodeSpec]) -> None:
             installed = installed_config(network.data_dir, spec.entity_id, replica) or {}
             address = str(installed.get("listen_address", ""))
             if not address or address.endswith(":0"):
-                address = _fixed_address(network, spec.entity_id, LAB_NODE_PORT)
+                address = _fixed_address(
+                    network, replica_host(spec.entity_id, replica), LAB_NODE_PORT
+                )
             addresses.append(address)
         network.replica_addresses[spec.entity_id] = addresses
 

@@ -127,6 +127,8 @@ class PostgresCluster:
     port: int
     password: str
     durable: bool = True
+    # A network (CIDR) whose hosts may connect besides this one: the namespaces of a lab.
+    client_network: str = ""
 
     @property
     def data_directory(self) -> Path:
@@ -138,15 +140,24 @@ class PostgresCluster:
 
     @classmethod
     def start(
-        cls, directory: Path, *, host: str = "127.0.0.1", port: int = 0, durable: bool = True
+        cls,
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        durable: bool = True,
+        client_network: str = "",
     ) -> PostgresCluster:
         """Initialises the cluster on first use, then starts it and waits until it accepts.
 
         ``durable=False`` turns fsync off: for throwaway test clusters only. A killed server
         loses nothing committed; a crash of the machine could. Restarting on the same directory reuses
-        the superuser password and, if it is still free, the port.
+        the superuser password and, if it is still free, the port. ``client_network`` (CIDR)
+        lets hosts of that network connect too, with passwords (``up --netns``: the server
+        listens on the lab's bridge, and every namespace reaches it there).
         """
         cluster = cls._prepare(directory, host, port, durable, None)
+        cluster.client_network = client_network
         if not (cluster.data_directory / "PG_VERSION").exists():
             cluster._initdb()
         cluster._launch()
@@ -350,6 +361,9 @@ class PostgresCluster:
         with (self.data_directory / "postgresql.conf").open("a") as conf:
             conf.write("\n# SuretyNet\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        if self.client_network:
+            with (self.data_directory / "pg_hba.conf").open("a") as hba:
+                hba.write(f"\n# SuretyNet\nhost all all {self.client_network} scram-sha-256\n")
 
     def _pg_ctl_start(self) -> bool:
         result = self._run(

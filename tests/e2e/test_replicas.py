@@ -22,6 +22,7 @@ import grpc
 import pytest
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.retail.v1 import retail_pb2
+from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
 from nodes.common.status import decode_rpc_error
 from nodes.member.client import AgencyClient, ShopClient
@@ -113,6 +114,58 @@ async def purchase(shop: ShopClient, anonymous_id: str, stream: Stream) -> None:
     raise AssertionError(f"purchase {request_id} did not complete in {MAX_TRIES} tries")
 
 
+def test_the_registry_holds_every_replicas_address(replica_network: LocalNetwork):
+    """Approval's registry lists both replicas of the agency; correlation accepts either."""
+    network = replica_network
+    expected = [node.address for node in replicas_of(network, "agency-1")]
+
+    async def read() -> list[str]:
+        approval = next(
+            n for n in network.nodes if n.spec.role == "approval" and n.process.poll() is None
+        )
+        async with network.admin_channel(approval.address) as channel:
+            response = await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListEntities(
+                approval_pb2.ListEntitiesRequest(), timeout=10
+            )
+        entity = next(e for e in response.entities if e.entity_id == "agency-1")
+        assert entity.address == expected[0]
+        return list(entity.replica_addresses)
+
+    assert asyncio.run(read()) == expected
+
+
+def test_replicas_need_postgresql(tmp_path_factory: pytest.TempPathFactory):
+    """Several processes on one SQLite file is refused before anything starts."""
+    directory = tmp_path_factory.mktemp("sqlite-replicas")
+    with pytest.raises(ValueError, match="--replicas 2 needs --database postgresql"):
+        asyncio.run(start_network(directory, TOPOLOGY, replicas=2))
+    assert not (directory / "pki").exists()
+
+
+def test_the_login_throttle_holds_across_replicas(replica_network: LocalNetwork):
+    """Wrong passwords spread over both agency replicas count together (the throttle is in
+    the agency's database): after five, the right password is refused at either replica."""
+    ca = grpc.ssl_channel_credentials(replica_network.ca.read_bytes())
+    members = [node.member_address for node in replicas_of(replica_network, "agency-1")]
+
+    async def attempt(address: str, password: str) -> str:
+        async with grpc.aio.secure_channel(address, ca) as channel:
+            try:
+                await settlement_pb2_grpc.MemberServiceStub(channel).Login(
+                    settlement_pb2.LoginRequest(member_id="bob", password=password), timeout=10
+                )
+            except grpc.RpcError as error:
+                return decode_rpc_error(error).reason
+            return "OK"
+
+    async def scenario() -> list[str]:
+        found = [await attempt(members[index % 2], f"guess-{index}") for index in range(5)]
+        right = password_of("agency-1", "bob")
+        return found + [await attempt(address, right) for address in members]
+
+    assert asyncio.run(scenario()) == ["MEMBER_CREDENTIALS_INVALID"] * 5 + ["LOGIN_THROTTLED"] * 2
+
+
 def test_killing_one_replica_of_each_role_loses_no_purchase(replica_network: LocalNetwork):
     network = replica_network
     started = time.monotonic()
@@ -180,31 +233,3 @@ def test_killing_one_replica_of_each_role_loses_no_purchase(replica_network: Loc
             }
         )
     )
-
-
-def test_the_registry_holds_every_replicas_address(replica_network: LocalNetwork):
-    """Approval's registry lists both replicas of the agency; correlation accepts either."""
-    network = replica_network
-    expected = [node.address for node in replicas_of(network, "agency-1")]
-
-    async def read() -> list[str]:
-        approval = next(
-            n for n in network.nodes if n.spec.role == "approval" and n.process.poll() is None
-        )
-        async with network.admin_channel(approval.address) as channel:
-            response = await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListEntities(
-                approval_pb2.ListEntitiesRequest(), timeout=10
-            )
-        entity = next(e for e in response.entities if e.entity_id == "agency-1")
-        assert entity.address == expected[0]
-        return list(entity.replica_addresses)
-
-    assert asyncio.run(read()) == expected
-
-
-def test_replicas_need_postgresql(tmp_path_factory: pytest.TempPathFactory):
-    """Several processes on one SQLite file is refused before anything starts."""
-    directory = tmp_path_factory.mktemp("sqlite-replicas")
-    with pytest.raises(ValueError, match="--replicas 2 needs --database postgresql"):
-        asyncio.run(start_network(directory, TOPOLOGY, replicas=2))
-    assert not (directory / "pki").exists()

@@ -67,6 +67,11 @@ Probe = Callable[..., dict[str, Any]]
 @pytest.fixture(scope="module")
 def probe(lab: NetnsLab, netns_network: LocalNetwork) -> Probe:
     """Makes one RPC from inside ``host``'s namespace with the given credentials."""
+    return make_probe(lab, netns_network.ca)
+
+
+def make_probe(lab: NetnsLab, network_ca: Path) -> Probe:
+    """A probe (see ``probe``) for any lab and network CA."""
 
     def run(
         host: str,
@@ -94,7 +99,7 @@ def probe(lab: NetnsLab, netns_network: LocalNetwork) -> Probe:
         if plaintext:
             argv.append("--plaintext")
         else:
-            argv += ["--ca", str(ca or netns_network.ca)]
+            argv += ["--ca", str(ca or network_ca)]
             if cert is not None and key is not None:
                 argv += ["--cert", str(cert), "--key", str(key)]
         for name, value in (metadata or {}).items():
