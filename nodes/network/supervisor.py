@@ -102,6 +102,8 @@ class Supervisor:
         crashes = 0
         started = time.monotonic()
         entity = node.spec.entity_id
+        # Replicas of one entity are watched, restarted and counted one by one.
+        name = node.log_name
         while not stopping.is_set():
             code = node.process.poll()
             if code is None:
@@ -115,6 +117,7 @@ class Supervisor:
                 "node exited",
                 logging.INFO if code == 0 else logging.WARNING,
                 entity_id=entity,
+                replica=node.replica,
                 pid=node.pid,
                 exit=describe_exit(code),
                 restart_in_s=delay,
@@ -136,14 +139,15 @@ class Supervisor:
                     node.process.kill()
                     node.process.wait()
                 continue
-            self.restarts[entity] = self.restarts.get(entity, 0) + 1
+            self.restarts[name] = self.restarts.get(name, 0) + 1
             self.network.write_manifest()
             self._report(
                 "node restarted",
                 entity_id=entity,
+                replica=node.replica,
                 pid=node.pid,
                 address=node.address,
-                restarts=self.restarts[entity],
+                restarts=self.restarts[name],
             )
 
 

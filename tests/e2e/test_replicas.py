@@ -31,6 +31,7 @@ from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, RunningNode, sta
 from nodes.operator import network as network_file
 from nodes.operator.reconcile import reconcile
 from tests.e2e.purchase_support import password_of
+from tests.support import suretynet
 
 # The institution, one agency and both shops that need no cache refresh: the roles that
 # run as replicas, and the two ways a shop finds the agency (directory, push).
@@ -135,10 +136,18 @@ def test_the_registry_holds_every_replicas_address(replica_network: LocalNetwork
 
 
 def test_replicas_need_postgresql(tmp_path_factory: pytest.TempPathFactory):
-    """Several processes on one SQLite file is refused before anything starts."""
+    """Several processes on one SQLite file is refused before anything starts, from the
+    CLI (exit 2, a sentence saying why) and from the function `up` and benchmarks use."""
     directory = tmp_path_factory.mktemp("sqlite-replicas")
     with pytest.raises(ValueError, match="--replicas 2 needs --database postgresql"):
         asyncio.run(start_network(directory, TOPOLOGY, replicas=2))
+    refused = suretynet("up", "--data-dir", str(directory), "--replicas", "2")
+    assert refused.returncode == 2
+    assert "--replicas 2 needs --database postgresql" in refused.stderr
+    zero = suretynet(
+        "up", "--data-dir", str(directory), "--database", "postgresql", "--replicas", "0"
+    )
+    assert zero.returncode == 2 and "choose 1 to" in zero.stderr
     assert not (directory / "pki").exists()
 
 
