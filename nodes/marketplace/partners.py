@@ -92,11 +92,10 @@ class Partners:
         )
         if len(self._addresses) >= MAX_CACHED_ADDRESSES:
             self._addresses.clear()
-        self._addresses[partner_id] = (
-            information.registered_address,
-            time.monotonic() + ttl_s,
-        )
-        return str(information.registered_address)
+        # A partner run as several replicas is called through all of them (one channel).
+        address = ",".join(information.replica_addresses) or information.registered_address
+        self._addresses[partner_id] = (address, time.monotonic() + ttl_s)
+        return str(address)
 
     async def _stub(self, partner_id: str) -> Any:
         address = await self.address(partner_id)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -24,8 +25,10 @@ from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
 from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 
+from nodes.common.convert import money
 from nodes.common.status import decode_rpc_error
 from nodes.member.client import AgencyClient, ShopClient
+from nodes.network.demo_data import CURRENCY
 from nodes.network.flows.purchase import wait_for_cached_agency
 from nodes.network.local import DEFAULT_TOPOLOGY, LocalNetwork, RunningNode, start_network
 from nodes.operator import network as network_file
@@ -173,6 +176,62 @@ def test_the_login_throttle_holds_across_replicas(replica_network: LocalNetwork)
         return found + [await attempt(address, right) for address in members]
 
     assert asyncio.run(scenario()) == ["MEMBER_CREDENTIALS_INVALID"] * 5 + ["LOGIN_THROTTLED"] * 2
+
+
+def test_purchases_racing_over_both_agency_replicas_never_exceed_one_credit_limit(
+    replica_network: LocalNetwork,
+):
+    """Eight purchases at once against a limit that covers four, their billing searches
+    spread over both agency processes: exactly four are approved (the member's row lock in
+    the one database serialises the two processes), the others are CREDIT_LIMIT_EXCEEDED."""
+    network = replica_network
+    agencies = replicas_of(network, "agency-1")
+    before = [served_calls(network, node) for node in agencies]
+
+    async def scenario() -> list[Any]:
+        async with network.admin_channel(agencies[0].address) as channel:
+            await settlement_pb2_grpc.SettlementAdminServiceStub(channel).EnrollMember(
+                settlement_pb2.EnrollMemberRequest(
+                    request_id="enrol-replica-racer",
+                    member_id="replica-racer",
+                    display_name="Racing Member",
+                    password="racer-password",
+                    credit_limit=money(4 * 1_200 + 600, CURRENCY),  # four teas fit
+                ),
+                timeout=10,
+            )
+        ca = network.ca.read_bytes()
+        members = ",".join(node.member_address for node in agencies)
+        async with AgencyClient(members, ca) as member:
+            await member.login("replica-racer", "racer-password")
+            ids = {
+                shop: (await member.anonymous_user_id(shop)).anonymous_user_id.value
+                for shop in ("shop-1", "shop-2")
+            }
+        shops = {shop: ShopClient(network.node(shop).member_address, ca) for shop in ids}
+        try:
+            return await asyncio.gather(
+                *(
+                    shops[shop].place_order(ids[shop], [("tea", 1)], request_id=f"race-{n}")
+                    for n, shop in enumerate(["shop-1", "shop-2"] * 4)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            for client in shops.values():
+                await client.close()
+
+    outcomes = asyncio.run(scenario())
+    approved = [o for o in outcomes if isinstance(o, retail_pb2.ShopOrder)]
+    refused = [decode_rpc_error(o) for o in outcomes if isinstance(o, grpc.RpcError)]
+    assert len(approved) == 4, outcomes
+    assert {(r.code, r.reason) for r in refused} == {
+        (grpc.StatusCode.FAILED_PRECONDITION, "CREDIT_LIMIT_EXCEEDED")
+    }
+    assert len(refused) == 4
+    assert all(
+        served_calls(network, node) > count for node, count in zip(agencies, before, strict=True)
+    )
 
 
 def test_killing_one_replica_of_each_role_loses_no_purchase(replica_network: LocalNetwork):
