@@ -296,12 +296,20 @@ class PostgresCluster:
             raise PostgresUnavailableError(f"promotion failed:\n{result.stderr}")
 
     def _run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Runs a server program as the server's user, from a directory it may enter."""
+        """Runs a server program as the server's user, from a directory it may enter.
+
+        The user is switched by ``setpriv`` in the new program, not by subprocess's
+        ``user=``: that makes Python fork() instead of vfork(), and a fork of a process
+        with gRPC threads runs gRPC's fork handlers in the child, which can abort it before
+        the program starts. A ``kill`` of the primary lost that way left it running, and a
+        promoted standby beside it: its commits then waited for the synchronous standby
+        forever (the standby failover test's hang).
+        """
         user = _server_user()
+        if user is not None:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
         return subprocess.run(
             list(argv),
-            user=user,
-            group=user,
             cwd=self.directory,
             capture_output=True,
             text=True,
@@ -390,7 +398,11 @@ class PostgresCluster:
             self._pg_ctl("stop", "--mode", "fast")
 
     def kill(self) -> None:
-        """Immediate shutdown, as a crash: no checkpoint, open transactions lost."""
+        """Immediate shutdown, as a crash: no checkpoint, open transactions lost.
+
+        Raises PostgresUnavailableError if the server may still run: promoting a standby
+        beside a living primary would split the cluster in two.
+        """
         self._pg_ctl("stop", "--mode", "immediate")
 
     def restart(self) -> None:
@@ -400,7 +412,9 @@ class PostgresCluster:
             raise PostgresUnavailableError(f"PostgreSQL did not restart in {self.directory}")
 
     def _pg_ctl(self, command: str, *options: str) -> None:
-        self._run(
+        """Runs ``pg_ctl COMMAND`` and waits for it; raises PostgresUnavailableError if it
+        failed (a server meant to stop may still run)."""
+        result = self._run(
             [
                 str(self.bin_dir / "pg_ctl"),
                 command,
@@ -412,6 +426,11 @@ class PostgresCluster:
                 *options,
             ]
         )
+        if result.returncode != 0:
+            raise PostgresUnavailableError(
+                f"pg_ctl {command} failed in {self.directory} ({result.returncode}):\n"
+                f"{(result.stdout + result.stderr)[-2000:]}"
+            )
 
     def url(self, database: str, user: str = SUPERUSER, password: str | None = None) -> str:
         secret = self.password if password is None else password

@@ -119,3 +119,16 @@ def test_a_node_whose_database_is_down_answers_unavailable_and_the_retry_succeed
     finally:
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_kill_that_did_not_stop_the_server_is_an_error():
+    """A failed ``pg_ctl stop`` is raised, never ignored: a failover that promotes the
+    standby beside a primary still running splits the cluster (its commits then wait for
+    the synchronous standby forever). Here pg_ctl fails on a data directory that is not."""
+    directory = throwaway_directory()
+    try:
+        cluster = PostgresCluster(directory, ensure_installed(), "127.0.0.1", 1, "unused")
+        with pytest.raises(PostgresUnavailableError, match="pg_ctl stop failed"):
+            cluster.kill()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
