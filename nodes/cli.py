@@ -172,16 +172,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _admin_channel(args: argparse.Namespace) -> tuple[grpc.aio.Channel, str]:
-    from nodes.network.descriptor import find_role, load_network
+    from nodes.common.channels import secure_channel
+    from nodes.network.descriptor import load_network, role_address
 
     manifest = load_network(args.network)
-    approval = find_role(manifest, "approval", path=args.network)
+    approval = role_address(manifest, "approval", path=args.network)
     credentials = tls.client_credentials(
         Path(manifest["ca"]).read_bytes(),
         Path(manifest["admin"]["cert"]).read_bytes(),
         Path(manifest["admin"]["key"]).read_bytes(),
     )
-    return grpc.aio.secure_channel(approval["address"], credentials), approval["address"]
+    return secure_channel(approval, credentials), approval
 
 
 async def _approval_admin(args: argparse.Namespace) -> int:

@@ -99,6 +99,12 @@ def channel_target(address: str) -> tuple[str, list[tuple[str, Any]]]:
     ]
 
 
+def secure_channel(address: str, credentials: grpc.ChannelCredentials) -> grpc.aio.Channel:
+    """A TLS channel to one node, or over every replica of one (see ``channel_target``)."""
+    target, options = channel_target(address)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
 class CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
     """Traces and times each outgoing unary call attempt (a CLIENT span and a histogram)."""
 

@@ -87,6 +87,17 @@ def find_role(network: dict[str, Any], role: str, *, path: str = "network.json")
     raise ValueError(f"{path} lists no {role} node")
 
 
+def role_address(network: dict[str, Any], role: str, *, path: str = "network.json") -> str:
+    """Every replica's address of the first node of ``role`` (one address for one
+    process), comma-separated: a channel over them reaches whichever replica is up."""
+    first = find_role(network, role, path=path)
+    return ",".join(
+        str(node["address"])
+        for node in network["nodes"]
+        if node["role"] == role and node["entity_id"] == first["entity_id"]
+    )
+
+
 def write_network(path: Path, network: dict[str, Any]) -> None:
     """Writes a descriptor atomically: readers never see half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -36,7 +36,8 @@ from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc
 
 from nodes.common import tls
 from nodes.common.audit_chain import checkpoint_message
-from nodes.network.descriptor import find_role, load_network
+from nodes.common.channels import secure_channel
+from nodes.network.descriptor import find_role, load_network, role_address
 from storage.common.audit_chain import GENESIS_HASH, entry_hash
 
 TIMEOUT_S = 30.0
@@ -321,7 +322,8 @@ async def read_network(
 
     approval_node = find_role(manifest, "approval")
     verification_node = find_role(manifest, "verification")
-    async with grpc.aio.secure_channel(approval_node["address"], credentials) as channel:
+    # Through whichever replica of each is up (an entity may run as several processes).
+    async with secure_channel(role_address(manifest, "approval"), credentials) as channel:
         stub = approval_pb2_grpc.ApprovalAdminServiceStub(channel)
         approval = await _export(
             "approval",
@@ -335,7 +337,7 @@ async def read_network(
                 page_size=PAGE_SIZE, page_token=token
             ),
         )
-    async with grpc.aio.secure_channel(verification_node["address"], credentials) as channel:
+    async with secure_channel(role_address(manifest, "verification"), credentials) as channel:
         admin = verification_pb2_grpc.VerificationAdminServiceStub(channel)
         verification = await _export(
             "verification",

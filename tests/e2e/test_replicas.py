@@ -290,6 +290,9 @@ def test_killing_one_replica_of_each_role_loses_no_purchase(replica_network: Loc
     report = asyncio.run(reconcile(network_file.load(network.data_dir / "network.json")))
     assert report.orders_checked >= PURCHASES
     assert report.mismatches == []
+    # The institution's audit chains, read through the surviving replicas, verify too.
+    audit = suretynet("audit", "verify", "--network", str(network.data_dir / "network.json"))
+    assert audit.returncode == 0, audit.stdout + audit.stderr
     print(
         json.dumps(
             {
