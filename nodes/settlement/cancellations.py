@@ -25,7 +25,7 @@ from suretynet.verification.v1 import verification_pb2
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
-from nodes.settlement import notices, purchases
+from nodes.settlement import members, notices, purchases
 from storage.common.models import utc_now
 from storage.settlement.models import CancellationRow
 from storage.settlement.repository import SettlementRepository
@@ -143,7 +143,7 @@ def apply(
     expected = "NOT_YET_BILLED" if row.decision == "STOPPED_BILLING" else "BILLED"
     assert order.billing_state == expected, "a reserved decision must still fit the order"
     assert 0 < row.amount_minor <= order.amount_minor, "never credit back more than charged"
-    order.billing_state = DECISION_STATES[row.decision]
+    members.set_billing_state(repo, order, DECISION_STATES[row.decision])
     order.updated_at = utc_now()
     order.save()
     row.status = "DONE"

@@ -188,8 +188,7 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
             "TRANSACTION_DECLINED",
             f"the member's credit is in {member.currency_code}, the order in {amount.currency_code}",
         )
-    used = members.credit_used(repo, member.member_id)
-    if used + amount.amount_minor > member.credit_limit_minor:
+    if member.credit_used_minor + amount.amount_minor > member.credit_limit_minor:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
             "CREDIT_LIMIT_EXCEEDED",
@@ -215,6 +214,7 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
         completed_at=now,
         updated_at=now,
     )
+    members.hold_credit(repo, member.member_id, order.amount_minor)
     notice = completion_notice(order, sequence=0)
     row = notices.add_notice(
         repo,
@@ -253,7 +253,7 @@ def void_order(repo: SettlementRepository, order: SettlementOrderRow, reason: st
         )
     credited_back = order.amount_minor if order.billing_state == "BILLED" else 0
     now = utc_now()
-    order.billing_state = "VOIDED"
+    members.set_billing_state(repo, order, "VOIDED")
     order.updated_at = now
     order.save()
     notices.add_notice(
