@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from nodes.common.calls import call_info
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, invalid, required
+from storage.common import statements
 from storage.common.database import Store
 from storage.common.models import IdempotencyRecord
 
@@ -69,9 +70,7 @@ def stored_response(
     """
     request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
     check_request_id(request_id)
-    existing = records.get_or_none(
-        (records.scope == scope) & (records.method == method) & (records.request_id == request_id)
-    )
+    existing = statements.find(records, scope=scope, method=method, request_id=request_id)
     if existing is None:
         return None
     if existing.request_sha256 != request_digest(request):

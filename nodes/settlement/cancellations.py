@@ -26,6 +26,7 @@ from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from nodes.settlement import members, notices, purchases
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.settlement.models import CancellationRow
 from storage.settlement.repository import SettlementRepository
@@ -74,9 +75,7 @@ def begin(
             metadata={"order_number": notice.order_number},
         )
     digest = hashlib.sha256(notice.SerializeToString(deterministic=True)).hexdigest()
-    existing = repo.cancellations.get_or_none(
-        repo.cancellations.order_number == notice.order_number
-    )
+    existing = statements.find(repo.cancellations, order_number=notice.order_number)
     if existing is not None:
         if existing.cancel_request_id != notice.cancel_request_id:
             if existing.status == "DONE":

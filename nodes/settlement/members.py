@@ -14,6 +14,7 @@ import peewee
 from nodes.common import credentials
 from nodes.common.credentials import MIN_PASSWORD_LENGTH
 from nodes.common.errors import DomainError, ErrorKind, Violations
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.settlement.models import MemberRow, SessionRow, SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
@@ -182,7 +183,7 @@ def authenticate(
 ) -> tuple[MemberRow, SessionRow]:
     """The member and session behind ``authorization: Bearer <token>`` metadata."""
     digest = credentials.bearer_token_digest(authorization, login_rpc="MemberService/Login")
-    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
+    session = statements.find(repo.sessions, token_sha256=digest)
     if session is None or session.ended_at is not None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
     if utc_now() >= session.expires_at:
@@ -199,7 +200,7 @@ def session_to_end(repo: SettlementRepository, authorization: str | None) -> tup
     """The member ID and session a Logout names, ended or not: a repeated Logout must find
     its session again to answer from its first answer (an unknown token stays refused)."""
     digest = credentials.bearer_token_digest(authorization, login_rpc="MemberService/Login")
-    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
+    session = statements.find(repo.sessions, token_sha256=digest)
     if session is None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
     return str(session.member_id), session

@@ -32,6 +32,7 @@ from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from nodes.settlement import members, notices
+from storage.common import statements
 from storage.common.models import OrderVoid, utc_now
 from storage.settlement.models import SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
@@ -244,7 +245,7 @@ def void_order(repo: SettlementRepository, order: SettlementOrderRow, reason: st
     if order.billing_state == "VOIDED":
         return 0
     cancellations = repo.cancellations
-    if cancellations.get_or_none(cancellations.order_number == order.order_number) is not None:
+    if statements.find(cancellations, order_number=order.order_number) is not None:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
             "ORDER_ALREADY_CANCELLED",
@@ -391,9 +392,7 @@ def record_disclosures(
     """What the purchase disclosed about the member: the completion report to the shop and
     the transaction report to verification (once per order, however often it is answered)."""
     table = repo.data_disclosures
-    if table.get_or_none(
-        (table.reference == order.order_number) & (table.kind == "COMPLETION_REPORT")
-    ):
+    if statements.find(table, reference=order.order_number, kind="COMPLETION_REPORT"):
         return
     amount = f"{order.amount_minor} {order.currency_code}"
     data = (

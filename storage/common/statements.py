@@ -19,6 +19,8 @@ its INSERT and UPDATE per set of columns, so the code's ordinary writes take the
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -191,3 +193,25 @@ class CompiledWrites:
             compiled = _Compiled(query)
         cache[(kind, names)] = compiled
         return compiled
+
+
+_LOOKUPS: dict[tuple[type[peewee.Model], tuple[str, ...], bool], _Compiled] = {}
+
+
+def find(table: type[M], *, lock: bool = False, **equal: Any) -> M | None:
+    """The first row whose columns equal ``equal`` (peewee's ``get_or_none``), compiled once
+    per table and set of columns. ``lock`` adds FOR UPDATE where the engine has it
+    (see ``database.locked``)."""
+    names = tuple(equal)
+    key = (table, names, lock)
+    compiled = _LOOKUPS.get(key)
+    if compiled is None:
+        condition = functools.reduce(
+            operator.and_, (getattr(table, name) == _Slot(name) for name in names)
+        )
+        query = table.select().where(condition).limit(1)
+        if lock and table._meta.database.for_update:
+            query = query.for_update()
+        compiled = _LOOKUPS[key] = _Compiled(query)
+    rows = list(table.raw(compiled.sql, *compiled.values(equal)))
+    return rows[0] if rows else None
