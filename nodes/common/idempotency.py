@@ -181,15 +181,25 @@ async def served_answer(
     scope: str | None = None,
 ) -> R | None:
     """``stored_response`` for the RPC being served (its caller's scope unless ``scope``)."""
+    return await store.run(lambda: stored_served(records, request, response_type, scope=scope))
+
+
+def stored_served(
+    records: type[IdempotencyRecord],
+    request: Message,
+    response_type: type[R],
+    *,
+    scope: str | None = None,
+) -> R | None:
+    """``served_answer`` inside a transaction the caller runs, so that a flow reads the
+    stored answer and what its next step needs in one database trip."""
     info = call_info()
-    return await store.run(
-        lambda: stored_response(
-            records,
-            scope=scope or info.scope,
-            method=info.method,
-            request=request,
-            response_type=response_type,
-        )
+    return stored_response(
+        records,
+        scope=scope or info.scope,
+        method=info.method,
+        request=request,
+        response_type=response_type,
     )
 
 

@@ -89,22 +89,23 @@ def order_for_request(
     request: retail_pb2.PlaceOrderRequest,
     check_delivered: bool,
     trace_id: str,
-) -> ShopOrderRow:
-    """The order this request_id names: the one it started before, or a new one.
+) -> tuple[ShopOrderRow, bool]:
+    """The order this request_id names: the one it started before, or a new one; and
+    whether it is new.
 
     One transaction, so that concurrent duplicates of a request cannot both create an order
     (the loser's insert fails on the unique index and is told REQUEST_IN_PROGRESS).
     """
     row = existing_order(repo, request)
     if row is not None:
-        return row
+        return row, False
     if check_delivered:
         check_delivered_id(repo, request.anonymous_user_id)
     lines, amount = catalog.price(repo, list(request.items))
     created = create_order(repo, NewOrder(request, lines, amount, trace_id))
     # Counted inside the transaction: a lost race for the request_id (rolled back) over-counts.
     metrics.flow_started("purchase")
-    return created
+    return created, True
 
 
 def existing_order(
