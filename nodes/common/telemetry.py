@@ -18,7 +18,7 @@ nothing makes its spans non-recording: they carry and pass on the trace and span
 lines, ``traceparent``) and cost nothing more, since nobody would read what they record.
 A node that exports records every span, whatever its caller decided (``ALWAYS_ON``, not
 parent-based), so one exporting node's part of a flow is whole even if its callers export
-nothing.
+nothing; ``OTEL_TRACES_SAMPLER`` replaces that choice.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from nodes.common import logs
 
 TRACEPARENT_METADATA_KEY = "traceparent"
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+SAMPLER_ENV = "OTEL_TRACES_SAMPLER"
 INSTRUMENTATION_NAME = "suretynet"
 # Codes that mean the server failed, not the caller (OpenTelemetry's gRPC conventions): only
 # these mark a SERVER span as an error. A refusal is the flow working as designed.
@@ -92,9 +93,12 @@ def configure(
     """
     shutdown()
     exporting = bool(otlp_endpoint or os.environ.get(OTLP_ENDPOINT_ENV) or trace_file)
+    sampler: sampling.Sampler | None = sampling.ALWAYS_OFF
+    if exporting:
+        # None: the SDK reads the operator's OTEL_TRACES_SAMPLER.
+        sampler = None if os.environ.get(SAMPLER_ENV) else sampling.ALWAYS_ON
     provider = TracerProvider(
-        resource=Resource.create({"service.name": service_name}),
-        sampler=sampling.ALWAYS_ON if exporting else sampling.ALWAYS_OFF,
+        resource=Resource.create({"service.name": service_name}), sampler=sampler
     )
     if otlp_endpoint or os.environ.get(OTLP_ENDPOINT_ENV):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
