@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import datetime
 import functools
 import threading
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from nodes.common.errors import DomainError
 from nodes.common.idempotency import run_once
 from nodes.common.identity import EntityIdentity
 from nodes.settlement import billing, cancellations, members, purchases
-from storage.common import migrations
+from storage.common import migrations, statements
+from storage.common.audit_chain import AuditChainTables
 from storage.common.database import Store, bind, close_database, open_database
 from storage.common.models import IdempotencyRecord
 from storage.settlement.repository import SettlementRepository
@@ -316,3 +318,69 @@ def test_no_upsert_that_only_sqlite_knows():
             ):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
+
+
+def test_compiled_statements_behave_as_peewees_own_queries(engine, new_database):
+    """The hot path's compiled SQL (storage/common/statements.py) reads and writes exactly
+    what peewee's own queries do: conversions both ways, dirty-column updates, an
+    auto-incremented key read back, FOR UPDATE lookups, insert-or-ignore, and a callable
+    default never frozen into reused SQL."""
+    store = open_store(new_database())
+    repo = SettlementRepository(store.database)
+    store.transaction(lambda: migrations.migrate(store.database, "settlement"))
+    approval = open_store(new_database("approval"))
+    chain = AuditChainTables(approval.database)
+    approval.transaction(lambda: migrations.migrate(approval.database, "approval"))
+
+    def enrol(member_id: str) -> Any:
+        return members.enroll_member(
+            repo,
+            member_id=member_id,
+            display_name="Ünïcode name",
+            password="a long password",
+            credit_limit_minor=10**12,
+            currency_code="USD",
+        )
+
+    try:
+        store.transaction(lambda: (enrol("m-1"), enrol("m-2")))
+        read = store.transaction(lambda: statements.find(repo.members, member_id="m-1"))
+        expected = store.transaction(lambda: repo.members.get(repo.members.member_id == "m-1"))
+        assert read is not None and read.__data__ == expected.__data__
+        assert isinstance(read.enrolled_at, datetime.datetime)
+
+        def update() -> None:
+            row = statements.find(repo.members, lock=True, member_id="m-2")
+            assert row is not None
+            row.display_name = "Renamed"
+            assert row.save() == 1
+            assert row.save() is False  # nothing dirty: no write at all
+
+        store.transaction(update)
+        renamed = store.transaction(lambda: repo.members.get(repo.members.member_id == "m-2"))
+        assert (renamed.display_name, renamed.credit_limit_minor) == ("Renamed", 10**12)
+        assert store.transaction(lambda: statements.find(repo.members, member_id="nobody")) is None
+
+        # An auto-incremented key comes back from the compiled INSERT.
+        entries = approval.transaction(
+            lambda: [chain.append("KIND", f"subject-{n}", {"n": n}) for n in range(3)]
+        )
+        assert [entry.sequence for entry in entries] == [1, 2, 3]
+        assert approval.transaction(chain.head_state)[0] == 3
+
+        void = {"order_number": "ON-9", "retail_entity_id": "shop-1", "reason": "r"}
+        now = datetime.datetime(2026, 11, 29, 1, 2, 3, 456_789)
+        values = {**void, "voided_at": now, "next_forward_at": now, "forwarded_at": None}
+        inserted = store.transaction(
+            lambda: [statements.insert_or_ignore(repo.voids, **values) for _ in range(2)]
+        )
+        assert inserted == [1, 0]
+        stored = store.transaction(
+            lambda: statements.find(repo.voids, order_number="ON-9", retail_entity_id="shop-1")
+        )
+        assert stored is not None and stored.voided_at == now
+        with pytest.raises(ValueError, match="voided_at"):
+            store.transaction(lambda: statements.insert_or_ignore(repo.voids, order_number="x"))
+    finally:
+        store.close()
+        approval.close()
