@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import peewee
@@ -223,8 +223,22 @@ def find(table: type[M], *, lock: bool = False, **equal: Any) -> M | None:
         if lock and table._meta.database.for_update:
             query = query.for_update()
         compiled = _LOOKUPS[key] = _Compiled(query)
-    rows = list(table.raw(compiled.sql, *compiled.values(equal)))
-    return rows[0] if rows else None
+    cursor = table._meta.database.execute_sql(compiled.sql, compiled.values(equal))
+    row = cursor.fetchone()
+    return None if row is None else _model_of(table, row)
+
+
+def _model_of(table: type[M], row: Sequence[Any]) -> M:
+    """The model instance of a row of ``table.select()`` (every column, in declared order),
+    as peewee's cursor wrapper makes it, without its per-query set-up."""
+    instance: Any = table.__new__(table)
+    instance.__data__ = {
+        field.name: field.python_value(value)
+        for field, value in zip(table._meta.sorted_fields, row, strict=True)
+    }
+    instance._dirty = set()
+    instance.__rel__ = {}
+    return instance
 
 
 _INSERTS: dict[tuple[type[peewee.Model], tuple[str, ...]], _Compiled] = {}
