@@ -29,7 +29,7 @@ from nodes.settlement import billing, cancellations, members, purchases
 from storage.common import migrations, statements
 from storage.common.audit_chain import AuditChainTables
 from storage.common.database import Store, bind, close_database, open_database
-from storage.common.models import IdempotencyRecord
+from storage.common.models import IdempotencyRecord, InformationAnnouncement
 from storage.settlement.repository import SettlementRepository
 from tests.storage_support import insert, read_back, sample_row
 
@@ -362,6 +362,12 @@ def test_compiled_statements_behave_as_peewees_own_queries(engine, new_database)
         assert store.transaction(lambda: statements.find(repo.members, member_id="nobody")) is None
 
         # An auto-incremented key comes back from the compiled INSERT.
+        announcements = bind(store.database, InformationAnnouncement)
+        made = store.transaction(
+            lambda: [announcements.create(entity_id="e", outcome=o) for o in ("A", "B")]
+        )
+        assert [row.id for row in made] == [1, 2]
+        assert store.transaction(lambda: announcements.get_by_id(2).outcome) == "B"
         entries = approval.transaction(
             lambda: [chain.append("KIND", f"subject-{n}", {"n": n}) for n in range(3)]
         )
