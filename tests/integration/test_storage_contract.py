@@ -173,22 +173,30 @@ def search(
     )
 
 
-def test_concurrent_credit_checks_with_several_writers_never_exceed_the_limit(engine, new_database):
-    """Sixteen orders of 1,000 race on four database workers against a 4,500 limit: the
-    member row lock (FOR UPDATE on PostgreSQL, the single writer on SQLite) admits four."""
-    store = open_store(new_database())
+def agency_with_member(
+    url: str, member_id: str, limit_minor: int
+) -> tuple[Store, SettlementRepository]:
+    """A migrated settlement store with one enrolled member of ``limit_minor`` USD credit."""
+    store = open_store(url)
     repo = SettlementRepository(store.database)
     store.transaction(lambda: migrations.migrate(store.database, "settlement"))
     store.transaction(
         lambda: members.enroll_member(
             repo,
-            member_id="racer",
-            display_name="Racer",
-            password="racer password",
-            credit_limit_minor=4_500,
+            member_id=member_id,
+            display_name=member_id.title(),
+            password=f"{member_id} password",
+            credit_limit_minor=limit_minor,
             currency_code="USD",
         )
     )
+    return store, repo
+
+
+def test_concurrent_credit_checks_with_several_writers_never_exceed_the_limit(engine, new_database):
+    """Sixteen orders of 1,000 race on four database workers against a 4,500 limit: the
+    member row lock (FOR UPDATE on PostgreSQL, the single writer on SQLite) admits four."""
+    store, repo = agency_with_member(new_database(), "racer", 4_500)
 
     def order(number: int) -> Callable[[], Any]:
         purchase = purchases.Purchase(
@@ -216,19 +224,7 @@ def test_the_running_credit_in_use_follows_every_billing_transition(engine, new_
     """The credit check reads one running sum (no sum over history); every way an order opens
     or closes (approval, billing, a cancellation of each kind, a void) moves it, so it always
     equals the sum of the open orders that reconciliation recomputes."""
-    store = open_store(new_database())
-    repo = SettlementRepository(store.database)
-    store.transaction(lambda: migrations.migrate(store.database, "settlement"))
-    store.transaction(
-        lambda: members.enroll_member(
-            repo,
-            member_id="ledger",
-            display_name="Ledger",
-            password="ledger password",
-            credit_limit_minor=10_000,
-            currency_code="USD",
-        )
-    )
+    store, repo = agency_with_member(new_database(), "ledger", 10_000)
     shop = EntityIdentity("retail", "shop-1")
 
     def buy(number: int, amount: int) -> None:
