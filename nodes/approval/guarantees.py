@@ -20,6 +20,7 @@ from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity
 from storage.approval.models import EntityRow
 from storage.approval.repository import REGISTRY_COUNTER, ApprovalRepository
+from storage.common import statements
 from storage.common.models import utc_now
 
 
@@ -59,16 +60,18 @@ def settlement_agency_guarantee(
     )
 
 
+AGENCIES_WITH_PREFIX: statements.Statement[EntityRow] = statements.Statement(
+    lambda t, p: t.select().where((t.role == "settlement") & t.routing_prefix.is_null(False))
+)
+
+
 def search_settlement_agency(repo: ApprovalRepository, anonymous_user_id: str) -> EntityRow:
     """The agency whose routing prefix starts ``anonymous_user_id`` (claim 1, step 4a).
 
     The agency is returned whatever its status: the guarantee carries the status, and the
     shop refuses to route to a suspended agency with ENTITY_SUSPENDED.
     """
-    entities = repo.entities
-    candidates = entities.select().where(
-        (entities.role == "settlement") & entities.routing_prefix.is_null(False)
-    )
+    candidates = AGENCIES_WITH_PREFIX.rows(repo.entities)
     # Registration keeps prefixes from nesting, so at most one matches.
     for row in candidates:
         if row.routing_prefix and anonymous_user_id.startswith(row.routing_prefix):
@@ -93,7 +96,7 @@ def changed_after(
         .order_by(entities.registry_serial)
         .limit(limit)
     )
-    counter = repo.counters.get_or_none(repo.counters.name == REGISTRY_COUNTER)
+    counter = statements.find(repo.counters, name=REGISTRY_COUNTER)
     return rows, int(counter.value) if counter is not None else 0
 
 
