@@ -72,7 +72,11 @@ def replicas_of(network: LocalNetwork, entity_id: str) -> list[RunningNode]:
 def served_calls(network: LocalNetwork, node: RunningNode) -> int:
     """The RPCs a node process logged as served (its own log file)."""
     log = network.data_dir / "logs" / f"{node.log_name}.log"
-    return sum(1 for line in log.read_text().splitlines() if '"msg": "rpc"' in line)
+    return sum(
+        1
+        for line in log.read_text().splitlines()
+        if line.startswith("{") and json.loads(line).get("msg") == "rpc"
+    )
 
 
 @pytest.fixture(scope="module")
