@@ -67,6 +67,8 @@ CALLED_COUNT = "suretynet_rpc_called_seconds_count"
 MAX_SEARCH_CONCURRENCY = 64
 # "Still growing": at least this much above the best rate so far.
 GROWTH = 1.05
+# The search stops after this many doublings in a row that did not grow the rate.
+FLAT_STEPS = 2
 # The saturation is the least concurrency within this fraction of the best rate.
 KNEE = 0.95
 WARM_UP_PURCHASES = 10
@@ -370,7 +372,11 @@ class Phase:
     elapsed_s: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    # Nodes that take no part in the purchase (the other variants' shops), idling.
+    idle_cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
     client_cpu_ms_per_call: float = 0.0
+    # Open loop: how late the client process sent the calls (see bench_driver.py).
+    send_lag_ms: dict[str, float] | None = None
     rpcs_by_method: dict[str, float] = field(default_factory=dict)
     rpcs_per_call: float = 0.0
     client_rpcs_per_call: float = 0.0
@@ -397,10 +403,14 @@ class Phase:
         }
         if self.mode == "open":
             figures["offered_per_s"] = round(self.rate_per_s, 2)
+            figures["send_lag_ms"] = self.send_lag_ms
         if self.cpu_ms_per_call:
             figures.update(
                 cpu_ms_per_purchase={k: round(v, 3) for k, v in self.cpu_ms_per_call.items()},
                 cpu_ms_per_purchase_total=round(self.cpu_ms_total, 3),
+                idle_nodes_cpu_ms_per_purchase={
+                    k: round(v, 3) for k, v in self.idle_cpu_ms_per_call.items()
+                },
                 client_cpu_ms_per_purchase=round(self.client_cpu_ms_per_call, 3),
                 rpcs_per_purchase=round(self.rpcs_per_call, 3),
                 client_rpcs_per_purchase=round(self.client_rpcs_per_call, 3),
@@ -428,6 +438,7 @@ def _fill(phase: Phase, answer: dict[str, Any]) -> None:
     phase.errors = dict(answer.get("errors", {}))
     phase.elapsed_s = float(answer["elapsed_s"])
     phase.latency_ms = dict(answer["latency_ms"])
+    phase.send_lag_ms = answer.get("send_lag_ms")
     if phase.calls:
         phase.client_cpu_ms_per_call = float(answer["cpu_s"]) * 1000 / phase.calls
 
@@ -496,7 +507,11 @@ class PurchaseRunner:
         called = 0.0
         for entity_id in before:
             cpu_s = after[entity_id].cpu_s - before[entity_id].cpu_s
-            phase.cpu_ms_per_call[entity_id] = cpu_s * 1000 / phase.calls
+            # The other variants' shops take no part in these purchases: their own
+            # background work is reported apart, not billed to the purchase.
+            apart = entity_id.startswith("shop-") and entity_id != shop_of(variant)
+            costs = phase.idle_cpu_ms_per_call if apart else phase.cpu_ms_per_call
+            costs[entity_id] = cpu_s * 1000 / phase.calls
             for method, count in _delta(after[entity_id].served, before[entity_id].served).items():
                 served[method] = served.get(method, 0.0) + count
             called += sum(_delta(after[entity_id].called, before[entity_id].called).values())
@@ -511,16 +526,23 @@ class PurchaseRunner:
 def saturation_search(
     measure: Callable[[int], Phase], max_concurrency: int
 ) -> tuple[list[Phase], Phase]:
-    """Doubles the concurrency from 1 while the rate grows by GROWTH; the saturation is the
-    least concurrency whose rate is within KNEE of the best one seen."""
+    """Doubles the concurrency from 1 until the rate has not grown by GROWTH over the best
+    for FLAT_STEPS doublings in a row; the saturation is the least concurrency whose rate
+    is within KNEE of the best one seen."""
     phases: list[Phase] = []
     best = 0.0
+    flat = 0
     concurrency = 1
     while concurrency <= max_concurrency:
         phase = measure(concurrency)
         phases.append(phase)
         if phase.per_s < best * GROWTH:
-            break
+            flat += 1
+            # Twice in a row, so that one noisy phase on a shared machine does not stop it.
+            if flat == FLAT_STEPS:
+                break
+        else:
+            flat = 0
         best = max(best, phase.per_s)
         concurrency *= 2
     best = max(phase.per_s for phase in phases)
@@ -681,10 +703,15 @@ def profiling(
 # --- The run -----------------------------------------------------------------------------
 
 
+def _search_levels(max_concurrency: int) -> int:
+    return int(math.log2(max_concurrency)) + 1
+
+
 def _phase_count(settings: BenchSettings) -> int:
-    search = int(math.log2(settings.max_concurrency)) + 2
-    per_variant = search + 1 + 3 + (1 if settings.profile_dir else 0)
-    return len(settings.variants) * per_variant + 6
+    """Phases at most: the progress bar's length, shortened as searches end early."""
+    per_variant = _search_levels(settings.max_concurrency) + 1 + 3
+    per_variant += 1 if settings.profile_dir else 0
+    return len(settings.variants) * per_variant + 2 * (1 + len(settings.variants))
 
 
 def _machine() -> dict[str, Any]:
@@ -855,6 +882,7 @@ def _measure_variant(
         )
 
     search, saturated = saturation_search(measure, settings.max_concurrency)
+    progress.total -= _search_levels(settings.max_concurrency) - len(search)
     progress.step(f"{variant}: fresh member, half load")
     half = runner.run(_half_rate_phase(saturated, "half load"), variant, fresh_id, "fresh")
     profiles: list[str] = []
@@ -978,6 +1006,7 @@ def _measure_echo(
         levels = sorted(
             {1} | {variant[FRESH]["saturation"].concurrency for variant in variants.values()}
         )
+        progress.total -= 2 * (1 + len(variants) - len(levels))
         for concurrency in levels:
             progress.step(f"echo: {concurrency} in flight")
             closed = Phase(f"{concurrency} in flight", "closed", concurrency)

@@ -9,8 +9,10 @@ one JSON line on stdout:
   flight then finish and count;
 - ``{"mode": "open", "rate_per_s": R, "duration_s": D, "max_in_flight": M}``: a call is due
   every 1/R seconds whatever the answers do (at most M in flight; a due call waits for a
-  free slot). Latency is measured from when the call was due, so that a queue building up
-  shows in it instead of being hidden by a slower send rate;
+  free slot). Latency is measured from when this process sent the call, waiting for a
+  slot included, so that a queue building up in the system shows in it; how late the
+  process itself sent each call (its own scheduling on a busy machine) is reported apart,
+  as ``send_lag_ms``;
 - ``{"mode": "count", "calls": N, "concurrency": C}``: exactly N calls (the warm-up);
 - ``{"stop": true}`` ends the process.
 
@@ -78,6 +80,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.latencies_s: list[float] = []
+        # Open loop: how late this process sent each call (its own scheduling, not the
+        # server's): a large lag means the client could not keep the offered rate.
+        self.send_lags_s: list[float] = []
         self.errors: Counter[str] = Counter()
         self.first_error = ""
 
@@ -99,6 +104,7 @@ class Recorder:
             "elapsed_s": round(elapsed_s, 4),
             "latency_ms": summary_ms(self.latencies_s),
             "cpu_s": round(cpu_s, 4),
+            "send_lag_ms": summary_ms(self.send_lags_s) if self.send_lags_s else None,
         }
 
 
@@ -140,16 +146,18 @@ async def open_loop(
     due_count = max(1, int(duration_s * rate_per_s))
     tasks = []
 
-    async def one(due: float) -> None:
+    async def one(sent: float) -> None:
         async with slots:
-            await recorder.timed(call, next(numbers), due)
+            await recorder.timed(call, next(numbers), sent)
 
     for index in range(due_count):
         due = started + index * interval_s
         wait_s = due - time.perf_counter()
         if wait_s > 0:
             await asyncio.sleep(wait_s)
-        tasks.append(asyncio.ensure_future(one(due)))
+        sent = time.perf_counter()
+        recorder.send_lags_s.append(sent - due)
+        tasks.append(asyncio.ensure_future(one(sent)))
     await asyncio.gather(*tasks)
     return recorder, time.perf_counter() - started
 
