@@ -159,7 +159,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         replicas=args.replicas,
         profile_dir=profile_dir,
         profile_format=args.profile_format,
-        profile_s=max(5.0, phase_s),
+        profile_s=max(2.0 if mode == "quick" else 5.0, phase_s),
         keep=Path(args.keep).resolve() if args.keep else None,
         reconcile=args.reconcile,
         mode=mode,
@@ -509,8 +509,8 @@ class PurchaseRunner:
             cpu_s = after[entity_id].cpu_s - before[entity_id].cpu_s
             # The other variants' shops take no part in these purchases: their own
             # background work is reported apart, not billed to the purchase.
-            apart = entity_id.startswith("shop-") and entity_id != shop_of(variant)
-            costs = phase.idle_cpu_ms_per_call if apart else phase.cpu_ms_per_call
+            takes_part = _takes_part(entity_id, variant)
+            costs = phase.cpu_ms_per_call if takes_part else phase.idle_cpu_ms_per_call
             costs[entity_id] = cpu_s * 1000 / phase.calls
             for method, count in _delta(after[entity_id].served, before[entity_id].served).items():
                 served[method] = served.get(method, 0.0) + count
@@ -521,6 +521,11 @@ class PurchaseRunner:
         phase.client_rpcs_per_call = client_calls / phase.calls
         phase.called_per_call = called / phase.calls
         return phase
+
+
+def _takes_part(entity_id: str, variant: str) -> bool:
+    """Whether a node has a part in the purchases of ``variant`` (not another's shop)."""
+    return not entity_id.startswith("shop-") or entity_id == shop_of(variant)
 
 
 def saturation_search(
@@ -889,7 +894,7 @@ def _measure_variant(
     if settings.profile_dir is not None:
         progress.step(f"{variant}: profiling at saturation")
         with profiling(
-            runner.nodes,
+            [node for node in runner.nodes if _takes_part(node.spec.entity_id, variant)],
             settings.profile_dir,
             variant,
             settings.profile_s,
@@ -1240,6 +1245,8 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             f"    {method} {count:.2f}" for method, count in saturated["rpcs_by_method"].items()
         ]
+        if figures["profiles"]:
+            lines.append(f"  profiles (py-spy, at saturation): {', '.join(figures['profiles'])}")
         lines.append(
             f"  efficiency: {figures['purchases_per_s']:.1f} purchases/s x "
             f"{figures['rpcs_per_purchase']:.2f} RPCs / {figures['echo_calls_per_s']:.0f} echo "

@@ -43,6 +43,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
             "--keep",
             str(kept),
             "--reconcile",
+            "--profile",
+            str(kept / "profiles"),
         ],
         capture_output=True,
         text=True,
@@ -171,6 +173,18 @@ def _footprint(database: Path, order_number: str) -> dict[str, int]:
         if found:
             counts[table] = found
     return counts
+
+
+def test_profile_records_every_node_of_each_variant_at_saturation(bench):
+    report, kept = bench
+    for variant, figures in report["variants"].items():
+        nodes = ("institution", "verification", "agency-1", f"shop-{variant}")
+        expected = {str(kept / "profiles" / f"{variant}-{node}.speedscope.json") for node in nodes}
+        assert set(figures["profiles"]) == expected
+        for path in expected:
+            profile = json.loads(Path(path).read_text())
+            # py-spy's speedscope file: one profile per thread that ran, with its frames.
+            assert profile["profiles"] and profile["shared"]["frames"], path
 
 
 def test_replicas_are_refused_until_up_supports_them():
