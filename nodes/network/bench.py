@@ -716,7 +716,7 @@ def _phase_count(settings: BenchSettings) -> int:
     """Phases at most: the progress bar's length, shortened as searches end early."""
     per_variant = _search_levels(settings.max_concurrency) + 1 + 3
     per_variant += 1 if settings.profile_dir else 0
-    return len(settings.variants) * per_variant + 2 * (1 + len(settings.variants))
+    return len(settings.variants) * per_variant + 1 + 2 * len(settings.variants)
 
 
 def _machine() -> dict[str, Any]:
@@ -933,15 +933,29 @@ def _measure_variant(
     }
 
 
+@dataclass
+class EchoResults:
+    """The echo closed-loop at each concurrency, and open-loop at each variant's RPC rate."""
+
+    levels: dict[int, Phase] = field(default_factory=dict)
+    half_load: dict[str, Phase] = field(default_factory=dict)
+
+
+def _check_echo(phase: Phase) -> None:
+    if phase.errors or phase.calls == 0:
+        raise BenchError(f"echo {phase.label}: {phase.errors or 'no call answered'}")
+
+
 def _measure_echo(
     data_dir: Path,
     settings: BenchSettings,
     variants: dict[str, dict[str, Any]],
     payload_bytes: int,
     progress: Progress,
-) -> dict[int, dict[str, Phase]]:
-    """The echo at 1 in flight and at every variant's saturation concurrency, each with
-    its half-rate phase; the network is stopped meanwhile."""
+) -> EchoResults:
+    """The echo at 1 in flight and at every variant's saturation concurrency, then at the
+    rate of RPCs each variant's network carried at half load; the network is stopped
+    meanwhile."""
     from nodes.common import pki
 
     pki_dir = data_dir / "pki"
@@ -980,7 +994,7 @@ def _measure_echo(
         text=True,
     )
     log.close()
-    results: dict[int, dict[str, Phase]] = {}
+    results = EchoResults()
     client = None
     try:
         assert echo_server.stdout is not None
@@ -1011,18 +1025,26 @@ def _measure_echo(
         levels = sorted(
             {1} | {variant[FRESH]["saturation"].concurrency for variant in variants.values()}
         )
-        progress.total -= 2 * (1 + len(variants) - len(levels))
+        progress.total -= 1 + len(variants) - len(levels)
         for concurrency in levels:
             progress.step(f"echo: {concurrency} in flight")
             closed = Phase(f"{concurrency} in flight", "closed", concurrency)
             _fill(closed, client.command(_load_command(closed, settings.phase_s), PHASE_GRACE_S))
-            progress.step(f"echo: half load at {concurrency} in flight")
-            half = _half_rate_phase(closed, "half load")
+            _check_echo(closed)
+            results.levels[concurrency] = closed
+        for name, measured in variants.items():
+            # The RPCs the network carried at half load, as bare calls at the same rate.
+            half_load: Phase = measured[FRESH]["half_load"]
+            progress.step(f"echo: {name}'s RPCs at half load")
+            half = Phase(
+                f"{name} half load",
+                "open",
+                concurrency=half_load.concurrency,
+                rate_per_s=half_load.rate_per_s * half_load.rpcs_per_call,
+            )
             _fill(half, client.command(_load_command(half, settings.phase_s), PHASE_GRACE_S))
-            for phase in (closed, half):
-                if phase.errors or phase.calls == 0:
-                    raise BenchError(f"echo {phase.label}: {phase.errors or 'no call answered'}")
-            results[concurrency] = {"saturation": closed, "half_load": half}
+            _check_echo(half)
+            results.half_load[name] = half
     finally:
         if client is not None:
             client.close()
@@ -1042,17 +1064,16 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.inf
 
 
-def _variant_report(
-    variant: str, measured: dict[str, Any], echo: dict[int, dict[str, Phase]]
-) -> dict[str, Any]:
+def _variant_report(variant: str, measured: dict[str, Any], echo: EchoResults) -> dict[str, Any]:
     fresh, history = measured[FRESH], measured[HISTORY]
     saturated: Phase = fresh["saturation"]
-    echo_at = echo[saturated.concurrency]
-    echo_one = echo[1]["saturation"]
+    echo_at = echo.levels[saturated.concurrency]
+    echo_one = echo.levels[1]
+    echo_half = echo.half_load[variant]
     rpcs = saturated.rpcs_per_call
-    efficiency = _ratio(saturated.per_s * rpcs, echo_at["saturation"].per_s)
+    efficiency = _ratio(saturated.per_s * rpcs, echo_at.per_s)
     half_p99 = fresh["half_load"].latency_ms["p99"]
-    p99_limit = TARGET_P99_FACTOR * echo_at["half_load"].latency_ms["p99"] * rpcs
+    p99_limit = TARGET_P99_FACTOR * echo_half.latency_ms["p99"] * rpcs
     cpu_fresh = saturated.cpu_ms_total
     cpu_history = history["saturation"].cpu_ms_total
     growth = _ratio(cpu_history, cpu_fresh) - 1
@@ -1063,7 +1084,7 @@ def _variant_report(
         "purchases_per_s": round(saturated.per_s, 2),
         "rpcs_per_purchase": round(rpcs, 3),
         "client_rpcs_per_purchase": round(saturated.client_rpcs_per_call, 3),
-        "echo_calls_per_s": round(echo_at["saturation"].per_s, 1),
+        "echo_calls_per_s": round(echo_at.per_s, 1),
         "efficiency": round(efficiency, 4),
         "cpu_ms_per_purchase": round(cpu_fresh, 3),
         "cpu_ms_per_purchase_by_node": {
@@ -1076,8 +1097,8 @@ def _variant_report(
         },
         "echo_latency_ms": {
             "one_in_flight": echo_one.latency_ms,
-            "saturation": echo_at["saturation"].latency_ms,
-            "half_load": echo_at["half_load"].latency_ms,
+            "saturation": echo_at.latency_ms,
+            "half_load": echo_half.latency_ms,
         },
         "history": {
             "purchases_per_s": round(history["saturation"].per_s, 2),
@@ -1116,7 +1137,7 @@ def _target(value: float, limit: float, *, at_least: bool = False) -> dict[str, 
 def _report(
     settings: BenchSettings,
     variants: dict[str, dict[str, Any]],
-    echo: dict[int, dict[str, Phase]],
+    echo: EchoResults,
     rss: dict[str, float],
     history: dict[str, Any],
     payload_bytes: int,
@@ -1153,9 +1174,10 @@ def _report(
         "echo": {
             "payload_bytes": payload_bytes,
             "levels": {
-                str(concurrency): {level: phase.as_json("calls") for level, phase in phases.items()}
-                for concurrency, phases in echo.items()
+                str(concurrency): phase.as_json("calls")
+                for concurrency, phase in echo.levels.items()
             },
+            "half_load": {name: phase.as_json("calls") for name, phase in echo.half_load.items()},
         },
         "history": history,
         "targets": targets,
@@ -1187,15 +1209,15 @@ def render(report: dict[str, Any]) -> str:
         f"{report['echo']['payload_bytes']}-byte requests",
         f"  {'load':<24}{'calls/s':>10}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}",
     ]
-    for concurrency, phases in report["echo"]["levels"].items():
-        closed, half = phases["saturation"], phases["half_load"]
+    for concurrency, closed in report["echo"]["levels"].items():
         lines.append(
             f"  {concurrency + ' in flight':<24}{closed['calls_per_s']:>10.0f}"
             f"{_latency(closed['latency_ms'])}"
         )
+    for name, half in report["echo"]["half_load"].items():
         lines.append(
-            f"  {'half load (' + concurrency + ')':<24}{half['calls_per_s']:>10.0f}"
-            f"{_latency(half['latency_ms'])}"
+            f"  {name + ' RPCs, half load':<24}{half['calls_per_s']:>10.0f}"
+            f"{_latency(half['latency_ms'])}   offered {half['offered_per_s']:.0f}/s"
         )
     history = report["history"]
     for variant, figures in report["variants"].items():
