@@ -20,6 +20,7 @@ from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity
 from storage.approval.models import EntityRow
 from storage.approval.repository import REGISTRY_COUNTER, ApprovalRepository
+from storage.common import statements
 from storage.common.models import utc_now
 
 
@@ -92,7 +93,7 @@ def changed_after(
         .order_by(entities.registry_serial)
         .limit(limit)
     )
-    counter = repo.counters.get_or_none(repo.counters.name == REGISTRY_COUNTER)
+    counter = statements.find(repo.counters, name=REGISTRY_COUNTER)
     return rows, int(counter.value) if counter is not None else 0
 
 

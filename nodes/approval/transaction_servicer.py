@@ -12,7 +12,7 @@ from nodes.common import logs, voids
 from nodes.common.calls import call_info, certificate_caller
 from nodes.common.convert import timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations, required
-from nodes.common.idempotency import remember_served, serve_once, served_answer
+from nodes.common.idempotency import remember_served, serve_once, served_answer, stored_served
 from nodes.common.node import NodeRuntime
 from nodes.common.paging import by_key
 from storage.approval.repository import ApprovalRepository
@@ -59,12 +59,18 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
         transactions.validate_request(verification_request)
         check_own(info.caller, "retail", verification_request.retail_entity_id)
         repo = self._repo
-        stored = await served_answer(
-            self._store, repo.idempotency, request, approval_pb2.VerifyTransactionResponse
-        )
+
+        def look_up() -> approval_pb2.VerifyTransactionResponse | None:
+            stored = stored_served(
+                repo.idempotency, request, approval_pb2.VerifyTransactionResponse
+            )
+            if stored is None:
+                transactions.check_not_voided(repo, verification_request)
+            return stored
+
+        stored = await self._store.run(look_up)
         if stored is not None:
             return stored
-        await self._store.run(lambda: transactions.check_not_voided(repo, verification_request))
         report = await self._transaction_report(verification_request.order_number)
         fields = transactions.mismatched_fields(verification_request, report)
         trace_id = logs.current_trace_id()

@@ -30,6 +30,7 @@ from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from storage.approval.models import TransactionMismatchRow, TransactionRecordRow
 from storage.approval.repository import ApprovalRepository
+from storage.common import statements
 from storage.common.models import OrderVoid, utc_now
 
 RECORD_TABLE = "transaction_record"
@@ -178,7 +179,7 @@ def record_transaction(
     trace_id: str,
 ) -> TransactionRecordRow:
     """Stores the order number and monies (transaction record database), once per order."""
-    existing = repo.transactions.get_or_none(repo.transactions.order_number == request.order_number)
+    existing = statements.find(repo.transactions, order_number=request.order_number)
     if existing is not None:
         return existing
     row: TransactionRecordRow = repo.transactions.create(
@@ -306,7 +307,7 @@ def mismatch_to_proto(row: TransactionMismatchRow) -> approval_pb2.TransactionMi
 
 
 def get_record(repo: ApprovalRepository, order_number: str) -> TransactionRecordRow:
-    row = repo.transactions.get_or_none(repo.transactions.order_number == order_number)
+    row = statements.find(repo.transactions, order_number=order_number)
     if row is None:
         raise DomainError(
             ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no transaction record for {order_number!r}"
@@ -337,7 +338,7 @@ def validate_void(
 
 def record_void(repo: ApprovalRepository, void: voids.Void) -> OrderVoid:
     """Records the shop's void, unless approval already verified the order (resolve forward)."""
-    record = repo.transactions.get_or_none(repo.transactions.order_number == void.order_number)
+    record = statements.find(repo.transactions, order_number=void.order_number)
     if record is not None and record.retail_entity_id == void.retail_entity_id:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,

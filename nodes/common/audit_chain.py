@@ -46,6 +46,7 @@ from nodes.common.config import NodeConfig
 from nodes.common.convert import decode_page_token, encode_page_token, page_size
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation
 from nodes.common.paging import by_key
+from storage.common import statements
 from storage.common.audit_chain import AuditChainTables, canonical_json
 from storage.common.database import Store
 from storage.common.models import AuditChainEntryRow, AuditCheckpointRow, OrderVoid
@@ -229,7 +230,7 @@ class CheckpointPublisher:
         """Signs the current head unless it is already checkpointed; inside a transaction."""
         sequence, head_hash = self._tables.head_state()
         checkpoints = self._tables.checkpoints
-        if sequence == 0 or checkpoints.get_or_none(checkpoints.sequence == sequence):
+        if sequence == 0 or statements.find(checkpoints, sequence=sequence):
             return None
         signed_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
         signature = self._key.sign(
@@ -325,7 +326,7 @@ def void_state(row: OrderVoid) -> dict[str, object]:
 def chain_void(table: type[OrderVoid], chain: AuditChainTables, void: voids.Void) -> OrderVoid:
     """Records a void (``voids.record``) and, the first time, appends ORDER_VOIDED: a void is
     a later state change, so it is a new entry, never an edit of the order's entries."""
-    first = table.get_or_none(table.order_number == void.order_number) is None
+    first = statements.find(table, order_number=void.order_number) is None
     row = voids.record(table, void)
     if first:
         chain.append("ORDER_VOIDED", f"{VOID_TABLE}/{row.order_number}", void_state(row))

@@ -1,6 +1,6 @@
 """Outgoing calls to other nodes: mutual TLS, deadlines, trace propagation, bounded retries.
 
-Every attempt of every call passes ``CallObserver``: it opens the attempt's CLIENT span,
+Every attempt of every call passes ``observed_call``: it opens the attempt's CLIENT span,
 sends its W3C ``traceparent``, and times the attempt by method and status code.
 
 Every call gets a deadline: the configured per-call timeout, shortened to what is left of
@@ -60,43 +60,38 @@ def _certificate_failure(remote: Any) -> bool:
     )
 
 
-class CallObserver(grpc.aio.UnaryUnaryClientInterceptor):
-    """Traces and times each outgoing unary call attempt (a CLIENT span and a histogram)."""
+def method_of(rpc: Any) -> str:
+    """The full method name of a stub's multi-callable (``/package.Service/Method``)."""
+    method = getattr(rpc, "_method", b"")
+    return method.decode() if isinstance(method, bytes) else str(method)
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        if isinstance(method, bytes):
-            method = method.decode()
-        started = time.perf_counter()
-        with telemetry.client_span(method) as span:
-            metadata = client_call_details.metadata
-            if not isinstance(metadata, grpc.aio.Metadata):
-                metadata = grpc.aio.Metadata(*(metadata or ()))
-                client_call_details = client_call_details._replace(metadata=metadata)  # type: ignore[attr-defined]
-            # grpc.aio built this Metadata for this call alone: adding to it is safe.
-            for key, value in telemetry.outgoing_metadata():
-                metadata[key] = value
-            code = grpc.StatusCode.UNKNOWN
-            call = await continuation(client_call_details, request)
-            try:
-                await call
-                code = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                code = error.code()
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                metrics.RPC_CALLED.labels(method=method, code=code.name).observe(
-                    time.perf_counter() - started
-                )
-                telemetry.finish_span(span, code, server=False)
-            return call
+
+async def observed_call(rpc: Callable[..., Awaitable[R]], request: Any, **kwargs: Any) -> R:
+    """One outgoing call attempt: its CLIENT span, ``traceparent`` and latency histogram.
+
+    Done around the call rather than as a grpc.aio client interceptor: an intercepted call
+    costs gRPC an extra task and callbacks on every attempt (docs/PERFORMANCE.md).
+    """
+    method = method_of(rpc)
+    started = time.perf_counter()
+    with telemetry.client_span(method) as span:
+        kwargs["metadata"] = (*kwargs.get("metadata", ()), *telemetry.outgoing_metadata())
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await rpc(request, **kwargs)
+            code = grpc.StatusCode.OK
+            return response
+        except grpc.RpcError as error:
+            code = error.code()
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            metrics.RPC_CALLED.labels(method=method, code=code.name).observe(
+                time.perf_counter() - started
+            )
+            telemetry.finish_span(span, code, server=False)
 
 
 class Channels:
@@ -150,16 +145,10 @@ class Channels:
                 ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
                 ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ]
-            # grpc-stubs types aio interceptors only partially.
-            interceptors: list[Any] = [CallObserver()]
             if self._credentials is None:
-                channel = grpc.aio.insecure_channel(
-                    address, options=options, interceptors=interceptors
-                )
+                channel = grpc.aio.insecure_channel(address, options=options)
             else:
-                channel = grpc.aio.secure_channel(
-                    address, self._credentials, options=options, interceptors=interceptors
-                )
+                channel = grpc.aio.secure_channel(address, self._credentials, options=options)
             self._channels[address] = channel
         return channel
 
@@ -179,7 +168,7 @@ class Channels:
         return timeout
 
     def metadata(self, *, to_approval: bool) -> Sequence[tuple[str, str]]:
-        # The trace travels as traceparent, added per attempt by CallObserver.
+        # The trace travels as traceparent, added per attempt by observed_call.
         items: list[tuple[str, str]] = []
         if to_approval:
             key = self.license_key()
@@ -216,7 +205,8 @@ class Channels:
             timeout_s = self.timeout_s()
             own_wait = retrying and timeout_s > RETRY_READY_WAIT_S
             try:
-                response = await rpc(
+                response = await observed_call(
+                    rpc,
                     request,
                     timeout=RETRY_READY_WAIT_S if own_wait else timeout_s,
                     metadata=self.metadata(to_approval=to_approval),

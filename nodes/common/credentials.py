@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from nodes.common.calls import call_info
 from nodes.common.errors import DomainError, ErrorKind
+from storage.common import statements
 from storage.common.database import Store
 from storage.common.models import LoginFailureRow, utc_now
 
@@ -177,7 +178,7 @@ class LoginThrottle:
     def _failed(self, member_id: str, source: str) -> None:
         table, now = self._table, self._clock()
         key = self._key(member_id, source)
-        row = table.get_or_none(table.key == key)
+        row = statements.find(table, key=key)
         if row is None:
             table.create(
                 key=key,

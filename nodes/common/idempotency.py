@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from nodes.common.calls import call_info
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, invalid, required
+from storage.common import statements
 from storage.common.database import Store
 from storage.common.models import IdempotencyRecord
 
@@ -69,9 +70,7 @@ def stored_response(
     """
     request_id = getattr(request, "request_id")  # noqa: B009 - every mutating request has it
     check_request_id(request_id)
-    existing = records.get_or_none(
-        (records.scope == scope) & (records.method == method) & (records.request_id == request_id)
-    )
+    existing = statements.find(records, scope=scope, method=method, request_id=request_id)
     if existing is None:
         return None
     if existing.request_sha256 != request_digest(request):
@@ -182,15 +181,25 @@ async def served_answer(
     scope: str | None = None,
 ) -> R | None:
     """``stored_response`` for the RPC being served (its caller's scope unless ``scope``)."""
+    return await store.run(lambda: stored_served(records, request, response_type, scope=scope))
+
+
+def stored_served(
+    records: type[IdempotencyRecord],
+    request: Message,
+    response_type: type[R],
+    *,
+    scope: str | None = None,
+) -> R | None:
+    """``served_answer`` inside a transaction the caller runs, so that a flow reads the
+    stored answer and what its next step needs in one database trip."""
     info = call_info()
-    return await store.run(
-        lambda: stored_response(
-            records,
-            scope=scope or info.scope,
-            method=info.method,
-            request=request,
-            response_type=response_type,
-        )
+    return stored_response(
+        records,
+        scope=scope or info.scope,
+        method=info.method,
+        request=request,
+        response_type=response_type,
     )
 
 

@@ -37,6 +37,7 @@ from nodes.common.license import LicenseKeeper
 from nodes.common.operators import OperatorAuthority
 from nodes.common.secrets import SecretBox, SecretsKeyError, ephemeral_box, load_or_create_key
 from nodes.common.server import NodeServer, Service, address_with_port
+from storage.common import statements
 from storage.common.database import Store, bind, open_database
 from storage.common.models import (
     NodeCredential,
@@ -244,8 +245,8 @@ class Node:
         entity_id, serial = self.config.entity_id, self.config.program_serial
 
         def stored_state() -> tuple[Any, str]:
-            row = table.get_or_none(table.entity_id == entity_id)
-            enrolled = enrollments.get_or_none(enrollments.entity_id == entity_id)
+            row = statements.find(table, entity_id=entity_id)
+            enrolled = statements.find(enrollments, entity_id=entity_id)
             if row is not None and enrolled is None:
                 # Registered before serials were recorded: with the serial configured now.
                 enrolled = enrollments.create(entity_id=entity_id, program_serial=serial)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nodes.common.errors import DomainError, ErrorKind, Violations
+from storage.common import statements
 from storage.common.models import OrderVoid, utc_now
 
 MAX_ORDER_NUMBER_LENGTH = 64
@@ -44,10 +45,7 @@ def validate(order_number: str, reason: str, *, field_prefix: str = "") -> None:
 
 def voided(table: type[OrderVoid], order_number: str, retail_entity_id: str) -> OrderVoid | None:
     """The void recorded for this shop's order, if any."""
-    row: OrderVoid | None = table.get_or_none(
-        (table.order_number == order_number) & (table.retail_entity_id == retail_entity_id)
-    )
-    return row
+    return statements.find(table, order_number=order_number, retail_entity_id=retail_entity_id)
 
 
 def record(table: type[OrderVoid], void: Void) -> OrderVoid:
@@ -56,7 +54,7 @@ def record(table: type[OrderVoid], void: Void) -> OrderVoid:
     Must run inside the transaction that applies the void's effect, so that the record and
     the effect commit together.
     """
-    existing: OrderVoid | None = table.get_or_none(table.order_number == void.order_number)
+    existing: OrderVoid | None = statements.find(table, order_number=void.order_number)
     if existing is not None:
         if existing.retail_entity_id != void.retail_entity_id:
             raise DomainError(

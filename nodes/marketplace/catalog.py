@@ -14,6 +14,7 @@ from nodes.common.convert import timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import ENTITY_ID_PATTERN
 from nodes.marketplace.money import CURRENCY_PATTERN, MAX_AMOUNT_MINOR, mediation_charge_minor
+from storage.common import statements
 from storage.marketplace.models import CommodityRow, MediationContractRow
 from storage.marketplace.repository import MarketplaceRepository
 
@@ -81,9 +82,7 @@ def upsert_commodity(
 
 
 def commodity(repo: MarketplaceRepository, commodity_id: str) -> CommodityRow | None:
-    row: CommodityRow | None = repo.commodities.get_or_none(
-        repo.commodities.commodity_id == commodity_id
-    )
+    row: CommodityRow | None = statements.find(repo.commodities, commodity_id=commodity_id)
     return row
 
 
@@ -138,7 +137,7 @@ def upsert_contract(
         violations.add("contract.effective_until", "must be after effective_from")
     violations.raise_if_any()
     table = repo.contracts
-    existing = table.get_or_none(table.contract_id == contract.contract_id)
+    existing = statements.find(table, contract_id=contract.contract_id)
     if existing is not None and existing.partner_marketplace_id != contract.partner_marketplace_id:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
@@ -187,7 +186,7 @@ def inbound_contract(
 ) -> MediationContractRow:
     """The contract under which ``caller_id`` may ask this marketplace; CONTRACT_NOT_FOUND."""
     table = repo.contracts
-    row: MediationContractRow | None = table.get_or_none(table.contract_id == contract_id)
+    row: MediationContractRow | None = statements.find(table, contract_id=contract_id)
     if (
         row is None
         or row.partner_marketplace_id != caller_id
@@ -272,12 +271,12 @@ def seed(
             )
             created.append(f"commodity {item['commodity_id']}")
     for item in _tables(options, "members"):
-        if repo.members.get_or_none(repo.members.member_id == item["member_id"]) is None:
+        if statements.find(repo.members, member_id=item["member_id"]) is None:
             fields = {key: value for key, value in item.items() if key != "password"}
             members.enroll(repo, fields, item["password"], now)
             created.append(f"member {item['member_id']}")
     for item in _tables(options, "contracts"):
-        if repo.contracts.get_or_none(repo.contracts.contract_id == item["contract_id"]) is None:
+        if statements.find(repo.contracts, contract_id=item["contract_id"]) is None:
             upsert_contract(
                 repo,
                 ContractInput(

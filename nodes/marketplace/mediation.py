@@ -25,6 +25,7 @@ from nodes.marketplace import catalog, credit, data_log, orders, outbox, request
 from nodes.marketplace.partners import Partners
 from nodes.marketplace.settings import MarketplaceSettings
 from nodes.marketplace.views import purchaser_view
+from storage.common import statements
 from storage.common.database import Store
 from storage.common.models import utc_now
 from storage.marketplace.models import TransactionRow
@@ -132,9 +133,7 @@ class Mediator:
             if stored is not None:
                 return _Started(answer=stored)
             now = utc_now()
-            existing = self._repo.transactions.get_or_none(
-                self._repo.transactions.transaction_id == transaction_id
-            )
+            existing = statements.find(self._repo.transactions, transaction_id=transaction_id)
             if existing is not None:
                 if existing.request_sha256 != digest:
                     raise DomainError(
@@ -209,9 +208,7 @@ class Mediator:
             enquiry = started.enquiry
 
             def open_mediation() -> None:
-                existing = self._repo.transactions.get_or_none(
-                    self._repo.transactions.transaction_id == transaction_id
-                )
+                existing = statements.find(self._repo.transactions, transaction_id=transaction_id)
                 if existing is None:
                     requester.open_mediation(
                         self._repo,
@@ -266,7 +263,7 @@ class Mediator:
                 )
             call_id = f"{row.transaction_id}:{step}:{request_hash}"
             calls = self._repo.partner_calls
-            recorded = calls.get_or_none(calls.request_id == call_id)
+            recorded = statements.find(calls, request_id=call_id)
             if recorded is None or recorded.status == outbox.REFUSED:
                 enquiry = mediated(row, call_id, now)
                 if enquiry is not None:

@@ -17,6 +17,7 @@ from nodes.common.convert import timestamp
 from nodes.common.credentials import MIN_PASSWORD_LENGTH
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import ENTITY_ID_PATTERN
+from storage.common import statements
 from storage.marketplace.models import ContractMemberRow
 from storage.marketplace.repository import MarketplaceRepository
 
@@ -50,7 +51,7 @@ def enroll(
     if len(password) < MIN_PASSWORD_LENGTH:
         violations.add("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
     violations.raise_if_any()
-    if repo.members.get_or_none(repo.members.member_id == member_id) is not None:
+    if statements.find(repo.members, member_id=member_id) is not None:
         raise DomainError(
             ErrorKind.ALREADY_EXISTS,
             "MEMBER_ALREADY_ENROLLED",
@@ -80,7 +81,7 @@ def login(
     session_ttl: datetime.timedelta,
 ) -> tuple[str, ContractMemberRow, datetime.datetime]:
     """Checks the credentials and opens a session; returns the token (only time it exists)."""
-    row = repo.members.get_or_none(repo.members.member_id == member_id)
+    row = statements.find(repo.members, member_id=member_id)
     # Hashed for an unknown member too: the timing tells nothing either.
     matches = credentials.password_matches(
         password,
@@ -109,14 +110,12 @@ def authenticate(
 ) -> ContractMemberRow:
     """The member behind ``authorization: Bearer <token>``; refuses with a SESSION_* reason."""
     digest = credentials.bearer_token_digest(authorization, login_rpc="PurchaserService/Login")
-    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
+    session = statements.find(repo.sessions, token_sha256=digest)
     if session is None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "unknown session token")
     if session.expires_at <= now:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_EXPIRED", "log in again")
-    member: ContractMemberRow | None = repo.members.get_or_none(
-        repo.members.member_id == session.member_id
-    )
+    member: ContractMemberRow | None = statements.find(repo.members, member_id=session.member_id)
     if member is None or member.status != "ACTIVE":
         raise DomainError(
             ErrorKind.PERMISSION_DENIED, "ENTITY_SUSPENDED", "this contract member is suspended"
@@ -125,7 +124,7 @@ def authenticate(
 
 
 def get_member(repo: MarketplaceRepository, member_id: str) -> ContractMemberRow:
-    row: ContractMemberRow | None = repo.members.get_or_none(repo.members.member_id == member_id)
+    row: ContractMemberRow | None = statements.find(repo.members, member_id=member_id)
     if row is None:
         raise DomainError(
             ErrorKind.NOT_FOUND, "MEMBER_NOT_FOUND", f"no contract member {member_id!r}"

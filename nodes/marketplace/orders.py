@@ -19,6 +19,7 @@ from suretynet.marketplace.v1 import marketplace_pb2 as pb
 from nodes.common.errors import DomainError, ErrorKind, invalid
 from nodes.marketplace import catalog, credit
 from nodes.marketplace.money import check_amount, total_minor
+from storage.common import statements
 from storage.marketplace.models import InvoiceRow, TransactionRow
 from storage.marketplace.repository import MarketplaceRepository
 
@@ -50,7 +51,7 @@ def owned(
 ) -> TransactionRow:
     """The transaction, if it belongs to ``member_id`` (None: the operator, any member)."""
     table = repo.transactions
-    row: TransactionRow | None = table.get_or_none(table.transaction_id == transaction_id)
+    row: TransactionRow | None = statements.find(table, transaction_id=transaction_id)
     if row is None or (member_id is not None and row.member_id != member_id):
         # Someone else's transaction is reported exactly like a missing one.
         raise DomainError(
@@ -361,7 +362,7 @@ def record_delay_once(
 
 
 def get_invoice(repo: MarketplaceRepository, invoice_id: str) -> InvoiceRow:
-    row: InvoiceRow | None = repo.invoices.get_or_none(repo.invoices.invoice_id == invoice_id)
+    row: InvoiceRow | None = statements.find(repo.invoices, invoice_id=invoice_id)
     if row is None:
         raise DomainError(ErrorKind.NOT_FOUND, "INVOICE_NOT_FOUND", f"no invoice {invoice_id!r}")
     return row

@@ -13,6 +13,7 @@ import datetime
 from google.protobuf.message import Message
 
 from nodes.common.errors import DomainError, ErrorKind
+from storage.common import statements
 from storage.marketplace.models import PartnerCallRow
 from storage.marketplace.repository import MarketplaceRepository
 
@@ -61,7 +62,7 @@ def enqueue(
         "created_at": now,
         "completed_at": None,
     }
-    existing = calls.get_or_none(calls.request_id == request_id)
+    existing = statements.find(calls, request_id=request_id)
     if existing is None:
         calls.create(request_id=request_id, **values)
     elif existing.status == REFUSED:

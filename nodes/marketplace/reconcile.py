@@ -19,6 +19,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.marketplace.catalog import money
 from nodes.marketplace.money import mediation_charge_minor
+from storage.common import statements
 from storage.marketplace.models import SuppliedTransactionRow, TransactionRow
 from storage.marketplace.repository import MarketplaceRepository
 
@@ -115,7 +116,7 @@ def _check_supplied(
     ids = ("", row.mediated_transaction_id)
     estimate = pb.Estimate.FromString(bytes(row.estimate))
     gross, currency = estimate.total_amount.amount_minor, estimate.total_amount.currency_code
-    contract = repo.contracts.get_or_none(repo.contracts.contract_id == row.contract_id)
+    contract = statements.find(repo.contracts, contract_id=row.contract_id)
     if contract is None:
         books.expect(ids, "the contract is no longer on record", 0, gross, currency)
         return

@@ -43,6 +43,7 @@ from nodes.marketplace.views import (
     purchaser_view,
     supplied_view,
 )
+from storage.common import statements
 from storage.common.database import Store
 from storage.common.models import utc_now
 from storage.marketplace.repository import MarketplaceRepository
@@ -580,9 +581,7 @@ class MarketplaceAdminServicer(_Base, marketplace_pb2_grpc.MarketplaceAdminServi
     def _enquiry(self, credit_enquiry_id: str) -> pb.CreditEnquiryResult | None:
         if not credit_enquiry_id:
             return None
-        row = self._repo.enquiries.get_or_none(
-            self._repo.enquiries.credit_enquiry_id == credit_enquiry_id
-        )
+        row = statements.find(self._repo.enquiries, credit_enquiry_id=credit_enquiry_id)
         return None if row is None else pb.CreditEnquiryResult.FromString(bytes(row.result))
 
     async def GetTransactionDetail(

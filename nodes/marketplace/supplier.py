@@ -17,6 +17,7 @@ from nodes.marketplace.catalog import money
 from nodes.marketplace.money import CURRENCY_PATTERN, mediation_charge_minor, total_minor
 from nodes.marketplace.settings import MarketplaceSettings
 from nodes.marketplace.views import invoice_view, parse, supplied_view
+from storage.common import statements
 from storage.marketplace.models import SuppliedTransactionRow
 from storage.marketplace.repository import MarketplaceRepository
 
@@ -501,7 +502,7 @@ def ship_order(
     shipped by the partner that supplies it, never here.
     """
     table = repo.transactions
-    own = table.get_or_none(table.transaction_id == transaction_id)
+    own = statements.find(table, transaction_id=transaction_id)
     if own is not None:
         if own.kind != "LOCAL":
             raise DomainError(

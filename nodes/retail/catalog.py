@@ -9,6 +9,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.common.convert import money
 from nodes.common.errors import DomainError, ErrorKind, Violations
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.retail.models import CatalogItemRow
 from storage.retail.repository import RetailRepository
@@ -74,7 +75,7 @@ def price(
     lines: list[types_pb2.OrderLine] = []
     total, currency = 0, ""
     for index, item in enumerate(items):
-        row = repo.catalog.get_or_none(repo.catalog.catalog_item_id == item.catalog_item_id)
+        row = statements.find(repo.catalog, catalog_item_id=item.catalog_item_id)
         if row is None or not row.available:
             raise DomainError(
                 ErrorKind.NOT_FOUND,

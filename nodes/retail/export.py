@@ -11,6 +11,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.common import flow_export as fx
 from nodes.common.convert import naive_utc
+from storage.common import statements
 from storage.retail.models import SalesRecordRow, ShopOrderRow
 from storage.retail.repository import RetailRepository
 
@@ -44,7 +45,7 @@ def sections(repo: RetailRepository, shop_id: str) -> list[fx.Section]:
     orders = repo.orders
 
     def sale(row: ShopOrderRow) -> SalesRecordRow | None:
-        return repo.sales.get_or_none(repo.sales.order_number == row.order_number)
+        return statements.find(repo.sales, order_number=row.order_number)
 
     return [
         fx.Section(

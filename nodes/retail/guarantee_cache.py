@@ -16,6 +16,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common.convert import enum_label, enum_value, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import ENTITY_ID_PATTERN, host_ip
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.retail.models import GuaranteeCacheStateRow, GuaranteeRow
 from storage.retail.repository import RetailRepository
@@ -69,7 +70,7 @@ def apply(
 ) -> bool:
     """Stores a guarantee unless the cache already holds this agency at a serial as new."""
     table = repo.guarantees
-    current = table.get_or_none(table.settlement_agency_id == guarantee.settlement_agency_id)
+    current = statements.find(table, settlement_agency_id=guarantee.settlement_agency_id)
     if current is not None and current.registry_serial >= guarantee.registry_serial:
         return False
     values = {

@@ -23,6 +23,7 @@ from nodes.common import metrics, resumer
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, Violations, invalid
 from nodes.retail import catalog
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.retail.models import SalesRecordRow, ShopOrderRow
 from storage.retail.repository import RetailRepository
@@ -68,7 +69,7 @@ def validate_place_order(
 
 def check_delivered_id(repo: RetailRepository, anonymous_user_id: str) -> None:
     """Directory variant (claim 1): the agency must have delivered the ID to this shop."""
-    row = repo.received_ids.get_or_none(repo.received_ids.value == anonymous_user_id)
+    row = statements.find(repo.received_ids, value=anonymous_user_id)
     if row is None:
         raise DomainError(
             ErrorKind.NOT_FOUND,
@@ -88,32 +89,31 @@ def order_for_request(
     request: retail_pb2.PlaceOrderRequest,
     check_delivered: bool,
     trace_id: str,
-) -> ShopOrderRow:
-    """The order this request_id names: the one it started before, or a new one.
+) -> tuple[ShopOrderRow, bool]:
+    """The order this request_id names: the one it started before, or a new one; and
+    whether it is new.
 
     One transaction, so that concurrent duplicates of a request cannot both create an order
     (the loser's insert fails on the unique index and is told REQUEST_IN_PROGRESS).
     """
     row = existing_order(repo, request)
     if row is not None:
-        return row
+        return row, False
     if check_delivered:
         check_delivered_id(repo, request.anonymous_user_id)
     lines, amount = catalog.price(repo, list(request.items))
     created = create_order(repo, NewOrder(request, lines, amount, trace_id))
     # Counted inside the transaction: a lost race for the request_id (rolled back) over-counts.
     metrics.flow_started("purchase")
-    return created
+    return created, True
 
 
 def existing_order(
     repo: RetailRepository, request: retail_pb2.PlaceOrderRequest
 ) -> ShopOrderRow | None:
     """The order an earlier PlaceOrder with this request_id started, if any."""
-    table = repo.orders
-    row = table.get_or_none(
-        (table.anonymous_user_id == request.anonymous_user_id)
-        & (table.request_id == request.request_id)
+    row = statements.find(
+        repo.orders, anonymous_user_id=request.anonymous_user_id, request_id=request.request_id
     )
     if row is not None and row.request_sha256 != request_digest(request):
         raise DomainError(
@@ -421,7 +421,7 @@ def sales_record_to_proto(row: SalesRecordRow) -> retail_pb2.SalesRecord:
 
 
 def get_sales_record(repo: RetailRepository, order_number: str) -> SalesRecordRow:
-    row = repo.sales.get_or_none(repo.sales.order_number == order_number)
+    row = statements.find(repo.sales, order_number=order_number)
     if row is None:
         raise DomainError(
             ErrorKind.NOT_FOUND, "ORDER_NOT_FOUND", f"no sales record for {order_number!r}"

@@ -83,13 +83,21 @@ class PurchaseFlow:
         repo = self._repo
         directory = self._discovery.settings.variant == "directory"
         trace_id = logs.current_trace_id()
-        row = await self._store.run(
+        row, created = await self._store.run(
             lambda: orders.order_for_request(repo, request, directory, trace_id)
         )
-        return await self.drive(row.order_number)
+        # An order made just now is as stored; one made before may be moving (a resumer).
+        return await self.drive(row.order_number, row if created else None)
 
-    async def drive(self, order_number: str) -> retail_pb2.PlaceOrderResponse:
-        """Runs the flow from its recorded step to the end; the answer of a finished flow."""
+    async def drive(
+        self, order_number: str, row: ShopOrderRow | None = None
+    ) -> retail_pb2.PlaceOrderResponse:
+        """Runs the flow from its recorded step to the end; the answer of a finished flow.
+
+        ``row`` is the order as this call's own transaction just created it, which nothing
+        else can have moved yet (saves reading it again); without it the order is read
+        once this call holds the flow.
+        """
         if order_number in self._running:
             raise DomainError(
                 ErrorKind.ABORTED,
@@ -99,13 +107,13 @@ class PurchaseFlow:
             )
         self._running.add(order_number)
         try:
-            return await self._drive(order_number)
+            if row is None:
+                row = await self._store.run(lambda: orders.get_order(self._repo, order_number))
+            return await self._drive(order_number, row)
         finally:
             self._running.discard(order_number)
 
-    async def _drive(self, order_number: str) -> retail_pb2.PlaceOrderResponse:
-        repo = self._repo
-        row = await self._store.run(lambda: orders.get_order(repo, order_number))
+    async def _drive(self, order_number: str, row: ShopOrderRow) -> retail_pb2.PlaceOrderResponse:
         refusal: DomainError | None = None
         for _ in orders.STEPS:
             if row.status != "PENDING":

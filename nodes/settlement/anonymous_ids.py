@@ -18,6 +18,7 @@ import hmac
 import secrets
 
 from nodes.common.errors import DomainError, ErrorKind
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.settlement.models import AnonymousIdRow
 from storage.settlement.repository import SettlementRepository
@@ -67,7 +68,7 @@ def issue(
     key = mac_key(repo)
     for tweak in range(MAX_COLLISION_TWEAKS):
         value = routing_prefix + _digits(key, member_id, retail_entity_id, period, tweak)
-        existing = repo.anonymous_ids.get_or_none(repo.anonymous_ids.value == value)
+        existing = statements.find(repo.anonymous_ids, value=value)
         if existing is None:
             row: AnonymousIdRow = repo.anonymous_ids.create(
                 value=value,
@@ -93,7 +94,7 @@ def resolve(
     Refusals: ANONYMOUS_ID_INVALID (never issued here), ANONYMOUS_ID_WRONG_SHOP (issued for
     another shop), ANONYMOUS_ID_EXPIRED.
     """
-    row = repo.anonymous_ids.get_or_none(repo.anonymous_ids.value == value)
+    row = statements.find(repo.anonymous_ids, value=value)
     if row is None:
         raise DomainError(
             ErrorKind.NOT_FOUND,

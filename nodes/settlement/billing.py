@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from nodes.settlement import notices
+from nodes.settlement import members, notices
 from storage.common.database import locked
 from storage.common.models import utc_now
 from storage.settlement.models import SettlementOrderRow
@@ -48,7 +48,7 @@ def run_billing(
     now = utc_now()
     totals: dict[str, int] = {}
     for order in due:
-        order.billing_state = "BILLED"
+        members.set_billing_state(repo, order, "BILLED")
         order.billed_at = now
         order.updated_at = now
         order.save()

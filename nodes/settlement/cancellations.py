@@ -25,7 +25,8 @@ from suretynet.verification.v1 import verification_pb2
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
-from nodes.settlement import notices, purchases
+from nodes.settlement import members, notices, purchases
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.settlement.models import CancellationRow
 from storage.settlement.repository import SettlementRepository
@@ -74,9 +75,7 @@ def begin(
             metadata={"order_number": notice.order_number},
         )
     digest = hashlib.sha256(notice.SerializeToString(deterministic=True)).hexdigest()
-    existing = repo.cancellations.get_or_none(
-        repo.cancellations.order_number == notice.order_number
-    )
+    existing = statements.find(repo.cancellations, order_number=notice.order_number)
     if existing is not None:
         if existing.cancel_request_id != notice.cancel_request_id:
             if existing.status == "DONE":
@@ -143,7 +142,7 @@ def apply(
     expected = "NOT_YET_BILLED" if row.decision == "STOPPED_BILLING" else "BILLED"
     assert order.billing_state == expected, "a reserved decision must still fit the order"
     assert 0 < row.amount_minor <= order.amount_minor, "never credit back more than charged"
-    order.billing_state = DECISION_STATES[row.decision]
+    members.set_billing_state(repo, order, DECISION_STATES[row.decision])
     order.updated_at = utc_now()
     order.save()
     row.status = "DONE"

@@ -21,7 +21,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import disclosures, logs, metrics, resumer, voids
 from nodes.common.convert import enum_label, timestamp
 from nodes.common.errors import DomainError, ErrorKind
-from nodes.common.idempotency import remember_served, served_answer
+from nodes.common.idempotency import remember_served, served_answer, stored_served
 from nodes.common.identity import EntityIdentity, entity_uri
 from nodes.common.node import NodeRuntime
 from nodes.settlement import anonymous_ids, cancellations, purchases
@@ -29,7 +29,7 @@ from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
 from nodes.settlement.settings import SettlementSettings
 from storage.common.models import utc_now
-from storage.settlement.models import MemberRow, SettlementOrderRow
+from storage.settlement.models import AnonymousIdRow, MemberRow, SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
 
 log = logging.getLogger(__name__)
@@ -138,19 +138,31 @@ class AgencyFlows:
         """Steps 5-9: resolve the ID, guarantee the shop, check credit, report, answer."""
         search = request.billing_agency_identification_search
         repo = self._repo
-        stored = await served_answer(
-            self._store,
-            repo.idempotency,
-            request,
-            settlement_pb2.SearchBillingAgencyIdentificationResponse,
-        )
+        shop_id = search.retail_entity.retail_entity_id
+        answer_type = settlement_pb2.SearchBillingAgencyIdentificationResponse
+
+        def look_up() -> tuple[
+            settlement_pb2.SearchBillingAgencyIdentificationResponse | None,
+            SettlementOrderRow | None,
+            AnonymousIdRow | None,
+        ]:
+            """One trip: the stored answer, else the recorded order, else the member."""
+            stored = stored_served(repo.idempotency, request, answer_type)
+            if stored is not None:
+                return stored, None, None
+            purchases.validate_search(search, caller)
+            # The first answer stands: a recorded order is finished, never re-checked.
+            order = purchases.recorded_order(repo, search)
+            if order is not None:
+                return None, order, None
+            return None, None, anonymous_ids.resolve(repo, search.anonymous_user_id, shop_id)
+
+        stored, order, anonymous = await self._store.run(look_up)
         if stored is not None:
             return stored
-        purchases.validate_search(search, caller)
-        # The first answer stands: a recorded order is finished, never re-checked.
-        order = await self._store.run(lambda: purchases.recorded_order(repo, search))
         if order is None:
-            order = await self._approve(search)
+            assert anonymous is not None, "look_up resolves the member of a new order"
+            order = await self._approve(search, anonymous)
         if order.billing_state == "VOIDED":
             raise voids.refusal(order.order_number)
         if order.reported_at is None:
@@ -172,15 +184,11 @@ class AgencyFlows:
         return answer
 
     async def _approve(
-        self, search: settlement_pb2.BillingAgencyIdentificationSearch
+        self, search: settlement_pb2.BillingAgencyIdentificationSearch, anonymous: AnonymousIdRow
     ) -> SettlementOrderRow:
-        """Steps 6-8 for a new order: the shop's guarantee, the member, credit, the record."""
+        """Steps 6-8 for a new order: the shop's guarantee, credit, the record."""
         metrics.flow_started("purchase_approval")
         repo = self._repo
-        shop_id = search.retail_entity.retail_entity_id
-        anonymous = await self._store.run(
-            lambda: anonymous_ids.resolve(repo, search.anonymous_user_id, shop_id)
-        )
         guarantee = await self._peers.retail_entity_guarantee(
             search.retail_entity, search.order_number
         )

@@ -14,8 +14,9 @@ import peewee
 from nodes.common import credentials
 from nodes.common.credentials import MIN_PASSWORD_LENGTH
 from nodes.common.errors import DomainError, ErrorKind, Violations
+from storage.common import statements
 from storage.common.models import utc_now
-from storage.settlement.models import MemberRow, SessionRow
+from storage.settlement.models import MemberRow, SessionRow, SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
 
 MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -106,7 +107,16 @@ def set_credit_limit(
 
 
 def credit_used(repo: SettlementRepository, member_id: str) -> int:
-    """Sum of the member's approved orders not cancelled (billed or not yet billed)."""
+    """The member's credit in use: the running sum of their open orders (billed or not)."""
+    member = get_member(repo, member_id)
+    return int(member.credit_used_minor)
+
+
+def open_orders_sum(repo: SettlementRepository, member_id: str) -> int:
+    """The sum of the member's open orders, counted from the orders themselves.
+
+    What ``credit_used`` must always equal; reconciliation compares the two.
+    """
     orders = repo.orders
     total = (
         orders.select(peewee.fn.COALESCE(peewee.fn.SUM(orders.amount_minor), 0))
@@ -114,6 +124,26 @@ def credit_used(repo: SettlementRepository, member_id: str) -> int:
         .scalar()
     )
     return int(total)
+
+
+def set_billing_state(repo: SettlementRepository, order: SettlementOrderRow, state: str) -> None:
+    """Moves an order to ``state`` and its amount in or out of the member's credit in use.
+
+    The one way a billing state changes, so the running sum never drifts from the orders;
+    the caller saves the order in the same transaction.
+    """
+    was_open, is_open = order.billing_state in OPEN_BILLING_STATES, state in OPEN_BILLING_STATES
+    order.billing_state = state
+    if was_open != is_open:
+        hold_credit(repo, order.member_id, order.amount_minor if is_open else -order.amount_minor)
+
+
+def hold_credit(repo: SettlementRepository, member_id: str, delta_minor: int) -> None:
+    """Adds ``delta_minor`` (negative to release) to the member's credit in use."""
+    members = repo.members
+    members.update(credit_used_minor=members.credit_used_minor + delta_minor).where(
+        members.member_id == member_id
+    ).execute()
 
 
 def login(
@@ -153,7 +183,7 @@ def authenticate(
 ) -> tuple[MemberRow, SessionRow]:
     """The member and session behind ``authorization: Bearer <token>`` metadata."""
     digest = credentials.bearer_token_digest(authorization, login_rpc="MemberService/Login")
-    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
+    session = statements.find(repo.sessions, token_sha256=digest)
     if session is None or session.ended_at is not None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
     if utc_now() >= session.expires_at:
@@ -170,7 +200,7 @@ def session_to_end(repo: SettlementRepository, authorization: str | None) -> tup
     """The member ID and session a Logout names, ended or not: a repeated Logout must find
     its session again to answer from its first answer (an unknown token stays refused)."""
     digest = credentials.bearer_token_digest(authorization, login_rpc="MemberService/Login")
-    session = repo.sessions.get_or_none(repo.sessions.token_sha256 == digest)
+    session = statements.find(repo.sessions, token_sha256=digest)
     if session is None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "SESSION_INVALID", "log in again")
     return str(session.member_id), session

@@ -12,12 +12,18 @@ import secrets
 from google.protobuf.message import Message
 
 from nodes.common.errors import DomainError, ErrorKind
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.settlement.models import MemberNoticeRow
 from storage.settlement.repository import SettlementRepository
 
 # A member with more open streams than this is refused: each holds a server task.
 MAX_STREAMS_PER_MEMBER = 8
+LAST_SEQUENCE: statements.Statement[MemberNoticeRow] = statements.Statement(
+    lambda t, p: (
+        t.select(t.sequence).where(t.member_id == p.member_id).order_by(t.sequence.desc()).limit(1)
+    )
+)
 
 
 def add_notice(
@@ -34,16 +40,11 @@ def add_notice(
 ) -> MemberNoticeRow:
     """Stores a notice with the member's next sequence number; inside the caller's transaction."""
     notices = repo.notices
-    last = (
-        notices.select(notices.sequence)
-        .where(notices.member_id == member_id)
-        .order_by(notices.sequence.desc())
-        .first()
-    )
+    last = LAST_SEQUENCE.scalar(notices, member_id=member_id)
     row: MemberNoticeRow = notices.create(
         notice_id=notice_id or "mn-" + secrets.token_hex(8),
         member_id=member_id,
-        sequence=(last.sequence if last else 0) + 1,
+        sequence=(last or 0) + 1,
         kind=kind,
         order_number=order_number,
         amount_minor=amount_minor,

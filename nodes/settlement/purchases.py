@@ -32,6 +32,7 @@ from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from nodes.settlement import members, notices
+from storage.common import statements
 from storage.common.models import OrderVoid, utc_now
 from storage.settlement.models import SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
@@ -188,8 +189,7 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
             "TRANSACTION_DECLINED",
             f"the member's credit is in {member.currency_code}, the order in {amount.currency_code}",
         )
-    used = members.credit_used(repo, member.member_id)
-    if used + amount.amount_minor > member.credit_limit_minor:
+    if member.credit_used_minor + amount.amount_minor > member.credit_limit_minor:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
             "CREDIT_LIMIT_EXCEEDED",
@@ -215,6 +215,7 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
         completed_at=now,
         updated_at=now,
     )
+    members.hold_credit(repo, member.member_id, order.amount_minor)
     notice = completion_notice(order, sequence=0)
     row = notices.add_notice(
         repo,
@@ -244,7 +245,7 @@ def void_order(repo: SettlementRepository, order: SettlementOrderRow, reason: st
     if order.billing_state == "VOIDED":
         return 0
     cancellations = repo.cancellations
-    if cancellations.get_or_none(cancellations.order_number == order.order_number) is not None:
+    if statements.find(cancellations, order_number=order.order_number) is not None:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
             "ORDER_ALREADY_CANCELLED",
@@ -253,7 +254,7 @@ def void_order(repo: SettlementRepository, order: SettlementOrderRow, reason: st
         )
     credited_back = order.amount_minor if order.billing_state == "BILLED" else 0
     now = utc_now()
-    order.billing_state = "VOIDED"
+    members.set_billing_state(repo, order, "VOIDED")
     order.updated_at = now
     order.save()
     notices.add_notice(
@@ -391,9 +392,7 @@ def record_disclosures(
     """What the purchase disclosed about the member: the completion report to the shop and
     the transaction report to verification (once per order, however often it is answered)."""
     table = repo.data_disclosures
-    if table.get_or_none(
-        (table.reference == order.order_number) & (table.kind == "COMPLETION_REPORT")
-    ):
+    if statements.find(table, reference=order.order_number, kind="COMPLETION_REPORT"):
         return
     amount = f"{order.amount_minor} {order.currency_code}"
     data = (

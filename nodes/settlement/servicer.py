@@ -34,6 +34,7 @@ from nodes.settlement.flows import AgencyFlows
 from nodes.settlement.notices import NoticeBoard
 from nodes.settlement.peers import SettlementPeers
 from nodes.settlement.settings import SettlementSettings
+from storage.common import statements
 from storage.settlement.models import MemberNoticeRow, MemberRow, SessionRow, SettlementOrderRow
 from storage.settlement.repository import SettlementRepository
 
@@ -495,9 +496,8 @@ class SettlementAdminServicer(settlement_pb2_grpc.SettlementAdminServiceServicer
     def _order(self, order: SettlementOrderRow) -> settlement_pb2.SettlementOrder:
         """The order with its cancel decision, once one was applied."""
         message = purchases.order_to_proto(order)
-        table = self._repo.cancellations
-        cancellation = table.get_or_none(
-            (table.order_number == order.order_number) & (table.status == "DONE")
+        cancellation = statements.find(
+            self._repo.cancellations, order_number=order.order_number, status="DONE"
         )
         if cancellation is not None:
             message.cancel_process_result.CopyFrom(cancellations.result(cancellation))

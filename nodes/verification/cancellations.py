@@ -18,6 +18,7 @@ from nodes.common.convert import enum_label, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from nodes.verification import audit, reports
+from storage.common import statements
 from storage.common.models import utc_now
 from storage.verification.models import CancelProcessRow, CancelRequestRow
 from storage.verification.repository import VerificationRepository
@@ -63,9 +64,7 @@ def store_request(
             "cancel_request_notice.settlement_agency_id: not the agency that billed the order",
         )
     serialized = notice.SerializeToString(deterministic=True)
-    existing = repo.cancel_requests.get_or_none(
-        repo.cancel_requests.cancel_request_id == notice.cancel_request_id
-    )
+    existing = statements.find(repo.cancel_requests, cancel_request_id=notice.cancel_request_id)
     if existing is not None:
         if bytes(existing.notice) != serialized:
             raise DomainError(
@@ -106,9 +105,7 @@ def store_process(
     _, agency = _order_of(repo, notice.order_number)
     if caller.entity_id != agency or notice.settlement_agency_id != agency:
         raise _not_owner(caller, notice.order_number)
-    request = repo.cancel_requests.get_or_none(
-        repo.cancel_requests.cancel_request_id == notice.cancel_request_id
-    )
+    request = statements.find(repo.cancel_requests, cancel_request_id=notice.cancel_request_id)
     if request is None:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
@@ -127,9 +124,7 @@ def store_process(
                 "process_order_number": notice.order_number,
             },
         )
-    existing = repo.cancel_processes.get_or_none(
-        repo.cancel_processes.cancel_request_id == notice.cancel_request_id
-    )
+    existing = statements.find(repo.cancel_processes, cancel_request_id=notice.cancel_request_id)
     if existing is not None:
         return existing, request
     verification = None

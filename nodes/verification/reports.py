@@ -16,6 +16,7 @@ from nodes.common.convert import enum_label
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity
 from nodes.verification import audit
+from storage.common import statements
 from storage.common.models import OrderVoid, utc_now
 from storage.verification.models import TransactionReportRow
 from storage.verification.repository import VerificationRepository
@@ -54,7 +55,7 @@ def store_report(
 ) -> TransactionReportRow:
     """Stores the report once; the same order again must carry the same content."""
     serialized = report.SerializeToString(deterministic=True)
-    existing = repo.reports.get_or_none(repo.reports.order_number == report.order_number)
+    existing = statements.find(repo.reports, order_number=report.order_number)
     if existing is not None:
         if bytes(existing.report) != serialized:
             raise DomainError(
@@ -83,7 +84,7 @@ def store_report(
 
 
 def get_report(repo: VerificationRepository, order_number: str) -> TransactionReportRow:
-    row = repo.reports.get_or_none(repo.reports.order_number == order_number)
+    row = statements.find(repo.reports, order_number=order_number)
     if row is None:
         raise DomainError(
             ErrorKind.NOT_FOUND,
@@ -127,7 +128,7 @@ def validate_void(
 
 def void_report(repo: VerificationRepository, void: voids.Void) -> tuple[OrderVoid, bool]:
     """Records the agency's void; returns it and whether a report was on file."""
-    report = repo.reports.get_or_none(repo.reports.order_number == void.order_number)
+    report = statements.find(repo.reports, order_number=void.order_number)
     if report is not None and report.settlement_agency_id != void.settlement_agency_id:
         raise DomainError(
             ErrorKind.PERMISSION_DENIED,

@@ -14,6 +14,7 @@ from storage.approval.models import (
     TransactionMismatchRow,
     TransactionRecordRow,
 )
+from storage.common import statements
 from storage.common.audit_chain import AuditChainTables
 from storage.common.database import bind
 from storage.common.models import IdempotencyRecord, NodeCredential, OrderVoid
@@ -61,10 +62,10 @@ class ApprovalRepository:
         return int(counters.get_by_id(REGISTRY_COUNTER).value)
 
     def entity(self, entity_id: str) -> EntityRow | None:
-        return self.entities.get_or_none(self.entities.entity_id == entity_id)
+        return statements.find(self.entities, entity_id=entity_id)
 
     def serial(self, serial: str) -> ProgramSerialRow | None:
-        return self.serials.get_or_none(self.serials.serial == serial)
+        return statements.find(self.serials, serial=serial)
 
     def license_key(self, key_id: str) -> LicenseKeyRow | None:
-        return self.license_keys.get_or_none(self.license_keys.key_id == key_id)
+        return statements.find(self.license_keys, key_id=key_id)

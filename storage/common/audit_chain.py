@@ -14,11 +14,24 @@ from typing import Any
 
 import peewee
 
+from storage.common import statements
 from storage.common.database import bind
 from storage.common.models import AuditChainEntryRow, AuditChainHeadRow, AuditCheckpointRow
 
 GENESIS_HASH = "0" * 64
 HEAD = "head"
+# The head row, made on the first append.
+_START: statements.Statement[AuditChainHeadRow] = statements.Statement(
+    lambda t, p: t.insert(name=p.name, sequence=0, entry_hash=p.entry_hash).on_conflict_ignore()
+)
+# The next sequence number is taken by an UPDATE, so that concurrent appends (PostgreSQL
+# replicas) wait for each other on the head row instead of reading the same sequence.
+_ADVANCE: statements.Statement[AuditChainHeadRow] = statements.Statement(
+    lambda t, p: t.update(sequence=t.sequence + 1).where(t.name == p.name)
+)
+_SET_HASH: statements.Statement[AuditChainHeadRow] = statements.Statement(
+    lambda t, p: t.update(entry_hash=p.entry_hash).where(t.name == p.name)
+)
 
 
 def canonical_json(state: Mapping[str, Any]) -> str:
@@ -50,9 +63,10 @@ class AuditChainTables:
     def append(self, kind: str, subject: str, state: Mapping[str, Any]) -> AuditChainEntryRow:
         """Appends one entry; must run inside the transaction that makes the change."""
         head = self.head
-        head.insert(name=HEAD, sequence=0, entry_hash=GENESIS_HASH).on_conflict_ignore().execute()
-        head.update(sequence=head.sequence + 1).where(head.name == HEAD).execute()
-        current = head.get_by_id(HEAD)
+        _START.execute(head, name=HEAD, entry_hash=GENESIS_HASH)
+        _ADVANCE.execute(head, name=HEAD)
+        current = statements.find(head, name=HEAD)
+        assert current is not None, "the head row was made above"
         sequence, previous = int(current.sequence), str(current.entry_hash)
         state_json = canonical_json(state)
         recorded_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
@@ -66,9 +80,9 @@ class AuditChainTables:
             previous_hash=previous,
             entry_hash=hashed,
         )
-        head.update(entry_hash=hashed).where(head.name == HEAD).execute()
+        _SET_HASH.execute(head, name=HEAD, entry_hash=hashed)
         return row
 
     def head_state(self) -> tuple[int, str]:
-        row = self.head.get_or_none(self.head.name == HEAD)
+        row = statements.find(self.head, name=HEAD)
         return (int(row.sequence), str(row.entry_hash)) if row else (0, GENESIS_HASH)

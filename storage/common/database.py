@@ -34,6 +34,7 @@ from prometheus_client import Counter, Histogram
 
 from nodes.common import failpoints
 from nodes.common.errors import DomainError, ErrorKind
+from storage.common import statements
 from storage.common.models import StoreHeartbeat, utc_now
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,13 @@ def bind(database: peewee.Database, model: M) -> M:
             "only_save_dirty": True,
         },
     )
-    bound = type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__})
+    # CompiledWrites first: save() (and so create()) reuse their SQL (storage/common/statements.py).
+    mixins = () if issubclass(model, statements.CompiledWrites) else (statements.CompiledWrites,)
+    bound = type(
+        model.__name__,
+        (*mixins, model),
+        {"Meta": meta, "__module__": model.__module__},
+    )
     return bound  # type: ignore[return-value]
 
 

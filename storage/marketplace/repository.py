@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import peewee
 
+from storage.common import statements
 from storage.common.database import bind
 from storage.common.models import (
     DataDisclosureRow,
@@ -59,7 +60,7 @@ class MarketplaceRepository:
         )
 
     def setting(self, name: str) -> str | None:
-        row = self.settings.get_or_none(self.settings.name == name)
+        row = statements.find(self.settings, name=name)
         return None if row is None else str(row.value)
 
     def put_setting(self, name: str, value: str) -> None:

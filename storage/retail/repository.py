@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import peewee
 
+from storage.common import statements
 from storage.common.database import bind
 from storage.common.models import IdempotencyRecord, NodeCredential
 from storage.retail.models import (
@@ -49,4 +50,4 @@ class RetailRepository:
         return row
 
     def order(self, order_number: str) -> ShopOrderRow | None:
-        return self.orders.get_or_none(self.orders.order_number == order_number)
+        return statements.find(self.orders, order_number=order_number)

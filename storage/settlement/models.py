@@ -37,6 +37,10 @@ class MemberRow(peewee.Model):
     password_hash_hex = peewee.CharField(max_length=128)
     credit_limit_minor = peewee.BigIntegerField()
     currency_code = peewee.CharField(max_length=3)
+    # The sum of the member's open orders (nodes/settlement/members.py OPEN_BILLING_STATES),
+    # kept in the transaction that opens or closes each one, so a credit check costs the
+    # same at the ten-thousandth order as at the first. Reconciliation checks the sum.
+    credit_used_minor = peewee.BigIntegerField(default=0)
     status = peewee.CharField(max_length=16, default="ACTIVE")
     enrolled_at = peewee.DateTimeField(default=utc_now)
     updated_at = peewee.DateTimeField(default=utc_now)

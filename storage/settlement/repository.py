@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import peewee
 
-from storage.common.database import bind, locked
+from storage.common import statements
+from storage.common.database import bind
 from storage.common.models import (
     DataDisclosureRow,
     IdempotencyRecord,
@@ -57,12 +58,8 @@ class SettlementRepository:
 
     def member(self, member_id: str, *, lock: bool = False) -> MemberRow | None:
         """The member; ``lock`` holds its row to the end of the transaction (credit checks)."""
-        query = self.members.select().where(self.members.member_id == member_id)
-        row: MemberRow | None = (locked(query) if lock else query).first()
-        return row
+        return statements.find(self.members, lock=lock, member_id=member_id)
 
     def order(self, order_number: str, *, lock: bool = False) -> SettlementOrderRow | None:
         """The order; ``lock`` holds its row to the end of the transaction (billing state)."""
-        query = self.orders.select().where(self.orders.order_number == order_number)
-        row: SettlementOrderRow | None = (locked(query) if lock else query).first()
-        return row
+        return statements.find(self.orders, lock=lock, order_number=order_number)

@@ -48,7 +48,7 @@ def test_bench_observability_prices_each_instrument():
     rows = [line[:28].strip() for line in output.splitlines()[1:] if line.strip()]
     assert rows == [
         "call (plain)",
-        "call (CallObserver)",
+        "call (observed_call)",
         "server span + histogram",
         "server span, to a file",
     ]

@@ -360,15 +360,14 @@ def _inserted(network: LocalNetwork, entity_id: str, row: dict[str, object]) -> 
 
 
 def test_credit_in_use_not_matching_open_orders_fires(busy_network: LocalNetwork) -> None:
-    """An open order the agency's credit accounting does not count: MEMBER_CREDIT."""
+    """The agency's running credit in use drifting from its open orders: MEMBER_CREDIT."""
     order = _pick(busy_network, "agency-1", ROLE_ORDER, "COMPLETED")
     with _tampered(
         busy_network,
         "agency-1",
-        "UPDATE settlement_order SET billing_state = 'DISPUTED' WHERE order_number = ?",
-        f"UPDATE settlement_order SET billing_state = '{order.stored_state}' "
-        "WHERE order_number = ?",
-        (order.order_number,),
+        "UPDATE member SET credit_used_minor = credit_used_minor - 1 WHERE member_id = ?",
+        "UPDATE member SET credit_used_minor = credit_used_minor + 1 WHERE member_id = ?",
+        (order.member_id,),
     ):
         _fired(_reconcile(busy_network), "MEMBER_CREDIT", "agency-1", member=order.member_id)
     assert _reconcile(busy_network).mismatches == []

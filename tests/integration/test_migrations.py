@@ -47,6 +47,47 @@ def test_an_upgrade_from_the_first_released_schema_loses_nothing(engine, new_dat
         close_database(database)
 
 
+def test_version_3_sets_each_members_running_credit_to_their_open_orders(engine, new_database):
+    """Members enrolled before the running sum existed start with the sum of their open
+    orders (billed or not), and closed orders (cancelled, voided) count for nothing."""
+    database = open_database(new_database())
+    tables = {
+        model._meta.table_name: bind(database, model)
+        for model in migrations.steps_of("settlement")[0].tables
+    }
+    member_table, order_table = tables["member"], tables["settlement_order"]
+    try:
+        with database.atomic():
+            migrations.migrate(database, "settlement", target=2)
+        orders = {
+            "alice": [
+                (100, "NOT_YET_BILLED"),
+                (200, "BILLED"),
+                (400, "VOIDED"),
+                (800, "CREDITED_BACK"),
+            ],
+            "bob": [(1_600, "BILLING_STOPPED")],
+        }
+        with database.atomic():
+            for member_id, placed in orders.items():
+                insert(member_table, {**sample_row(member_table), "member_id": member_id})
+                for number, (amount, state) in enumerate(placed):
+                    row = sample_row(order_table, number)
+                    row.update(
+                        order_number=f"{member_id}-{number}",
+                        member_id=member_id,
+                        amount_minor=amount,
+                        billing_state=state,
+                    )
+                    insert(order_table, row)
+        migrations.migrate(database, "settlement")
+        with database.atomic():
+            used = dict(database.execute_sql("SELECT member_id, credit_used_minor FROM member"))
+        assert used == {"alice": 300, "bob": 0}
+    finally:
+        close_database(database)
+
+
 def test_a_database_made_before_migrations_is_adopted_as_version_1(engine, new_database):
     """Tables made by the old create_tables, without schema_migration: recorded as version 1
     (nothing re-created), their rows kept, later steps applied."""

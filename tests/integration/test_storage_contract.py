@@ -23,7 +23,8 @@ from suretynet.type.v1 import types_pb2
 from nodes.common.convert import money
 from nodes.common.errors import DomainError
 from nodes.common.idempotency import run_once
-from nodes.settlement import members, purchases
+from nodes.common.identity import EntityIdentity
+from nodes.settlement import billing, cancellations, members, purchases
 from storage.common import migrations
 from storage.common.database import Store, bind, close_database, open_database
 from storage.common.models import IdempotencyRecord
@@ -205,6 +206,68 @@ def test_concurrent_credit_checks_with_several_writers_never_exceed_the_limit(en
         assert {error.reason for error in refused} == {"CREDIT_LIMIT_EXCEEDED"}
         assert store.transaction(lambda: members.credit_used(repo, "racer")) == 4_000
         assert store.transaction(lambda: repo.orders.select().count()) == 4
+    finally:
+        store.close()
+
+
+def test_the_running_credit_in_use_follows_every_billing_transition(engine, new_database):
+    """The credit check reads one running sum (no sum over history); every way an order opens
+    or closes (approval, billing, a cancellation of each kind, a void) moves it, so it always
+    equals the sum of the open orders that reconciliation recomputes."""
+    store = open_store(new_database())
+    repo = SettlementRepository(store.database)
+    store.transaction(lambda: migrations.migrate(store.database, "settlement"))
+    store.transaction(
+        lambda: members.enroll_member(
+            repo,
+            member_id="ledger",
+            display_name="Ledger",
+            password="ledger password",
+            credit_limit_minor=10_000,
+            currency_code="USD",
+        )
+    )
+    shop = EntityIdentity("retail", "shop-1")
+
+    def buy(number: int, amount: int) -> None:
+        purchase = purchases.Purchase(
+            search(f"ON-{number}", amount), "ledger", "agency-1", "Shop One", "ledger"
+        )
+        store.transaction(lambda: purchases.record_order(repo, purchase))
+
+    def cancel(number: int) -> None:
+        notice = types_pb2.CancelRequestNotice(
+            cancel_request_id=f"cancel-{number}",
+            order_number=f"ON-{number}",
+            procedure=types_pb2.CANCEL_PROCEDURE_NOTIFIED,
+            requested_by=types_pb2.CANCEL_REQUESTER_MEMBER,
+        )
+        store.transaction(lambda: cancellations.begin(repo, notice, shop))
+
+    def in_use() -> tuple[int, int]:
+        return store.transaction(
+            lambda: (members.credit_used(repo, "ledger"), members.open_orders_sum(repo, "ledger"))
+        )
+
+    try:
+        for number, amount in enumerate((1_000, 2_000, 3_000, 1_500)):
+            buy(number, amount)
+        buy(0, 1_000)  # a retried search: the same order, no second hold
+        assert in_use() == (7_500, 7_500)
+        cancel(0)  # not yet billed: billing stops
+        assert in_use() == (6_500, 6_500)
+        store.transaction(lambda: billing.run_billing(repo, None, 0))
+        assert in_use() == (6_500, 6_500)  # billed orders still use credit
+        cancel(1)  # billed: credited back
+        assert in_use() == (4_500, 4_500)
+        store.transaction(
+            lambda: purchases.void_order(repo, purchases.get_order(repo, "ON-2"), "test")
+        )
+        assert in_use() == (1_500, 1_500)
+        with pytest.raises(DomainError, match="credit limit"):
+            buy(9, 8_501)
+        buy(10, 8_500)
+        assert in_use() == (10_000, 10_000)
     finally:
         store.close()
 
