@@ -8,7 +8,8 @@ nodes' own builders wherever one exists:
 
 - shop: the order (completed; its completion report and its stored answer) and the sales
   record; the billing search and the verification request come from ``nodes.retail.orders``;
-- agency: the order (``purchases.billing_details``, ``search_digest``), the member's
+- agency: the order (``purchases.billing_details``, ``search_digest``) and the member's
+  credit in use (``members.hold_credit``), the member's
   completion notice (``purchases.completion_notice``, the member's next sequence numbers),
   the two data disclosures (``purchases.record_disclosures``) and the stored answer to the
   shop's billing search (``idempotency.remember``, sealed under the agency's key);
@@ -19,7 +20,8 @@ nodes' own builders wherever one exists:
   and the stored answer to the shop.
 
 The member's credit check is run once for the whole history (``members.credit_used``)
-instead of once per order. What real purchases do besides (the network calls, the
+instead of once per order; the member's running credit in use moves with every order
+(``members.hold_credit``), as ``record_order`` moves it. What real purchases do besides (the network calls, the
 identity and licence checks, the read-only lookups) leaves no row. The result is
 consistent across the four nodes: ``suretynet reconcile`` finds it clean and every audit
 chain verifies (tests/e2e/test_bench.py checks both, and that a seeded order leaves as
@@ -180,12 +182,17 @@ def _collector(table: Any, rows: list[Any]) -> Any:
     def get_or_none(cls: Any, *args: Any, **kwargs: Any) -> None:
         return None
 
+    # Reads go to the node's own table (they find nothing of this batch: it is not written yet).
+    meta = type(
+        "Meta", (), {"database": table._meta.database, "table_name": table._meta.table_name}
+    )
     return type(
         table.__name__,
         (table,),
         {
             "create": classmethod(create),
             "get_or_none": classmethod(get_or_none),
+            "Meta": meta,
             "__module__": table.__module__,
         },
     )
@@ -358,7 +365,16 @@ class _Rows:
         _insert(shop.repo.sales, _data(self.sales))
 
     def write_agency(self, agency: _OpenNode) -> None:
+        from nodes.settlement import members
+
         _insert(agency.repo.orders, _data(self.agency_orders))
+        # What record_order does per order, once per member for the batch: the member's
+        # running credit in use.
+        held: dict[str, int] = {}
+        for order in self.agency_orders:
+            held[order.member_id] = held.get(order.member_id, 0) + order.amount_minor
+        for member_id, amount_minor in held.items():
+            members.hold_credit(agency.repo, member_id, amount_minor)
         _insert(agency.repo.notices, self.notices)
         _insert(agency.repo.data_disclosures, _data(self.disclosures))
         _insert(agency.repo.idempotency, _data(self.agency_answers))
