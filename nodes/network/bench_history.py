@@ -171,8 +171,10 @@ class _Chain:
 
 
 def _collector(table: Any, rows: list[Any]) -> Any:
-    """``table`` whose create() collects the row instead of inserting it (and which finds
-    nothing), so that a node function that records one row can be used in bulk."""
+    """``table`` whose create() collects the row instead of inserting it, and whose lookups
+    (``get_or_none``, and ``raw`` under statements.find) find nothing, so that a node
+    function that records one row can be used in bulk. Only for rows keyed by this batch's
+    new order numbers, which no lookup could find."""
 
     def create(cls: Any, **fields: Any) -> Any:
         row = table(**fields)
@@ -182,7 +184,10 @@ def _collector(table: Any, rows: list[Any]) -> Any:
     def get_or_none(cls: Any, *args: Any, **kwargs: Any) -> None:
         return None
 
-    # Reads go to the node's own table (they find nothing of this batch: it is not written yet).
+    def raw(cls: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        # statements.find's compiled lookups: nothing of this batch is written yet.
+        return []
+
     meta = type(
         "Meta", (), {"database": table._meta.database, "table_name": table._meta.table_name}
     )
@@ -192,6 +197,7 @@ def _collector(table: Any, rows: list[Any]) -> Any:
         {
             "create": classmethod(create),
             "get_or_none": classmethod(get_or_none),
+            "raw": classmethod(raw),
             "Meta": meta,
             "__module__": table.__module__,
         },
