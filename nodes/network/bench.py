@@ -216,6 +216,22 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cluster_cpu_s(data_directory: Path) -> float:
+    """CPU seconds of a PostgreSQL cluster: its postmaster and every process it forked
+    (the backends serving the nodes, the WAL writer, the checkpointer); ended backends'
+    time is not counted, and the nodes keep their connections open."""
+    postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
+    total = process_cpu_s(postmaster)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = (entry / "stat").read_text()
+            if int(text[text.rindex(")") + 2 :].split()[1]) == postmaster:
+                total += process_cpu_s(int(entry.name))
+    return total
+
+
 def peak_rss_mib(pid: int) -> float:
     """The process's peak resident set (VmHWM in ``/proc/PID/status``), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -374,6 +390,8 @@ class Phase:
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
     # Nodes that take no part in the purchase (the other variants' shops), idling.
     idle_cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    # PostgreSQL's own processes, apart from the nodes' (None on SQLite: in the nodes).
+    database_cpu_ms_per_call: float | None = None
     client_cpu_ms_per_call: float = 0.0
     # Open loop: how late the client process sent the calls (see bench_driver.py).
     send_lag_ms: dict[str, float] | None = None
@@ -412,6 +430,11 @@ class Phase:
                     k: round(v, 3) for k, v in self.idle_cpu_ms_per_call.items()
                 },
                 client_cpu_ms_per_purchase=round(self.client_cpu_ms_per_call, 3),
+                database_cpu_ms_per_purchase=(
+                    None
+                    if self.database_cpu_ms_per_call is None
+                    else round(self.database_cpu_ms_per_call, 3)
+                ),
                 rpcs_per_purchase=round(self.rpcs_per_call, 3),
                 client_rpcs_per_purchase=round(self.client_rpcs_per_call, 3),
                 rpcs_called_per_purchase=round(self.called_per_call, 3),
@@ -454,6 +477,10 @@ class PurchaseRunner:
         self.settings = settings
         self.nodes = list(network.nodes)
 
+    def _cluster_cpu_s(self) -> float | None:
+        cluster = self.network.postgres
+        return cluster_cpu_s(cluster.data_directory) if cluster is not None else None
+
     def _target(self, variant: str, anonymous_id: str, tag: str) -> dict[str, Any]:
         return {
             "shop": self.network.node(shop_of(variant)).member_address,
@@ -487,6 +514,7 @@ class PurchaseRunner:
 
     def run(self, phase: Phase, variant: str, anonymous_id: str, tag: str) -> Phase:
         before = {node.spec.entity_id: scrape(node, cpu_first=False) for node in self.nodes}
+        cluster_before = self._cluster_cpu_s()
         answer = self.client.command(
             {
                 **_load_command(phase, self.settings.phase_s),
@@ -494,6 +522,7 @@ class PurchaseRunner:
             },
             self.settings.phase_s + PHASE_GRACE_S,
         )
+        cluster_after = self._cluster_cpu_s()
         after = {node.spec.entity_id: scrape(node, cpu_first=True) for node in self.nodes}
         _fill(phase, answer)
         if phase.errors:
@@ -515,6 +544,8 @@ class PurchaseRunner:
             for method, count in _delta(after[entity_id].served, before[entity_id].served).items():
                 served[method] = served.get(method, 0.0) + count
             called += sum(_delta(after[entity_id].called, before[entity_id].called).values())
+        if cluster_before is not None and cluster_after is not None:
+            phase.database_cpu_ms_per_call = (cluster_after - cluster_before) * 1000 / phase.calls
         client_calls = served.pop(CLIENT_METHOD, 0.0)
         phase.rpcs_by_method = {method: count / phase.calls for method, count in served.items()}
         phase.rpcs_per_call = sum(served.values()) / phase.calls
@@ -781,6 +812,8 @@ async def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, An
             from nodes.network.postgres import PostgresCluster
 
             progress.note("starting PostgreSQL")
+            # PostgreSQL's own user must pass through to its cluster, as up's directory allows.
+            data_dir.chmod(0o711)
             # Started here, not by the network: it must outlive the nodes while the
             # history is written.
             postgres = PostgresCluster.start(data_dir / "postgres")
@@ -1259,7 +1292,13 @@ def render(report: dict[str, Any]) -> str:
         )
         lines += [
             f"  CPU ms per purchase at saturation: {by_node}  (all nodes {figures['cpu_ms_per_purchase']:.1f};"
-            f" client {saturated['client_cpu_ms_per_purchase']:.1f}, not counted)",
+            f" client {saturated['client_cpu_ms_per_purchase']:.1f}, not counted"
+            + (
+                f"; PostgreSQL's processes {saturated['database_cpu_ms_per_purchase']:.1f}, apart"
+                if saturated.get("database_cpu_ms_per_purchase") is not None
+                else ""
+            )
+            + ")",
             f"  RPCs per purchase, served as the nodes count them: {figures['rpcs_per_purchase']:.2f} "
             f"inter-node (the client's PlaceOrder, {figures['client_rpcs_per_purchase']:.2f}, "
             f"not counted); made, by the callers' count: {saturated['rpcs_called_per_purchase']:.2f}",

@@ -4,13 +4,15 @@ One tiny run (short phases, 30 past orders) of the command itself, as an operato
 every node its own process, the member's client and the echo in processes of their own.
 Timings are printed by the bench, never asserted here (a shared machine makes them noisy);
 what is checked is that every figure is there, that the counts agree with each other, and
-that the seeded history is what real purchases leave: reconcile clean, and every node
-holding as many rows per past order, table by table, as per real purchase.
+that the seeded history is what real purchases leave: reconcile clean, both audit chains
+intact, and every node holding as many rows per past order, table by table, as per real
+purchase.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from typing import Any
 import pytest
 
 from nodes.network.bench import CLIENT_METHOD, VARIANTS
+from nodes.network.postgres import PostgresUnavailableError, ensure_installed
+from storage.common.audit_chain import GENESIS_HASH, entry_hash
 
 LEVELS = ("one_in_flight", "saturation", "half_load")
 PERCENTILES = {"p50", "p95", "p99"}
@@ -154,6 +158,24 @@ def test_the_seeded_history_is_clean_and_row_for_row_a_real_one(bench):
                 assert footprint == expected, (node, number, footprint, expected)
 
 
+def test_the_audit_chains_still_verify_over_the_seeded_history(bench):
+    _, kept = bench
+    for node in ("institution", "verification"):
+        connection = sqlite3.connect(kept / node / "node.db")
+        previous, count = GENESIS_HASH, 0
+        for sequence, kind, subject, state, recorded_at, linked, hashed in connection.execute(
+            "SELECT sequence, kind, subject, state_json, recorded_at, previous_hash, entry_hash "
+            "FROM audit_chain_entry ORDER BY sequence"
+        ):
+            count += 1
+            assert sequence == count and linked == previous, (node, sequence)
+            assert hashed == entry_hash(sequence, kind, subject, state, recorded_at, linked)
+            previous = hashed
+        assert count > HISTORY_ORDERS
+        head = connection.execute("SELECT sequence, entry_hash FROM audit_chain_head").fetchone()
+        assert head == (count, previous), node
+
+
 def _footprint(database: Path, order_number: str) -> dict[str, int]:
     """How many rows of each table mention the order number (in any column, blobs too)."""
     connection = sqlite3.connect(database)
@@ -197,3 +219,42 @@ def test_replicas_are_refused_until_up_supports_them():
     )
     assert result.returncode == 2
     assert "not supported by `suretynet up` yet" in result.stderr
+
+
+def test_on_postgresql_the_database_processes_are_measured_apart():
+    """`--database postgresql`: the same run on a cluster of the bench's own, its
+    processes' CPU reported beside the nodes', the history written there clean."""
+    try:
+        ensure_installed()
+    except PostgresUnavailableError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(error))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nodes.cli",
+            "bench",
+            "--quick",
+            "--json",
+            "--database",
+            "postgresql",
+            "--variant",
+            "push",
+            "--history",
+            "10",
+            "--reconcile",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    assert report["settings"]["database"] == "postgresql"
+    assert report["reconcile"]["mismatches"] == []
+    saturated = report["variants"]["push"]["phases"]["fresh"]["saturation"]
+    assert saturated["purchases"] > 0
+    assert saturated["database_cpu_ms_per_purchase"] > 0
