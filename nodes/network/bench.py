@@ -1108,8 +1108,11 @@ def _variant_report(variant: str, measured: dict[str, Any], echo: EchoResults) -
     half_p99 = fresh["half_load"].latency_ms["p99"]
     p99_limit = TARGET_P99_FACTOR * echo_half.latency_ms["p99"] * rpcs
     cpu_fresh = saturated.cpu_ms_total
-    cpu_history = history["saturation"].cpu_ms_total
-    growth = _ratio(cpu_history, cpu_fresh) - 1
+    # Over all three load levels of each member: three times the purchases of one phase,
+    # so that a noisy phase on a shared machine weighs less.
+    by_node_fresh = _pooled_cpu(list(fresh.values()))
+    by_node_history = _pooled_cpu(list(history.values()))
+    growth = _ratio(sum(by_node_history.values()), sum(by_node_fresh.values())) - 1
     return {
         "discovery": variant,
         "claim": CLAIM_OF_VARIANT[variant],
@@ -1135,7 +1138,12 @@ def _variant_report(variant: str, measured: dict[str, Any], echo: EchoResults) -
         },
         "history": {
             "purchases_per_s": round(history["saturation"].per_s, 2),
-            "cpu_ms_per_purchase": round(cpu_history, 3),
+            "cpu_ms_per_purchase": round(history["saturation"].cpu_ms_total, 3),
+            # CPU per purchase over the three load levels, fresh member against history.
+            "pooled_cpu_ms_per_purchase": {
+                "fresh": {node: round(value, 3) for node, value in by_node_fresh.items()},
+                "history": {node: round(value, 3) for node, value in by_node_history.items()},
+            },
             "cpu_growth": round(growth, 4),
             "latency_ms": {
                 level: history[level].latency_ms
@@ -1155,6 +1163,16 @@ def _variant_report(variant: str, measured: dict[str, Any], echo: EchoResults) -
         },
         "profiles": measured["profiles"],
     }
+
+
+def _pooled_cpu(phases: list[Phase]) -> dict[str, float]:
+    """CPU ms per purchase by node over several phases together."""
+    purchases = sum(phase.calls for phase in phases)
+    totals: dict[str, float] = {}
+    for phase in phases:
+        for node, value in phase.cpu_ms_per_call.items():
+            totals[node] = totals.get(node, 0.0) + value * phase.calls
+    return {node: total / purchases for node, total in totals.items()} if purchases else {}
 
 
 def _target(value: float, limit: float, *, at_least: bool = False) -> dict[str, Any]:
@@ -1326,7 +1344,7 @@ def render(report: dict[str, Any]) -> str:
     names = {
         "efficiency": "efficiency >= 0.5",
         "cpu_ms_per_purchase": "CPU <= 10 ms per purchase, all nodes",
-        "history_cpu_growth": "history costs within 10% of fresh (CPU)",
+        "history_cpu_growth": "history within 10% of fresh (CPU, 3 levels)",
         "p99_half_load_ms": "p99 at half load <= 4 x echo p99 x RPCs",
     }
     for name, label in names.items():
@@ -1337,10 +1355,10 @@ def render(report: dict[str, Any]) -> str:
             + f" {_mark(figure)}"
             for variant, figure in target["per_variant"].items()
         )
-        lines.append(f"  {label:<42}{cells}")
+        lines.append(f"  {label:<46}{cells}")
     rss_target = report["targets"]["rss_mib"]
     lines.append(
-        f"  {'RSS <= 150 MiB on every node':<42}largest {rss_target['value']:.0f} MiB "
+        f"  {'RSS <= 150 MiB on every node':<46}largest {rss_target['value']:.0f} MiB "
         f"{_mark(rss_target)}"
     )
     if "reconcile" in report:
