@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import re
+import secrets
 import select
 import shutil
 import subprocess
@@ -653,6 +654,7 @@ def seed(network: LocalNetwork, setup: Setup, settings: BenchSettings) -> dict[s
     sizes: dict[str, int] = {}
     started = time.perf_counter()
     counts = _split(settings.history_orders, len(settings.variants))
+    run_token = secrets.token_hex(4)
     for variant, count in zip(settings.variants, counts, strict=True):
         if count == 0:
             continue
@@ -664,6 +666,8 @@ def seed(network: LocalNetwork, setup: Setup, settings: BenchSettings) -> dict[s
                 anonymous_user_id=setup.anonymous_ids[(HISTORY, variant)],
                 count=count,
                 item=ITEM,
+                # A bench again on a kept directory writes more history, never the same.
+                request_prefix=f"history-{run_token}",
             ),
         )
         per_shop[shop_of(variant)] = result.orders
