@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -126,7 +127,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
     """The run's settings from the command line; ValueError names a bad option."""
     if args.quick and args.long:
         raise ValueError("--quick and --long: choose one")
-    if args.replicas != 1:
+    if args.replicas != 1 and not up_takes_replicas():
         raise ValueError(
             f"--replicas {args.replicas}: replicas are not supported by `suretynet up` yet "
             "(only 1); the bench passes the option through once `up` takes it"
@@ -165,6 +166,11 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         reconcile=args.reconcile,
         mode=mode,
     )
+
+
+def up_takes_replicas() -> bool:
+    """Whether this release's ``up`` machinery runs several processes per entity."""
+    return "replicas" in inspect.signature(start_network).parameters
 
 
 def shop_of(variant: str) -> str:
@@ -514,7 +520,7 @@ class PurchaseRunner:
             time.sleep(0.5)
 
     def run(self, phase: Phase, variant: str, anonymous_id: str, tag: str) -> Phase:
-        before = {node.spec.entity_id: scrape(node, cpu_first=False) for node in self.nodes}
+        before = {node_name(node): scrape(node, cpu_first=False) for node in self.nodes}
         cluster_before = self._cluster_cpu_s()
         answer = self.client.command(
             {
@@ -524,7 +530,7 @@ class PurchaseRunner:
             self.settings.phase_s + PHASE_GRACE_S,
         )
         cluster_after = self._cluster_cpu_s()
-        after = {node.spec.entity_id: scrape(node, cpu_first=True) for node in self.nodes}
+        after = {node_name(node): scrape(node, cpu_first=True) for node in self.nodes}
         _fill(phase, answer)
         if phase.errors:
             raise BenchError(
@@ -535,16 +541,17 @@ class PurchaseRunner:
             raise BenchError(f"{variant} {phase.label}: no purchase completed")
         served: dict[str, float] = {}
         called = 0.0
-        for entity_id in before:
-            cpu_s = after[entity_id].cpu_s - before[entity_id].cpu_s
+        for node in self.nodes:
+            name = node_name(node)
+            cpu_s = after[name].cpu_s - before[name].cpu_s
             # The other variants' shops take no part in these purchases: their own
             # background work is reported apart, not billed to the purchase.
-            takes_part = _takes_part(entity_id, variant)
+            takes_part = _takes_part(node.spec.entity_id, variant)
             costs = phase.cpu_ms_per_call if takes_part else phase.idle_cpu_ms_per_call
-            costs[entity_id] = cpu_s * 1000 / phase.calls
-            for method, count in _delta(after[entity_id].served, before[entity_id].served).items():
+            costs[name] = cpu_s * 1000 / phase.calls
+            for method, count in _delta(after[name].served, before[name].served).items():
                 served[method] = served.get(method, 0.0) + count
-            called += sum(_delta(after[entity_id].called, before[entity_id].called).values())
+            called += sum(_delta(after[name].called, before[name].called).values())
         if cluster_before is not None and cluster_after is not None:
             phase.database_cpu_ms_per_call = (cluster_after - cluster_before) * 1000 / phase.calls
         client_calls = served.pop(CLIENT_METHOD, 0.0)
@@ -553,6 +560,13 @@ class PurchaseRunner:
         phase.client_rpcs_per_call = client_calls / phase.calls
         phase.called_per_call = called / phase.calls
         return phase
+
+
+def node_name(node: RunningNode) -> str:
+    """The node process's name in the report: its entity ID, and for a further replica of
+    the entity (``up --replicas``) ``<entity>-replica-<n>``."""
+    replica = int(getattr(node, "replica", 1))
+    return node.spec.entity_id if replica == 1 else f"{node.spec.entity_id}-replica-{replica}"
 
 
 def _takes_part(entity_id: str, variant: str) -> bool:
@@ -649,7 +663,12 @@ def seed(network: LocalNetwork, setup: Setup, settings: BenchSettings) -> dict[s
     """Writes the history member's past orders (the network must be stopped)."""
     from nodes.network.bench_history import HistoryOrders, seed_history
 
-    configs = {node.spec.entity_id: node.directory / "node.toml" for node in network.nodes}
+    # The first replica's config names the entity's database (every replica shares it).
+    configs = {
+        node.spec.entity_id: node.directory / "node.toml"
+        for node in network.nodes
+        if node_name(node) == node.spec.entity_id
+    }
     per_shop: dict[str, int] = {}
     sizes: dict[str, int] = {}
     started = time.perf_counter()
@@ -704,7 +723,7 @@ def profiling(
     recorders = []
     paths = []
     for node in nodes:
-        path = directory / f"{prefix}-{node.spec.entity_id}.{suffix}"
+        path = directory / f"{prefix}-{node_name(node)}.{suffix}"
         paths.append(path)
         recorders.append(
             subprocess.Popen(
@@ -788,12 +807,15 @@ def _commit() -> str:
 
 
 async def _start(data_dir: Path, settings: BenchSettings, postgres: Any) -> LocalNetwork:
+    # Passed only when asked for, so that a release without replicas starts as before.
+    replicas: dict[str, Any] = {"replicas": settings.replicas} if settings.replicas != 1 else {}
     return await start_network(
         data_dir,
         bench_topology(settings.variants),
         seed_demo_data=False,
         database=settings.database,
         postgres=postgres,
+        **replicas,
     )
 
 
@@ -899,7 +921,7 @@ def _measure_purchases(
     try:
         for variant in settings.variants:
             results[variant] = _measure_variant(runner, setup, variant, settings, progress)
-        rss = {node.spec.entity_id: round(peak_rss_mib(node.pid), 1) for node in network.nodes}
+        rss = {node_name(node): round(peak_rss_mib(node.pid), 1) for node in network.nodes}
         rss["client"] = round(peak_rss_mib(client.pid), 1)
     finally:
         client.close()

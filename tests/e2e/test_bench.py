@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from nodes.network.bench import CLIENT_METHOD, VARIANTS
+from nodes.network.bench import CLIENT_METHOD, VARIANTS, up_takes_replicas
 from nodes.network.postgres import PostgresUnavailableError, ensure_installed
 from storage.common.audit_chain import GENESIS_HASH, entry_hash
 
@@ -210,6 +210,8 @@ def test_profile_records_every_node_of_each_variant_at_saturation(bench):
 
 
 def test_replicas_are_refused_until_up_supports_them():
+    if up_takes_replicas():
+        pytest.skip("up runs replicas now: `--replicas N` passes through to it")
     result = subprocess.run(
         [sys.executable, "-m", "nodes.cli", "bench", "--replicas", "2"],
         capture_output=True,
