@@ -144,6 +144,9 @@ class Channels:
                 ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
                 ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
                 ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+                # Retries are ours (``call``, idempotent calls only): gRPC's own retry
+                # machinery would only buffer every message for nothing.
+                ("grpc.enable_retries", 0),
             ]
             if self._credentials is None:
                 channel = grpc.aio.insecure_channel(address, options=options)

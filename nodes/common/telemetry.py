@@ -13,7 +13,12 @@ metrics and the log lines' trace ID in that same place keeps the three in step.
 Spans are always made, because every log line carries its trace ID. They leave the process
 only where export is configured: ``otlp_endpoint`` in the node's config (or the standard
 ``OTEL_EXPORTER_OTLP_ENDPOINT``) sends them over OTLP/gRPC in batches; ``trace_file``
-appends each finished span to a file as one JSON object per line.
+appends each finished span to a file as one JSON object per line. A node that exports
+nothing makes its spans non-recording: they carry and pass on the trace and span IDs (log
+lines, ``traceparent``) and cost nothing more, since nobody would read what they record.
+A node that exports records every span, whatever its caller decided (``ALWAYS_ON``, not
+parent-based), so one exporting node's part of a flow is whole even if its callers export
+nothing; ``OTEL_TRACES_SAMPLER`` replaces that choice.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -43,6 +48,7 @@ from nodes.common import logs
 
 TRACEPARENT_METADATA_KEY = "traceparent"
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+SAMPLER_ENV = "OTEL_TRACES_SAMPLER"
 INSTRUMENTATION_NAME = "suretynet"
 # Codes that mean the server failed, not the caller (OpenTelemetry's gRPC conventions): only
 # these mark a SERVER span as an error. A refusal is the flow working as designed.
@@ -86,7 +92,14 @@ def configure(
     second call replaces the first's exporters.
     """
     shutdown()
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    exporting = bool(otlp_endpoint or os.environ.get(OTLP_ENDPOINT_ENV) or trace_file)
+    sampler: sampling.Sampler | None = sampling.ALWAYS_OFF
+    if exporting:
+        # None: the SDK reads the operator's OTEL_TRACES_SAMPLER.
+        sampler = None if os.environ.get(SAMPLER_ENV) else sampling.ALWAYS_ON
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}), sampler=sampler
+    )
     if otlp_endpoint or os.environ.get(OTLP_ENDPOINT_ENV):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

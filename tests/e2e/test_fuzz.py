@@ -59,7 +59,7 @@ def error_lines(network: LocalNetwork) -> int:
         1
         for log in (network.data_dir / "logs").glob("*.log")
         for line in log.read_text().splitlines()
-        if '"level": "ERROR"' in line
+        if '"level":"ERROR"' in line
     )
 
 

@@ -118,3 +118,31 @@ def test_a_span_file_gets_one_json_span_per_line(tmp_path):
     assert span["kind"] == "SpanKind.SERVER"
     assert span["resource"]["attributes"]["service.name"] == "retail/shop-1"
     assert span["attributes"]["rpc.system"] == "grpc"
+
+
+def test_a_node_that_exports_nothing_passes_ids_on_without_recording(tmp_path):
+    """No exporter: spans are non-recording but carry the caller's trace and fresh span IDs
+    (log lines, traceparent). With a trace file: every span is recorded, even under a
+    caller that recorded nothing (traceparent flags 00)."""
+
+    def check() -> None:
+        telemetry.configure("retail/shop-1")
+        try:
+            metadata = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+            with telemetry.server_span("/m/Quiet", metadata) as span:
+                assert not span.is_recording()
+                assert logs.current_trace_id() == CALLER_TRACE
+                with telemetry.client_span("/m/Next") as child:
+                    (_, value), *_ = telemetry.outgoing_metadata()
+                    sent_span = trace.format_span_id(child.get_span_context().span_id)
+                    assert sent_span != CALLER_SPAN
+                    assert value.startswith(f"00-{CALLER_TRACE}-{sent_span}-")
+            telemetry.configure("retail/shop-1", trace_file=tmp_path / "spans.jsonl")
+            unsampled = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"}
+            with telemetry.server_span("/m/Exported", unsampled) as exported:
+                assert exported.is_recording() and span_trace_id(exported) == CALLER_TRACE
+        finally:
+            telemetry.shutdown()
+        assert json.loads((tmp_path / "spans.jsonl").read_text())["name"] == "m/Exported"
+
+    in_fresh_context(check)
