@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from nodes.network.bench_driver import LOOPS
 from nodes.network.local import LocalNetwork, NodeSpec, RunningNode, start_network
 
 VARIANTS = ("directory", "push", "cache")
@@ -109,6 +110,8 @@ class BenchSettings:
     keep: Path | None = None
     reconcile: bool = False
     mode: str = "default"
+    # The clients' and the echo's event loop; the nodes run on uvloop.
+    client_loop: str = "uvloop"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +123,7 @@ class BenchSettings:
             "database": self.database,
             "replicas": self.replicas,
             "profile_dir": str(self.profile_dir) if self.profile_dir else None,
+            "client_loop": self.client_loop,
         }
 
 
@@ -165,6 +169,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         keep=Path(args.keep).resolve() if args.keep else None,
         reconcile=args.reconcile,
         mode=mode,
+        client_loop=args.client_loop,
     )
 
 
@@ -913,7 +918,9 @@ def _measure_purchases(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     client = ClientProcess(
         "purchase client",
-        _python("nodes.network.bench_load", "--ca", str(network.ca)),
+        _python(
+            "nodes.network.bench_load", "--ca", str(network.ca), "--loop", settings.client_loop
+        ),
         data_dir / "logs" / "bench-client.log",
     )
     runner = PurchaseRunner(network, client, settings)
@@ -1047,6 +1054,8 @@ def _measure_echo(
             str(server.cert_path),
             "--key",
             str(server.key_path),
+            "--loop",
+            settings.client_loop,
         ),
         stdout=subprocess.PIPE,
         stderr=log,
@@ -1077,6 +1086,8 @@ def _measure_echo(
                 address,
                 "--payload-bytes",
                 str(payload_bytes),
+                "--loop",
+                settings.client_loop,
             ),
             data_dir / "logs" / "bench-echo-client.log",
         )
@@ -1283,7 +1294,7 @@ def render(report: dict[str, Any]) -> str:
         f"start, {' '.join(map(str, load['end']))} at the end (other work shares this machine)",
         "",
         f"the limit: grpc.aio unary echo, mutual TLS, server and client in two processes, "
-        f"{report['echo']['payload_bytes']}-byte requests",
+        f"{report['echo']['payload_bytes']}-byte requests, {settings['client_loop']} event loop",
         f"  {'load':<24}{'calls/s':>10}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}",
     ]
     for concurrency, closed in report["echo"]["levels"].items():
@@ -1430,6 +1441,13 @@ def add_parser(commands: Any) -> None:
         choices=["speedscope", "flamegraph", "raw"],
         default="speedscope",
         help="py-spy's output format (default speedscope; raw is collapsed stacks)",
+    )
+    parser.add_argument(
+        "--client-loop",
+        choices=LOOPS,
+        default="uvloop",
+        help="event loop of the echo's two processes and of the purchase client (default "
+        "uvloop, as the nodes run)",
     )
     parser.add_argument("--keep", metavar="DIR", help="run the network in DIR and leave it there")
     parser.add_argument(

@@ -20,7 +20,8 @@ Each answer: ``calls`` (answered without error), ``errors`` by status code, ``el
 from the first call to the last answer, ``latency_ms`` (p50, p95, p99, max, mean of the
 answered calls) and ``cpu_s`` (this process's own CPU time during the phase).
 
-Standard library only, so that the echo client carries none of SuretyNet's code.
+Standard library only (and uvloop, the event loop the nodes run on), so that the echo
+client carries none of SuretyNet's code.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 # Called with a number unique within the process (request IDs derive from it).
 Call = Callable[[int], Awaitable[object]]
+LOOPS = ("uvloop", "asyncio")
 
 MAX_CONCURRENCY = 1024
 MAX_DURATION_S = 3600.0
@@ -204,6 +206,18 @@ async def run_phase(
 def answer(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
+
+
+def run_on(loop: str, main: Awaitable[None]) -> None:
+    """Runs ``main`` on uvloop's event loop (the nodes' own) or on asyncio's."""
+    if loop not in LOOPS:
+        raise ValueError(f"event loop {loop!r}: choose one of {', '.join(LOOPS)}")
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)  # type: ignore[arg-type]
+    else:
+        asyncio.run(main)  # type: ignore[arg-type]
 
 
 async def serve_commands(make_call: Callable[[dict[str, Any]], Call]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from nodes.network.bench_driver import Call, serve_commands
+from nodes.network.bench_driver import LOOPS, Call, run_on, serve_commands
 
 SERVICE = "suretynet.bench.Echo"
 METHOD = f"/{SERVICE}/Echo"
@@ -93,15 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default="127.0.0.1:0", help="serve: where to listen")
     parser.add_argument("--target", help="client: the echo server's address")
     parser.add_argument("--payload-bytes", type=int, default=256, help="client: request size")
+    parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the event loop")
     args = parser.parse_args(argv)
     if args.mode == "serve":
-        asyncio.run(serve(args.ca, args.cert, args.key, args.address))
+        run_on(args.loop, serve(args.ca, args.cert, args.key, args.address))
         return 0
     if not args.target:
         parser.error("client needs --target")
     if not 0 <= args.payload_bytes <= 1_000_000:
         parser.error("--payload-bytes must be between 0 and 1000000")
-    asyncio.run(client(args.ca, args.cert, args.key, args.target, args.payload_bytes))
+    run_on(args.loop, client(args.ca, args.cert, args.key, args.target, args.payload_bytes))
     return 0
 
 

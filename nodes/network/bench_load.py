@@ -12,14 +12,13 @@ purchase has a request ID of its own, so none is answered from an idempotency re
 from __future__ import annotations
 
 import argparse
-import asyncio
 import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
 from nodes.member.client import ShopClient
-from nodes.network.bench_driver import Call, CommandError, serve_commands
+from nodes.network.bench_driver import LOOPS, Call, CommandError, run_on, serve_commands
 
 CALL_TIMEOUT_S = 30.0
 
@@ -61,8 +60,9 @@ async def run(ca: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--ca", type=Path, required=True, help="the network CA (ca.pem)")
+    parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the event loop")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.ca))
+    run_on(args.loop, run(args.ca))
     return 0
 
 
