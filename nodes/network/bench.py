@@ -47,7 +47,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nodes.network.bench_driver import LOOPS
-from nodes.network.local import LocalNetwork, NodeSpec, RunningNode, start_network
+from nodes.network.local import (
+    LocalNetwork,
+    NodeSpec,
+    NodeStartError,
+    RunningNode,
+    start_network,
+)
 
 VARIANTS = ("directory", "push", "cache")
 CLAIM_OF_VARIANT = {"directory": "claim 1", "push": "claim 10", "cache": "claim 19"}
@@ -76,6 +82,9 @@ FLAT_STEPS = 2
 KNEE = 0.95
 WARM_UP_PURCHASES = 10
 READY_TIMEOUT_S = 60.0
+# A new network is started again on new ports at most this often when one was taken.
+START_ATTEMPTS = 3
+PORT_TAKEN = "Address already in use"
 # A phase's answer may come this long after its duration (the calls in flight finish).
 PHASE_GRACE_S = 120.0
 ECHO_PAYLOAD_DEFAULT_BYTES = 256
@@ -824,6 +833,29 @@ async def _start(data_dir: Path, settings: BenchSettings, postgres: Any) -> Loca
     )
 
 
+async def _first_start(
+    data_dir: Path, settings: BenchSettings, postgres: Any, progress: Progress
+) -> LocalNetwork:
+    """Starts the bench's network in a new directory, again on new ports if another
+    process took one of the chosen ports before its node bound it (the machine is shared:
+    ``up`` chooses free ports, and they may not stay free)."""
+    fresh = not (data_dir / "network.json").exists()
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return await _start(data_dir, settings, postgres)
+        except NodeStartError as error:
+            retry = fresh and settings.database == "sqlite" and PORT_TAKEN in str(error)
+            if not retry or attempt == START_ATTEMPTS:
+                raise
+            progress.note(f"a node's port was taken meanwhile ({error}); new ports")
+            for entry in data_dir.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+    raise AssertionError("unreachable: the last attempt raises")
+
+
 async def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
     """The whole bench; returns the JSON report (see docs/PERFORMANCE.md)."""
     load_start = os.getloadavg()
@@ -849,7 +881,7 @@ async def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, An
             # history is written.
             postgres = PostgresCluster.start(data_dir / "postgres")
         progress.note("starting the network (one process per node)")
-        network = await _start(data_dir, settings, postgres)
+        network = await _first_start(data_dir, settings, postgres, progress)
         setup = await _enrol_and_issue(network, settings.variants)
         network.stop()
         progress.note(f"writing {settings.history_orders} past orders (nodes stopped)")
@@ -1464,6 +1496,9 @@ def _command(args: argparse.Namespace) -> int:
         report = asyncio.run(run_bench(settings, progress))
     except BenchError as error:
         print(f"suretynet bench: {error}", file=sys.stderr)
+        return 1
+    except NodeStartError as error:
+        print(f"suretynet bench: the network did not start: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
