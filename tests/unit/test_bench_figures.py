@@ -1,15 +1,21 @@
-"""The bench's arithmetic: metrics parsing, percentiles, the saturation search, its options."""
+"""The bench's arithmetic and decisions: metrics parsing, percentiles, the saturation
+search, its options, and starting again when another process took a chosen port."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
+from pathlib import Path
 
 import pytest
 
+from nodes.network import bench
 from nodes.network.bench import (
     CLIENT_METHOD,
+    PORT_TAKEN,
     SERVED_COUNT,
-    Phase,
+    Progress,
     add_parser,
     parse_counts,
     saturation_search,
@@ -17,6 +23,8 @@ from nodes.network.bench import (
     up_takes_replicas,
 )
 from nodes.network.bench_driver import percentile, summary_ms
+from nodes.network.bench_report import Phase
+from nodes.network.local import NodeStartError
 
 EXPOSITION = f"""# HELP suretynet_rpc_served_seconds RPCs this node served
 # TYPE suretynet_rpc_served_seconds histogram
@@ -102,3 +110,49 @@ def test_replicas_other_than_one_are_refused_while_up_has_none():
 def test_bad_options_are_refused_with_the_option_named(argv, message):
     with pytest.raises(ValueError, match=message):
         settings_from(_args(*argv))
+
+
+def _start_failing(monkeypatch: pytest.MonkeyPatch, failures: list[str]) -> list[list[str]]:
+    """bench._start raising each of ``failures`` in turn, then starting; records what the
+    directory held at each attempt."""
+    seen: list[list[str]] = []
+
+    def install(data_dir: Path) -> None:
+        seen.append(sorted(entry.name for entry in data_dir.iterdir()))
+        (data_dir / "shop-push").mkdir()
+        (data_dir / "pki.pem").write_text("issued")
+
+    async def start(data_dir: Path, settings: object, postgres: object) -> str:
+        install(data_dir)
+        if failures:
+            raise NodeStartError(failures.pop(0))
+        return "network"
+
+    monkeypatch.setattr(bench, "_start", start)
+    return seen
+
+
+def test_a_port_taken_meanwhile_starts_the_network_again_on_new_ports(monkeypatch, tmp_path):
+    seen = _start_failing(monkeypatch, [f"shop-push exited with 2:\nsuretynet: {PORT_TAKEN}"])
+    settings = settings_from(_args("--quick"))
+    started = asyncio.run(
+        bench._first_start(tmp_path, settings, None, Progress(1, stream=io.StringIO()))
+    )
+    assert started == "network"
+    # The second attempt starts from an empty directory: new configs, new ports.
+    assert seen == [[], []]
+
+
+def test_other_start_failures_and_kept_networks_are_not_retried(monkeypatch, tmp_path):
+    settings = settings_from(_args("--quick"))
+    progress = Progress(1, stream=io.StringIO())
+    _start_failing(monkeypatch, ["approval exited with 1:\nconfig error"])
+    with pytest.raises(NodeStartError, match="config error"):
+        asyncio.run(bench._first_start(tmp_path, settings, None, progress))
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "network.json").write_text("{}")
+    _start_failing(monkeypatch, [PORT_TAKEN])
+    with pytest.raises(NodeStartError, match=PORT_TAKEN):
+        asyncio.run(bench._first_start(kept, settings, None, progress))
+    assert (kept / "network.json").exists()
