@@ -247,6 +247,10 @@ def _mark(target: dict[str, Any]) -> str:
     return "PASS" if target["pass"] else "MISS"
 
 
+def _triple(figures: dict[str, float]) -> str:
+    return "/".join(f"{figures[key]:.3g}" for key in ("p50", "p95", "p99"))
+
+
 def _latency(figures: dict[str, float]) -> str:
     return f"{figures['p50']:>8.2f}{figures['p95']:>8.2f}{figures['p99']:>8.2f}"
 
@@ -331,6 +335,13 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             f"    {method} {count:.2f}" for method, count in saturated["rpcs_by_method"].items()
         ]
+        ours, echo = figures["latency_ms"], figures["echo_latency_ms"]
+        lines.append(
+            f"  latency p50/p95/p99 ms against the echo's: saturation {_triple(ours['saturation'])} "
+            f"vs {_triple(echo['saturation'])} at {figures['saturation_concurrency']} in flight; "
+            f"half load {_triple(ours['half_load'])} vs {_triple(echo['half_load'])} at the same "
+            "RPC rate"
+        )
         if figures["profiles"]:
             lines.append(f"  profiles (py-spy, at saturation): {', '.join(figures['profiles'])}")
         lines.append(
