@@ -5,16 +5,16 @@ What it measures (docs/PERFORMANCE.md says how to read each figure):
 1. **The limit.** A bare grpc.aio unary echo (nodes/network/bench_echo.py), server and client
    in two processes, over mutual TLS with certificates from the network's own CA, with the
    mean size of a purchase's inter-node requests, at the same concurrencies as the
-   purchases: 1 in flight, each variant's saturation, and half of the echo's own saturated
-   rate there.
+   purchases (1 in flight, each variant's saturation), and at the rate of RPCs each
+   variant's network carried at half load.
 2. **SuretyNet.** Whole purchases through a local network started by ``up``'s machinery
    (nodes/network/local.py): approval, verification, one agency and one shop per discovery
    variant (directory, push, cache), each node its own process with its own database,
    durable commits and the identity checks on. The member's client runs in a process of its
    own (nodes/network/bench_load.py). For each variant: 1 in flight; concurrency doubled
    until purchases/s stops growing (the saturation); half of that rate, offered open-loop;
-   then the same three for a member with a long history of past orders, written while the
-   nodes were stopped by the nodes' own code (nodes/network/bench_history.py).
+   then the same three for a member with a long history of past orders, written into the
+   stopped nodes' databases through their own storage code (nodes/network/bench_history.py).
 
 For every phase the nodes count themselves: each node's Prometheus metrics are scraped
 before and after (``suretynet_rpc_served_seconds_count``: RPCs served, by method), and each
