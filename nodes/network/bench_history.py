@@ -58,6 +58,8 @@ from storage.common.database import Store, close_database, open_database
 from storage.common.models import utc_now
 
 BATCH_ORDERS = 1_000
+# Rows per INSERT statement on PostgreSQL.
+PAGE_ROWS = 500
 MAX_ORDERS = 1_000_000
 
 SEARCH_METHOD = "/suretynet.settlement.v1.BillingService/SearchBillingAgencyIdentification"
@@ -212,10 +214,17 @@ def _insert(table: Any, rows: list[dict[str, Any]]) -> None:
     meta = table._meta
     fields = [meta.fields[name] for name in rows[0]]
     columns = ", ".join(f'"{field.column_name}"' for field in fields)
-    marks = ", ".join([meta.database.param] * len(fields))
-    statement = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({marks})'
     values = [tuple(field.db_value(row[field.name]) for field in fields) for row in rows]
-    meta.database.cursor().executemany(statement, values)
+    cursor = meta.database.cursor()
+    if isinstance(meta.database, peewee.PostgresqlDatabase):
+        from psycopg2.extras import execute_values  # type: ignore[import-untyped]
+
+        # Many rows per statement: executemany would be one round trip per row.
+        statement = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES %s'
+        execute_values(cursor, statement, values, page_size=PAGE_ROWS)
+        return
+    marks = ", ".join([meta.database.param] * len(fields))
+    cursor.executemany(f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({marks})', values)
 
 
 def _data(rows: list[Any]) -> list[dict[str, Any]]:
