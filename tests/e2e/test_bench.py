@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -31,10 +32,25 @@ NODES = {"institution", "verification", "agency-1", *(f"shop-{v}" for v in VARIA
 HISTORY_ORDERS = 30
 
 
+def run_bench(argv: list[str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    """Runs the bench in a process group of its own, so that on a timeout the nodes and
+    clients it started are killed with it."""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the bench did not finish within {timeout_s}s:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     kept = tmp_path_factory.mktemp("bench")
-    result = subprocess.run(
+    result = run_bench(
         [
             sys.executable,
             "-m",
@@ -49,11 +65,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
             "--reconcile",
             "--profile",
             str(kept / "profiles"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        ]
     )
     assert result.returncode == 0, result.stderr[-4000:]
     # Not a terminal: one progress line per phase on stderr, nothing of it on stdout.
@@ -232,7 +244,7 @@ def test_on_postgresql_the_database_processes_are_measured_apart():
         if os.environ.get("CI"):
             raise
         pytest.skip(str(error))
-    result = subprocess.run(
+    result = run_bench(
         [
             sys.executable,
             "-m",
@@ -247,11 +259,7 @@ def test_on_postgresql_the_database_processes_are_measured_apart():
             "--history",
             "10",
             "--reconcile",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        ]
     )
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout)
