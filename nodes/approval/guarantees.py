@@ -59,16 +59,18 @@ def settlement_agency_guarantee(
     )
 
 
+AGENCIES_WITH_PREFIX: statements.Statement[EntityRow] = statements.Statement(
+    lambda t, p: t.select().where((t.role == "settlement") & t.routing_prefix.is_null(False))
+)
+
+
 def search_settlement_agency(repo: ApprovalRepository, anonymous_user_id: str) -> EntityRow:
     """The agency whose routing prefix starts ``anonymous_user_id`` (claim 1, step 4a).
 
     The agency is returned whatever its status: the guarantee carries the status, and the
     shop refuses to route to a suspended agency with ENTITY_SUSPENDED.
     """
-    entities = repo.entities
-    candidates = entities.select().where(
-        (entities.role == "settlement") & entities.routing_prefix.is_null(False)
-    )
+    candidates = AGENCIES_WITH_PREFIX.rows(repo.entities)
     # Registration keeps prefixes from nesting, so at most one matches.
     for row in candidates:
         if row.routing_prefix and anonymous_user_id.startswith(row.routing_prefix):

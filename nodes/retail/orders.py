@@ -254,7 +254,8 @@ def complete(
     assert row.completion_report is not None, "verification follows the completion report"
     report = settlement_pb2.TransactionCompletionReport.FromString(bytes(row.completion_report))
     now = utc_now()
-    repo.sales.insert(
+    statements.insert_or_ignore(
+        repo.sales,
         order_number=row.order_number,
         anonymous_user_id=row.anonymous_user_id,
         settlement_agency_id=row.settlement_agency_id,
@@ -265,7 +266,7 @@ def complete(
         transaction_verification_id=verification.transaction_verification_id,
         trace_id=row.trace_id,
         recorded_at=now,
-    ).on_conflict_ignore().execute()
+    )
     row.transaction_verification_id = verification.transaction_verification_id
     row.status = "COMPLETED"
     row.step = "done"

@@ -138,12 +138,16 @@ def set_billing_state(repo: SettlementRepository, order: SettlementOrderRow, sta
         hold_credit(repo, order.member_id, order.amount_minor if is_open else -order.amount_minor)
 
 
+HOLD_CREDIT: statements.Statement[MemberRow] = statements.Statement(
+    lambda t, p: t.update(credit_used_minor=t.credit_used_minor + p.delta_minor).where(
+        t.member_id == p.member_id
+    )
+)
+
+
 def hold_credit(repo: SettlementRepository, member_id: str, delta_minor: int) -> None:
     """Adds ``delta_minor`` (negative to release) to the member's credit in use."""
-    members = repo.members
-    members.update(credit_used_minor=members.credit_used_minor + delta_minor).where(
-        members.member_id == member_id
-    ).execute()
+    HOLD_CREDIT.execute(repo.members, member_id=member_id, delta_minor=delta_minor)
 
 
 def login(

@@ -350,10 +350,15 @@ def postpone_delivery(
         resumer.postpone(void, "forward_attempts", "next_forward_at", wait_s, utc_now())
 
 
+MARK_REPORTED: statements.Statement[SettlementOrderRow] = statements.Statement(
+    lambda t, p: t.update(reported_at=p.of(t.reported_at)).where(
+        (t.order_number == p.order_number) & t.reported_at.is_null()
+    )
+)
+
+
 def mark_reported(repo: SettlementRepository, order_number: str) -> None:
-    repo.orders.update(reported_at=utc_now()).where(
-        (repo.orders.order_number == order_number) & repo.orders.reported_at.is_null()
-    ).execute()
+    MARK_REPORTED.execute(repo.orders, order_number=order_number, reported_at=utc_now())
 
 
 def order_to_proto(order: SettlementOrderRow) -> settlement_pb2.SettlementOrder:

@@ -22,7 +22,9 @@ GENESIS_HASH = "0" * 64
 HEAD = "head"
 # The head row, made on the first append.
 _START: statements.Statement[AuditChainHeadRow] = statements.Statement(
-    lambda t, p: t.insert(name=p.name, sequence=0, entry_hash=p.entry_hash).on_conflict_ignore()
+    lambda t, p: t.insert(
+        name=p.of(t.name), sequence=0, entry_hash=p.of(t.entry_hash)
+    ).on_conflict_ignore()
 )
 # The next sequence number is taken by an UPDATE, so that concurrent appends (PostgreSQL
 # replicas) wait for each other on the head row instead of reading the same sequence.
@@ -30,7 +32,7 @@ _ADVANCE: statements.Statement[AuditChainHeadRow] = statements.Statement(
     lambda t, p: t.update(sequence=t.sequence + 1).where(t.name == p.name)
 )
 _SET_HASH: statements.Statement[AuditChainHeadRow] = statements.Statement(
-    lambda t, p: t.update(entry_hash=p.entry_hash).where(t.name == p.name)
+    lambda t, p: t.update(entry_hash=p.of(t.entry_hash)).where(t.name == p.name)
 )
 
 

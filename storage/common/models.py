@@ -219,3 +219,6 @@ class DataDisclosureRow(peewee.Model):
 
     class Meta:
         table_name = "data_disclosure"
+        # A purchase asks whether its order's disclosure is recorded: a lookup by reference
+        # that must not scan every disclosure ever made.
+        indexes = ((("reference", "kind"), False),)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import peewee
@@ -55,10 +55,16 @@ class _Parameter:
 
 
 class Params:
-    """``p.name`` is the placeholder for the statement's parameter ``name``."""
+    """``p.name`` is the placeholder for the statement's parameter ``name``; compared with a
+    column it takes the column's conversion. Where no column is beside it (an UPDATE's new
+    value, an INSERT's), ``p.of(column)`` names the parameter after the column and
+    converts as the column does."""
 
     def __getattr__(self, name: str) -> Any:
         return _Slot(name)
+
+    def of(self, field: peewee.Field) -> Any:
+        return _Slot(field.name, field.db_value)
 
 
 PARAMS = Params()
@@ -178,9 +184,9 @@ class CompiledWrites:
             return cache[(kind, names)]
         compiled: _Compiled | None = None
         fields = cls._meta.fields
-        # peewee fills a column left out of an INSERT with its default at build time: such
-        # an INSERT cannot be reused (a timestamp would be frozen), so peewee builds it.
-        if kind == "update" or not {f.name for f in cls._meta.defaults} - set(names):
+        # peewee fills a column left out of an INSERT with its default at build time: with a
+        # callable default (a timestamp) such an INSERT cannot be reused; peewee builds it.
+        if kind == "update" or not _callable_defaults(cls) - set(names):
             slots = {fields[name]: _Slot(name, fields[name].db_value) for name in names}
             pk_field = cls._meta.primary_key
             query: Any
@@ -193,6 +199,10 @@ class CompiledWrites:
             compiled = _Compiled(query)
         cache[(kind, names)] = compiled
         return compiled
+
+
+def _callable_defaults(table: type[peewee.Model]) -> set[str]:
+    return {field.name for field, default in table._meta.defaults.items() if callable(default)}
 
 
 _LOOKUPS: dict[tuple[type[peewee.Model], tuple[str, ...], bool], _Compiled] = {}
@@ -213,5 +223,41 @@ def find(table: type[M], *, lock: bool = False, **equal: Any) -> M | None:
         if lock and table._meta.database.for_update:
             query = query.for_update()
         compiled = _LOOKUPS[key] = _Compiled(query)
-    rows = list(table.raw(compiled.sql, *compiled.values(equal)))
-    return rows[0] if rows else None
+    cursor = table._meta.database.execute_sql(compiled.sql, compiled.values(equal))
+    row = cursor.fetchone()
+    return None if row is None else _model_of(table, row)
+
+
+def _model_of(table: type[M], row: Sequence[Any]) -> M:
+    """The model instance of a row of ``table.select()`` (every column, in declared order),
+    as peewee's cursor wrapper makes it, without its per-query set-up."""
+    instance: Any = table.__new__(table)
+    instance.__data__ = {
+        field.name: field.python_value(value)
+        for field, value in zip(table._meta.sorted_fields, row, strict=True)
+    }
+    instance._dirty = set()
+    instance.__rel__ = {}
+    return instance
+
+
+_INSERTS: dict[tuple[type[peewee.Model], tuple[str, ...]], _Compiled] = {}
+
+
+def insert_or_ignore(table: type[M], **values: Any) -> int:
+    """Inserts one row unless its key exists (peewee's ``on_conflict_ignore``), compiled
+    once per table and set of columns; returns the rows inserted (0 or 1). A column left
+    out gets its default, which must be a constant: a callable one (a timestamp) would be
+    frozen into the compiled SQL, so it is refused."""
+    names = tuple(values)
+    key = (table, names)
+    compiled = _INSERTS.get(key)
+    if compiled is None:
+        fields = table._meta.fields
+        missing = _callable_defaults(table) - set(names)
+        if missing:
+            raise ValueError(f"insert_or_ignore: give {sorted(missing)} explicitly")
+        slots = {fields[name]: _Slot(name, fields[name].db_value) for name in names}
+        compiled = _INSERTS[key] = _Compiled(table.insert(slots).on_conflict_ignore())
+    cursor = table._meta.database.execute_sql(compiled.sql, compiled.values(values))
+    return int(table._meta.database.rows_affected(cursor))

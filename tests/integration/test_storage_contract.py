@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import datetime
 import functools
 import threading
 from collections.abc import Callable
@@ -25,9 +26,10 @@ from nodes.common.errors import DomainError
 from nodes.common.idempotency import run_once
 from nodes.common.identity import EntityIdentity
 from nodes.settlement import billing, cancellations, members, purchases
-from storage.common import migrations
+from storage.common import migrations, statements
+from storage.common.audit_chain import AuditChainTables
 from storage.common.database import Store, bind, close_database, open_database
-from storage.common.models import IdempotencyRecord
+from storage.common.models import IdempotencyRecord, InformationAnnouncement
 from storage.settlement.repository import SettlementRepository
 from tests.storage_support import insert, read_back, sample_row
 
@@ -171,22 +173,30 @@ def search(
     )
 
 
-def test_concurrent_credit_checks_with_several_writers_never_exceed_the_limit(engine, new_database):
-    """Sixteen orders of 1,000 race on four database workers against a 4,500 limit: the
-    member row lock (FOR UPDATE on PostgreSQL, the single writer on SQLite) admits four."""
-    store = open_store(new_database())
+def agency_with_member(
+    url: str, member_id: str, limit_minor: int
+) -> tuple[Store, SettlementRepository]:
+    """A migrated settlement store with one enrolled member of ``limit_minor`` USD credit."""
+    store = open_store(url)
     repo = SettlementRepository(store.database)
     store.transaction(lambda: migrations.migrate(store.database, "settlement"))
     store.transaction(
         lambda: members.enroll_member(
             repo,
-            member_id="racer",
-            display_name="Racer",
-            password="racer password",
-            credit_limit_minor=4_500,
+            member_id=member_id,
+            display_name=member_id.title(),
+            password=f"{member_id} password",
+            credit_limit_minor=limit_minor,
             currency_code="USD",
         )
     )
+    return store, repo
+
+
+def test_concurrent_credit_checks_with_several_writers_never_exceed_the_limit(engine, new_database):
+    """Sixteen orders of 1,000 race on four database workers against a 4,500 limit: the
+    member row lock (FOR UPDATE on PostgreSQL, the single writer on SQLite) admits four."""
+    store, repo = agency_with_member(new_database(), "racer", 4_500)
 
     def order(number: int) -> Callable[[], Any]:
         purchase = purchases.Purchase(
@@ -214,19 +224,7 @@ def test_the_running_credit_in_use_follows_every_billing_transition(engine, new_
     """The credit check reads one running sum (no sum over history); every way an order opens
     or closes (approval, billing, a cancellation of each kind, a void) moves it, so it always
     equals the sum of the open orders that reconciliation recomputes."""
-    store = open_store(new_database())
-    repo = SettlementRepository(store.database)
-    store.transaction(lambda: migrations.migrate(store.database, "settlement"))
-    store.transaction(
-        lambda: members.enroll_member(
-            repo,
-            member_id="ledger",
-            display_name="Ledger",
-            password="ledger password",
-            credit_limit_minor=10_000,
-            currency_code="USD",
-        )
-    )
+    store, repo = agency_with_member(new_database(), "ledger", 10_000)
     shop = EntityIdentity("retail", "shop-1")
 
     def buy(number: int, amount: int) -> None:
@@ -316,3 +314,75 @@ def test_no_upsert_that_only_sqlite_knows():
             ):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
+
+
+def test_compiled_statements_behave_as_peewees_own_queries(engine, new_database):
+    """The hot path's compiled SQL (storage/common/statements.py) reads and writes exactly
+    what peewee's own queries do: conversions both ways, dirty-column updates, an
+    auto-incremented key read back, FOR UPDATE lookups, insert-or-ignore, and a callable
+    default never frozen into reused SQL."""
+    store = open_store(new_database())
+    repo = SettlementRepository(store.database)
+    store.transaction(lambda: migrations.migrate(store.database, "settlement"))
+    approval = open_store(new_database("approval"))
+    chain = AuditChainTables(approval.database)
+    approval.transaction(lambda: migrations.migrate(approval.database, "approval"))
+
+    def enrol(member_id: str) -> Any:
+        return members.enroll_member(
+            repo,
+            member_id=member_id,
+            display_name="Ünïcode name",
+            password="a long password",
+            credit_limit_minor=10**12,
+            currency_code="USD",
+        )
+
+    try:
+        store.transaction(lambda: (enrol("m-1"), enrol("m-2")))
+        read = store.transaction(lambda: statements.find(repo.members, member_id="m-1"))
+        expected = store.transaction(lambda: repo.members.get(repo.members.member_id == "m-1"))
+        assert read is not None and read.__data__ == expected.__data__
+        assert isinstance(read.enrolled_at, datetime.datetime)
+
+        def update() -> None:
+            row = statements.find(repo.members, lock=True, member_id="m-2")
+            assert row is not None
+            row.display_name = "Renamed"
+            assert row.save() == 1
+            assert row.save() is False  # nothing dirty: no write at all
+
+        store.transaction(update)
+        renamed = store.transaction(lambda: repo.members.get(repo.members.member_id == "m-2"))
+        assert (renamed.display_name, renamed.credit_limit_minor) == ("Renamed", 10**12)
+        assert store.transaction(lambda: statements.find(repo.members, member_id="nobody")) is None
+
+        # An auto-incremented key comes back from the compiled INSERT.
+        announcements = bind(store.database, InformationAnnouncement)
+        made = store.transaction(
+            lambda: [announcements.create(entity_id="e", outcome=o) for o in ("A", "B")]
+        )
+        assert [row.id for row in made] == [1, 2]
+        assert store.transaction(lambda: announcements.get_by_id(2).outcome) == "B"
+        entries = approval.transaction(
+            lambda: [chain.append("KIND", f"subject-{n}", {"n": n}) for n in range(3)]
+        )
+        assert [entry.sequence for entry in entries] == [1, 2, 3]
+        assert approval.transaction(chain.head_state)[0] == 3
+
+        void = {"order_number": "ON-9", "retail_entity_id": "shop-1", "reason": "r"}
+        now = datetime.datetime(2026, 11, 29, 1, 2, 3, 456_789)
+        values = {**void, "voided_at": now, "next_forward_at": now, "forwarded_at": None}
+        inserted = store.transaction(
+            lambda: [statements.insert_or_ignore(repo.voids, **values) for _ in range(2)]
+        )
+        assert inserted == [1, 0]
+        stored = store.transaction(
+            lambda: statements.find(repo.voids, order_number="ON-9", retail_entity_id="shop-1")
+        )
+        assert stored is not None and stored.voided_at == now
+        with pytest.raises(ValueError, match="voided_at"):
+            store.transaction(lambda: statements.insert_or_ignore(repo.voids, order_number="x"))
+    finally:
+        store.close()
+        approval.close()

@@ -16,6 +16,15 @@ CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 
 
+@pytest.fixture(autouse=True)
+def recording_provider():
+    """Each test starts from the process default (spans recorded, nothing exported): a node
+    started in this process earlier may have left a non-exporting provider."""
+    telemetry.shutdown()
+    yield
+    telemetry.shutdown()
+
+
 def in_fresh_context(test):
     """Runs ``test`` in its own contextvars context, so no trace leaks between tests."""
     return contextvars.copy_context().run(test)
