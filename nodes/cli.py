@@ -540,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nodes.member.cli import add_parser as add_member_parser
     from nodes.network.admin_cli import add_parsers as add_operator_parsers
+    from nodes.network.bench import add_parser as add_bench_parser
     from nodes.network.faults import add_parser as add_faults_parser
     from nodes.operator.audit import add_parser as add_audit_parser
     from nodes.operator.cli import add_parsers as add_tool_parsers
@@ -549,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tool_parsers(commands)
     add_audit_parser(commands)
     add_faults_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 

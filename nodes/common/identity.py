@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -43,6 +44,8 @@ def entity_uri(role: str, entity_id: str) -> str:
     return f"{URI_SCHEME}://{role}/{entity_id}"
 
 
+# Every call's certificate names one of a few entities: parsed once each.
+@functools.lru_cache(maxsize=1024)
 def parse_entity_uri(uri: str) -> EntityIdentity:
     """Parses ``suretynet://ROLE/ENTITY``; raises DomainError(CERTIFICATE_IDENTITY_INVALID)."""
     parsed = urllib.parse.urlsplit(uri)

@@ -79,6 +79,8 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         self._policies = policies
         self._checks = list(checks)
         self._insecure_dev = insecure_dev
+        # method -> (the registered handler, its wrapped handler): wrapped once, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def add_check(self, check: CallCheck, *, first: bool = False) -> None:
         """Adds a check; ``first`` runs it before the role's own (identity before keys)."""
@@ -96,6 +98,14 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rpc_policy = self._policies.get(method)
         # The request arrives as raw bytes and is decoded inside the wrapper, after the
         # caller is admitted, so a body that does not parse is the caller's INVALID_ARGUMENT
