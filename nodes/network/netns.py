@@ -53,6 +53,8 @@ class NetnsLab:
     subnet_octet: int = field(default_factory=lambda: 16 + secrets.randbelow(224))
     hosts: dict[str, str] = field(default_factory=dict)
     _namespaces: dict[str, str] = field(default_factory=dict)
+    # Namespaces a moved host left behind: no name maps to them, teardown still deletes them.
+    _left: list[str] = field(default_factory=list)
     _bridge_up: bool = False
 
     @property
@@ -114,6 +116,7 @@ class NetnsLab:
         """
         moved = f"{name}~{len(self.hosts)}"
         ip = self.add_host(moved)
+        self._left.append(self._namespaces[name])
         self._namespaces[name] = self._namespaces[moved]
         self.hosts[name] = ip
         return ip
@@ -127,11 +130,12 @@ class NetnsLab:
 
     def teardown(self) -> None:
         """Deletes every namespace (their veth ends go with them) and the bridge."""
-        for namespace in list(self._namespaces.values()):
+        for namespace in {*self._namespaces.values(), *self._left}:
             # Processes still inside keep a namespace alive only as long as they run;
             # deleting the name is what frees it for the next run.
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
         self._namespaces.clear()
+        self._left.clear()
         if self._bridge_up:
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
             self._bridge_up = False
