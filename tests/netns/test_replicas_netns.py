@@ -9,12 +9,14 @@ call with the entity's certificate from any other address is still refused.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
 from suretynet.approval.v1 import approval_pb2, approval_pb2_grpc
+from suretynet.retail.v1 import retail_pb2
 
-from nodes.member.client import AgencyClient
+from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.local import LocalNetwork, RunningNode, start_network
 from nodes.network.netns import NetnsLab, netns_available
 from nodes.network.postgres import PostgresUnavailableError, ensure_installed
@@ -136,3 +138,50 @@ def test_both_agency_replicas_deliver_anonymous_ids_to_the_shop(replica_network:
     for node in replicas_of(replica_network, "agency-1"):
         log = (replica_network.data_dir / "logs" / f"{node.log_name}.log").read_text()
         assert "IssueAnonymousUserId" in log, f"{node.log_name} served no call"
+
+
+def node_calls(network: LocalNetwork, node: RunningNode) -> list[dict[str, str]]:
+    """The inter-node RPCs a replica served: caller identity and the peer IP it came from."""
+    log = network.data_dir / "logs" / f"{node.log_name}.log"
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [
+        entry
+        for entry in entries
+        if entry.get("msg") == "rpc"
+        and str(entry.get("caller", "")).startswith("suretynet://")
+        and "/admin/" not in str(entry.get("caller", ""))
+    ]
+
+
+def test_purchases_cross_every_replica_from_its_own_ip(
+    replica_network: LocalNetwork, replica_lab: NetnsLab
+):
+    """Purchases through shop-1 cross every replica of each role, each calling from its own
+    IP: approval replicas are correlated with the approval_address list, agency replicas
+    with the registry's set; every purchase completes."""
+    members = ",".join(node.member_address for node in replicas_of(replica_network, "agency-1"))
+    ca = replica_network.ca.read_bytes()
+
+    async def purchases() -> list[int]:
+        async with AgencyClient(members, ca) as agency:
+            await agency.login("alice", password_of("agency-1", "alice"))
+            value = (await agency.anonymous_user_id("shop-1")).anonymous_user_id.value
+        shop = replica_network.node("shop-1").member_address
+        async with ShopClient(shop, ca) as client:
+            return [(await client.place_order(value, [("tea", 1)])).status for _ in range(8)]
+
+    assert asyncio.run(purchases()) == [retail_pb2.ORDER_STATUS_COMPLETED] * 8
+    callers_at_verification = set()
+    for entity in ("institution", "verification", "agency-1"):
+        for node in replicas_of(replica_network, entity):
+            served = node_calls(replica_network, node)
+            assert served, f"{node.log_name} served no call from another node"
+            if entity == "verification":
+                callers_at_verification |= {(e["caller"], e["peer"]) for e in served}
+    # Both agency replicas filed reports from their own IPs, and verification took them.
+    agency_ips = {
+        replica_lab.hosts[node.log_name] for node in replicas_of(replica_network, "agency-1")
+    }
+    assert {
+        peer for caller, peer in callers_at_verification if caller.endswith("/agency-1")
+    } == agency_ips
