@@ -15,9 +15,11 @@ an earlier entry, so that replaying a record's entries gives its current row.
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from suretynet.approval.v1 import approval_pb2
 from suretynet.type.v1 import types_pb2
@@ -172,6 +174,26 @@ def mismatch_error(order_number: str, fields: list[str]) -> DomainError:
     )
 
 
+def record_values(
+    request: approval_pb2.TransactionVerificationRequest,
+    reported_at: object,
+    trace_id: str,
+    recorded_at: datetime.datetime,
+) -> dict[str, Any]:
+    """The columns of a new transaction record (also what ``suretynet bench`` seeds)."""
+    return {
+        "order_number": request.order_number,
+        "retail_entity_id": request.retail_entity_id,
+        "settlement_agency_id": request.settlement_agency_id,
+        "amount_minor": request.amount.amount_minor,
+        "currency_code": request.amount.currency_code,
+        "transaction_verification_id": "tv-" + secrets.token_hex(8),
+        "trace_id": trace_id,
+        "reported_at": reported_at,
+        "recorded_at": recorded_at,
+    }
+
+
 def record_transaction(
     repo: ApprovalRepository,
     request: approval_pb2.TransactionVerificationRequest,
@@ -183,15 +205,7 @@ def record_transaction(
     if existing is not None:
         return existing
     row: TransactionRecordRow = repo.transactions.create(
-        order_number=request.order_number,
-        retail_entity_id=request.retail_entity_id,
-        settlement_agency_id=request.settlement_agency_id,
-        amount_minor=request.amount.amount_minor,
-        currency_code=request.amount.currency_code,
-        transaction_verification_id="tv-" + secrets.token_hex(8),
-        trace_id=trace_id,
-        reported_at=reported_at,
-        recorded_at=utc_now(),
+        **record_values(request, reported_at, trace_id, utc_now())
     )
     repo.audit.append(
         "TRANSACTION_RECORDED", f"{RECORD_TABLE}/{row.order_number}", record_state(row)

@@ -50,7 +50,7 @@ from suretynet.verification.v1 import verification_pb2
 
 from nodes.common import idempotency
 from nodes.common.config import NodeConfig, load_config
-from nodes.common.convert import enum_label, timestamp
+from nodes.common.convert import timestamp
 from nodes.common.identity import EntityIdentity
 from nodes.common.node import node_secret_box
 from storage.common.audit_chain import GENESIS_HASH, HEAD, canonical_json, entry_hash
@@ -429,7 +429,7 @@ def _one_order(
     from nodes.approval import transactions
     from nodes.retail import orders as shop_orders
     from nodes.settlement import purchases
-    from nodes.verification import audit
+    from nodes.verification import audit, reports
 
     now = utc_now()
     request = retail_pb2.PlaceOrderRequest(
@@ -442,26 +442,15 @@ def _one_order(
     # The shop's order as it stands when the billing search leaves (create_order, then
     # record_route).
     shop_row = context.shop_orders(
-        order_number=shop_orders.new_order_number(),
-        request_id=request.request_id,
-        request_sha256=shop_orders.request_digest(request),
-        anonymous_user_id=request.anonymous_user_id,
-        lines=types_pb2.BillingDetails(lines=context.lines).SerializeToString(deterministic=True),
-        amount_minor=context.amount.amount_minor,
-        currency_code=context.amount.currency_code,
-        payment_method=enum_label(
-            types_pb2.PaymentMethod, "PAYMENT_METHOD_", request.payment_method
-        ),
-        installment_count=request.installment_count,
-        status="PENDING",
-        step="bill",
-        settlement_agency_id=guarantee.settlement_agency_id,
-        settlement_address=guarantee.address,
-        guarantee_registry_serial=guarantee.registry_serial,
-        trace_id=trace_id,
-        ordered_at=now,
-        created_at=now,
-        updated_at=now,
+        **{
+            **shop_orders.new_order_values(
+                shop_orders.NewOrder(request, context.lines, context.amount, trace_id), now
+            ),
+            "step": "bill",
+            "settlement_agency_id": guarantee.settlement_agency_id,
+            "settlement_address": guarantee.address,
+            "guarantee_registry_serial": guarantee.registry_serial,
+        }
     )
     order_number = shop_row.order_number
     search_request = shop_orders.billing_search_request(shop_row, context.identification)
@@ -521,19 +510,7 @@ def _one_order(
     report_request = verification_pb2.SubmitTransactionReportRequest(
         request_id=f"report-{order_number}", transaction_report=report
     )
-    report_row = context.reports(
-        order_number=order_number,
-        settlement_agency_id=details.settlement_agency_id,
-        retail_entity_id=details.retail_entity_id,
-        amount_minor=details.amount.amount_minor,
-        currency_code=details.amount.currency_code,
-        result=enum_label(
-            types_pb2.TransactionResult, "TRANSACTION_RESULT_", report.result
-        ).upper(),
-        report=report.SerializeToString(deterministic=True),
-        trace_id=trace_id,
-        received_at=now,
-    )
+    report_row = context.reports(**reports.report_values(report, trace_id, now))
     rows.reports.append(report_row)
     rows.verification_chain.append(
         "REPORT_RECEIVED", f"{audit.REPORT_TABLE}/{order_number}", audit.report_state(report_row)
@@ -552,15 +529,7 @@ def _one_order(
     verify_request = shop_orders.verification_request(shop_row, orders.shop_id)
     asked = verify_request.transaction_verification_request
     record = context.transactions(
-        order_number=asked.order_number,
-        retail_entity_id=asked.retail_entity_id,
-        settlement_agency_id=asked.settlement_agency_id,
-        amount_minor=asked.amount.amount_minor,
-        currency_code=asked.amount.currency_code,
-        transaction_verification_id="tv-" + secrets.token_hex(8),
-        trace_id=trace_id,
-        reported_at=report.completed_at.ToDatetime(),
-        recorded_at=now,
+        **transactions.record_values(asked, report.completed_at.ToDatetime(), trace_id, now)
     )
     rows.transactions.append(record)
     rows.approval_chain.append(
@@ -590,18 +559,7 @@ def _one_order(
     ).SerializeToString(deterministic=True)
     rows.shop_orders.append(shop_row)
     rows.sales.append(
-        context.shop_sales(
-            order_number=order_number,
-            anonymous_user_id=shop_row.anonymous_user_id,
-            settlement_agency_id=shop_row.settlement_agency_id,
-            guarantee_registry_serial=shop_row.guarantee_registry_serial,
-            billing_details=completion.billing_details.SerializeToString(deterministic=True),
-            amount_minor=shop_row.amount_minor,
-            currency_code=shop_row.currency_code,
-            transaction_verification_id=verification.transaction_verification_id,
-            trace_id=trace_id,
-            recorded_at=now,
-        )
+        context.shop_sales(**shop_orders.sale_values(shop_row, completion, verification, now))
     )
     sizes.update(
         place_order=request.ByteSize(),

@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from suretynet.approval.v1 import approval_pb2
 from suretynet.retail.v1 import retail_pb2
@@ -137,31 +138,35 @@ class NewOrder:
 
 def create_order(repo: RetailRepository, order: NewOrder) -> ShopOrderRow:
     """Records the order (status PENDING, step ``discover``) before any outgoing call."""
+    row: ShopOrderRow = repo.orders.create(**new_order_values(order, utc_now()))
+    return row
+
+
+def new_order_values(order: NewOrder, now: datetime.datetime) -> dict[str, Any]:
+    """The columns of a new order, PENDING at step ``discover`` (also what ``suretynet
+    bench`` seeds)."""
     request = order.request
-    now = utc_now()
-    holder = types_pb2.BillingDetails(lines=order.lines)
-    row: ShopOrderRow = repo.orders.create(
-        order_number=new_order_number(),
-        request_id=request.request_id,
-        request_sha256=request_digest(request),
-        anonymous_user_id=request.anonymous_user_id,
-        lines=holder.SerializeToString(deterministic=True),
-        amount_minor=order.amount.amount_minor,
-        currency_code=order.amount.currency_code,
-        payment_method=enum_label(
+    return {
+        "order_number": new_order_number(),
+        "request_id": request.request_id,
+        "request_sha256": request_digest(request),
+        "anonymous_user_id": request.anonymous_user_id,
+        "lines": types_pb2.BillingDetails(lines=order.lines).SerializeToString(deterministic=True),
+        "amount_minor": order.amount.amount_minor,
+        "currency_code": order.amount.currency_code,
+        "payment_method": enum_label(
             types_pb2.PaymentMethod, "PAYMENT_METHOD_", request.payment_method
         ),
-        installment_count=request.installment_count,
-        status="PENDING",
-        step="discover",
-        settlement_agency_id="",
-        settlement_address="",
-        trace_id=order.trace_id,
-        ordered_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    return row
+        "installment_count": request.installment_count,
+        "status": "PENDING",
+        "step": "discover",
+        "settlement_agency_id": "",
+        "settlement_address": "",
+        "trace_id": order.trace_id,
+        "ordered_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def lines_of(row: ShopOrderRow) -> list[types_pb2.OrderLine]:
@@ -254,19 +259,7 @@ def complete(
     assert row.completion_report is not None, "verification follows the completion report"
     report = settlement_pb2.TransactionCompletionReport.FromString(bytes(row.completion_report))
     now = utc_now()
-    statements.insert_or_ignore(
-        repo.sales,
-        order_number=row.order_number,
-        anonymous_user_id=row.anonymous_user_id,
-        settlement_agency_id=row.settlement_agency_id,
-        guarantee_registry_serial=row.guarantee_registry_serial,
-        billing_details=report.billing_details.SerializeToString(deterministic=True),
-        amount_minor=row.amount_minor,
-        currency_code=row.currency_code,
-        transaction_verification_id=verification.transaction_verification_id,
-        trace_id=row.trace_id,
-        recorded_at=now,
-    )
+    statements.insert_or_ignore(repo.sales, **sale_values(row, report, verification, now))
     row.transaction_verification_id = verification.transaction_verification_id
     row.status = "COMPLETED"
     row.step = "done"
@@ -276,6 +269,27 @@ def complete(
     )
     row.save()
     return row
+
+
+def sale_values(
+    row: ShopOrderRow,
+    report: settlement_pb2.TransactionCompletionReport,
+    verification: approval_pb2.TransactionVerification,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The columns of a verified order's sales record (also what ``suretynet bench`` seeds)."""
+    return {
+        "order_number": row.order_number,
+        "anonymous_user_id": row.anonymous_user_id,
+        "settlement_agency_id": row.settlement_agency_id,
+        "guarantee_registry_serial": row.guarantee_registry_serial,
+        "billing_details": report.billing_details.SerializeToString(deterministic=True),
+        "amount_minor": row.amount_minor,
+        "currency_code": row.currency_code,
+        "transaction_verification_id": verification.transaction_verification_id,
+        "trace_id": row.trace_id,
+        "recorded_at": now,
+    }
 
 
 def refuse(repo: RetailRepository, order_number: str, kind: ErrorKind, reason: str) -> ShopOrderRow:

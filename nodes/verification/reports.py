@@ -7,6 +7,9 @@ same order again with other content is refused with TRANSACTION_MISMATCH.
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 from suretynet.type.v1 import types_pb2
 from suretynet.verification.v1 import verification_pb2
 
@@ -65,22 +68,29 @@ def store_report(
                 metadata={"order_number": report.order_number},
             )
         return existing
-    details = report.billing_details
-    row: TransactionReportRow = repo.reports.create(
-        order_number=report.order_number,
-        settlement_agency_id=details.settlement_agency_id,
-        retail_entity_id=details.retail_entity_id,
-        amount_minor=details.amount.amount_minor,
-        currency_code=details.amount.currency_code,
-        result=enum_label(
-            types_pb2.TransactionResult, "TRANSACTION_RESULT_", report.result
-        ).upper(),
-        report=serialized,
-        trace_id=trace_id,
-        received_at=utc_now(),
-    )
+    row: TransactionReportRow = repo.reports.create(**report_values(report, trace_id, utc_now()))
     audit.chain_report(repo, row)
     return row
+
+
+def report_values(
+    report: verification_pb2.TransactionReport, trace_id: str, received_at: datetime.datetime
+) -> dict[str, Any]:
+    """The columns of a received report's row (also what ``suretynet bench`` seeds)."""
+    details = report.billing_details
+    return {
+        "order_number": report.order_number,
+        "settlement_agency_id": details.settlement_agency_id,
+        "retail_entity_id": details.retail_entity_id,
+        "amount_minor": details.amount.amount_minor,
+        "currency_code": details.amount.currency_code,
+        "result": enum_label(
+            types_pb2.TransactionResult, "TRANSACTION_RESULT_", report.result
+        ).upper(),
+        "report": report.SerializeToString(deterministic=True),
+        "trace_id": trace_id,
+        "received_at": received_at,
+    }
 
 
 def get_report(repo: VerificationRepository, order_number: str) -> TransactionReportRow:
