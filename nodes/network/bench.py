@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -61,6 +60,7 @@ from nodes.network.local import (
     NodeSpec,
     NodeStartError,
     RunningNode,
+    check_replicas,
     start_network,
 )
 
@@ -138,11 +138,8 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
     """The run's settings from the command line; ValueError names a bad option."""
     if args.quick and args.long:
         raise ValueError("--quick and --long: choose one")
-    if args.replicas != 1 and not up_takes_replicas():
-        raise ValueError(
-            f"--replicas {args.replicas}: replicas are not supported by `suretynet up` yet "
-            "(only 1); the bench passes the option through once `up` takes it"
-        )
+    # The same refusals as `up --replicas` (a count out of range, replicas on SQLite).
+    check_replicas(args.replicas, args.database)
     mode = "quick" if args.quick else "long" if args.long else "default"
     phase_s = {"quick": 0.6, "long": 15.0, "default": 2.0}[mode]
     history = {"quick": 30, "long": 10_000, "default": 10_000}[mode]
@@ -178,11 +175,6 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         mode=mode,
         client_loop=args.client_loop,
     )
-
-
-def up_takes_replicas() -> bool:
-    """Whether this release's ``up`` machinery runs several processes per entity."""
-    return "replicas" in inspect.signature(start_network).parameters
 
 
 def shop_of(variant: str) -> str:
@@ -749,15 +741,13 @@ def _commit() -> str:
 
 
 async def _start(data_dir: Path, settings: BenchSettings, postgres: Any) -> LocalNetwork:
-    # Passed only when asked for, so that a release without replicas starts as before.
-    replicas: dict[str, Any] = {"replicas": settings.replicas} if settings.replicas != 1 else {}
     return await start_network(
         data_dir,
         bench_topology(settings.variants),
         seed_demo_data=False,
         database=settings.database,
         postgres=postgres,
-        **replicas,
+        replicas=settings.replicas,
     )
 
 

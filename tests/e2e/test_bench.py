@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from nodes.network.bench import CLIENT_METHOD, VARIANTS, up_takes_replicas
+from nodes.network.bench import CLIENT_METHOD, VARIANTS
 from nodes.network.postgres import PostgresUnavailableError, ensure_installed
 from storage.common.audit_chain import GENESIS_HASH, entry_hash
 
@@ -221,9 +221,7 @@ def test_profile_records_every_node_of_each_variant_at_saturation(bench):
             assert profile["profiles"] and profile["shared"]["frames"], path
 
 
-def test_replicas_are_refused_until_up_supports_them():
-    if up_takes_replicas():
-        pytest.skip("up runs replicas now: `--replicas N` passes through to it")
+def test_replicas_on_sqlite_are_refused_as_up_refuses_them():
     result = subprocess.run(
         [sys.executable, "-m", "nodes.cli", "bench", "--replicas", "2"],
         capture_output=True,
@@ -232,7 +230,7 @@ def test_replicas_are_refused_until_up_supports_them():
         check=False,
     )
     assert result.returncode == 2
-    assert "not supported by `suretynet up` yet" in result.stderr
+    assert "--replicas 2 needs --database postgresql" in result.stderr
 
 
 def test_on_postgresql_the_database_processes_are_measured_apart():

@@ -20,7 +20,6 @@ from nodes.network.bench import (
     parse_counts,
     saturation_search,
     settings_from,
-    up_takes_replicas,
 )
 from nodes.network.bench_driver import percentile, summary_ms
 from nodes.network.bench_report import Phase
@@ -91,12 +90,13 @@ def test_modes_set_phase_length_and_history():
     assert settings_from(_args("--duration", "3", "--variant", "push")).variants == ("push",)
 
 
-def test_replicas_other_than_one_are_refused_while_up_has_none():
-    if up_takes_replicas():
-        assert settings_from(_args("--replicas", "2")).replicas == 2
-    else:
-        with pytest.raises(ValueError, match=r"not supported by .suretynet up. yet"):
-            settings_from(_args("--replicas", "2"))
+def test_replicas_take_postgresql_as_up_does():
+    replicated = settings_from(_args("--replicas", "2", "--database", "postgresql"))
+    assert replicated.replicas == 2
+    with pytest.raises(ValueError, match="needs --database postgresql"):
+        settings_from(_args("--replicas", "2"))
+    with pytest.raises(ValueError, match="choose 1 to"):
+        settings_from(_args("--replicas", "0", "--database", "postgresql"))
 
 
 @pytest.mark.parametrize(
