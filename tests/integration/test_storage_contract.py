@@ -270,6 +270,20 @@ def test_the_running_credit_in_use_follows_every_billing_transition(engine, new_
         store.close()
 
 
+@pytest.mark.parametrize("role", ("settlement", "marketplace"))
+def test_every_lookup_a_purchase_makes_by_order_history_is_indexed(engine, new_database, role):
+    """A purchase asks whether its disclosure is recorded by (reference, kind): without an
+    index that scanned every disclosure ever made, so each purchase cost more than the last
+    (fails before settlement v0004 and marketplace v0003)."""
+    database = open_database(new_database())
+    try:
+        migrations.migrate(database, role)
+        indexes = migrations.describe_schema(database)["data_disclosure"]["indexes"]
+        assert (("reference", "kind"), False) in indexes
+    finally:
+        close_database(database)
+
+
 def test_the_pool_holds_at_most_one_connection_per_worker(engine, new_database):
     """A PostgreSQL node never opens more connections than its database workers, however
     many calls wait; SQLite has one writer connection."""
