@@ -270,7 +270,7 @@ def test_the_running_credit_in_use_follows_every_billing_transition(engine, new_
         store.close()
 
 
-@pytest.mark.parametrize("role", ("settlement", "marketplace"))
+@pytest.mark.parametrize("role", ["settlement", "marketplace"])
 def test_every_lookup_a_purchase_makes_by_order_history_is_indexed(engine, new_database, role):
     """A purchase asks whether its disclosure is recorded by (reference, kind): without an
     index that scanned every disclosure ever made, so each purchase cost more than the last
