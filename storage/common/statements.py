@@ -5,13 +5,15 @@ purchase's path that rebuilding was the largest single cost of every node (about
 its CPU, docs/PERFORMANCE.md). A ``Statement`` is declared once, as a function of the table
 and of named parameters::
 
-    ORDER = Statement(lambda t, p: t.select().where(t.order_number == p.order_number))
-    row = ORDER.first(repo.orders, order_number="ON-1")
+    OPEN = Statement(lambda t, p: t.select().where(t.member_id == p.member_id))
+    rows = OPEN.rows(repo.orders, member_id="m-1")
 
 The first use on a bound table (each node binds its own, see ``database.bind``) builds the
 peewee query with placeholders and keeps its SQL and the order of its parameters; every
 later use only converts the values (each column's ``db_value``) and executes. Rows come back
-as the table's model instances, as peewee's own queries return them.
+as the table's model instances, as peewee's own queries return them. The commonest query,
+one row by equal columns, needs no declaration: ``find(table, column=value, ...)``;
+``insert_or_ignore`` is the other shorthand.
 
 ``bind`` also gives every bound table a ``save`` (and so ``create``) that reuses the SQL of
 its INSERT and UPDATE per set of columns, so the code's ordinary writes take the same path.
@@ -111,19 +113,10 @@ class Statement(Generic[M]):
         compiled = self._for(table)
         return list(table.raw(compiled.sql, *compiled.values(values)))
 
-    def first(self, table: type[M], **values: Any) -> M | None:
-        """The first row the statement selects, or None (declare it with ``.limit(1)``)."""
-        rows = self.rows(table, **values)
-        return rows[0] if rows else None
-
     def scalar(self, table: type[M], **values: Any) -> Any:
         """The first column of the first row, or None."""
         row = self.execute(table, **values).fetchone()
         return row[0] if row else None
-
-    def count(self, table: type[M], **values: Any) -> int:
-        """Rows an UPDATE or DELETE changed."""
-        return int(table._meta.database.rows_affected(self.execute(table, **values)))
 
 
 class CompiledWrites:
