@@ -4,7 +4,7 @@
 power cut), ``sqlite:///:memory:`` for unit tests, and ``postgresql://user:pass@host/db``
 for production, through a bounded pool of connections (one per database worker). Peewee is
 synchronous, so every database call of a running node goes through ``Store.run``, which
-executes it on a bounded thread pool inside one transaction,
+executes it on the store's database threads (``DatabaseWorkers``) inside one transaction,
 and times it (Prometheus: ``suretynet_db_*``, see docs/OPERATIONS.md).
 
 ``Store.run`` is also where database failures become answers a caller can act on, once for
@@ -25,8 +25,10 @@ import logging
 import re
 import time
 import urllib.parse
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import peewee
@@ -220,8 +222,94 @@ def locked(query: Any) -> Any:
     return query.for_update() if query.model._meta.database.for_update else query
 
 
+# What a database thread is handed: the work, and where its outcome goes.
+_Job = tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]
+
+
+class DatabaseWorkers:
+    """The threads that run a store's blocking work, in the order it was queued.
+
+    A job is answered straight on the caller's event loop (``call_soon_threadsafe``), or
+    on a ``concurrent.futures.Future`` for a caller outside one. This is the one handoff
+    every database trip of a node pays, so it is kept to a queue put and a wake-up: a
+    ``ThreadPoolExecutor`` behind ``run_in_executor`` chains two futures and takes a
+    semaphore per job, about four times the CPU (docs/PERFORMANCE.md).
+
+    A job that was queued runs even if its caller stops waiting (a cancelled RPC): it is
+    one whole transaction either way, and a retry with the same request_id finds what it
+    stored.
+    """
+
+    def __init__(self, count: int, name: str = "db") -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}_{number}", daemon=True)
+            for number in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Runs ``work`` on a database thread; returns or raises what it did."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, answer, result, error)
+            except RuntimeError:
+                pass  # The loop closed while the job ran: nobody is waiting any more.
+
+        self._jobs.put((work, settle))
+        return await answer
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        """Queues ``work`` for a caller that is not on an event loop (start-up, close)."""
+        answer: Future[T] = Future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                answer.set_result(result)
+            else:
+                answer.set_exception(error)
+
+        self._jobs.put((work, settle))
+        return answer
+
+    def shutdown(self) -> None:
+        """Lets the queued jobs finish, then stops the threads."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            _run_job(*job)
+            # Not held while the thread waits for the next job.
+            del job
+
+
+def _run_job(work: Callable[[], Any], settle: Callable[[Any, BaseException | None], None]) -> None:
+    try:
+        result = work()
+    except BaseException as error:  # noqa: BLE001 - handed to the caller as it is.
+        settle(None, error)
+    else:
+        settle(result, None)
+
+
+def _settle(answer: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if answer.cancelled():
+        return
+    if error is None:
+        answer.set_result(result)
+    else:
+        answer.set_exception(error)
+
+
 class Store:
-    """A node's database plus the executor that runs its blocking work.
+    """A node's database plus the threads that run its blocking work.
 
     SQLite allows one writer at a time, so a SQLite store uses one worker: writes queue in
     order instead of failing with "database is locked". PostgreSQL gets ``workers`` threads.
@@ -230,9 +318,7 @@ class Store:
     def __init__(self, database: peewee.Database, *, workers: int = 4) -> None:
         self.database = database
         is_sqlite = isinstance(database, peewee.SqliteDatabase)
-        self._executor = ThreadPoolExecutor(
-            max_workers=1 if is_sqlite else workers, thread_name_prefix="db"
-        )
+        self._workers = DatabaseWorkers(1 if is_sqlite else workers)
         self._heartbeat = bind(database, StoreHeartbeat)
         self.healthy = True
         # Called with the new health whenever it changes (the node's health service).
@@ -242,8 +328,8 @@ class Store:
     def create_tables(self, models: Iterable[type[peewee.Model]]) -> None:
         """Creates missing tables and indexes; safe to call on every start."""
         tables: list[type[peewee.Model]] = [*models, self._heartbeat]
-        self._executor.submit(
-            self._in_transaction, lambda: self.database.create_tables(tables)
+        self._workers.submit(
+            functools.partial(self._in_transaction, lambda: self.database.create_tables(tables))
         ).result()
 
     def transaction(self, work: Callable[[], T]) -> T:
@@ -254,17 +340,16 @@ class Store:
         return self._in_transaction(work)
 
     async def run(self, work: Callable[[], T]) -> T:
-        """Runs ``work`` in one transaction on the database executor.
+        """Runs ``work`` in one transaction on a database thread.
 
         The caller's context (trace ID) travels with it, so log lines from the worker
         thread carry the flow's trace ID too. Raises DomainError for the failures a caller
         can act on (see the module docstring); the transaction is rolled back first.
         """
         context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
         call = functools.partial(context.run, self._timed, work, time.perf_counter())
         try:
-            return await loop.run_in_executor(self._executor, call)
+            return await self._workers.run(call)
         except peewee.IntegrityError as error:
             if not is_unique_violation(error):
                 raise
@@ -297,7 +382,6 @@ class Store:
             await listener(healthy)
 
     async def _probe_until_writable(self) -> None:
-        loop = asyncio.get_running_loop()
         heartbeat = self._heartbeat
 
         def beat() -> None:
@@ -310,9 +394,7 @@ class Store:
         while not self.healthy:
             await asyncio.sleep(HEALTH_PROBE_INTERVAL_S)
             try:
-                await loop.run_in_executor(
-                    self._executor, functools.partial(self._in_transaction, beat)
-                )
+                await self._workers.run(functools.partial(self._in_transaction, beat))
             except (peewee.OperationalError, peewee.InterfaceError):
                 continue
             await self._set_health(True)
@@ -320,14 +402,13 @@ class Store:
     async def migrate(self, role: str) -> list[Any]:
         """Applies the role's pending schema migrations (storage/common/migrations.py).
 
-        Runs on the executor outside ``run``'s transaction: the migration opens its own,
+        Runs on a database thread outside ``run``'s transaction: the migration opens its own,
         with the write lock taken up front, so concurrent starts wait for each other.
         """
         from storage.common import migrations
 
-        loop = asyncio.get_running_loop()
         call = functools.partial(self._on_connection, migrations.migrate, self.database, role)
-        applied: list[Any] = await loop.run_in_executor(self._executor, call)
+        applied: list[Any] = await self._workers.run(call)
         return applied
 
     def _on_connection(self, work: Callable[..., T], *args: Any) -> T:
@@ -371,8 +452,8 @@ class Store:
         """Waits for queued work, then closes the executor's connections."""
         if self._probe is not None:
             self._probe.cancel()
-        self._executor.submit(self._close_connection).result()
-        self._executor.shutdown(wait=True)
+        self._workers.submit(self._close_connection).result()
+        self._workers.shutdown()
         if is_pooled(self.database):
             close_database(self.database)
 
