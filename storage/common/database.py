@@ -19,14 +19,15 @@ every use case:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
+import queue
 import re
+import threading
 import time
 import urllib.parse
-import queue
-import threading
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -255,10 +256,9 @@ class DatabaseWorkers:
         answer: asyncio.Future[T] = loop.create_future()
 
         def settle(result: Any, error: BaseException | None) -> None:
-            try:
+            # RuntimeError: the loop closed while the job ran; nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, answer, result, error)
-            except RuntimeError:
-                pass  # The loop closed while the job ran: nobody is waiting any more.
 
         self._jobs.put((work, settle))
         return await answer
@@ -293,7 +293,7 @@ class DatabaseWorkers:
 def _run_job(work: Callable[[], Any], settle: Callable[[Any, BaseException | None], None]) -> None:
     try:
         result = work()
-    except BaseException as error:  # noqa: BLE001 - handed to the caller as it is.
+    except BaseException as error:  # Handed to the caller as it is.
         settle(None, error)
     else:
         settle(result, None)
