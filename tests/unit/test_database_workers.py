@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 import peewee
@@ -27,7 +28,7 @@ async def _jobs_run_in_the_order_they_were_queued_on_one_thread() -> None:
         return number * 10
 
     try:
-        answers = await asyncio.gather(*(workers.run(lambda n=n: job(n)) for n in range(50)))
+        answers = await asyncio.gather(*(workers.run(functools.partial(job, n)) for n in range(50)))
     finally:
         workers.shutdown()
     assert answers == [n * 10 for n in range(50)]
@@ -79,7 +80,12 @@ async def _a_queued_job_runs_even_when_its_caller_stops_waiting() -> None:
 def test_submit_answers_a_caller_outside_any_event_loop_and_shutdown_drains() -> None:
     workers = DatabaseWorkers(2)
     done: list[int] = []
-    futures = [workers.submit(lambda n=n: done.append(n) or n) for n in range(20)]
+
+    def job(number: int) -> int:
+        done.append(number)
+        return number
+
+    futures = [workers.submit(functools.partial(job, n)) for n in range(20)]
     workers.shutdown()
     assert sorted(done) == list(range(20))
     assert [future.result(timeout=0) for future in futures] == list(range(20))
