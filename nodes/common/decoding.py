@@ -14,10 +14,11 @@ One check here covers every RPC of every node.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, invalid
@@ -52,56 +53,104 @@ def decode_request(deserializer: Callable[[bytes], Any] | None, body: bytes) -> 
 UNKNOWN_ENUM = "holds an enum number the protocol does not define"
 
 
+# How each field that can hold something invalid is walked (see ``_checked_fields``).
+_ENUM, _ENUMS, _MESSAGE, _MESSAGES, _ENUM_MAP, _MESSAGE_MAP = range(6)
+
+
 def invalid_field(message: Message, prefix: str = "", depth: int = 0) -> tuple[str, str] | None:
     """The path of the first field no servicer can use (undefined enum number, impossible
     timestamp) and why, or None."""
     if depth > MAX_DEPTH:
         return None
-    if message.DESCRIPTOR.full_name == TIMESTAMP:
+    descriptor = message.DESCRIPTOR
+    if descriptor.full_name == TIMESTAMP:
         seconds, nanos = message.seconds, message.nanos  # type: ignore[attr-defined]
         if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS or not (
             0 <= nanos <= 999_999_999
         ):
             return prefix.rstrip(".") or "request", "is not a time between years 1 and 9999"
         return None
-    for field, value in message.ListFields():
-        path = prefix + field.name
+    for field, how in _checked_fields(descriptor):
+        found = _invalid_in(field, how, message, prefix + field.name, depth)
+        if found is not None:
+            return found
+    return None
+
+
+def _invalid_in(
+    field: FieldDescriptor, how: int, message: Message, path: str, depth: int
+) -> tuple[str, str] | None:
+    if how == _MESSAGE:
+        if not message.HasField(field.name):
+            return None
+        return invalid_field(getattr(message, field.name), path + ".", depth + 1)
+    value = getattr(message, field.name)
+    if how == _ENUM:
+        return (path, UNKNOWN_ENUM) if not _defined(field, value) else None
+    if how == _ENUMS:
+        for index, number in enumerate(value):
+            if not _defined(field, number):
+                return f"{path}[{index}]", UNKNOWN_ENUM
+    elif how == _MESSAGES:
+        for index, item in enumerate(value):
+            if (found := invalid_field(item, f"{path}[{index}].", depth + 1)) is not None:
+                return found
+    else:
+        value_field = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
+        for key, item in value.items():
+            item_path = f"{path}[{key!r}]"
+            if how == _ENUM_MAP:
+                if not _defined(value_field, item):
+                    return item_path, UNKNOWN_ENUM
+            elif (found := invalid_field(item, item_path + ".", depth + 1)) is not None:
+                return found
+    return None
+
+
+def _defined(field: FieldDescriptor, number: int) -> bool:
+    return field.enum_type.values_by_number.get(number) is not None  # type: ignore[union-attr]
+
+
+@functools.cache
+def _checked_fields(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, int], ...]:
+    """The fields of a message type that can hold an undefined enum number or an impossible
+    timestamp, at any depth, and how each is walked. Worked out once per type: most fields
+    of most requests are strings and numbers, and are not visited at all."""
+    checked: list[tuple[FieldDescriptor, int]] = []
+    for field in descriptor.fields:
         if field.type == FieldDescriptor.TYPE_ENUM:
-            assert field.enum_type is not None
-            numbers = list(value) if field.is_repeated else [value]
-            for index, number in enumerate(numbers):
-                if field.enum_type.values_by_number.get(number) is None:
-                    return (f"{path}[{index}]" if field.is_repeated else path), UNKNOWN_ENUM
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            entry = field.message_type
-            assert entry is not None
-            if entry.GetOptions().map_entry:
-                found = _unknown_in_map(entry, value, path, depth)
-            elif field.is_repeated:
-                found = next(
-                    (
-                        inner
-                        for index, item in enumerate(value)
-                        if (inner := invalid_field(item, f"{path}[{index}].", depth + 1))
-                    ),
-                    None,
-                )
-            else:
-                found = invalid_field(value, path + ".", depth + 1)
-            if found is not None:
-                return found
-    return None
+            checked.append((field, _ENUMS if field.is_repeated else _ENUM))
+            continue
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        entry = field.message_type
+        assert entry is not None
+        if entry.GetOptions().map_entry:
+            value_field = entry.fields_by_name["value"]
+            if value_field.type == FieldDescriptor.TYPE_ENUM:
+                checked.append((field, _ENUM_MAP))
+            elif value_field.type == FieldDescriptor.TYPE_MESSAGE and _may_be_invalid(
+                value_field.message_type
+            ):
+                checked.append((field, _MESSAGE_MAP))
+        elif _may_be_invalid(entry):
+            checked.append((field, _MESSAGES if field.is_repeated else _MESSAGE))
+    return tuple(checked)
 
 
-def _unknown_in_map(entry: Any, mapping: Any, path: str, depth: int) -> tuple[str, str] | None:
-    value_field = entry.fields_by_name["value"]
-    for key, item in mapping.items():
-        item_path = f"{path}[{key!r}]"
-        if value_field.type == FieldDescriptor.TYPE_ENUM:
-            if value_field.enum_type.values_by_number.get(item) is None:
-                return item_path, UNKNOWN_ENUM
-        elif value_field.type == FieldDescriptor.TYPE_MESSAGE:
-            found = invalid_field(item, item_path + ".", depth + 1)
-            if found is not None:
-                return found
-    return None
+def _may_be_invalid(descriptor: Descriptor | None, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a message of this type can hold, at any depth, what ``invalid_field`` refuses."""
+    if descriptor is None or descriptor.full_name in seen:
+        # A type that contains itself: its other fields decide.
+        return False
+    if descriptor.full_name == TIMESTAMP:
+        return True
+    inner = seen | {descriptor.full_name}
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            return True
+        if field.type == FieldDescriptor.TYPE_MESSAGE and _may_be_invalid(
+            field.message_type, inner
+        ):
+            return True
+    return False

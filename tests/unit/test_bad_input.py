@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from google.protobuf import struct_pb2
 from suretynet.approval.v1 import approval_pb2
 from suretynet.marketplace.v1 import marketplace_pb2
 from suretynet.settlement.v1 import settlement_pb2
@@ -55,6 +56,21 @@ def test_an_undefined_enum_number_is_refused_with_its_path_even_when_nested():
     assert refusal(decision, marketplace_pb2.ReplyToEstimateRequest).violations[0].field == (
         "decision"
     )
+
+
+def test_an_undefined_number_in_a_repeated_enum_or_a_map_is_refused_with_its_index_or_key():
+    register = approval_pb2.RegisterEntityRequest(accepted_payment_methods=[1, 99])
+    error = refusal(register.SerializeToString(), approval_pb2.RegisterEntityRequest)
+    assert [v.field for v in error.violations] == ["accepted_payment_methods[1]"]
+    # No request of the protocol has a map of enums or messages yet; Struct is one (a map
+    # of Value, whose null_value is an enum), so the walk is ready for the first.
+    document = struct_pb2.Struct()
+    document.fields["fine"].string_value = "x"
+    document.fields["odd"].null_value = 7  # type: ignore[assignment]
+    error = refusal(document.SerializeToString(), struct_pb2.Struct)
+    assert [v.field for v in error.violations] == ["fields['odd'].null_value"]
+    document.fields["odd"].null_value = 0  # type: ignore[assignment]
+    assert decode_request(struct_pb2.Struct.FromString, document.SerializeToString()) == document
 
 
 def test_an_impossible_timestamp_is_refused_before_any_servicer_converts_it():
