@@ -133,9 +133,7 @@ async def observed_call(rpc: Callable[..., Awaitable[R]], request: Any, **kwargs
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            metrics.RPC_CALLED.labels(method=method, code=code.name).observe(
-                time.perf_counter() - started
-            )
+            metrics.rpc_called(method, code.name).observe(time.perf_counter() - started)
             telemetry.finish_span(span, code, server=False)
 
 

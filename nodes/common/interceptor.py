@@ -278,7 +278,7 @@ class _Observed:
         if exc_info[1] is not None and self._code == grpc.StatusCode.OK:
             # An exception this interceptor did not turn into a status (a cancelled call).
             self._code = grpc.StatusCode.CANCELLED
-        metrics.RPC_SERVED.labels(method=self._method, code=self._code.name).observe(
+        metrics.rpc_served(self._method, self._code.name).observe(
             time.perf_counter() - self._started
         )
         if self._reason:

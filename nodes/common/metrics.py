@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from cryptography import x509
@@ -57,6 +59,20 @@ RPC_CALLED = Histogram(
     ["method", "code"],
     buckets=LATENCY_BUCKETS_S,
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def rpc_served(method: str, code: str) -> Any:
+    """The RPC_SERVED series of one method and code, looked up once (not on every RPC)."""
+    return RPC_SERVED.labels(method=method, code=code)
+
+
+@functools.lru_cache(maxsize=4096)
+def rpc_called(method: str, code: str) -> Any:
+    """The RPC_CALLED series of one method and code, looked up once."""
+    return RPC_CALLED.labels(method=method, code=code)
+
+
 FLOWS_STARTED = Counter("suretynet_flows_started", "Flows this node started, by flow.", ["flow"])
 FLOW_ENDS = Counter(
     "suretynet_flow_outcomes",

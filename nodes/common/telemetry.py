@@ -15,7 +15,8 @@ only where export is configured: ``otlp_endpoint`` in the node's config (or the 
 ``OTEL_EXPORTER_OTLP_ENDPOINT``) sends them over OTLP/gRPC in batches; ``trace_file``
 appends each finished span to a file as one JSON object per line. A node that exports
 nothing makes its spans non-recording: they carry and pass on the trace and span IDs (log
-lines, ``traceparent``) and cost nothing more, since nobody would read what they record.
+lines, ``traceparent``) and cost nothing more, since nobody would read what they record
+(``_unexported_span``: the SDK is not involved at all).
 A node that exports records every span, whatever its caller decided (``ALWAYS_ON``, not
 parent-based), so one exporting node's part of a flow is whole even if its callers export
 nothing; ``OTEL_TRACES_SAMPLER`` replaces that choice.
@@ -73,6 +74,8 @@ class _Tracing:
         self.provider = TracerProvider()
         self.tracer = self.provider.get_tracer(INSTRUMENTATION_NAME)
         self.files: list[IO[str]] = []
+        # False: spans are made as ``_unexported_span`` makes them, without the SDK.
+        self.exporting = False
 
 
 _state = _Tracing()
@@ -117,6 +120,7 @@ def configure(
     _state.provider = provider
     _state.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
     _state.files = files
+    _state.exporting = exporting
 
 
 def shutdown() -> None:
@@ -127,10 +131,18 @@ def shutdown() -> None:
     _state.files = []
     _state.provider = TracerProvider()
     _state.tracer = _state.provider.get_tracer(INSTRUMENTATION_NAME)
+    _state.exporting = False
 
 
 def _random_span_id() -> int:
     return random.getrandbits(64) or 1
+
+
+def _random_trace_id() -> int:
+    return random.getrandbits(128) or 1
+
+
+_NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 
 
 def context_for_trace(trace_id: str) -> otel_context.Context:
@@ -173,8 +185,39 @@ def _incoming_parent(metadata: Mapping[str, str]) -> otel_context.Context | None
 
 
 @contextlib.contextmanager
+def _unexported_span(parent: otel_context.Context | None) -> Iterator[trace.Span]:
+    """The span of a process that exports nothing: the parent's trace (or a new one) and a
+    new span ID, in a third of the SDK's time.
+
+    Nobody reads what such a span would record, so there is no sampler, no attributes and
+    no span processor to call; only its IDs matter, for log lines and ``traceparent``. The
+    parent's sampled flag passes on as it came, as W3C Trace Context asks of a participant
+    that records nothing, so a sampling node further on still sees the caller's decision.
+    """
+    inherited = trace.get_current_span(parent).get_span_context()
+    span = NonRecordingSpan(
+        SpanContext(
+            trace_id=inherited.trace_id if inherited.is_valid else _random_trace_id(),
+            span_id=_random_span_id(),
+            is_remote=False,
+            trace_flags=inherited.trace_flags if inherited.is_valid else _NOT_SAMPLED,
+            trace_state=inherited.trace_state,
+        )
+    )
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    try:
+        yield span
+    finally:
+        otel_context.detach(token)
+
+
+@contextlib.contextmanager
 def server_span(method: str, metadata: Mapping[str, str]) -> Iterator[trace.Span]:
     """The SERVER span of one served RPC, current while it runs; it continues the caller's trace."""
+    if not _state.exporting:
+        with _unexported_span(_incoming_parent(metadata)) as span:
+            yield span
+        return
     with _state.tracer.start_as_current_span(
         method.lstrip("/"),
         context=_incoming_parent(metadata),
@@ -198,6 +241,10 @@ def client_span(method: str) -> Iterator[trace.Span]:
         label = logs.trace_id_var.get()
         if label != "-":
             parent = context_for_trace(label)
+    if not _state.exporting:
+        with _unexported_span(parent) as span:
+            yield span
+        return
     with _state.tracer.start_as_current_span(
         method.lstrip("/"),
         context=parent,

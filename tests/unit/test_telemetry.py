@@ -17,10 +17,11 @@ CALLER_SPAN = "00f067aa0ba902b7"
 
 
 @pytest.fixture(autouse=True)
-def recording_provider():
-    """Each test starts from the process default (spans recorded, nothing exported): a node
-    started in this process earlier may have left a non-exporting provider."""
-    telemetry.shutdown()
+def recording_provider(tmp_path):
+    """Each test starts as a node that exports its spans (to a file), so they are the SDK's
+    recorded spans, whose parents can be read; a test of a node that exports nothing
+    configures that itself."""
+    telemetry.configure("tests", trace_file=tmp_path / "recorded.jsonl")
     yield
     telemetry.shutdown()
 
@@ -145,9 +146,18 @@ def test_a_node_that_exports_nothing_passes_ids_on_without_recording(tmp_path):
                     (_, value), *_ = telemetry.outgoing_metadata()
                     sent_span = trace.format_span_id(child.get_span_context().span_id)
                     assert sent_span != CALLER_SPAN
-                    assert value.startswith(f"00-{CALLER_TRACE}-{sent_span}-")
-            telemetry.configure("retail/shop-1", trace_file=tmp_path / "spans.jsonl")
+                    # The caller's sampled flag passes on as it came (W3C Trace Context).
+                    assert value == f"00-{CALLER_TRACE}-{sent_span}-01"
             unsampled = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"}
+            with telemetry.server_span("/m/Quiet", unsampled), telemetry.client_span("/m/N"):
+                (_, value), *_ = telemetry.outgoing_metadata()
+                assert value.startswith(f"00-{CALLER_TRACE}-") and value.endswith("-00")
+            with telemetry.server_span("/m/Fresh", {}) as fresh:
+                started = fresh.get_span_context()
+                assert started.is_valid and not started.trace_flags.sampled
+                assert logs.current_trace_id() == trace.format_trace_id(started.trace_id)
+            assert not trace.get_current_span().get_span_context().is_valid
+            telemetry.configure("retail/shop-1", trace_file=tmp_path / "spans.jsonl")
             with telemetry.server_span("/m/Exported", unsampled) as exported:
                 assert exported.is_recording() and span_trace_id(exported) == CALLER_TRACE
         finally:
