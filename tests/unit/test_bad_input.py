@@ -59,7 +59,8 @@ def test_an_undefined_enum_number_is_refused_with_its_path_even_when_nested():
 
 
 def test_an_undefined_number_in_a_repeated_enum_or_a_map_is_refused_with_its_index_or_key():
-    register = approval_pb2.RegisterEntityRequest(accepted_payment_methods=[1, 99])
+    register = approval_pb2.RegisterEntityRequest()
+    register.accepted_payment_methods.extend([1, 99])  # type: ignore[list-item]
     error = refusal(register.SerializeToString(), approval_pb2.RegisterEntityRequest)
     assert [v.field for v in error.violations] == ["accepted_payment_methods[1]"]
     # No request of the protocol has a map of enums or messages yet; Struct is one (a map
