@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,11 +11,9 @@ import pytest
 
 from nodes.network.postgres import (
     PostgresCluster,
-    PostgresUnavailableError,
-    ensure_installed,
     throwaway_directory,
 )
-from tests.support import Pki
+from tests.support import Pki, require_postgresql
 
 ENGINES = ("sqlite", "postgresql")
 
@@ -39,12 +36,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     Without PostgreSQL (and without root to install it) the tests that need it are skipped,
     except in CI, where that is a failure.
     """
-    try:
-        ensure_installed()
-    except PostgresUnavailableError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(error))
+    require_postgresql()
     directory = throwaway_directory()
     cluster = PostgresCluster.start(directory / "cluster", durable=False)
     try:

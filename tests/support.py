@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from nodes.common.status import RemoteError, decode_rpc_error
 from nodes.network.inprocess import Pki, credentials_channel, node_config, running
@@ -33,6 +35,32 @@ async def refusal(call: Any) -> RemoteError:
     except grpc.RpcError as error:
         return decode_rpc_error(error)
     raise AssertionError("the call succeeded but a refusal was expected")
+
+
+def require_postgresql() -> None:
+    """Installs PostgreSQL if missing (scripts/postgres); skips the test where it cannot be,
+    except in CI, where a missing server is a failure, never a silent skip."""
+    from nodes.network.postgres import PostgresUnavailableError, ensure_installed
+
+    try:
+        ensure_installed()
+    except PostgresUnavailableError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(error))
+
+
+def require_netns() -> None:
+    """Skips a test that needs network namespaces where there are none (not root, no
+    iproute2), except in CI, where they are available and their absence is a failure."""
+    from nodes.network.netns import netns_available
+
+    if netns_available():
+        return
+    reason = "network namespaces need root and iproute2"
+    if os.environ.get("CI"):
+        raise AssertionError(f"{reason}: CI runs as root with iproute2")
+    pytest.skip(reason)
 
 
 def grpcurl_binary() -> str:

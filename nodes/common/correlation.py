@@ -15,6 +15,7 @@ takes effect at every node within that TTL: the documented bound for an address 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -32,11 +33,20 @@ from nodes.common.interceptor import RpcPolicy
 log = logging.getLogger(__name__)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_HIT, _SHARED, _MISS = (
+    metrics.CORRELATION_LOOKUPS.labels(result=result) for result in ("hit", "shared", "miss")
+)
 # Fetches an entity's registered address (host:port) and how long it may be cached (0: not
 # at all); raises DomainError.
 AddressLookup = Callable[[EntityIdentity], Awaitable[tuple[str, float]]]
 
 REGISTERED_ROLES = frozenset({"retail", "settlement", "marketplace"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _replica_ips(registered: str) -> tuple[IpAddress, ...]:
+    """The IPs of a registered (or configured) address's replicas, parsed once per address."""
+    return tuple(host_ip(address) for address in replica_addresses(registered))
 
 
 @dataclass(frozen=True)
@@ -68,13 +78,13 @@ class RegisteredAddressCache:
         entry = self._entries.get(identity)
         if entry is not None and entry.expires_monotonic > now:
             self._entries.move_to_end(identity)
-            metrics.CORRELATION_LOOKUPS.labels(result="hit").inc()
+            _HIT.inc()
             return entry.address
         pending = self._in_flight.get(identity)
         if pending is not None:
-            metrics.CORRELATION_LOOKUPS.labels(result="shared").inc()
+            _SHARED.inc()
             return await asyncio.shield(pending)
-        metrics.CORRELATION_LOOKUPS.labels(result="miss").inc()
+        _MISS.inc()
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._in_flight[identity] = future
         try:
@@ -198,7 +208,7 @@ class AddressCorrelation:
             registered = configured
         # An entity run as several replicas is registered (or configured) with each
         # replica's address: a call from any of them is its own.
-        accepted = [host_ip(address) for address in replica_addresses(registered)]
+        accepted = _replica_ips(registered)
         if observed not in accepted:
             expected = ",".join(str(ip) for ip in accepted)
             logs.event(

@@ -87,6 +87,7 @@ def identity_from_certificate_pem(pem: bytes) -> EntityIdentity:
     return parse_entity_uri(ours[0])
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Extracts the IP of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``).
 
@@ -112,6 +113,7 @@ def replica_addresses(address: str) -> list[str]:
     return [part.strip() for part in address.split(",") if part.strip()]
 
 
+@functools.lru_cache(maxsize=4096)
 def host_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Extracts the IP of a ``host:port`` or ``[v6]:port`` address, folding IPv4-mapped forms."""
     host = address.rsplit(":", 1)[0].strip("[]")

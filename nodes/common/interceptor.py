@@ -126,13 +126,12 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     async def _admit(
-        self, method: str, rpc_policy: RpcPolicy | None, context: grpc.aio.ServicerContext
+        self,
+        method: str,
+        rpc_policy: RpcPolicy | None,
+        context: grpc.aio.ServicerContext,
+        metadata: dict[str, str],
     ) -> CallInfo:
-        metadata = {
-            key: value
-            for key, value in context.invocation_metadata() or ()
-            if isinstance(value, str)
-        }
         remaining = context.time_remaining()
         info = CallInfo(
             method=method,
@@ -220,7 +219,7 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         async def serve(body: Any, context: grpc.aio.ServicerContext) -> Any:
             with _Observed(method, context) as observed:
                 try:
-                    await self._admit(method, rpc_policy, context)
+                    await self._admit(method, rpc_policy, context, observed.metadata)
                     request = decode_request(deserializer, body)
                     failpoints.begin(step)
                     result = behavior(request, context)
@@ -244,7 +243,7 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         async def serve(body: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             with _Observed(method, context) as observed:
                 try:
-                    await self._admit(method, rpc_policy, context)
+                    await self._admit(method, rpc_policy, context, observed.metadata)
                     request = decode_request(deserializer, body)
                     async for item in behavior(request, context):
                         yield item
@@ -262,12 +261,13 @@ class _Observed:
         self._context = context
         self._code = grpc.StatusCode.OK
         self._reason = ""
-        metadata = {
+        # The call's text metadata (binary "-bin" values are left out), read once per RPC.
+        self.metadata = {
             key: value
             for key, value in context.invocation_metadata() or ()
             if isinstance(value, str)
         }
-        self._span_scope = telemetry.server_span(method, metadata)
+        self._span_scope = telemetry.server_span(method, self.metadata)
 
     def __enter__(self) -> _Observed:
         self._started = time.perf_counter()

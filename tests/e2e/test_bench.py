@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from nodes.network.bench import CLIENT_METHOD, VARIANTS
-from nodes.network.postgres import PostgresUnavailableError, ensure_installed
 from storage.common.audit_chain import GENESIS_HASH, entry_hash
+from tests.support import require_postgresql
 
 LEVELS = ("one_in_flight", "saturation", "half_load")
 PERCENTILES = {"p50", "p95", "p99"}
@@ -236,12 +236,7 @@ def test_replicas_on_sqlite_are_refused_as_up_refuses_them():
 def test_on_postgresql_the_database_processes_are_measured_apart():
     """`--database postgresql`: the same run on a cluster of the bench's own, its
     processes' CPU reported beside the nodes', the history written there clean."""
-    try:
-        ensure_installed()
-    except PostgresUnavailableError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(error))
+    require_postgresql()
     result = run_bench(
         [
             sys.executable,

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from nodes.network.local import LocalNetwork, NodeSpec, start_network
-from nodes.network.netns import NetnsLab, netns_available
+from nodes.network.netns import NetnsLab
+from tests.support import require_netns
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Short, so the address switch-over test finishes quickly; the docs give the general bound.
@@ -36,8 +37,7 @@ pytestmark = pytest.mark.netns
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[NetnsLab]:
-    if not netns_available():
-        pytest.skip("network namespaces need root and iproute2")
+    require_netns()
     with NetnsLab() as lab:
         lab.add_host("intruder")
         yield lab

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from nodes.network.netns import NetnsLab, netns_available
+from nodes.network.netns import NetnsLab
+from tests.support import require_netns
 
 pytestmark = pytest.mark.netns
 
@@ -17,8 +18,7 @@ def namespaces() -> set[str]:
 
 
 def test_teardown_deletes_every_namespace_a_moved_host_used():
-    if not netns_available():
-        pytest.skip("network namespaces need root and iproute2")
+    require_netns()
     with NetnsLab() as lab:
         lab.add_host("shop-1")
         before_move = lab.namespace("shop-1")

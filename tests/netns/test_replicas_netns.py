@@ -18,11 +18,11 @@ from suretynet.retail.v1 import retail_pb2
 
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.local import LocalNetwork, RunningNode, start_network
-from nodes.network.netns import NetnsLab, netns_available
-from nodes.network.postgres import PostgresUnavailableError, ensure_installed
+from nodes.network.netns import NetnsLab
 from tests.e2e.purchase_support import password_of
 from tests.netns.conftest import TOPOLOGY, Probe, make_probe
 from tests.netns.test_identity import SHOP_TO_AGENCY, node_files, passed_identity
+from tests.support import require_netns, require_postgresql
 
 pytestmark = pytest.mark.netns
 
@@ -37,12 +37,8 @@ REPLICA_TOPOLOGY = tuple(
 
 @pytest.fixture(scope="module")
 def replica_lab() -> Iterator[NetnsLab]:
-    if not netns_available():
-        pytest.skip("network namespaces need root and iproute2")
-    try:
-        ensure_installed()
-    except PostgresUnavailableError as error:
-        pytest.skip(str(error))
+    require_netns()
+    require_postgresql()
     with NetnsLab() as lab:
         lab.add_host("intruder")
         yield lab

@@ -6,14 +6,13 @@ import pytest
 from suretynet.retail.v1 import retail_pb2
 
 from nodes.network.harness import UpProcess, read_manifest, run_purchase
-from nodes.network.netns import netns_available
+from tests.support import require_netns
 
 pytestmark = pytest.mark.netns
 
 
 def test_up_with_netns_resumes_on_the_same_addresses(tmp_path):
-    if not netns_available():
-        pytest.skip("network namespaces need root and iproute2")
+    require_netns()
     up = UpProcess(tmp_path / "net", netns=True)
     try:
         first = up.start()
