@@ -30,7 +30,7 @@ from nodes.common.node import read_license_key
 from nodes.common.status import decode_rpc_error
 from nodes.member.client import AgencyClient, ShopClient
 from nodes.network.demo_data import DEMO_MEMBERS, members_of
-from nodes.network.local import LocalNetwork
+from nodes.network.local import LocalNetwork, restart_node, stop_node
 from tests.e2e.purchase_support import (
     SHORT_ID_AGENCY,
     anonymous_id,
@@ -256,6 +256,93 @@ def _node_channel(network: LocalNetwork, entity: str) -> tuple[grpc.ChannelCrede
     return credentials, node
 
 
+async def _billed_as_shop_1(network: LocalNetwork, value: str, order_number: str) -> None:
+    """Acting as shop-1: the agency bills one tea (12.00) under ``order_number`` and files
+    its transaction report with verification."""
+    credentials, shop = _node_channel(network, "shop-1")
+    line = types_pb2.OrderLine(
+        catalog_item_id="tea",
+        description="Green tea",
+        quantity=1,
+        unit_price=money(1_200, "USD"),
+        line_amount=money(1_200, "USD"),
+    )
+    async with grpc.aio.secure_channel(network.node("agency-1").address, credentials) as channel:
+        report = await settlement_pb2_grpc.BillingServiceStub(
+            channel
+        ).SearchBillingAgencyIdentification(
+            settlement_pb2.SearchBillingAgencyIdentificationRequest(
+                request_id=request_id(),
+                billing_agency_identification_search=settlement_pb2.BillingAgencyIdentificationSearch(
+                    retail_entity=types_pb2.RetailEntityIdentification(
+                        retail_entity_id="shop-1", display_name="Shop One", address=shop.address
+                    ),
+                    anonymous_user_id=value,
+                    lines=[line],
+                    amount=money(1_200, "USD"),
+                    order_number=order_number,
+                    payment_method=types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
+                ),
+            ),
+            timeout=10,
+        )
+    assert report.transaction_completion_report.order_number == order_number
+
+
+def test_a_verified_transaction_asked_again_gets_its_first_answer_while_verification_is_down(
+    purchase_network: LocalNetwork,
+):
+    """Approval asks verification before it looks up a stored answer; when verification is
+    down, a retry of a request it answered still gets that answer, and nothing else is
+    recorded: a new request for the same order is UNAVAILABLE."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+        credentials, _ = _node_channel(network, "shop-1")
+        license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
+        order_number = f"ON-again-{request_id()[:8]}"
+        await _billed_as_shop_1(network, value, order_number)
+
+        def verify(request_id_: str) -> approval_pb2.VerifyTransactionRequest:
+            return approval_pb2.VerifyTransactionRequest(
+                request_id=request_id_,
+                transaction_verification_request=approval_pb2.TransactionVerificationRequest(
+                    order_number=order_number,
+                    retail_entity_id="shop-1",
+                    settlement_agency_id="agency-1",
+                    amount=money(1_200, "USD"),
+                ),
+            )
+
+        first_id = request_id()
+        async with grpc.aio.secure_channel(
+            network.node("institution").address, credentials
+        ) as channel:
+            transactions = approval_pb2_grpc.TransactionServiceStub(channel)
+            metadata = [(LICENSE_KEY_METADATA_KEY, license_key)]
+            first = await transactions.VerifyTransaction(
+                verify(first_id), metadata=metadata, timeout=10
+            )
+            stop_node(network.node("verification"))
+            try:
+                again = await transactions.VerifyTransaction(
+                    verify(first_id), metadata=metadata, timeout=30
+                )
+                other = await refusal(
+                    transactions.VerifyTransaction(
+                        verify(request_id()), metadata=metadata, timeout=30
+                    )
+                )
+            finally:
+                await restart_node(network, "verification")
+        assert again == first
+        assert first.transaction_record.order_number == order_number
+        assert (other.code, other.reason) == (grpc.StatusCode.UNAVAILABLE, "PEER_UNAVAILABLE")
+
+    asyncio.run(scenario())
+
+
 def test_a_report_and_verification_mismatch_is_refused_and_recorded(
     purchase_network: LocalNetwork,
 ):
@@ -265,38 +352,10 @@ def test_a_report_and_verification_mismatch_is_refused_and_recorded(
 
     async def scenario() -> None:
         value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
-        credentials, shop = _node_channel(network, "shop-1")
+        credentials, _ = _node_channel(network, "shop-1")
         license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
         order_number = f"ON-mismatch-{request_id()[:8]}"
-        line = types_pb2.OrderLine(
-            catalog_item_id="tea",
-            description="Green tea",
-            quantity=1,
-            unit_price=money(1_200, "USD"),
-            line_amount=money(1_200, "USD"),
-        )
-        async with grpc.aio.secure_channel(
-            network.node("agency-1").address, credentials
-        ) as channel:
-            report = await settlement_pb2_grpc.BillingServiceStub(
-                channel
-            ).SearchBillingAgencyIdentification(
-                settlement_pb2.SearchBillingAgencyIdentificationRequest(
-                    request_id=request_id(),
-                    billing_agency_identification_search=settlement_pb2.BillingAgencyIdentificationSearch(
-                        retail_entity=types_pb2.RetailEntityIdentification(
-                            retail_entity_id="shop-1", display_name="Shop One", address=shop.address
-                        ),
-                        anonymous_user_id=value,
-                        lines=[line],
-                        amount=money(1_200, "USD"),
-                        order_number=order_number,
-                        payment_method=types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
-                    ),
-                ),
-                timeout=10,
-            )
-        assert report.transaction_completion_report.order_number == order_number
+        await _billed_as_shop_1(network, value, order_number)
         async with grpc.aio.secure_channel(
             network.node("institution").address, credentials
         ) as channel:
