@@ -256,9 +256,11 @@ def _node_channel(network: LocalNetwork, entity: str) -> tuple[grpc.ChannelCrede
     return credentials, node
 
 
-async def _billed_as_shop_1(network: LocalNetwork, value: str, order_number: str) -> None:
+async def _billed_as_shop_1(
+    network: LocalNetwork, value: str, order_number: str, search_id: str = ""
+) -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
     """Acting as shop-1: the agency bills one tea (12.00) under ``order_number`` and files
-    its transaction report with verification."""
+    its transaction report with verification (the search's request ID: ``search_id``)."""
     credentials, shop = _node_channel(network, "shop-1")
     line = types_pb2.OrderLine(
         catalog_item_id="tea",
@@ -272,7 +274,7 @@ async def _billed_as_shop_1(network: LocalNetwork, value: str, order_number: str
             channel
         ).SearchBillingAgencyIdentification(
             settlement_pb2.SearchBillingAgencyIdentificationRequest(
-                request_id=request_id(),
+                request_id=search_id or request_id(),
                 billing_agency_identification_search=settlement_pb2.BillingAgencyIdentificationSearch(
                     retail_entity=types_pb2.RetailEntityIdentification(
                         retail_entity_id="shop-1", display_name="Shop One", address=shop.address
@@ -287,6 +289,34 @@ async def _billed_as_shop_1(network: LocalNetwork, value: str, order_number: str
             timeout=10,
         )
     assert report.transaction_completion_report.order_number == order_number
+    return report
+
+
+def test_a_billing_search_asked_again_gets_its_first_answer_while_approval_is_down(
+    purchase_network: LocalNetwork,
+):
+    """The agency asks approval's guarantee of the shop before it reads its own records;
+    when approval is down, a retry of a search it answered still gets that answer, and a
+    new order is refused as PEER_UNAVAILABLE, with nothing recorded."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+        search_id = request_id()
+        order_number = f"ON-asked-{search_id[:8]}"
+        first = await _billed_as_shop_1(network, value, order_number, search_id)
+        before = record_counts(network)
+        stop_node(network.node("institution"))
+        try:
+            again = await _billed_as_shop_1(network, value, order_number, search_id)
+            other = await refusal(_billed_as_shop_1(network, value, f"{order_number}-new"))
+        finally:
+            await restart_node(network, "institution")
+        assert again == first
+        assert (other.code, other.reason) == (grpc.StatusCode.UNAVAILABLE, "PEER_UNAVAILABLE")
+        assert record_counts(network) == before
+
+    asyncio.run(scenario())
 
 
 def test_a_verified_transaction_asked_again_gets_its_first_answer_while_verification_is_down(
