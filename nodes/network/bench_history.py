@@ -439,17 +439,14 @@ def _one_order(
         payment_method=types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
     )
     guarantee = context.guarantee
-    # The shop's order as it stands when the billing search leaves (create_order, then
-    # record_route).
+    # The shop's order as it stands when the billing search leaves (create_order with its
+    # route).
     shop_row = context.shop_orders(
         **{
             **shop_orders.new_order_values(
                 shop_orders.NewOrder(request, context.lines, context.amount, trace_id), now
             ),
-            "step": "bill",
-            "settlement_agency_id": guarantee.settlement_agency_id,
-            "settlement_address": guarantee.address,
-            "guarantee_registry_serial": guarantee.registry_serial,
+            **shop_orders.route_values(guarantee),
         }
     )
     order_number = shop_row.order_number

@@ -23,7 +23,7 @@ from suretynet.type.v1 import types_pb2
 from nodes.common import logs
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.node import NodeRuntime
-from nodes.retail import guarantee_cache
+from nodes.retail import guarantee_cache, orders
 from nodes.retail.peers import RetailPeers
 from storage.retail.repository import RetailRepository
 
@@ -90,23 +90,29 @@ class Discovery:
     ) -> types_pb2.SettlementAgencyIdentificationGuarantee:
         """The guarantee of the agency serving the ID; refuses a non-active agency."""
         if self.settings.variant == "directory":
-            guarantee = await self._peers.search_settlement_agency(anonymous_user_id)
-        else:
-            staleness = (
-                self.settings.cache_max_staleness_s if self.settings.variant == "cache" else None
-            )
-            row = await self._store.run(
-                lambda: guarantee_cache.route(self._repo, anonymous_user_id, staleness)
-            )
-            guarantee = guarantee_cache.to_proto(row)
-        if guarantee.status != types_pb2.ENTITY_STATUS_ACTIVE:
-            raise DomainError(
-                ErrorKind.FAILED_PRECONDITION,
-                "ENTITY_SUSPENDED",
-                f"settlement agency {guarantee.settlement_agency_id} is not active",
-                metadata={"entity_id": guarantee.settlement_agency_id},
-            )
-        return guarantee
+            return _active(await self._peers.search_settlement_agency(anonymous_user_id))
+        return await self._store.run(functools.partial(self._cached, anonymous_user_id))
+
+    async def route_for_new_order(self, anonymous_user_id: str) -> orders.Route:
+        """Step 4 for an order about to be stored, as the function its creating transaction
+        calls (``orders.order_for_request``): the directory is asked now, and its answer or
+        refusal handed over; the cached or pushed guarantees are read in that transaction.
+        Either way the new order is stored with its route in one database trip."""
+        if self.settings.variant != "directory":
+            return functools.partial(self._cached, anonymous_user_id)
+        try:
+            guarantee = await self.find(anonymous_user_id)
+        except DomainError as failure:
+            return functools.partial(_raise, failure)
+        return lambda: guarantee
+
+    def _cached(self, anonymous_user_id: str) -> types_pb2.SettlementAgencyIdentificationGuarantee:
+        """The cache or push variant's lookup, in a transaction the caller runs."""
+        staleness = (
+            self.settings.cache_max_staleness_s if self.settings.variant == "cache" else None
+        )
+        row = guarantee_cache.route(self._repo, anonymous_user_id, staleness)
+        return _active(guarantee_cache.to_proto(row))
 
     async def catch_up(self, *, full: bool = False) -> int:
         """Claim 10 catch-up (and first fill): every change approval has after our serial."""
@@ -194,3 +200,21 @@ class Discovery:
             except Exception:
                 log.exception("guarantee refresh failed")
             await asyncio.sleep(await self.interval_s())
+
+
+def _active(
+    guarantee: types_pb2.SettlementAgencyIdentificationGuarantee,
+) -> types_pb2.SettlementAgencyIdentificationGuarantee:
+    """The guarantee of an active agency; ENTITY_SUSPENDED for any other."""
+    if guarantee.status != types_pb2.ENTITY_STATUS_ACTIVE:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "ENTITY_SUSPENDED",
+            f"settlement agency {guarantee.settlement_agency_id} is not active",
+            metadata={"entity_id": guarantee.settlement_agency_id},
+        )
+    return guarantee
+
+
+def _raise(failure: DomainError) -> types_pb2.SettlementAgencyIdentificationGuarantee:
+    raise failure

@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,28 +86,42 @@ def check_delivered_id(repo: RetailRepository, anonymous_user_id: str) -> None:
         )
 
 
+# Step 4 for an order being created: its agency's guarantee, or step 4's refusal (raised).
+Route = Callable[[], types_pb2.SettlementAgencyIdentificationGuarantee]
+
+
 def order_for_request(
     repo: RetailRepository,
     request: retail_pb2.PlaceOrderRequest,
     check_delivered: bool,
     trace_id: str,
-) -> tuple[ShopOrderRow, bool]:
-    """The order this request_id names: the one it started before, or a new one; and
-    whether it is new.
+    route: Route,
+) -> tuple[ShopOrderRow, bool, DomainError | None]:
+    """The order this request_id names: the one it started before, or a new one; whether
+    it is new; and why step 4 failed for a new one.
+
+    A new order is stored with step 4 done (``route``, its agency and address: next, the
+    billing search) in the same transaction that creates it. When ``route`` raises, the
+    order is stored before step 4 and the failure handed back, for the flow to answer as
+    that step's (a refusal, or pending).
 
     One transaction, so that concurrent duplicates of a request cannot both create an order
     (the loser's insert fails on the unique index and is told REQUEST_IN_PROGRESS).
     """
     row = existing_order(repo, request)
     if row is not None:
-        return row, False
+        return row, False, None
     if check_delivered:
         check_delivered_id(repo, request.anonymous_user_id)
     lines, amount = catalog.price(repo, list(request.items))
-    created = create_order(repo, NewOrder(request, lines, amount, trace_id))
+    order = NewOrder(request, lines, amount, trace_id)
     # Counted inside the transaction: a lost race for the request_id (rolled back) over-counts.
     metrics.flow_started("purchase")
-    return created, True
+    try:
+        guarantee = route()
+    except DomainError as failure:
+        return create_order(repo, order), True, failure
+    return create_order(repo, order, guarantee), True, None
 
 
 def existing_order(
@@ -136,9 +151,17 @@ class NewOrder:
     trace_id: str
 
 
-def create_order(repo: RetailRepository, order: NewOrder) -> ShopOrderRow:
-    """Records the order (status PENDING, step ``discover``) before any outgoing call."""
-    row: ShopOrderRow = repo.orders.create(**new_order_values(order, utc_now()))
+def create_order(
+    repo: RetailRepository,
+    order: NewOrder,
+    guarantee: types_pb2.SettlementAgencyIdentificationGuarantee | None = None,
+) -> ShopOrderRow:
+    """Records the order (status PENDING) before any call that can change a peer: at step
+    ``discover``, or with step 4 done when its agency's ``guarantee`` is known."""
+    values = new_order_values(order, utc_now())
+    if guarantee is not None:
+        values.update(route_values(guarantee))
+    row: ShopOrderRow = repo.orders.create(**values)
     return row
 
 
@@ -173,17 +196,26 @@ def lines_of(row: ShopOrderRow) -> list[types_pb2.OrderLine]:
     return list(types_pb2.BillingDetails.FromString(bytes(row.lines)).lines)
 
 
+def route_values(guarantee: types_pb2.SettlementAgencyIdentificationGuarantee) -> dict[str, Any]:
+    """Step 4 done, as an order's columns: the agency and address to bill through; next,
+    the billing search."""
+    return {
+        "settlement_agency_id": guarantee.settlement_agency_id,
+        "settlement_address": guarantee_cache.route_of(guarantee),
+        "guarantee_registry_serial": guarantee.registry_serial,
+        "step": "bill",
+    }
+
+
 def record_route(
     repo: RetailRepository,
     order_number: str,
     guarantee: types_pb2.SettlementAgencyIdentificationGuarantee,
 ) -> ShopOrderRow:
-    """Step 4 done: the agency and address to bill through; next, the billing search."""
+    """Step 4 done for an order stored before it (see ``route_values``)."""
     row = get_order(repo, order_number)
-    row.settlement_agency_id = guarantee.settlement_agency_id
-    row.settlement_address = guarantee_cache.route_of(guarantee)
-    row.guarantee_registry_serial = guarantee.registry_serial
-    row.step = "bill"
+    for column, value in route_values(guarantee).items():
+        setattr(row, column, value)
     row.updated_at = utc_now()
     row.save()
     return row

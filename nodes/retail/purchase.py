@@ -87,20 +87,28 @@ class PurchaseFlow:
         repo = self._repo
         directory = self._discovery.settings.variant == "directory"
         trace_id = logs.current_trace_id()
-        row, created = await self._store.run(
-            lambda: orders.order_for_request(repo, request, directory, trace_id)
+        # Step 4 is asked before the order is stored, so that the order is stored with its
+        # route in one trip. The directory is asked for a retried request_id too (its
+        # answer then goes unused), a read-only call that changes nothing at approval.
+        route = await self._discovery.route_for_new_order(request.anonymous_user_id)
+        row, created, failure = await self._store.run(
+            lambda: orders.order_for_request(repo, request, directory, trace_id, route)
         )
         # An order made just now is as stored; one made before may be moving (a resumer).
-        return await self.drive(row.order_number, row if created else None)
+        return await self.drive(row.order_number, row if created else None, failure)
 
     async def drive(
-        self, order_number: str, row: ShopOrderRow | None = None
+        self,
+        order_number: str,
+        row: ShopOrderRow | None = None,
+        failure: DomainError | None = None,
     ) -> retail_pb2.PlaceOrderResponse:
         """Runs the flow from its recorded step to the end; the answer of a finished flow.
 
         ``row`` is the order as this call's own transaction just created it, which nothing
         else can have moved yet (saves reading it again); without it the order is read
-        once this call holds the flow.
+        once this call holds the flow. ``failure``: why step 4 failed for that new order,
+        answered as the step's own failure.
         """
         if order_number in self._running:
             raise DomainError(
@@ -113,11 +121,13 @@ class PurchaseFlow:
         try:
             if row is None:
                 row = await self._store.run(lambda: orders.get_order(self._repo, order_number))
-            return await self._drive(order_number, row)
+            return await self._drive(order_number, row, failure)
         finally:
             self._running.discard(order_number)
 
-    async def _drive(self, order_number: str, row: ShopOrderRow) -> retail_pb2.PlaceOrderResponse:
+    async def _drive(
+        self, order_number: str, row: ShopOrderRow, failure: DomainError | None
+    ) -> retail_pb2.PlaceOrderResponse:
         refusal: DomainError | None = None
         for _ in orders.STEPS:
             if row.status != "PENDING":
@@ -128,12 +138,13 @@ class PurchaseFlow:
                 break
             try:
                 # Each step records its outcome and hands back the row as stored.
-                row = await self._step(row)
+                row = await self._step(row, failure)
             except DomainError as error:
                 if error.kind in TRANSIENT_KINDS:
                     raise _pending(error, order_number) from error
                 row = await self._refuse(row, error.kind, error.reason)
                 refusal = error
+            failure = None
         if row.status == "VOIDING":
             row = await self._void(row)
         if refusal is not None:
@@ -151,9 +162,11 @@ class PurchaseFlow:
         metrics.flow_outcome("purchase", "refused", reason)
         return refused
 
-    async def _step(self, row: ShopOrderRow) -> ShopOrderRow:
+    async def _step(self, row: ShopOrderRow, failure: DomainError | None = None) -> ShopOrderRow:
         repo, number = self._repo, row.order_number
         if row.step == "discover":
+            if failure is not None:
+                raise failure
             guarantee = await self._discovery.find(row.anonymous_user_id)
             return await self._store.run(lambda: orders.record_route(repo, number, guarantee))
         if row.step == "bill":

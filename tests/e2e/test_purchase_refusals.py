@@ -42,7 +42,7 @@ from tests.e2e.purchase_support import (
     start_purchase_network,
     table_rows,
 )
-from tests.support import refusal
+from tests.support import eventually, refusal
 
 COUNTED = {
     "agency-1": "settlement_order",
@@ -290,6 +290,47 @@ async def _billed_as_shop_1(
         )
     assert report.transaction_completion_report.order_number == order_number
     return report
+
+
+def test_a_purchase_asked_again_gets_its_order_while_approval_is_down(
+    purchase_network: LocalNetwork,
+):
+    """A directory shop asks approval for the member's agency (step 4) before it looks up
+    the request_id, so that a new order is stored with its route in one trip. When approval
+    is down, a retry of a completed purchase still gets its order; a new purchase is
+    pending with its order number, and finishes once approval is back."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+        first_id, new_id = request_id(), request_id()
+        address = network.node("shop-1").member_address
+        async with ShopClient(address, network.ca.read_bytes()) as client:
+            first = await client.place_order(value, [("tea", 1)], request_id=first_id)
+            stop_node(network.node("institution"))
+            try:
+                again = await client.place_order(value, [("tea", 1)], request_id=first_id)
+                pending = await refusal(client.place_order(value, [("tea", 1)], request_id=new_id))
+            finally:
+                await restart_node(network, "institution")
+
+            async def finished() -> bool:
+                try:
+                    order = await client.place_order(value, [("tea", 1)], request_id=new_id)
+                except grpc.RpcError as error:
+                    still = decode_rpc_error(error).metadata.get("order_status")
+                    if still != "PENDING":
+                        raise
+                    return False
+                assert order.order_number == pending.metadata["order_number"]
+                return True
+
+            await eventually(finished, timeout_s=60)
+        assert again == first
+        assert pending.code == grpc.StatusCode.UNAVAILABLE
+        assert pending.metadata["order_status"] == "PENDING"
+
+    asyncio.run(scenario())
 
 
 def test_a_billing_search_asked_again_gets_its_first_answer_while_approval_is_down(
