@@ -1,7 +1,8 @@
 """The shop drives the purchase (claims 1, 10, 19: flow steps 4-11) and can resume it.
 
-PlaceOrder prices the items and records the order before the first outgoing call; each
-later step is recorded before the next call. Request IDs derive from the order number, so
+PlaceOrder prices the items and records the order before the first call that can change a
+peer (step 4 only reads, so the new order is stored with its route); each later step is
+recorded before the next call. Request IDs derive from the order number, so
 a resumed flow repeats exactly the calls it made before and peers answer from their
 idempotency records: the member is billed once, approval records once. A request_id maps to
 one order number forever, and no order row is ever deleted.
