@@ -65,6 +65,8 @@ def summary_ms(latencies_s: list[float]) -> dict[str, float]:
         "p99": round(percentile(ordered, 0.99), 3),
         "max": round(ordered[-1], 3) if ordered else 0.0,
         "mean": round(sum(ordered) / len(ordered), 3) if ordered else 0.0,
+        # Below 100 answers the nearest-rank p99 is the maximum: one stall decides it.
+        "count": len(ordered),
     }
 
 

@@ -45,7 +45,8 @@ def test_percentiles_are_nearest_rank():
     assert percentile(ordered, 0.50) == 50.0
     assert percentile(ordered, 0.99) == 99.0
     assert percentile([], 0.99) == 0.0
-    assert summary_ms([0.001, 0.002, 0.003])["p50"] == 2.0
+    three = summary_ms([0.001, 0.002, 0.003])
+    assert (three["p50"], three["p99"], three["max"], three["count"]) == (2.0, 3.0, 3.0, 3)
 
 
 def _search(rates: dict[int, float], max_concurrency: int = 64) -> tuple[list[int], int]:
