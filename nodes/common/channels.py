@@ -119,22 +119,31 @@ async def observed_call(rpc: Callable[..., Awaitable[R]], request: Any, **kwargs
     """
     method = method_of(rpc)
     started = time.perf_counter()
-    with telemetry.client_span(method) as span:
-        kwargs["metadata"] = (*kwargs.get("metadata", ()), *telemetry.outgoing_metadata())
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            response = await rpc(request, **kwargs)
-            code = grpc.StatusCode.OK
-            return response
-        except grpc.RpcError as error:
-            code = error.code()
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            metrics.rpc_called(method, code.name).observe(time.perf_counter() - started)
-            telemetry.finish_span(span, code, server=False)
+    scope = telemetry.open_client_span(method)
+    kwargs["metadata"] = (*kwargs.get("metadata", ()), *telemetry.outgoing_metadata())
+    code = grpc.StatusCode.UNKNOWN
+    failure: BaseException | None = None
+    try:
+        response = await rpc(request, **kwargs)
+        code = grpc.StatusCode.OK
+        return response
+    except grpc.RpcError as error:
+        code, failure = error.code(), error
+        raise
+    except asyncio.CancelledError as error:
+        code, failure = grpc.StatusCode.CANCELLED, error
+        raise
+    except BaseException as error:
+        failure = error
+        raise
+    finally:
+        metrics.rpc_called(method, code.name).observe(time.perf_counter() - started)
+        telemetry.finish_span(scope.span, code, server=False)
+        scope.close(
+            type(failure) if failure else None,
+            failure,
+            failure.__traceback__ if failure else None,
+        )
 
 
 class Channels:

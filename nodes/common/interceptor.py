@@ -16,6 +16,7 @@ Reflection and health are exempt, so grpcurl and load balancers always work.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import time
@@ -148,7 +149,7 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
             "rpc",
             method=method,
             caller=info.caller.uri if info.caller else "member",
-            peer=str(info.peer_ip),
+            peer=_ip_text(info.peer_ip),
         )
         if rpc_policy is None:
             # Fail closed: an RPC nobody declared is callable by nobody.
@@ -267,11 +268,10 @@ class _Observed:
             for key, value in context.invocation_metadata() or ()
             if isinstance(value, str)
         }
-        self._span_scope = telemetry.server_span(method, self.metadata)
 
     def __enter__(self) -> _Observed:
         self._started = time.perf_counter()
-        self._span = self._span_scope.__enter__()
+        self._span_scope = telemetry.open_server_span(self._method, self.metadata)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -283,8 +283,8 @@ class _Observed:
         )
         if self._reason:
             metrics.RPC_REFUSALS.labels(method=self._method, reason=self._reason).inc()
-        telemetry.finish_span(self._span, self._code, self._reason, server=True)
-        self._span_scope.__exit__(*exc_info)
+        telemetry.finish_span(self._span_scope.span, self._code, self._reason, server=True)
+        self._span_scope.close(*exc_info)
 
     async def abort(self, error: Exception) -> None:
         """Ends the RPC with the status ``error`` maps to (see ``_status_for``)."""
@@ -300,6 +300,10 @@ class _Observed:
         elif is_unavailable(error):
             self._reason = "DATABASE_UNAVAILABLE"
         await self._context.abort(status.code, status.details, status.trailing_metadata)
+
+
+# The text of a peer's IP for its audit line, made once per address.
+_ip_text = functools.lru_cache(maxsize=4096)(str)
 
 
 def _peer_ip(peer: str) -> Any:

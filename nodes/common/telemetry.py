@@ -16,7 +16,7 @@ only where export is configured: ``otlp_endpoint`` in the node's config (or the 
 appends each finished span to a file as one JSON object per line. A node that exports
 nothing makes its spans non-recording: they carry and pass on the trace and span IDs (log
 lines, ``traceparent``) and cost nothing more, since nobody would read what they record
-(``_unexported_span``: the SDK is not involved at all).
+(``_unexported``: the SDK is not involved at all).
 A node that exports records every span, whatever its caller decided (``ALWAYS_ON``, not
 parent-based), so one exporting node's part of a flow is whole even if its callers export
 nothing; ``OTEL_TRACES_SAMPLER`` replaces that choice.
@@ -28,6 +28,7 @@ import contextlib
 import functools
 import os
 import random
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -143,6 +144,7 @@ def _random_trace_id() -> int:
 
 
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_EMPTY_CONTEXT = otel_context.Context()
 
 
 def context_for_trace(trace_id: str) -> otel_context.Context:
@@ -184,76 +186,146 @@ def _incoming_parent(metadata: Mapping[str, str]) -> otel_context.Context | None
     return None
 
 
-@contextlib.contextmanager
-def _unexported_span(parent: otel_context.Context | None) -> Iterator[trace.Span]:
+# W3C Trace Context's traceparent, as OpenTelemetry's propagator matches it.
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+_TRACEPARENT_MAX_LENGTH = 512
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+def _remote_parent(metadata: Mapping[str, str]) -> SpanContext | None:
+    """The caller's span, as ``_incoming_parent`` reads it, without building contexts:
+    what a node that exports nothing needs (the IDs and the sampled flag; no tracestate,
+    which nothing records there)."""
+    header = metadata.get(TRACEPARENT_METADATA_KEY)
+    if header and len(header) <= _TRACEPARENT_MAX_LENGTH:
+        match = _TRACEPARENT.search(header)
+        if match is not None:
+            version, trace_hex, span_hex, flags = match.group(1, 2, 3, 4)
+            if (
+                version != "ff"
+                and not (version == "00" and match.group(5))
+                and trace_hex != _ZERO_TRACE
+                and span_hex != _ZERO_SPAN
+            ):
+                return SpanContext(
+                    trace_id=int(trace_hex, 16),
+                    span_id=int(span_hex, 16),
+                    is_remote=True,
+                    trace_flags=trace.TraceFlags(int(flags, 16)),
+                )
+    label = metadata.get(logs.TRACE_METADATA_KEY)
+    if label:
+        return trace.get_current_span(context_for_trace(label)).get_span_context()
+    return None
+
+
+class SpanScope:
+    """One RPC's span, current from ``open_server_span``/``open_client_span`` until
+    ``close``. Opened and closed by plain calls, not a generator context manager: every
+    RPC and every call a node makes pays for this twice."""
+
+    __slots__ = ("_scope", "_token", "span")
+
+    def __init__(self, span: trace.Span, token: object, scope: Any = None) -> None:
+        self.span = span
+        self._token = token
+        self._scope = scope
+
+    def close(self, *exc_info: Any) -> None:
+        """Makes the span no longer current (an exporting node's SDK span also ends)."""
+        if self._scope is not None:
+            self._scope.__exit__(*exc_info)
+        else:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+def _unexported(parent: SpanContext | None, base: otel_context.Context | None) -> SpanScope:
     """The span of a process that exports nothing: the parent's trace (or a new one) and a
-    new span ID, in a third of the SDK's time.
+    new span ID, in a fraction of the SDK's time.
 
     Nobody reads what such a span would record, so there is no sampler, no attributes and
     no span processor to call; only its IDs matter, for log lines and ``traceparent``. The
     parent's sampled flag passes on as it came, as W3C Trace Context asks of a participant
     that records nothing, so a sampling node further on still sees the caller's decision.
     """
-    inherited = trace.get_current_span(parent).get_span_context()
     span = NonRecordingSpan(
         SpanContext(
-            trace_id=inherited.trace_id if inherited.is_valid else _random_trace_id(),
+            trace_id=parent.trace_id if parent is not None else _random_trace_id(),
             span_id=_random_span_id(),
             is_remote=False,
-            trace_flags=inherited.trace_flags if inherited.is_valid else _NOT_SAMPLED,
-            trace_state=inherited.trace_state,
+            trace_flags=parent.trace_flags if parent is not None else _NOT_SAMPLED,
+            trace_state=parent.trace_state if parent is not None else None,
         )
     )
-    token = otel_context.attach(trace.set_span_in_context(span, parent))
-    try:
-        yield span
-    finally:
-        otel_context.detach(token)
+    return SpanScope(span, otel_context.attach(trace.set_span_in_context(span, base)))
 
 
-@contextlib.contextmanager
-def server_span(method: str, metadata: Mapping[str, str]) -> Iterator[trace.Span]:
-    """The SERVER span of one served RPC, current while it runs; it continues the caller's trace."""
-    if not _state.exporting:
-        with _unexported_span(_incoming_parent(metadata)) as span:
-            yield span
-        return
-    with _state.tracer.start_as_current_span(
+def _exported(method: str, parent: otel_context.Context | None, kind: SpanKind) -> SpanScope:
+    scope = _state.tracer.start_as_current_span(
         method.lstrip("/"),
-        context=_incoming_parent(metadata),
-        kind=SpanKind.SERVER,
+        context=parent,
+        kind=kind,
         attributes=_rpc_attributes(method),
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        yield span
+    )
+    return SpanScope(scope.__enter__(), None, scope)
 
 
-@contextlib.contextmanager
-def client_span(method: str) -> Iterator[trace.Span]:
-    """The CLIENT span of one outgoing call attempt.
+def open_server_span(method: str, metadata: Mapping[str, str]) -> SpanScope:
+    """The SERVER span of one served RPC, current until closed; it continues the caller's
+    trace."""
+    if not _state.exporting:
+        parent = _remote_parent(metadata)
+        # As the propagator's extract: the caller's span in a context of its own.
+        return _unexported(parent, _EMPTY_CONTEXT if parent is not None else None)
+    return _exported(method, _incoming_parent(metadata), SpanKind.SERVER)
+
+
+def open_client_span(method: str) -> SpanScope:
+    """The CLIENT span of one outgoing call attempt, current until closed.
 
     Its parent is the current span; outside any span, the trace this task set in
     ``logs.trace_id_var`` (a resumed flow continues its own trace); else a new trace.
     """
+    current = trace.get_current_span().get_span_context()
     parent: otel_context.Context | None = None
-    if not trace.get_current_span().get_span_context().is_valid:
+    if not current.is_valid:
         label = logs.trace_id_var.get()
         if label != "-":
             parent = context_for_trace(label)
     if not _state.exporting:
-        with _unexported_span(parent) as span:
-            yield span
-        return
-    with _state.tracer.start_as_current_span(
-        method.lstrip("/"),
-        context=parent,
-        kind=SpanKind.CLIENT,
-        attributes=_rpc_attributes(method),
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        yield span
+        inherited = current if current.is_valid else None
+        if parent is not None:
+            inherited = trace.get_current_span(parent).get_span_context()
+        return _unexported(inherited, parent)
+    return _exported(method, parent, SpanKind.CLIENT)
+
+
+@contextlib.contextmanager
+def server_span(method: str, metadata: Mapping[str, str]) -> Iterator[trace.Span]:
+    """``open_server_span`` as a context manager."""
+    scope = open_server_span(method, metadata)
+    try:
+        yield scope.span
+    except BaseException as error:
+        scope.close(type(error), error, error.__traceback__)
+        raise
+    scope.close(None, None, None)
+
+
+@contextlib.contextmanager
+def client_span(method: str) -> Iterator[trace.Span]:
+    """``open_client_span`` as a context manager."""
+    scope = open_client_span(method)
+    try:
+        yield scope.span
+    except BaseException as error:
+        scope.close(type(error), error, error.__traceback__)
+        raise
+    scope.close(None, None, None)
 
 
 def outgoing_metadata() -> list[tuple[str, str]]:

@@ -7,6 +7,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -165,3 +167,46 @@ def test_a_node_that_exports_nothing_passes_ids_on_without_recording(tmp_path):
         assert json.loads((tmp_path / "spans.jsonl").read_text())["name"] == "m/Exported"
 
     in_fresh_context(check)
+
+
+_HEX = "0123456789abcdef"
+_traceparents = st.one_of(
+    st.builds(
+        lambda version, trace_id, span_id, flags, tail, pad: (
+            f"{pad}{version}-{trace_id}-{span_id}-{flags}{tail}{pad}"
+        ),
+        st.sampled_from(["00", "01", "ff", "0g", "cc"]),
+        st.sampled_from(["0" * 32, CALLER_TRACE, "4BF92F3577B34DA6A3CE929D0E0E4736"])
+        | st.text(_HEX, min_size=31, max_size=33),
+        st.sampled_from(["0" * 16, CALLER_SPAN]) | st.text(_HEX, min_size=15, max_size=17),
+        st.sampled_from(["00", "01", "ff", "x1"]),
+        st.sampled_from(["", "-", "-extra", " "]),
+        st.sampled_from(["", " ", "\t"]),
+    ),
+    st.text(max_size=80),
+)
+
+
+@given(_traceparents, st.sampled_from(["", "trace-label-1"]))
+def test_a_node_that_exports_nothing_reads_traceparent_as_the_propagator_does(value, label):
+    """The fast reading of a node that exports nothing (``_remote_parent``) finds the same
+    caller as OpenTelemetry's W3C propagator (``_incoming_parent``), or none, for any
+    header, well-formed or not; the legacy label applies only when traceparent does not."""
+    metadata = {"traceparent": value}
+    if label:
+        metadata[logs.TRACE_METADATA_KEY] = label
+    expected = telemetry._incoming_parent(metadata)
+    found = telemetry._remote_parent(metadata)
+    if expected is None:
+        assert found is None
+        return
+    wanted = trace.get_current_span(expected).get_span_context()
+    assert found is not None
+    assert (found.trace_id, found.trace_flags, found.is_remote) == (
+        wanted.trace_id,
+        wanted.trace_flags,
+        wanted.is_remote,
+    )
+    # The caller's own span ID when traceparent named it; the label's is made up each time.
+    if not label or wanted.trace_id != int(logs.trace_id_for(label), 16):
+        assert found.span_id == wanted.span_id
