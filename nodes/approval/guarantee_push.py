@@ -154,7 +154,7 @@ class GuaranteePusher:
 
     async def _push_to(self, shop: PendingPush) -> None:
         repo, channels = self._repo, self._runtime.channels
-        stub = retail_pb2_grpc.GuaranteeReceiverServiceStub(channels.channel(shop.address))
+        stub = channels.stub(shop.address, retail_pb2_grpc.GuaranteeReceiverServiceStub)
         previous = shop.acknowledged_serial
         for change in shop.changes:
             guarantee = settlement_agency_guarantee(change)

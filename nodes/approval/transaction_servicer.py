@@ -38,8 +38,8 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
 
     async def _transaction_report(self, order_number: str) -> verification_pb2.TransactionReport:
         """Verification's report of the order; ORDER_VOIDED if the agency voided it."""
-        stub = verification_pb2_grpc.VerificationServiceStub(
-            self._runtime.channels.channel(self._verification_address())
+        stub = self._runtime.channels.stub(
+            self._verification_address(), verification_pb2_grpc.VerificationServiceStub
         )
         response: verification_pb2.GetTransactionReportResponse = await self._runtime.channels.call(
             stub.GetTransactionReport,
@@ -141,8 +141,8 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
     async def _cancellation_record(
         self, order_number: str, cancel_request_id: str
     ) -> verification_pb2.CancellationRecord:
-        stub = verification_pb2_grpc.VerificationServiceStub(
-            self._runtime.channels.channel(self._verification_address())
+        stub = self._runtime.channels.stub(
+            self._verification_address(), verification_pb2_grpc.VerificationServiceStub
         )
         response: verification_pb2.GetCancellationRecordResponse = (
             await self._runtime.channels.call(

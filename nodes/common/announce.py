@@ -146,9 +146,7 @@ async def announce(
     """Compares ``desired`` (the node's registration request) with approval's entry and,
     if they differ, sends the change; logs, records and returns what happened."""
     config = runtime.config
-    stub = approval_pb2_grpc.EnrollmentServiceStub(
-        runtime.channels.channel(config.approval_address)
-    )
+    stub = runtime.channels.stub(config.approval_address, approval_pb2_grpc.EnrollmentServiceStub)
     fields: list[str] = []
     try:
         response = await runtime.channels.call(

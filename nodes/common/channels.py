@@ -36,6 +36,7 @@ from nodes.common.status import decode_rpc_error, remote_to_domain
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+S = TypeVar("S")
 
 LICENSE_KEY_METADATA_KEY = "x-suretynet-license-key"
 RECONNECT_BACKOFF_MS = 100
@@ -152,6 +153,8 @@ class Channels:
     def __init__(self, config: NodeConfig) -> None:
         self._config = config
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # (address, stub type) -> (the channel it was made on, the stub); see ``stub``.
+        self._stubs: dict[tuple[str, Any], tuple[grpc.aio.Channel, Any]] = {}
         self._credentials = (
             None
             if config.insecure_dev or config.tls is None
@@ -182,6 +185,20 @@ class Channels:
         self._retired.extend(self._channels.values())
         self._channels.clear()
         logs.event(log, "client certificate reloaded", cert=str(config.tls.cert))
+
+    def stub(self, address: str, stub_type: Callable[[grpc.aio.Channel], S]) -> S:
+        """A ``stub_type`` over the channel to ``address``, made once per channel.
+
+        Ask for it on every call rather than keeping it: a renewed certificate makes a new
+        channel (``channel``), and a kept stub would go on calling over the old one, with
+        the old certificate, until that expires.
+        """
+        channel = self.channel(address)
+        cached = self._stubs.get((address, stub_type))
+        if cached is None or cached[0] is not channel:
+            cached = (channel, stub_type(channel))
+            self._stubs[(address, stub_type)] = cached
+        return cached[1]
 
     def channel(self, address: str) -> grpc.aio.Channel:
         self._reload_credentials()
@@ -306,4 +323,5 @@ class Channels:
         for channel in [*self._channels.values(), *self._retired]:
             await channel.close(grace=None)
         self._channels.clear()
+        self._stubs.clear()
         self._retired.clear()

@@ -133,7 +133,7 @@ def remote_lookup(channels: Any, approval_address: str) -> AddressLookup:
 
     async def lookup(identity: EntityIdentity) -> tuple[str, float]:
         method, request_type, id_field = queries[identity.role]
-        stub = approval_pb2_grpc.DirectoryServiceStub(channels.channel(approval_address))
+        stub = channels.stub(approval_address, approval_pb2_grpc.DirectoryServiceStub)
         try:
             response = await channels.call(
                 getattr(stub, method),

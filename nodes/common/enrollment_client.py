@@ -14,8 +14,8 @@ async def register(
     runtime: NodeRuntime, request: approval_pb2.RegisterEntityRequest
 ) -> approval_pb2.RegisterEntityResponse:
     """Sends the registration request (claims 4, 5) to approval; retried while unavailable."""
-    stub = approval_pb2_grpc.EnrollmentServiceStub(
-        runtime.channels.channel(runtime.config.approval_address)
+    stub = runtime.channels.stub(
+        runtime.config.approval_address, approval_pb2_grpc.EnrollmentServiceStub
     )
     response: approval_pb2.RegisterEntityResponse = await runtime.channels.call(
         stub.RegisterEntity, request, peer="approval", idempotent=True, to_approval=True

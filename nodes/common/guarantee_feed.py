@@ -22,7 +22,7 @@ async def guarantee_changes(
 ) -> tuple[list[Guarantee], int]:
     """Guarantees changed after ``after_serial``, and the registry serial they bring a
     reader up to (the current serial once every page was read)."""
-    directory = approval_pb2_grpc.DirectoryServiceStub(channels.channel(approval_address))
+    directory = channels.stub(approval_address, approval_pb2_grpc.DirectoryServiceStub)
     collected: list[Guarantee] = []
     token, serial = "", after_serial
     for _ in range(MAX_GUARANTEE_PAGES):

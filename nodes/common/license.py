@@ -122,8 +122,8 @@ class LicenseKeeper:
 
     async def rotate(self) -> None:
         """Rotates the key now; the new one is stored before it is used."""
-        stub = approval_pb2_grpc.EnrollmentServiceStub(
-            self._runtime.channels.channel(self._runtime.config.approval_address)
+        stub = self._runtime.channels.stub(
+            self._runtime.config.approval_address, approval_pb2_grpc.EnrollmentServiceStub
         )
         old_id = self.key_id
         response = await self._runtime.channels.call(

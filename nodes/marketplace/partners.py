@@ -68,8 +68,8 @@ class Partners:
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         channels = self._runtime.channels
-        directory = approval_pb2_grpc.DirectoryServiceStub(
-            channels.channel(self._runtime.config.approval_address)
+        directory = channels.stub(
+            self._runtime.config.approval_address, approval_pb2_grpc.DirectoryServiceStub
         )
         response = await channels.call(
             directory.GetRelatedMarketplaceInformation,
@@ -99,7 +99,7 @@ class Partners:
 
     async def _stub(self, partner_id: str) -> Any:
         address = await self.address(partner_id)
-        return marketplace_pb2_grpc.MediationServiceStub(self._runtime.channels.channel(address))
+        return self._runtime.channels.stub(address, marketplace_pb2_grpc.MediationServiceStub)
 
     async def quote(
         self, contract: MediationContractRow, commodity_id: str, quantity: int

@@ -20,12 +20,19 @@ class RetailPeers:
 
     def __init__(self, runtime: NodeRuntime) -> None:
         self._runtime = runtime
-        channel = runtime.channels.channel(runtime.config.approval_address)
-        self._directory = approval_pb2_grpc.DirectoryServiceStub(channel)
-        self._transactions = approval_pb2_grpc.TransactionServiceStub(channel)
+
+    @property
+    def _directory(self) -> approval_pb2_grpc.DirectoryServiceAsyncStub:
+        approval = self._runtime.config.approval_address
+        return self._runtime.channels.stub(approval, approval_pb2_grpc.DirectoryServiceStub)
+
+    @property
+    def _transactions(self) -> approval_pb2_grpc.TransactionServiceAsyncStub:
+        approval = self._runtime.config.approval_address
+        return self._runtime.channels.stub(approval, approval_pb2_grpc.TransactionServiceStub)
 
     def _billing(self, address: str) -> settlement_pb2_grpc.BillingServiceAsyncStub:
-        return settlement_pb2_grpc.BillingServiceStub(self._runtime.channels.channel(address))
+        return self._runtime.channels.stub(address, settlement_pb2_grpc.BillingServiceStub)
 
     async def payment_information(self) -> types_pb2.PaymentInformation:
         """Step 2: this shop's payment information as approval holds it."""
@@ -160,9 +167,7 @@ class RetailPeers:
                 "PEER_UNAVAILABLE",
                 "this shop has no verification_address configured",
             )
-        stub = verification_pb2_grpc.VerificationServiceStub(
-            self._runtime.channels.channel(address)
-        )
+        stub = self._runtime.channels.stub(address, verification_pb2_grpc.VerificationServiceStub)
         response: verification_pb2.SubmitCancelRequestNoticeResponse = (
             await self._runtime.channels.call(
                 stub.SubmitCancelRequestNotice,

@@ -22,10 +22,11 @@ class SettlementPeers:
 
     def __init__(self, runtime: NodeRuntime) -> None:
         self._runtime = runtime
-        channels = runtime.channels
-        self._directory = approval_pb2_grpc.DirectoryServiceStub(
-            channels.channel(runtime.config.approval_address)
-        )
+
+    @property
+    def _directory(self) -> approval_pb2_grpc.DirectoryServiceAsyncStub:
+        approval = self._runtime.config.approval_address
+        return self._runtime.channels.stub(approval, approval_pb2_grpc.DirectoryServiceStub)
 
     def _verification(self) -> verification_pb2_grpc.VerificationServiceAsyncStub:
         address = self._runtime.config.verification_address
@@ -35,9 +36,7 @@ class SettlementPeers:
                 "PEER_UNAVAILABLE",
                 "this settlement node has no verification_address configured",
             )
-        return verification_pb2_grpc.VerificationServiceStub(
-            self._runtime.channels.channel(address)
-        )
+        return self._runtime.channels.stub(address, verification_pb2_grpc.VerificationServiceStub)
 
     async def retail_entity_guarantee(
         self, identification: types_pb2.RetailEntityIdentification, order_number: str
@@ -103,7 +102,7 @@ class SettlementPeers:
         self, address: str, anonymous_user_id: types_pb2.AnonymousUserId
     ) -> None:
         """Claim 1: the anonymous user ID, sent from the agency to the shop."""
-        stub = retail_pb2_grpc.AnonymousIdServiceStub(self._runtime.channels.channel(address))
+        stub = self._runtime.channels.stub(address, retail_pb2_grpc.AnonymousIdServiceStub)
         _: retail_pb2.DeliverAnonymousUserIdResponse = await self._runtime.channels.call(
             stub.DeliverAnonymousUserId,
             retail_pb2.DeliverAnonymousUserIdRequest(

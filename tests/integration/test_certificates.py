@@ -9,6 +9,8 @@ import datetime
 import socket
 import ssl
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -22,6 +24,8 @@ from nodes.common.config import ConfigError, TlsConfig
 from nodes.common.errors import DomainError
 from nodes.common.node import Node
 from nodes.common.status import RemoteError, remote_to_domain
+from nodes.retail.peers import RetailPeers
+from nodes.settlement.peers import SettlementPeers
 from tests.support import Pki, node_config, running
 
 
@@ -141,6 +145,44 @@ def test_outgoing_channels_use_the_renewed_certificate(ca: Pki, tmp_path: Path):
         return first is same and renewed is not first
 
     assert asyncio.run(scenario())
+
+
+def test_peers_call_over_the_renewed_certificates_channel(ca: Pki, tmp_path: Path):
+    """A shop's and an agency's calls to approval and verification go over the channel made
+    with the renewed certificate, not over one their peers kept from start-up (which would
+    go on presenting the old certificate until it expired)."""
+    issued = pki.issue_certificate(
+        ca.directory,
+        role="retail",
+        entity_id="renewing-peer",
+        ip_addresses=["127.0.0.1"],
+        out_directory=tmp_path / "pki",
+    )
+    config = node_config(
+        tmp_path, ca, "retail", "renewing-peer", approval_address="127.0.0.1:1", program_serial="S"
+    )
+    config = dataclasses.replace(
+        config,
+        verification_address="127.0.0.1:2",
+        tls=TlsConfig(ca.ca, issued.cert_path, issued.key_path),
+    )
+
+    async def scenario() -> None:
+        channels = Channels(config)
+        runtime = SimpleNamespace(config=config, channels=channels)
+        shop, agency = RetailPeers(runtime), SettlementPeers(runtime)
+
+        def stubs() -> tuple[Any, ...]:
+            return (shop._directory, shop._transactions, agency._directory, agency._verification())
+
+        before = stubs()
+        assert stubs() == before, "one stub per channel, not one per call"
+        pki.renew_certificate(ca.directory, issued.cert_path)
+        after = stubs()
+        await channels.close()
+        assert all(new is not old for new, old in zip(after, before, strict=True))
+
+    asyncio.run(scenario())
 
 
 def test_a_peer_certificate_that_does_not_name_the_address_is_unauthenticated_not_unavailable(
