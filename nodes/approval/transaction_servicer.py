@@ -59,49 +59,30 @@ class TransactionServicer(approval_pb2_grpc.TransactionServiceServicer):
         transactions.validate_request(verification_request)
         check_own(info.caller, "retail", verification_request.retail_entity_id)
         repo = self._repo
-        answer_type = approval_pb2.VerifyTransactionResponse
 
-        def first_answer() -> approval_pb2.VerifyTransactionResponse | None:
-            """The answer this request got before (IDEMPOTENCY_KEY_REUSED for another
-            request under its ID), else ORDER_VOIDED once the shop voided the order."""
-            stored = stored_served(repo.idempotency, request, answer_type)
+        def look_up() -> approval_pb2.VerifyTransactionResponse | None:
+            stored = stored_served(
+                repo.idempotency, request, approval_pb2.VerifyTransactionResponse
+            )
             if stored is None:
                 transactions.check_not_voided(repo, verification_request)
             return stored
 
-        # Verification is asked first, and the stored answer looked up in the same trip
-        # that records the transaction: one database trip fewer on every purchase. The
-        # first answer still stands: when verification cannot be asked or refuses, a
-        # request answered before gets that answer (an extra trip on that path only).
-        try:
-            report = await self._transaction_report(verification_request.order_number)
-        except DomainError:
-            stored = await self._store.run(first_answer)
-            if stored is not None:
-                return stored
-            raise
+        stored = await self._store.run(look_up)
+        if stored is not None:
+            return stored
+        report = await self._transaction_report(verification_request.order_number)
         fields = transactions.mismatched_fields(verification_request, report)
         trace_id = logs.current_trace_id()
         if fields:
             mismatch = transactions.Mismatch(
                 verification_request, report.billing_details.amount, fields, trace_id
             )
-
-            def refuse() -> approval_pb2.VerifyTransactionResponse | None:
-                stored = first_answer()
-                if stored is None:
-                    transactions.record_mismatch(repo, mismatch)
-                return stored
-
-            stored = await self._store.run(refuse)
-            if stored is not None:
-                return stored
+            await self._store.run(lambda: transactions.record_mismatch(repo, mismatch))
             raise transactions.mismatch_error(verification_request.order_number, fields)
 
         def record() -> approval_pb2.VerifyTransactionResponse:
-            stored = first_answer()
-            if stored is not None:
-                return stored
+            transactions.check_not_voided(repo, verification_request)
             row = transactions.record_transaction(
                 repo, verification_request, report.completed_at.ToDatetime(), trace_id
             )

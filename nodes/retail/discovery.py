@@ -93,18 +93,16 @@ class Discovery:
             return _active(await self._peers.search_settlement_agency(anonymous_user_id))
         return await self._store.run(functools.partial(self._cached, anonymous_user_id))
 
-    async def route_for_new_order(self, anonymous_user_id: str) -> orders.Route:
-        """Step 4 for an order about to be stored, as the function its creating transaction
-        calls (``orders.order_for_request``): the directory is asked now, and its answer or
-        refusal handed over; the cached or pushed guarantees are read in that transaction.
-        Either way the new order is stored with its route in one database trip."""
-        if self.settings.variant != "directory":
-            return functools.partial(self._cached, anonymous_user_id)
-        try:
-            guarantee = await self.find(anonymous_user_id)
-        except DomainError as failure:
-            return functools.partial(_raise, failure)
-        return lambda: guarantee
+    def route_for_new_order(self, anonymous_user_id: str) -> orders.Route | None:
+        """Step 4 for an order about to be stored, where it needs no peer: a cache or push
+        shop reads its guarantees in the transaction that creates the order
+        (``orders.order_for_request``), so the order is stored with its route in one trip.
+        A directory shop asks approval, a peer, only once the order is stored and the
+        shop's own checks have passed (None): a retried or refused request is answered
+        from what the shop holds, whatever approval's state, and costs approval nothing."""
+        if self.settings.variant == "directory":
+            return None
+        return functools.partial(self._cached, anonymous_user_id)
 
     def _cached(self, anonymous_user_id: str) -> types_pb2.SettlementAgencyIdentificationGuarantee:
         """The cache or push variant's lookup, in a transaction the caller runs."""
@@ -214,7 +212,3 @@ def _active(
             metadata={"entity_id": guarantee.settlement_agency_id},
         )
     return guarantee
-
-
-def _raise(failure: DomainError) -> types_pb2.SettlementAgencyIdentificationGuarantee:
-    raise failure

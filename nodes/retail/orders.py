@@ -95,15 +95,16 @@ def order_for_request(
     request: retail_pb2.PlaceOrderRequest,
     check_delivered: bool,
     trace_id: str,
-    route: Route,
+    route: Route | None,
 ) -> tuple[ShopOrderRow, bool, DomainError | None]:
     """The order this request_id names: the one it started before, or a new one; whether
     it is new; and why step 4 failed for a new one.
 
-    A new order is stored with step 4 done (``route``, its agency and address: next, the
-    billing search) in the same transaction that creates it. When ``route`` raises, the
-    order is stored before step 4 and the failure handed back, for the flow to answer as
-    that step's (a refusal, or pending).
+    Given a ``route`` (step 4 read from the shop's own tables), a new order is stored with
+    step 4 done (its agency and address: next, the billing search) in the transaction that
+    creates it. When ``route`` raises, or there is none (a directory shop asks approval
+    later), the order is stored before step 4; a failure is handed back, for the flow to
+    answer as that step's (a refusal, or pending).
 
     One transaction, so that concurrent duplicates of a request cannot both create an order
     (the loser's insert fails on the unique index and is told REQUEST_IN_PROGRESS).
@@ -117,6 +118,8 @@ def order_for_request(
     order = NewOrder(request, lines, amount, trace_id)
     # Counted inside the transaction: a lost race for the request_id (rolled back) over-counts.
     metrics.flow_started("purchase")
+    if route is None:
+        return create_order(repo, order), True, None
     try:
         guarantee = route()
     except DomainError as failure:

@@ -1,8 +1,8 @@
 """The shop drives the purchase (claims 1, 10, 19: flow steps 4-11) and can resume it.
 
-PlaceOrder prices the items and records the order before the first call that can change a
-peer (step 4 only reads, so the new order is stored with its route); each later step is
-recorded before the next call. Request IDs derive from the order number, so
+PlaceOrder prices the items and records the order before any outgoing call (a cache or push
+shop stores it with step 4 done, read from its own tables in the same trip); each later
+step is recorded before the next call. Request IDs derive from the order number, so
 a resumed flow repeats exactly the calls it made before and peers answer from their
 idempotency records: the member is billed once, approval records once. A request_id maps to
 one order number forever, and no order row is ever deleted.
@@ -88,10 +88,8 @@ class PurchaseFlow:
         repo = self._repo
         directory = self._discovery.settings.variant == "directory"
         trace_id = logs.current_trace_id()
-        # Step 4 is asked before the order is stored, so that the order is stored with its
-        # route in one trip. The directory is asked for a retried request_id too (its
-        # answer then goes unused), a read-only call that changes nothing at approval.
-        route = await self._discovery.route_for_new_order(request.anonymous_user_id)
+        # A cache or push shop's step 4 is read in the trip that stores the order.
+        route = self._discovery.route_for_new_order(request.anonymous_user_id)
         row, created, failure = await self._store.run(
             lambda: orders.order_for_request(repo, request, directory, trace_id, route)
         )

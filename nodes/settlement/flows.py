@@ -15,7 +15,6 @@ import datetime
 import logging
 from collections.abc import Sequence
 
-from suretynet.approval.v1 import approval_pb2
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
@@ -147,66 +146,23 @@ class AgencyFlows:
             SettlementOrderRow | None,
             AnonymousIdRow | None,
         ]:
-            """The stored answer, else the recorded order, else the member."""
+            """One trip: the stored answer, else the recorded order, else the member."""
             stored = stored_served(repo.idempotency, request, answer_type)
             if stored is not None:
                 return stored, None, None
+            purchases.validate_search(search, caller)
             # The first answer stands: a recorded order is finished, never re-checked.
             order = purchases.recorded_order(repo, search)
             if order is not None:
                 return None, order, None
             return None, None, anonymous_ids.resolve(repo, search.anonymous_user_id, shop_id)
 
-        def approve(
-            guarantee: approval_pb2.RetailEntityIdentificationGuarantee,
-        ) -> tuple[
-            settlement_pb2.SearchBillingAgencyIdentificationResponse | None,
-            SettlementOrderRow | None,
-            bool,
-        ]:
-            """Steps 5 and 8 in one trip: what ``look_up`` finds, else the order it records
-            (and True)."""
-            stored, order, anonymous = look_up()
-            if order is not None or stored is not None:
-                return stored, order, False
+        stored, order, anonymous = await self._store.run(look_up)
+        if stored is not None:
+            return stored
+        if order is None:
             assert anonymous is not None, "look_up resolves the member of a new order"
-            # Counted in the transaction, before the credit check that may refuse it.
-            metrics.flow_started("purchase_approval")
-            purchase = purchases.Purchase(
-                search=search,
-                member_id=anonymous.member_id,
-                agency_id=self._runtime.config.entity_id,
-                retail_entity_display_name=guarantee.display_name,
-                trace_id=trace_id,
-            )
-            return None, purchases.record_order(repo, purchase), True
-
-        purchases.validate_search(search, caller)
-        trace_id = logs.current_trace_id()
-        # Step 6, approval's guarantee of the shop, is asked before anything is read here:
-        # the order is then looked up and recorded in one database trip. Should the
-        # guarantee fail or refuse, a search answered or recorded before still gets its
-        # first answer (one more trip, on that path only).
-        try:
-            guarantee = await self._peers.retail_entity_guarantee(
-                search.retail_entity, search.order_number
-            )
-            purchases.check_guarantee(search, guarantee)
-        except DomainError:
-            stored, order, _ = await self._store.run(look_up)
-            if stored is not None:
-                return stored
-            if order is None:
-                metrics.flow_started("purchase_approval")
-                raise
-        else:
-            stored, order, created = await self._store.run(lambda: approve(guarantee))
-            if stored is not None:
-                return stored
-            assert order is not None, "approve returns the stored answer or the order"
-            if created:
-                self._board.publish(order.member_id)
-                logs.event(log, "order approved", order_number=order.order_number)
+            order = await self._approve(search, anonymous)
         if order.billing_state == "VOIDED":
             raise voids.refusal(order.order_number)
         if order.reported_at is None:
@@ -226,6 +182,28 @@ class AgencyFlows:
         answer = await self._store.run(finish)
         metrics.flow_outcome("purchase_approval", "completed")
         return answer
+
+    async def _approve(
+        self, search: settlement_pb2.BillingAgencyIdentificationSearch, anonymous: AnonymousIdRow
+    ) -> SettlementOrderRow:
+        """Steps 6-8 for a new order: the shop's guarantee, credit, the record."""
+        metrics.flow_started("purchase_approval")
+        repo = self._repo
+        guarantee = await self._peers.retail_entity_guarantee(
+            search.retail_entity, search.order_number
+        )
+        purchases.check_guarantee(search, guarantee)
+        purchase = purchases.Purchase(
+            search=search,
+            member_id=anonymous.member_id,
+            agency_id=self._runtime.config.entity_id,
+            retail_entity_display_name=guarantee.display_name,
+            trace_id=logs.current_trace_id(),
+        )
+        order = await self._store.run(lambda: purchases.record_order(repo, purchase))
+        self._board.publish(order.member_id)
+        logs.event(log, "order approved", order_number=order.order_number)
+        return order
 
     async def void_order(
         self, caller: EntityIdentity, request: settlement_pb2.VoidOrderRequest

@@ -249,6 +249,13 @@ class DatabaseWorkers:
         ]
         for thread in self._threads:
             thread.start()
+        self._closed = False
+
+    def _put(self, job: _Job) -> None:
+        if self._closed:
+            # As ThreadPoolExecutor: a job queued after shutdown would wait forever.
+            raise RuntimeError("the store's database threads are shut down")
+        self._jobs.put(job)
 
     async def run(self, work: Callable[[], T]) -> T:
         """Runs ``work`` on a database thread; returns or raises what it did."""
@@ -260,7 +267,7 @@ class DatabaseWorkers:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, answer, result, error)
 
-        self._jobs.put((work, settle))
+        self._put((work, settle))
         return await answer
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
@@ -273,11 +280,12 @@ class DatabaseWorkers:
             else:
                 answer.set_exception(error)
 
-        self._jobs.put((work, settle))
+        self._put((work, settle))
         return answer
 
     def shutdown(self) -> None:
-        """Lets the queued jobs finish, then stops the threads."""
+        """Lets the queued jobs finish, then stops the threads; later jobs are refused."""
+        self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sqlite3
 import tomllib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,6 +216,18 @@ def rpcs_received(network: LocalNetwork, entity: str, method: str, caller: str) 
 
 def count(network: LocalNetwork, entity_id: str, table: str) -> int:
     return len(table_rows(network, entity_id)[table])
+
+
+@contextlib.asynccontextmanager
+async def frozen(network: LocalNetwork, entity_id: str) -> AsyncIterator[None]:
+    """The node's process is stopped (SIGSTOP) inside the block and continued after it:
+    a peer that hangs rather than refuses."""
+    pid = network.node(entity_id).process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def request_id() -> str:

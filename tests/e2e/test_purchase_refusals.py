@@ -36,6 +36,7 @@ from tests.e2e.purchase_support import (
     anonymous_id,
     buy,
     count,
+    frozen,
     password_of,
     request_id,
     set_status,
@@ -257,7 +258,11 @@ def _node_channel(network: LocalNetwork, entity: str) -> tuple[grpc.ChannelCrede
 
 
 async def _billed_as_shop_1(
-    network: LocalNetwork, value: str, order_number: str, search_id: str = ""
+    network: LocalNetwork,
+    value: str,
+    order_number: str,
+    search_id: str = "",
+    timeout_s: float = 10,
 ) -> settlement_pb2.SearchBillingAgencyIdentificationResponse:
     """Acting as shop-1: the agency bills one tea (12.00) under ``order_number`` and files
     its transaction report with verification (the search's request ID: ``search_id``)."""
@@ -286,10 +291,71 @@ async def _billed_as_shop_1(
                     payment_method=types_pb2.PAYMENT_METHOD_SINGLE_PAYMENT,
                 ),
             ),
-            timeout=10,
+            timeout=timeout_s,
         )
     assert report.transaction_completion_report.order_number == order_number
     return report
+
+
+# A client deadline under the nodes' own bound per call (call_timeout_s, 5 s): a node that
+# asked a hung peer before its own records would run out of it.
+HUNG_PEER_TIMEOUT_S = 4.0
+
+
+def test_a_request_answered_before_is_answered_again_while_its_peer_hangs(
+    purchase_network: LocalNetwork,
+):
+    """Every node reads what it recorded for a request before it asks any peer: with the
+    peer hung (not down), a retried purchase, billing search and verification are answered
+    at once from the receiver's own records, and a request a shop refuses by itself
+    (an anonymous ID it was never given) is refused without waiting on approval."""
+    network = purchase_network
+
+    async def scenario() -> None:
+        value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
+        elsewhere, _ = await anonymous_id(network, "agency-1", "alice", "shop-2")
+        ca = network.ca.read_bytes()
+        address = network.node("shop-1").member_address
+        rid = request_id()
+        async with ShopClient(address, ca) as client:
+            bought = await client.place_order(value, [("tea", 1)], request_id=rid)
+        search_id = request_id()
+        order_number = f"ON-hung-{search_id[:8]}"
+        billed = await _billed_as_shop_1(network, value, order_number, search_id)
+        credentials, _ = _node_channel(network, "shop-1")
+        license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
+        metadata = [(LICENSE_KEY_METADATA_KEY, license_key)]
+        verify = approval_pb2.VerifyTransactionRequest(
+            request_id=request_id(),
+            transaction_verification_request=approval_pb2.TransactionVerificationRequest(
+                order_number=order_number,
+                retail_entity_id="shop-1",
+                settlement_agency_id="agency-1",
+                amount=money(1_200, "USD"),
+            ),
+        )
+        approval = network.node("institution").address
+        async with grpc.aio.secure_channel(approval, credentials) as channel:
+            transactions = approval_pb2_grpc.TransactionServiceStub(channel)
+            verified = await transactions.VerifyTransaction(verify, metadata=metadata, timeout=10)
+            async with frozen(network, "verification"):
+                verified_again = await transactions.VerifyTransaction(
+                    verify, metadata=metadata, timeout=HUNG_PEER_TIMEOUT_S
+                )
+        async with ShopClient(address, ca, timeout_s=HUNG_PEER_TIMEOUT_S) as client:
+            async with frozen(network, "institution"):
+                bought_again = await client.place_order(value, [("tea", 1)], request_id=rid)
+                billed_again = await _billed_as_shop_1(
+                    network, value, order_number, search_id, HUNG_PEER_TIMEOUT_S
+                )
+                refused = await refusal(client.place_order(elsewhere, [("tea", 1)]))
+        assert (bought_again, billed_again, verified_again) == (bought, billed, verified)
+        assert (refused.code, refused.reason) == (
+            grpc.StatusCode.NOT_FOUND,
+            "ANONYMOUS_ID_INVALID",
+        )
+
+    asyncio.run(scenario())
 
 
 def test_a_purchase_asked_again_gets_its_order_while_approval_is_down(

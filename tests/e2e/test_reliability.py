@@ -7,13 +7,12 @@ day would; each names the defect of the old code that it catches (docs/RELIABILI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -34,7 +33,13 @@ from nodes.network.local import (
     relaunch,
     wait_ready,
 )
-from tests.e2e.purchase_support import anonymous_id, request_id, set_status, table_rows
+from tests.e2e.purchase_support import (
+    anonymous_id,
+    frozen,
+    request_id,
+    set_status,
+    table_rows,
+)
 from tests.support import eventually
 
 # The shop every test buys at (push discovery), one whose own resumer never runs (so that
@@ -74,17 +79,6 @@ def network(network_factory: Callable[..., LocalNetwork]) -> LocalNetwork:
 
     asyncio.run(ready())
     return network
-
-
-@contextlib.asynccontextmanager
-async def frozen(network: LocalNetwork, entity_id: str) -> AsyncIterator[None]:
-    """The node's process is stopped (SIGSTOP) inside the block and continued after it."""
-    pid = network.node(entity_id).process.pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def place_request(anonymous_user_id: str, item: str = "tea", rid: str = "") -> Any:

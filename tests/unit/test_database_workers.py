@@ -95,6 +95,10 @@ def test_submit_answers_a_caller_outside_any_event_loop_and_shutdown_drains() ->
             failing.submit(lambda: 1 / 0).result(timeout=10)
     finally:
         failing.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        failing.submit(lambda: None)
+    with pytest.raises(RuntimeError, match="shut down"):
+        asyncio.run(failing.run(lambda: None))
 
 
 def test_store_run_carries_the_callers_trace_id_to_the_database_thread() -> None:
