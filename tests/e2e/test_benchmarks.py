@@ -52,3 +52,10 @@ def test_bench_observability_prices_each_instrument():
         "server span + histogram",
         "server span, to a file",
     ]
+
+
+def test_bench_rpc_cost_prices_a_read_rpc_beside_the_health_check():
+    output = run("bench_rpc_cost.py", "--calls", "20", "--concurrency", "2", "--rounds", "1")
+    rows = [line.split() for line in output.splitlines()[2:] if line.strip()]
+    assert [row[1] for row in rows] == ["health", "get_report"]
+    assert all(float(row[2]) >= 0 and float(row[3]) > 0 for row in rows)

@@ -1,0 +1,126 @@
+"""What one served RPC costs a running node, beside what gRPC alone costs it.
+
+A local network (every node its own process, mutual TLS, SQLite with durable commits)
+makes one purchase; then this process calls verification, side by side in rounds:
+
+- ``health``: ``grpc.health.v1.Health/Check``, which the node interceptor passes through:
+  gRPC's own work per call, over the same channel;
+- ``get_report``: ``VerificationService/GetTransactionReport`` for that order, through
+  the whole path: admission (operator certificate), the span, metrics, the audit line, one
+  indexed database read on the database thread, the answer.
+
+Verification's CPU per call (user + system, from /proc) is what it prints; the difference
+between the two rows is SuretyNet's own cost of one read-only RPC (docs/PERFORMANCE.md,
+"Why the CPU and efficiency targets are still missed").
+
+    .venv/bin/python scripts/bench_rpc_cost.py [--calls 4000] [--concurrency 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc  # noqa: E402
+from suretynet.type.v1 import types_pb2  # noqa: E402
+from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc  # noqa: E402
+
+from nodes.member.client import AgencyClient, ShopClient  # noqa: E402
+from nodes.network.local import LocalNetwork, start_network  # noqa: E402
+
+MEMBER, PASSWORD = "rpc-cost", "rpc-cost-password"
+WARM_UP_CALLS = 100
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_order(network: LocalNetwork) -> str:
+    """Enrols a member at agency-1 and buys once at shop-1; the order number."""
+    agency = network.node("agency-1")
+    async with network.admin_channel(agency.address) as channel:
+        await settlement_pb2_grpc.SettlementAdminServiceStub(channel).EnrollMember(
+            settlement_pb2.EnrollMemberRequest(
+                request_id="rpc-cost-member",
+                member_id=MEMBER,
+                display_name="RPC cost",
+                password=PASSWORD,
+                credit_limit=types_pb2.Money(amount_minor=10**9, currency_code="USD"),
+            ),
+            timeout=10,
+        )
+    ca = network.ca.read_bytes()
+    async with AgencyClient(agency.member_address, ca) as member:
+        await member.login(MEMBER, PASSWORD)
+        anonymous = (await member.anonymous_user_id("shop-1")).anonymous_user_id.value
+    async with ShopClient(network.node("shop-1").member_address, ca) as shop:
+        order = await shop.place_order(anonymous, [("tea", 1)], request_id="rpc-cost-order")
+    return str(order.order_number)
+
+
+async def cpu_per_call(
+    pid: int, call: Callable[[], Awaitable[Any]], calls: int, concurrency: int
+) -> tuple[float, float]:
+    """Microseconds of the process's CPU per call, and calls per second."""
+    for _ in range(WARM_UP_CALLS):
+        await call()
+    numbers = iter(range(calls))
+
+    async def worker() -> None:
+        for _ in numbers:
+            await call()
+
+    before, started = cpu_s(pid), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed, used = time.perf_counter() - started, cpu_s(pid) - before
+    return used * 1e6 / calls, calls / elapsed
+
+
+async def main(calls: int, concurrency: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        network = await start_network(Path(directory))
+        try:
+            order_number = await one_order(network)
+            verification = network.node("verification")
+            pid = verification.pid or verification.process.pid
+            async with network.admin_channel(verification.address) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                reports = verification_pb2_grpc.VerificationServiceStub(channel)
+                report = verification_pb2.GetTransactionReportRequest(order_number=order_number)
+                measured: dict[str, Callable[[], Awaitable[Any]]] = {
+                    "health": lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=10),
+                    "get_report": lambda: reports.GetTransactionReport(report, timeout=10),
+                }
+                print(f"verification's CPU per call, {calls} calls at {concurrency} in flight")
+                print(f"{'round':<6}{'rpc':<12}{'us CPU/call':>12}{'calls/s':>10}")
+                for number in range(1, rounds + 1):
+                    for name, call in measured.items():
+                        per_call, rate = await cpu_per_call(pid, call, calls, concurrency)
+                        print(f"{number:<6}{name:<12}{per_call:>12.0f}{rate:>10.0f}")
+        finally:
+            network.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=4000, help="calls per measurement")
+    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of both measurements")
+    args = parser.parse_args()
+    if args.calls < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--calls, --concurrency and --rounds must be at least 1")
+    asyncio.run(main(args.calls, args.concurrency, args.rounds))
