@@ -159,8 +159,8 @@ def create_order(
     order: NewOrder,
     guarantee: types_pb2.SettlementAgencyIdentificationGuarantee | None = None,
 ) -> ShopOrderRow:
-    """Records the order (status PENDING) before any call that can change a peer: at step
-    ``discover``, or with step 4 done when its agency's ``guarantee`` is known."""
+    """Records the order (status PENDING) before any outgoing call: at step ``discover``,
+    or with step 4 done when its agency's ``guarantee`` was read with it."""
     values = new_order_values(order, utc_now())
     if guarantee is not None:
         values.update(route_values(guarantee))
