@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +43,26 @@ def server_options(config: NodeConfig) -> list[tuple[str, Any]]:
     ]
 
 
+class _GenericHandlersOnly:
+    """The server as the generated ``add_*_to_server`` functions see it: their handlers
+    are added as generic handlers only, not also as "registered methods".
+
+    grpc.aio's server waits for its next call with one pending future per registered
+    method (``asyncio.wait(..., FIRST_COMPLETED)`` over all of them), on every call: with
+    the 40-odd methods of a node that is 30-60 µs of CPU per RPC before any of its work
+    (docs/PERFORMANCE.md). Generic handlers are found by a dictionary lookup per service.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        """Left out: each generated function adds the same handlers as a generic one."""
+
+
 class NodeServer:
     """A started-or-not grpc.aio server with its health service and bound ports."""
 
@@ -58,12 +78,14 @@ class NodeServer:
             options=server_options(config),
             maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         )
+        # What the generated functions call on a server, and nothing else, is there.
+        handlers = cast(grpc.aio.Server, _GenericHandlersOnly(self._server))
         for service in self._services:
-            service.add_to_server(service.servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+            service.add_to_server(service.servicer, handlers)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, handlers)
         names = [service.name for service in self._services]
         enable_documented_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], self._server
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], handlers
         )
         self.port = 0
         self.member_port = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -33,6 +34,38 @@ def test_health_reports_serving_once_started(ca: Pki, tmp_path: Path):
                 return response.status
 
     assert asyncio.run(scenario()) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_server_waits_for_each_call_on_one_future_not_one_per_method(
+    ca: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """grpc.aio's server waits for its next call over one pending future per registered
+    method, on every call; the node adds its handlers as generic ones only, so it waits on
+    one (docs/PERFORMANCE.md). Its methods are all still served, reflection included."""
+    waited_on: list[int] = []
+    original_wait = asyncio.wait
+
+    async def counting_wait(futures: Any, *args: Any, **kwargs: Any) -> Any:
+        waited_on.append(len(futures))
+        return await original_wait(futures, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "wait", counting_wait)
+
+    async def scenario() -> None:
+        async with running(node_config(tmp_path, ca, "approval", "institution")) as node:
+            async with ca.channel(node.runtime.address) as channel:
+                waited_on.clear()
+                for _ in range(3):
+                    await health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=5
+                    )
+                await approval_pb2_grpc.ApprovalAdminServiceStub(channel).ListEntities(
+                    approval_pb2.ListEntitiesRequest(), timeout=5
+                )
+
+    asyncio.run(scenario())
+    assert waited_on, "the server waited for its calls"
+    assert max(waited_on) == 1
 
 
 def test_a_client_without_a_certificate_is_refused_at_the_handshake(ca: Pki, tmp_path: Path):
