@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -32,41 +31,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from suretynet.settlement.v1 import settlement_pb2, settlement_pb2_grpc  # noqa: E402
-from suretynet.type.v1 import types_pb2  # noqa: E402
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc  # noqa: E402
 
 from nodes.member.client import AgencyClient, ShopClient  # noqa: E402
+from nodes.network.bench import process_cpu_s  # noqa: E402
+from nodes.network.demo_data import members_of  # noqa: E402
 from nodes.network.local import LocalNetwork, start_network  # noqa: E402
 
-MEMBER, PASSWORD = "rpc-cost", "rpc-cost-password"
 WARM_UP_CALLS = 100
 
 
-def cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def one_order(network: LocalNetwork) -> str:
-    """Enrols a member at agency-1 and buys once at shop-1; the order number."""
-    agency = network.node("agency-1")
-    async with network.admin_channel(agency.address) as channel:
-        await settlement_pb2_grpc.SettlementAdminServiceStub(channel).EnrollMember(
-            settlement_pb2.EnrollMemberRequest(
-                request_id="rpc-cost-member",
-                member_id=MEMBER,
-                display_name="RPC cost",
-                password=PASSWORD,
-                credit_limit=types_pb2.Money(amount_minor=10**9, currency_code="USD"),
-            ),
-            timeout=10,
-        )
+    """A demo member of agency-1 buys once at shop-1; the order number."""
+    member = members_of("agency-1")[0]
     ca = network.ca.read_bytes()
-    async with AgencyClient(agency.member_address, ca) as member:
-        await member.login(MEMBER, PASSWORD)
-        anonymous = (await member.anonymous_user_id("shop-1")).anonymous_user_id.value
+    async with AgencyClient(network.node("agency-1").member_address, ca) as client:
+        await client.login(member.member_id, member.password)
+        anonymous = (await client.anonymous_user_id("shop-1")).anonymous_user_id.value
     async with ShopClient(network.node("shop-1").member_address, ca) as shop:
         order = await shop.place_order(anonymous, [("tea", 1)], request_id="rpc-cost-order")
     return str(order.order_number)
@@ -84,9 +65,9 @@ async def cpu_per_call(
         for _ in numbers:
             await call()
 
-    before, started = cpu_s(pid), time.perf_counter()
+    before, started = process_cpu_s(pid), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed, used = time.perf_counter() - started, cpu_s(pid) - before
+    elapsed, used = time.perf_counter() - started, process_cpu_s(pid) - before
     return used * 1e6 / calls, calls / elapsed
 
 

@@ -154,13 +154,17 @@ def context_for_trace(trace_id: str) -> otel_context.Context:
     enrolment, a caller that sent only the legacy trace label. The remote parent stands for
     the span that began the trace elsewhere; it is not exported from here.
     """
-    parent = SpanContext(
+    return trace.set_span_in_context(NonRecordingSpan(_label_parent(trace_id)))
+
+
+def _label_parent(trace_id: str) -> SpanContext:
+    """The remote parent standing for the trace ``trace_id`` (see ``context_for_trace``)."""
+    return SpanContext(
         trace_id=int(logs.trace_id_for(trace_id), 16),
         span_id=_random_span_id(),
         is_remote=True,
         trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
     )
-    return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 def traceparent_for(trace_id: str) -> str:
@@ -216,9 +220,7 @@ def _remote_parent(metadata: Mapping[str, str]) -> SpanContext | None:
                     trace_flags=trace.TraceFlags(int(flags, 16)),
                 )
     label = metadata.get(logs.TRACE_METADATA_KEY)
-    if label:
-        return trace.get_current_span(context_for_trace(label)).get_span_context()
-    return None
+    return _label_parent(label) if label else None
 
 
 class SpanScope:
@@ -291,41 +293,34 @@ def open_client_span(method: str) -> SpanScope:
     ``logs.trace_id_var`` (a resumed flow continues its own trace); else a new trace.
     """
     current = trace.get_current_span().get_span_context()
-    parent: otel_context.Context | None = None
-    if not current.is_valid:
-        label = logs.trace_id_var.get()
-        if label != "-":
-            parent = context_for_trace(label)
+    label = "-" if current.is_valid else logs.trace_id_var.get()
     if not _state.exporting:
-        inherited = current if current.is_valid else None
-        if parent is not None:
-            inherited = trace.get_current_span(parent).get_span_context()
-        return _unexported(inherited, parent)
-    return _exported(method, parent, SpanKind.CLIENT)
+        if current.is_valid:
+            return _unexported(current, None)
+        return _unexported(_label_parent(label) if label != "-" else None, None)
+    return _exported(method, context_for_trace(label) if label != "-" else None, SpanKind.CLIENT)
 
 
 @contextlib.contextmanager
-def server_span(method: str, metadata: Mapping[str, str]) -> Iterator[trace.Span]:
+def _current(scope: SpanScope) -> Iterator[trace.Span]:
+    try:
+        yield scope.span
+    except BaseException as error:
+        scope.close(type(error), error, error.__traceback__)
+        raise
+    scope.close(None, None, None)
+
+
+def server_span(
+    method: str, metadata: Mapping[str, str]
+) -> contextlib.AbstractContextManager[trace.Span]:
     """``open_server_span`` as a context manager."""
-    scope = open_server_span(method, metadata)
-    try:
-        yield scope.span
-    except BaseException as error:
-        scope.close(type(error), error, error.__traceback__)
-        raise
-    scope.close(None, None, None)
+    return _current(open_server_span(method, metadata))
 
 
-@contextlib.contextmanager
-def client_span(method: str) -> Iterator[trace.Span]:
+def client_span(method: str) -> contextlib.AbstractContextManager[trace.Span]:
     """``open_client_span`` as a context manager."""
-    scope = open_client_span(method)
-    try:
-        yield scope.span
-    except BaseException as error:
-        scope.close(type(error), error, error.__traceback__)
-        raise
-    scope.close(None, None, None)
+    return _current(open_client_span(method))
 
 
 def outgoing_metadata() -> list[tuple[str, str]]:

@@ -32,9 +32,10 @@ NODES = {"institution", "verification", "agency-1", *(f"shop-{v}" for v in VARIA
 HISTORY_ORDERS = 30
 
 
-def run_bench(argv: list[str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    """Runs the bench in a process group of its own, so that on a timeout the nodes and
-    clients it started are killed with it."""
+def run_bench(*options: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    """Runs ``suretynet bench --quick --json OPTIONS`` in a process group of its own, so
+    that on a timeout the nodes and clients it started are killed with it."""
+    argv = [sys.executable, "-m", "nodes.cli", "bench", "--quick", "--json", *options]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -51,21 +52,13 @@ def run_bench(argv: list[str], timeout_s: float = 300) -> subprocess.CompletedPr
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     kept = tmp_path_factory.mktemp("bench")
     result = run_bench(
-        [
-            sys.executable,
-            "-m",
-            "nodes.cli",
-            "bench",
-            "--quick",
-            "--json",
-            "--history",
-            str(HISTORY_ORDERS),
-            "--keep",
-            str(kept),
-            "--reconcile",
-            "--profile",
-            str(kept / "profiles"),
-        ]
+        "--history",
+        str(HISTORY_ORDERS),
+        "--keep",
+        str(kept),
+        "--reconcile",
+        "--profile",
+        str(kept / "profiles"),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     # Not a terminal: one progress line per phase on stderr, nothing of it on stdout.
@@ -238,21 +231,7 @@ def test_on_postgresql_the_database_processes_are_measured_apart():
     processes' CPU reported beside the nodes', the history written there clean."""
     require_postgresql()
     result = run_bench(
-        [
-            sys.executable,
-            "-m",
-            "nodes.cli",
-            "bench",
-            "--quick",
-            "--json",
-            "--database",
-            "postgresql",
-            "--variant",
-            "push",
-            "--history",
-            "10",
-            "--reconcile",
-        ]
+        "--database", "postgresql", "--variant", "push", "--history", "10", "--reconcile"
     )
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout)

@@ -11,10 +11,11 @@ credentials, whatever the shop's discovery variant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -297,6 +298,38 @@ async def _billed_as_shop_1(
     return report
 
 
+Verify = Callable[..., Awaitable[approval_pb2.VerifyTransactionResponse]]
+
+
+@contextlib.asynccontextmanager
+async def _verifying_as_shop_1(network: LocalNetwork) -> AsyncIterator[Verify]:
+    """Acting as shop-1 at approval, with its license key: ``verify(order_number,
+    request_id, amount_minor=1_200, timeout_s=10)`` sends step 10's VerifyTransaction."""
+    credentials, _ = _node_channel(network, "shop-1")
+    license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
+    async with grpc.aio.secure_channel(network.node("institution").address, credentials) as ch:
+        transactions = approval_pb2_grpc.TransactionServiceStub(ch)
+
+        def verify(
+            order_number: str, verify_id: str, amount_minor: int = 1_200, timeout_s: float = 10
+        ) -> Awaitable[approval_pb2.VerifyTransactionResponse]:
+            return transactions.VerifyTransaction(
+                approval_pb2.VerifyTransactionRequest(
+                    request_id=verify_id,
+                    transaction_verification_request=approval_pb2.TransactionVerificationRequest(
+                        order_number=order_number,
+                        retail_entity_id="shop-1",
+                        settlement_agency_id="agency-1",
+                        amount=money(amount_minor, "USD"),
+                    ),
+                ),
+                metadata=[(LICENSE_KEY_METADATA_KEY, license_key)],
+                timeout=timeout_s,
+            )
+
+        yield verify
+
+
 # A client deadline under the nodes' own bound per call (call_timeout_s, 5 s): a node that
 # asked a hung peer before its own records would run out of it.
 HUNG_PEER_TIMEOUT_S = 4.0
@@ -322,25 +355,12 @@ def test_a_request_answered_before_is_answered_again_while_its_peer_hangs(
         search_id = request_id()
         order_number = f"ON-hung-{search_id[:8]}"
         billed = await _billed_as_shop_1(network, value, order_number, search_id)
-        credentials, _ = _node_channel(network, "shop-1")
-        license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
-        metadata = [(LICENSE_KEY_METADATA_KEY, license_key)]
-        verify = approval_pb2.VerifyTransactionRequest(
-            request_id=request_id(),
-            transaction_verification_request=approval_pb2.TransactionVerificationRequest(
-                order_number=order_number,
-                retail_entity_id="shop-1",
-                settlement_agency_id="agency-1",
-                amount=money(1_200, "USD"),
-            ),
-        )
-        approval = network.node("institution").address
-        async with grpc.aio.secure_channel(approval, credentials) as channel:
-            transactions = approval_pb2_grpc.TransactionServiceStub(channel)
-            verified = await transactions.VerifyTransaction(verify, metadata=metadata, timeout=10)
+        verify_id = request_id()
+        async with _verifying_as_shop_1(network) as verify:
+            verified = await verify(order_number, verify_id)
             async with frozen(network, "verification"):
-                verified_again = await transactions.VerifyTransaction(
-                    verify, metadata=metadata, timeout=HUNG_PEER_TIMEOUT_S
+                verified_again = await verify(
+                    order_number, verify_id, timeout_s=HUNG_PEER_TIMEOUT_S
                 )
         async with ShopClient(address, ca, timeout_s=HUNG_PEER_TIMEOUT_S) as client:
             async with frozen(network, "institution"):
@@ -361,10 +381,10 @@ def test_a_request_answered_before_is_answered_again_while_its_peer_hangs(
 def test_a_purchase_asked_again_gets_its_order_while_approval_is_down(
     purchase_network: LocalNetwork,
 ):
-    """A directory shop asks approval for the member's agency (step 4) before it looks up
-    the request_id, so that a new order is stored with its route in one trip. When approval
-    is down, a retry of a completed purchase still gets its order; a new purchase is
-    pending with its order number, and finishes once approval is back."""
+    """A directory shop looks up the request_id's order before it asks approval for the
+    member's agency (step 4): with approval down, a retry of a completed purchase still
+    gets its order; a new purchase is pending with its order number, and finishes once
+    approval is back."""
     network = purchase_network
 
     async def scenario() -> None:
@@ -402,9 +422,9 @@ def test_a_purchase_asked_again_gets_its_order_while_approval_is_down(
 def test_a_billing_search_asked_again_gets_its_first_answer_while_approval_is_down(
     purchase_network: LocalNetwork,
 ):
-    """The agency asks approval's guarantee of the shop before it reads its own records;
-    when approval is down, a retry of a search it answered still gets that answer, and a
-    new order is refused as PEER_UNAVAILABLE, with nothing recorded."""
+    """The agency reads its own records before it asks approval's guarantee of the shop:
+    with approval down, a retry of a search it answered still gets that answer, and a new
+    order is refused as PEER_UNAVAILABLE, with nothing recorded."""
     network = purchase_network
 
     async def scenario() -> None:
@@ -429,48 +449,22 @@ def test_a_billing_search_asked_again_gets_its_first_answer_while_approval_is_do
 def test_a_verified_transaction_asked_again_gets_its_first_answer_while_verification_is_down(
     purchase_network: LocalNetwork,
 ):
-    """Approval asks verification before it looks up a stored answer; when verification is
+    """Approval reads its stored answer before it asks verification: with verification
     down, a retry of a request it answered still gets that answer, and nothing else is
     recorded: a new request for the same order is UNAVAILABLE."""
     network = purchase_network
 
     async def scenario() -> None:
         value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
-        credentials, _ = _node_channel(network, "shop-1")
-        license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
         order_number = f"ON-again-{request_id()[:8]}"
         await _billed_as_shop_1(network, value, order_number)
-
-        def verify(request_id_: str) -> approval_pb2.VerifyTransactionRequest:
-            return approval_pb2.VerifyTransactionRequest(
-                request_id=request_id_,
-                transaction_verification_request=approval_pb2.TransactionVerificationRequest(
-                    order_number=order_number,
-                    retail_entity_id="shop-1",
-                    settlement_agency_id="agency-1",
-                    amount=money(1_200, "USD"),
-                ),
-            )
-
         first_id = request_id()
-        async with grpc.aio.secure_channel(
-            network.node("institution").address, credentials
-        ) as channel:
-            transactions = approval_pb2_grpc.TransactionServiceStub(channel)
-            metadata = [(LICENSE_KEY_METADATA_KEY, license_key)]
-            first = await transactions.VerifyTransaction(
-                verify(first_id), metadata=metadata, timeout=10
-            )
+        async with _verifying_as_shop_1(network) as verify:
+            first = await verify(order_number, first_id)
             stop_node(network.node("verification"))
             try:
-                again = await transactions.VerifyTransaction(
-                    verify(first_id), metadata=metadata, timeout=30
-                )
-                other = await refusal(
-                    transactions.VerifyTransaction(
-                        verify(request_id()), metadata=metadata, timeout=30
-                    )
-                )
+                again = await verify(order_number, first_id, timeout_s=30)
+                other = await refusal(verify(order_number, request_id(), timeout_s=30))
             finally:
                 await restart_node(network, "verification")
         assert again == first
@@ -489,29 +483,10 @@ def test_a_report_and_verification_mismatch_is_refused_and_recorded(
 
     async def scenario() -> None:
         value, _ = await anonymous_id(network, "agency-1", "alice", "shop-1")
-        credentials, _ = _node_channel(network, "shop-1")
-        license_key = read_license_key(network.node("shop-1").directory / "node.db", "shop-1")
         order_number = f"ON-mismatch-{request_id()[:8]}"
         await _billed_as_shop_1(network, value, order_number)
-        async with grpc.aio.secure_channel(
-            network.node("institution").address, credentials
-        ) as channel:
-            transactions = approval_pb2_grpc.TransactionServiceStub(channel)
-            refused = await refusal(
-                transactions.VerifyTransaction(
-                    approval_pb2.VerifyTransactionRequest(
-                        request_id=request_id(),
-                        transaction_verification_request=approval_pb2.TransactionVerificationRequest(
-                            order_number=order_number,
-                            retail_entity_id="shop-1",
-                            settlement_agency_id="agency-1",
-                            amount=money(1_100, "USD"),
-                        ),
-                    ),
-                    metadata=[(LICENSE_KEY_METADATA_KEY, license_key)],
-                    timeout=10,
-                )
-            )
+        async with _verifying_as_shop_1(network) as verify:
+            refused = await refusal(verify(order_number, request_id(), amount_minor=1_100))
         assert (refused.code, refused.reason) == (
             grpc.StatusCode.FAILED_PRECONDITION,
             "TRANSACTION_MISMATCH",

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nodes.cli import main
 from nodes.common import pki
 from nodes.common.channels import Channels
-from nodes.common.config import ConfigError, TlsConfig
+from nodes.common.config import ConfigError, NodeConfig, TlsConfig
 from nodes.common.errors import DomainError
 from nodes.common.node import Node
 from nodes.common.status import RemoteError, remote_to_domain
@@ -122,7 +122,9 @@ def test_a_renewed_certificate_is_served_on_the_next_handshake_without_a_restart
     assert "no restart" in capsys.readouterr().out
 
 
-def test_outgoing_channels_use_the_renewed_certificate(ca: Pki, tmp_path: Path):
+def _renewing_shop(ca: Pki, tmp_path: Path) -> tuple[pki.IssuedCertificate, NodeConfig]:
+    """A shop's certificate of its own, to renew, and a config that uses it (approval at
+    127.0.0.1:1, verification at 127.0.0.1:2: never dialled)."""
     issued = pki.issue_certificate(
         ca.directory,
         role="retail",
@@ -133,7 +135,15 @@ def test_outgoing_channels_use_the_renewed_certificate(ca: Pki, tmp_path: Path):
     config = node_config(
         tmp_path, ca, "retail", "renewing-shop", approval_address="127.0.0.1:1", program_serial="S"
     )
-    config = dataclasses.replace(config, tls=TlsConfig(ca.ca, issued.cert_path, issued.key_path))
+    return issued, dataclasses.replace(
+        config,
+        verification_address="127.0.0.1:2",
+        tls=TlsConfig(ca.ca, issued.cert_path, issued.key_path),
+    )
+
+
+def test_outgoing_channels_use_the_renewed_certificate(ca: Pki, tmp_path: Path):
+    issued, config = _renewing_shop(ca, tmp_path)
 
     async def scenario() -> bool:
         channels = Channels(config)
@@ -151,21 +161,7 @@ def test_peers_call_over_the_renewed_certificates_channel(ca: Pki, tmp_path: Pat
     """A shop's and an agency's calls to approval and verification go over the channel made
     with the renewed certificate, not over one their peers kept from start-up (which would
     go on presenting the old certificate until it expired)."""
-    issued = pki.issue_certificate(
-        ca.directory,
-        role="retail",
-        entity_id="renewing-peer",
-        ip_addresses=["127.0.0.1"],
-        out_directory=tmp_path / "pki",
-    )
-    config = node_config(
-        tmp_path, ca, "retail", "renewing-peer", approval_address="127.0.0.1:1", program_serial="S"
-    )
-    config = dataclasses.replace(
-        config,
-        verification_address="127.0.0.1:2",
-        tls=TlsConfig(ca.ca, issued.cert_path, issued.key_path),
-    )
+    issued, config = _renewing_shop(ca, tmp_path)
 
     async def scenario() -> None:
         channels = Channels(config)

@@ -22,7 +22,7 @@ from nodes.network.netns import NetnsLab
 from tests.e2e.purchase_support import password_of
 from tests.netns.conftest import TOPOLOGY, Probe, make_probe
 from tests.netns.test_identity import SHOP_TO_AGENCY, node_files, passed_identity
-from tests.support import require_netns, require_postgresql
+from tests.support import require_postgresql
 
 pytestmark = pytest.mark.netns
 
@@ -36,12 +36,10 @@ REPLICA_TOPOLOGY = tuple(
 
 
 @pytest.fixture(scope="module")
-def replica_lab() -> Iterator[NetnsLab]:
-    require_netns()
+def replica_lab(lab: NetnsLab) -> NetnsLab:
+    """The netns lab (tests/netns/conftest.py), once PostgreSQL is there for replicas."""
     require_postgresql()
-    with NetnsLab() as lab:
-        lab.add_host("intruder")
-        yield lab
+    return lab
 
 
 @pytest.fixture(scope="module")
