@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodes.common import routing
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import EntityIdentity, host_ip
 from storage.approval.models import EntityRow, LicenseKeyRow, ProgramSerialRow
@@ -23,7 +24,6 @@ from storage.approval.repository import ApprovalRepository
 from storage.common.models import utc_now
 
 ENROLLABLE_ROLES = ("retail", "settlement", "marketplace")
-ROUTING_PREFIX_PATTERN = re.compile(r"^[0-9]{4,8}$")
 LICENSE_KEY_PREFIX = "snlk"
 # last_seen_at is a heartbeat, not an audit log: one write a minute per key is plenty.
 LAST_SEEN_RESOLUTION = datetime.timedelta(seconds=60)
@@ -141,8 +141,8 @@ def _validate_registration(request: Registration) -> None:
         violations.add("address", "is required")
     _check_replicas(violations, "replica_addresses", request.address, request.replica_addresses)
     if request.role == "settlement":
-        if not ROUTING_PREFIX_PATTERN.match(request.routing_prefix):
-            violations.add("routing_prefix", "must be 4 to 8 digits for a settlement agency")
+        if not routing.PATTERN.match(request.routing_prefix):
+            violations.add("routing_prefix", f"{routing.DESCRIPTION} for a settlement agency")
     elif request.routing_prefix:
         violations.add("routing_prefix", "only settlement agencies have a routing prefix")
     if request.role == "retail":
@@ -427,8 +427,8 @@ def change_information(
     if change.routing_prefix is not None:
         if role != "settlement":
             violations.add("change.routing_prefix", "only settlement agencies have one")
-        elif not ROUTING_PREFIX_PATTERN.match(change.routing_prefix):
-            violations.add("change.routing_prefix", "must be 4 to 8 digits")
+        elif not routing.PATTERN.match(change.routing_prefix):
+            violations.add("change.routing_prefix", routing.DESCRIPTION)
     if change.payment_methods is not None and not change.payment_methods:
         violations.add("change.accepted_payment_methods", "a retail entity accepts at least one")
     violations.raise_if_any()

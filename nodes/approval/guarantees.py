@@ -15,6 +15,7 @@ import json
 from suretynet.approval.v1 import approval_pb2
 from suretynet.type.v1 import types_pb2
 
+from nodes.common import routing
 from nodes.common.convert import enum_value, timestamp
 from nodes.common.errors import DomainError, ErrorKind
 from nodes.common.identity import EntityIdentity
@@ -60,8 +61,16 @@ def settlement_agency_guarantee(
     )
 
 
-AGENCIES_WITH_PREFIX: statements.Statement[EntityRow] = statements.Statement(
-    lambda t, p: t.select().where((t.role == "settlement") & t.routing_prefix.is_null(False))
+AGENCY_BY_PREFIX: statements.Statement[EntityRow] = statements.Statement(
+    # Only settlement agencies have a prefix (enrollment refuses one for any other role),
+    # and the condition stays on the prefix alone: with ``role`` beside it SQLite would
+    # pick the role's index and read every agency.
+    lambda t, p: (
+        t.select()
+        .where(routing.routed_by(t.routing_prefix, p))
+        .order_by(routing.longest_first(t.routing_prefix))
+        .limit(1)
+    )
 )
 
 
@@ -71,11 +80,10 @@ def search_settlement_agency(repo: ApprovalRepository, anonymous_user_id: str) -
     The agency is returned whatever its status: the guarantee carries the status, and the
     shop refuses to route to a suspended agency with ENTITY_SUSPENDED.
     """
-    candidates = AGENCIES_WITH_PREFIX.rows(repo.entities)
     # Registration keeps prefixes from nesting, so at most one matches.
-    for row in candidates:
-        if row.routing_prefix and anonymous_user_id.startswith(row.routing_prefix):
-            return row
+    row = AGENCY_BY_PREFIX.first(repo.entities, **routing.candidate_prefixes(anonymous_user_id))
+    if row is not None and row.role == "settlement":
+        return row
     raise DomainError(
         ErrorKind.NOT_FOUND,
         "SETTLEMENT_AGENCY_NOT_FOUND",

@@ -9,10 +9,10 @@ registry serial it is complete up to.
 from __future__ import annotations
 
 import datetime
-import re
 
 from suretynet.type.v1 import types_pb2
 
+from nodes.common import routing
 from nodes.common.convert import enum_label, enum_value, timestamp
 from nodes.common.errors import DomainError, ErrorKind, Violations
 from nodes.common.identity import ENTITY_ID_PATTERN, host_ip
@@ -21,7 +21,6 @@ from storage.common.models import utc_now
 from storage.retail.models import GuaranteeCacheStateRow, GuaranteeRow
 from storage.retail.repository import RetailRepository
 
-ROUTING_PREFIX_PATTERN = re.compile(r"^[0-9]{4,8}$")
 # Registry serials count changes at approval from 1; a million changes a second for thirty
 # years stays below this. A higher serial is garbage, and would pin the cache forever (every
 # later guarantee would look older), so it is refused.
@@ -46,8 +45,8 @@ def validate_push(
         violations.add(
             "guarantee.display_name", f"must be 0-{MAX_DISPLAY_NAME_LENGTH} printable characters"
         )
-    if not ROUTING_PREFIX_PATTERN.match(guarantee.routing_prefix):
-        violations.add("guarantee.routing_prefix", "must be 4 to 8 digits")
+    if not routing.PATTERN.match(guarantee.routing_prefix):
+        violations.add("guarantee.routing_prefix", routing.DESCRIPTION)
     host, _, port = guarantee.address.rpartition(":")
     try:
         host_ip(guarantee.address)
@@ -155,6 +154,16 @@ def receive_push(
     return applied, gap, state.registry_serial
 
 
+GUARANTEE_BY_PREFIX: statements.Statement[GuaranteeRow] = statements.Statement(
+    lambda t, p: (
+        t.select()
+        .where(routing.routed_by(t.routing_prefix, p))
+        .order_by(routing.longest_first(t.routing_prefix))
+        .limit(1)
+    )
+)
+
+
 def route(
     repo: RetailRepository, anonymous_user_id: str, max_staleness_s: int | None
 ) -> GuaranteeRow:
@@ -173,12 +182,9 @@ def route(
                 "SETTLEMENT_AGENCY_NOT_FOUND",
                 "the guarantee cache is older than its staleness bound; refresh it",
             )
-    best: GuaranteeRow | None = None
-    for row in repo.guarantees.select():
-        if anonymous_user_id.startswith(row.routing_prefix) and (
-            best is None or len(row.routing_prefix) > len(best.routing_prefix)
-        ):
-            best = row
+    best = GUARANTEE_BY_PREFIX.first(
+        repo.guarantees, **routing.candidate_prefixes(anonymous_user_id)
+    )
     if best is None:
         raise DomainError(
             ErrorKind.NOT_FOUND,

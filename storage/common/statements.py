@@ -73,11 +73,14 @@ PARAMS = Params()
 
 
 class _Compiled:
-    __slots__ = ("parameters", "sql")
+    __slots__ = ("parameters", "sql", "whole_rows")
 
-    def __init__(self, query: peewee.Query) -> None:
+    def __init__(self, query: Any) -> None:
         self.sql, values = query.sql()
         self.parameters: list[_Parameter | Any] = list(values)
+        # A plain ``table.select()``: its rows are whole rows of the table, made into model
+        # instances directly (``_model_of``) instead of through peewee's cursor wrapper.
+        self.whole_rows = isinstance(query, peewee.ModelSelect) and _whole_rows(query)
 
     def values(self, given: dict[str, Any]) -> list[Any]:
         values = []
@@ -88,6 +91,15 @@ class _Compiled:
             else:
                 values.append(parameter)
         return values
+
+
+def _whole_rows(query: Any) -> bool:
+    """True when a select returns every column of one table, in declared order."""
+    return (
+        not query._joins
+        and len(query._from_list) == 1
+        and list(query._returning) == list(query.model._meta.sorted_fields)
+    )
 
 
 class Statement(Generic[M]):
@@ -111,7 +123,18 @@ class Statement(Generic[M]):
     def rows(self, table: type[M], **values: Any) -> list[M]:
         """Every row the statement selects, as model instances."""
         compiled = self._for(table)
-        return list(table.raw(compiled.sql, *compiled.values(values)))
+        if not compiled.whole_rows:
+            return list(table.raw(compiled.sql, *compiled.values(values)))
+        cursor = table._meta.database.execute_sql(compiled.sql, compiled.values(values))
+        return [_model_of(table, row) for row in cursor.fetchall()]
+
+    def first(self, table: type[M], **values: Any) -> M | None:
+        """The first row the statement selects, as a model instance, or None."""
+        compiled = self._for(table)
+        if not compiled.whole_rows:
+            return next(iter(table.raw(compiled.sql, *compiled.values(values))), None)
+        row = table._meta.database.execute_sql(compiled.sql, compiled.values(values)).fetchone()
+        return None if row is None else _model_of(table, row)
 
     def scalar(self, table: type[M], **values: Any) -> Any:
         """The first column of the first row, or None."""

@@ -30,6 +30,7 @@ from storage.common import migrations, statements
 from storage.common.audit_chain import AuditChainTables
 from storage.common.database import Store, bind, close_database, open_database
 from storage.common.models import IdempotencyRecord, InformationAnnouncement
+from storage.settlement.models import MemberRow
 from storage.settlement.repository import SettlementRepository
 from tests.storage_support import insert, read_back, sample_row
 
@@ -370,6 +371,27 @@ def test_compiled_statements_behave_as_peewees_own_queries(engine, new_database)
         renamed = store.transaction(lambda: repo.members.get(repo.members.member_id == "m-2"))
         assert (renamed.display_name, renamed.credit_limit_minor) == ("Renamed", 10**12)
         assert store.transaction(lambda: statements.find(repo.members, member_id="nobody")) is None
+
+        # Whole rows are made into models directly; any other select goes through peewee.
+        whole: statements.Statement[MemberRow] = statements.Statement(
+            lambda t, p: t.select().where(t.credit_limit_minor == p.limit).order_by(t.member_id)
+        )
+        names: statements.Statement[MemberRow] = statements.Statement(
+            lambda t, p: (
+                t.select(t.member_id).where(t.credit_limit_minor == p.limit).order_by(t.member_id)
+            )
+        )
+        table = repo.members
+        expected_rows = store.transaction(lambda: list(table.select().order_by(table.member_id)))
+        rows = store.transaction(lambda: whole.rows(table, limit=10**12))
+        assert [row.__data__ for row in rows] == [row.__data__ for row in expected_rows]
+        first = store.transaction(lambda: whole.first(table, limit=10**12))
+        assert first is not None and first.__data__ == expected_rows[0].__data__
+        assert store.transaction(lambda: whole.first(table, limit=1)) is None
+        partial = store.transaction(lambda: names.rows(table, limit=10**12))
+        assert [row.__data__ for row in partial] == [{"member_id": "m-1"}, {"member_id": "m-2"}]
+        named = store.transaction(lambda: names.first(table, limit=10**12))
+        assert named is not None and named.member_id == "m-1"
 
         # An auto-incremented key comes back from the compiled INSERT.
         announcements = bind(store.database, InformationAnnouncement)

@@ -1,0 +1,44 @@
+"""Routing prefixes: how an anonymous user ID names the settlement agency that issued it.
+
+Every settlement agency registers a routing prefix of 4 to 8 digits at approval, and every
+anonymous user ID it issues starts with it, as a card's BIN starts its number (claim 1).
+Approval (directory variant) and push and cache shops (claims 10 and 19) route an ID by
+its prefix.
+
+An ID can start with only five prefixes, one per length, so a lookup asks for those five
+by the indexed ``routing_prefix`` column, longest first: its cost does not grow with the
+number of agencies in the network (it used to read every agency on every purchase).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import peewee
+
+SHORTEST = 4
+LONGEST = 8
+PATTERN = re.compile(rf"^[0-9]{{{SHORTEST},{LONGEST}}}$")
+DESCRIPTION = f"must be {SHORTEST} to {LONGEST} digits"
+_NAMES = tuple(f"prefix_{length}" for length in range(SHORTEST, LONGEST + 1))
+
+
+def candidate_prefixes(anonymous_user_id: str) -> dict[str, str]:
+    """The prefixes ``anonymous_user_id`` could be routed by, as the parameters of a
+    ``routed_by`` lookup: its first 4, 5, 6, 7 and 8 characters."""
+    return {
+        name: anonymous_user_id[:length]
+        for name, length in zip(_NAMES, range(SHORTEST, LONGEST + 1), strict=True)
+    }
+
+
+def routed_by(column: peewee.Field, params: Any) -> peewee.Expression:
+    """The condition of a compiled lookup (storage/common/statements.py): ``column`` is one
+    of the candidate prefixes given as ``params``."""
+    return column.in_([getattr(params, name) for name in _NAMES])
+
+
+def longest_first(column: peewee.Field) -> peewee.Ordering:
+    """Where prefixes could nest (a shop's cache between two pushes), the longest wins."""
+    return peewee.fn.LENGTH(column).desc()

@@ -1,0 +1,160 @@
+"""Routing an anonymous user ID by its agency's prefix: the right agency, at a cost that does
+not grow with the number of agencies (approval's directory, claim 1; a push or cache shop's
+guarantee table, claims 10 and 19)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from nodes.approval import guarantees
+from nodes.common import routing
+from nodes.common.errors import DomainError
+from nodes.retail import guarantee_cache
+from storage.approval.repository import ApprovalRepository
+from storage.common.database import Store, open_database
+from storage.retail.repository import RetailRepository
+
+# Prefixes that never nest with the ones the tests look up (4111, 52221, 633311).
+FILLER_PREFIXES = [f"7{number:05d}" for number in range(2_000)]
+
+
+def _approval(prefixes: list[str]) -> tuple[Store, ApprovalRepository]:
+    store = Store(open_database("sqlite:///:memory:"), workers=1)
+    repo = ApprovalRepository(store.database)
+    store.database.create_tables(repo.tables)
+    rows = [
+        {
+            "entity_id": f"agency-{number}",
+            "role": "settlement",
+            "display_name": f"Agency {number}",
+            "address": "127.0.0.1:7000",
+            "routing_prefix": prefix,
+            "program_serial": f"serial-{number}",
+            "registry_serial": number + 1,
+        }
+        for number, prefix in enumerate(prefixes)
+    ]
+    # A shop and a marketplace have no prefix and are never a candidate.
+    rows.append(
+        {
+            **rows[0],
+            "entity_id": "shop-1",
+            "role": "retail",
+            "routing_prefix": None,
+            "program_serial": "serial-shop",
+        }
+    )
+    store.transaction(lambda: repo.entities.insert_many(rows).execute())
+    return store, repo
+
+
+def _shop(prefixes: list[str]) -> tuple[Store, RetailRepository]:
+    store = Store(open_database("sqlite:///:memory:"), workers=1)
+    repo = RetailRepository(store.database)
+    store.database.create_tables(repo.tables)
+    rows = [
+        {
+            "settlement_agency_id": f"agency-{number}",
+            "display_name": f"Agency {number}",
+            "routing_prefix": prefix,
+            "address": "127.0.0.1:7000",
+            "status": "ACTIVE",
+            "registry_serial": number + 1,
+        }
+        for number, prefix in enumerate(prefixes)
+    ]
+    store.transaction(lambda: repo.guarantees.insert_many(rows).execute())
+    return store, repo
+
+
+@contextmanager
+def _counting_steps(store: Store) -> Iterator[list[int]]:
+    """Counts SQLite's virtual machine steps while the block runs: the work a query does,
+    independent of the machine's speed."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection = store.database.connection()
+    connection.set_progress_handler(count, 1)
+    try:
+        yield steps
+    finally:
+        connection.set_progress_handler(None, 1)
+
+
+def _steps(store: Store, lookup: Callable[[], Any]) -> int:
+    with _counting_steps(store) as steps:
+        store.transaction(lookup)
+    return steps[0]
+
+
+def test_approval_routes_an_id_to_the_agency_whose_prefix_starts_it():
+    store, repo = _approval(["4111", "52221", "633311"])
+
+    def agency(anonymous_user_id: str) -> str:
+        return store.transaction(
+            lambda: guarantees.search_settlement_agency(repo, anonymous_user_id)
+        ).entity_id
+
+    assert agency("41110000000000000000") == "agency-0"
+    assert agency("52221000000000000000") == "agency-1"
+    assert agency("63331100000000000000") == "agency-2"
+    # A longer ID sharing only part of a prefix, and an ID shorter than every prefix.
+    for unknown in ("52220000000000000000", "411"):
+        with pytest.raises(DomainError) as refused:
+            agency(unknown)
+        assert refused.value.reason == "SETTLEMENT_AGENCY_NOT_FOUND"
+
+
+def test_a_shop_routes_by_the_longest_cached_prefix():
+    """Between two pushes a shop's cache can hold nested prefixes: the longest wins."""
+    store, repo = _shop(["4111", "411122", "5222"])
+
+    def agency(anonymous_user_id: str) -> str:
+        return store.transaction(
+            lambda: guarantee_cache.route(repo, anonymous_user_id, None)
+        ).settlement_agency_id
+
+    assert agency("41112200000000000000") == "agency-1"
+    assert agency("41113300000000000000") == "agency-0"
+    assert agency("52220000000000000000") == "agency-2"
+    with pytest.raises(DomainError) as refused:
+        agency("99990000000000000000")
+    assert refused.value.reason == "SETTLEMENT_AGENCY_NOT_FOUND"
+
+
+@pytest.mark.parametrize("node", ["approval", "shop"])
+def test_routing_an_id_costs_the_same_among_two_thousand_agencies_as_among_three(node):
+    """The lookup reads the five candidate prefixes by index, not every agency: it used to
+    read them all, on every purchase, so its cost grew with the network."""
+    make, lookup = {
+        "approval": (_approval, guarantees.search_settlement_agency),
+        "shop": (_shop, lambda repo, value: guarantee_cache.route(repo, value, None)),
+    }[node]
+    few = make(["4111", "52221", "633311"])
+    many = make(["4111", "52221", "633311", *FILLER_PREFIXES])
+    for store, repo in (few, many):  # Compiled once per table, before counting.
+        store.transaction(lambda: lookup(repo, "52221000000000000000"))
+    steps_few = _steps(few[0], lambda: lookup(few[1], "52221000000000000000"))
+    steps_many = _steps(many[0], lambda: lookup(many[1], "52221000000000000000"))
+    assert steps_few > 0
+    # An index lookup's depth grows by a level or so; a scan would be 600 times the work.
+    assert steps_many < 2 * steps_few, (steps_few, steps_many)
+
+
+def test_candidate_prefixes_are_the_ids_first_four_to_eight_characters():
+    assert list(routing.candidate_prefixes("123456789").values()) == [
+        "1234",
+        "12345",
+        "123456",
+        "1234567",
+        "12345678",
+    ]
+    assert set(routing.candidate_prefixes("12").values()) == {"12"}
