@@ -8,7 +8,10 @@ Two processes, each started by the bench:
 
 The server answers every call with the bytes it received, over mutual TLS (it requires a
 client certificate from the CA, as every node does), and prints ``{"address": ...}`` once
-it serves. The client runs the load phases of nodes/network/bench_driver.py. Neither
+it serves. With ``--durable DIR`` it first stores each request in a SQLite database in DIR,
+one durable commit per call (WAL, synchronous=FULL) on a thread of its own, as a node's
+database thread does: the floor of any RPC that must not forget what it answered
+(scripts/bench_commit_floor.py). The client runs the load phases of nodes/network/bench_driver.py. Neither
 imports any of SuretyNet's node code: this is gRPC, TLS and HTTP/2 alone, the floor every
 node-to-node call stands on. The service is generic (no proto of the product).
 """
@@ -19,8 +22,12 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import signal
+import sqlite3
 import sys
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +44,66 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return request
 
 
-async def serve(ca: Path, cert: Path, key: Path, address: str) -> None:
+class Journal:
+    """Stores each request with one durable SQLite commit, on a thread of its own.
+
+    Standard library only: a WAL database with synchronous=FULL (the nodes' settings), a
+    queue to the thread, and the answer handed back with ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._database = sqlite3.connect(
+            directory / "echo.db", isolation_level=None, check_same_thread=False
+        )
+        self._database.execute("PRAGMA journal_mode=WAL")
+        self._database.execute("PRAGMA synchronous=FULL")
+        self._database.execute(
+            "CREATE TABLE IF NOT EXISTS request (id INTEGER PRIMARY KEY, body BLOB NOT NULL)"
+        )
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="journal", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
+
+    def _store(self, body: bytes) -> None:
+        self._database.execute("BEGIN")
+        self._database.execute("INSERT INTO request (body) VALUES (?)", (body,))
+        self._database.execute("COMMIT")
+
+    async def store(self, body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[None] = loop.create_future()
+
+        def job() -> None:
+            self._store(body)
+            loop.call_soon_threadsafe(stored.set_result, None)
+
+        self._jobs.put(job)
+        await stored
+
+
+def _handler(journal: Journal | None) -> Callable[..., Awaitable[bytes]]:
+    if journal is None:
+        return _echo
+
+    async def durable_echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await journal.store(request)
+        return request
+
+    return durable_echo
+
+
+async def serve(ca: Path, cert: Path, key: Path, address: str, durable: Path | None) -> None:
     """Serves the echo until SIGTERM or SIGINT; prints its bound address first."""
     server = grpc.aio.server()
+    handler = _handler(Journal(durable) if durable is not None else None)
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+                SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(handler)}
             ),
         )
     )
@@ -91,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert", type=Path, required=True)
     parser.add_argument("--key", type=Path, required=True)
     parser.add_argument("--address", default="127.0.0.1:0", help="serve: where to listen")
+    parser.add_argument(
+        "--durable", type=Path, help="serve: store each request durably in this directory first"
+    )
     parser.add_argument("--target", help="client: the echo server's address")
     parser.add_argument("--payload-bytes", type=int, default=256, help="client: request size")
     parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the event loop")
     args = parser.parse_args(argv)
     if args.mode == "serve":
-        run_on(args.loop, serve(args.ca, args.cert, args.key, args.address))
+        run_on(args.loop, serve(args.ca, args.cert, args.key, args.address, args.durable))
         return 0
     if not args.target:
         parser.error("client needs --target")

@@ -6,9 +6,13 @@ not to assertions (a shared machine makes them noisy).
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from nodes.network.bench_echo import Journal
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -59,3 +63,29 @@ def test_bench_rpc_cost_prices_a_read_rpc_beside_the_health_check():
     rows = [line.split() for line in output.splitlines()[2:] if line.strip()]
     assert [row[1] for row in rows] == ["health", "get_report"]
     assert all(float(row[2]) >= 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_bench_commit_floor_prices_a_durable_commit_beside_the_echo():
+    output = run("bench_commit_floor.py", "--calls", "20", "--concurrency", "2", "--rounds", "1")
+    lines = output.splitlines()
+    rows = [line.split() for line in lines[2:-1]]
+    assert [row[1] for row in rows] == ["echo", "durable"]
+    assert all(float(row[2]) >= 0 and float(row[3]) > 0 for row in rows)
+    assert lines[-1].startswith("durable / echo calls/s: ")
+
+
+def test_the_durable_echo_stores_every_request_before_it_answers(tmp_path: Path):
+    """Each answered call is a committed row in a WAL database (the nodes' journal mode)."""
+
+    async def answer_fifty() -> None:
+        journal = Journal(tmp_path)
+        await asyncio.gather(*(journal.store(bytes([number])) for number in range(50)))
+
+    asyncio.run(answer_fifty())
+    database = sqlite3.connect(tmp_path / "echo.db")
+    try:
+        bodies = {row[0] for row in database.execute("SELECT body FROM request")}
+        assert bodies == {bytes([number]) for number in range(50)}
+        assert database.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        database.close()
