@@ -16,7 +16,6 @@ network whose RPCs each made one durable commit and did nothing else (docs/PERFO
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -33,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 
 from nodes.common import pki  # noqa: E402
-from nodes.network.bench import process_cpu_s  # noqa: E402
+from nodes.network.bench import issue_echo_certificates, process_cpu_s  # noqa: E402
+from nodes.network.bench_driver import side_by_side_arguments  # noqa: E402
 from nodes.network.bench_echo import METHOD  # noqa: E402
 
 WARM_UP_CALLS = 200
@@ -93,20 +93,7 @@ async def measure(
 def certificates(directory: Path) -> tuple[dict[str, Path], grpc.ChannelCredentials]:
     """A CA, the servers' certificate and the client's credentials."""
     pki.init_ca(directory)
-    server = pki.issue_certificate(
-        directory,
-        role="approval",
-        entity_id="echo",
-        ip_addresses=["127.0.0.1"],
-        out_directory=directory,
-    )
-    client = pki.issue_certificate(
-        directory,
-        role="retail",
-        entity_id="echo-client",
-        ip_addresses=["127.0.0.1"],
-        out_directory=directory,
-    )
+    server, client = issue_echo_certificates(directory, directory)
     ca = directory / "ca.pem"
     credentials = grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(),
@@ -139,14 +126,8 @@ async def main(calls: int, concurrency: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=6000, help="calls per measurement")
-    parser.add_argument("--concurrency", type=int, default=32, help="calls in flight")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of both measurements")
-    args = parser.parse_args()
-    if args.calls < 1 or args.concurrency < 1 or args.rounds < 1:
-        parser.error("--calls, --concurrency and --rounds must be at least 1")
+    arguments = side_by_side_arguments(__doc__, calls=6000, concurrency=32)
     import uvloop
 
     # The nodes' event loop, for the client too (as the bench's echo client).
-    uvloop.run(main(args.calls, args.concurrency, args.rounds))
+    uvloop.run(main(*arguments))

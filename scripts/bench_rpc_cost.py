@@ -18,7 +18,6 @@ between the two rows is SuretyNet's own cost of one read-only RPC (docs/PERFORMA
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc  #
 
 from nodes.member.client import AgencyClient, ShopClient  # noqa: E402
 from nodes.network.bench import process_cpu_s  # noqa: E402
+from nodes.network.bench_driver import side_by_side_arguments  # noqa: E402
 from nodes.network.demo_data import members_of  # noqa: E402
 from nodes.network.local import LocalNetwork, start_network  # noqa: E402
 
@@ -97,11 +97,4 @@ async def main(calls: int, concurrency: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=4000, help="calls per measurement")
-    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of both measurements")
-    args = parser.parse_args()
-    if args.calls < 1 or args.concurrency < 1 or args.rounds < 1:
-        parser.error("--calls, --concurrency and --rounds must be at least 1")
-    asyncio.run(main(args.calls, args.concurrency, args.rounds))
+    asyncio.run(main(*side_by_side_arguments(__doc__, calls=4000, concurrency=8)))

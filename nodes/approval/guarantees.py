@@ -61,16 +61,11 @@ def settlement_agency_guarantee(
     )
 
 
-AGENCY_BY_PREFIX: statements.Statement[EntityRow] = statements.Statement(
+AGENCY_BY_PREFIX: statements.Statement[EntityRow] = routing.lookup(
     # Only settlement agencies have a prefix (enrollment refuses one for any other role),
     # and the condition stays on the prefix alone: with ``role`` beside it SQLite would
     # pick the role's index and read every agency.
-    lambda t, p: (
-        t.select()
-        .where(routing.routed_by(t.routing_prefix, p))
-        .order_by(routing.longest_first(t.routing_prefix))
-        .limit(1)
-    )
+    lambda t: t.routing_prefix
 )
 
 

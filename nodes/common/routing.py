@@ -13,9 +13,14 @@ number of agencies in the network (it used to read every agency on every purchas
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import peewee
+
+from storage.common import statements
+
+M = TypeVar("M", bound=peewee.Model)
 
 SHORTEST = 4
 LONGEST = 8
@@ -33,12 +38,18 @@ def candidate_prefixes(anonymous_user_id: str) -> dict[str, str]:
     }
 
 
-def routed_by(column: peewee.Field, params: Any) -> peewee.Expression:
-    """The condition of a compiled lookup (storage/common/statements.py): ``column`` is one
-    of the candidate prefixes given as ``params``."""
-    return column.in_([getattr(params, name) for name in _NAMES])
+def lookup(column: Callable[[Any], peewee.Field]) -> statements.Statement[M]:
+    """The compiled lookup of a table's row by ``column`` (the table's prefix column), given
+    ``candidate_prefixes``: at most one row, the longest prefix where they could nest (a
+    shop's cache between two pushes)."""
 
+    def build(table: Any, params: statements.Params) -> peewee.Query:
+        prefix = column(table)
+        return (
+            table.select()
+            .where(prefix.in_([getattr(params, name) for name in _NAMES]))
+            .order_by(peewee.fn.LENGTH(prefix).desc())
+            .limit(1)
+        )
 
-def longest_first(column: peewee.Field) -> peewee.Ordering:
-    """Where prefixes could nest (a shop's cache between two pushes), the longest wins."""
-    return peewee.fn.LENGTH(column).desc()
+    return statements.Statement(build)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from nodes.common import pki
 from nodes.network.bench_driver import LOOPS
 from nodes.network.bench_report import (
     FRESH,
@@ -954,6 +955,19 @@ def _check_echo(phase: Phase) -> None:
         raise BenchError(f"echo {phase.label}: {phase.errors or 'no call answered'}")
 
 
+def issue_echo_certificates(
+    pki_dir: Path, out: Path
+) -> tuple[pki.IssuedCertificate, pki.IssuedCertificate]:
+    """The echo server's and its client's certificates, from the CA in ``pki_dir``."""
+
+    def issue(role: str, entity_id: str) -> pki.IssuedCertificate:
+        return pki.issue_certificate(
+            pki_dir, role=role, entity_id=entity_id, ip_addresses=["127.0.0.1"], out_directory=out
+        )
+
+    return issue("approval", "bench-echo"), issue("retail", "bench-echo-client")
+
+
 def _measure_echo(
     data_dir: Path,
     settings: BenchSettings,
@@ -964,26 +978,11 @@ def _measure_echo(
     """The echo at 1 in flight and at every variant's saturation concurrency, then at the
     rate of RPCs each variant's network carried at half load; the network is stopped
     meanwhile."""
-    from nodes.common import pki
-
     pki_dir = data_dir / "pki"
     out = pki_dir / "bench"
     out.mkdir(mode=0o700, exist_ok=True)
     # From the network's own CA, as the nodes' certificates are.
-    server = pki.issue_certificate(
-        pki_dir,
-        role="approval",
-        entity_id="bench-echo",
-        ip_addresses=["127.0.0.1"],
-        out_directory=out,
-    )
-    client_files = pki.issue_certificate(
-        pki_dir,
-        role="retail",
-        entity_id="bench-echo-client",
-        ip_addresses=["127.0.0.1"],
-        out_directory=out,
-    )
+    server, client_files = issue_echo_certificates(pki_dir, out)
     ca = pki_dir / "ca.pem"
     log = (data_dir / "logs" / "bench-echo-server.log").open("ab")
     echo_server = subprocess.Popen(

@@ -26,6 +26,7 @@ client carries none of SuretyNet's code.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -244,3 +245,19 @@ async def serve_commands(make_call: Callable[[dict[str, Any]], Call]) -> None:
             answer(await run_phase(make_call(command), numbers, command))
         except (CommandError, json.JSONDecodeError) as error:
             answer({"error": str(error)})
+
+
+def side_by_side_arguments(
+    doc: str | None, *, calls: int, concurrency: int, rounds: int = 2
+) -> tuple[int, int, int]:
+    """The command line of the scripts that measure two things in turn, in rounds
+    (scripts/bench_rpc_cost.py, scripts/bench_commit_floor.py): calls per measurement,
+    calls in flight, rounds; each at least 1."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--calls", type=int, default=calls, help="calls per measurement")
+    parser.add_argument("--concurrency", type=int, default=concurrency, help="calls in flight")
+    parser.add_argument("--rounds", type=int, default=rounds, help="rounds of both measurements")
+    args = parser.parse_args()
+    if args.calls < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--calls, --concurrency and --rounds must be at least 1")
+    return args.calls, args.concurrency, args.rounds

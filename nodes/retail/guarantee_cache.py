@@ -154,14 +154,7 @@ def receive_push(
     return applied, gap, state.registry_serial
 
 
-GUARANTEE_BY_PREFIX: statements.Statement[GuaranteeRow] = statements.Statement(
-    lambda t, p: (
-        t.select()
-        .where(routing.routed_by(t.routing_prefix, p))
-        .order_by(routing.longest_first(t.routing_prefix))
-        .limit(1)
-    )
-)
+GUARANTEE_BY_PREFIX: statements.Statement[GuaranteeRow] = routing.lookup(lambda t: t.routing_prefix)
 
 
 def route(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,14 +18,13 @@ from storage.approval.repository import ApprovalRepository
 from storage.common.database import Store, open_database
 from storage.retail.repository import RetailRepository
 
+R = TypeVar("R")
+
 # Prefixes that never nest with the ones the tests look up (4111, 52221, 633311).
 FILLER_PREFIXES = [f"7{number:05d}" for number in range(2_000)]
 
 
 def _approval(prefixes: list[str]) -> tuple[Store, ApprovalRepository]:
-    store = Store(open_database("sqlite:///:memory:"), workers=1)
-    repo = ApprovalRepository(store.database)
-    store.database.create_tables(repo.tables)
     rows = [
         {
             "entity_id": f"agency-{number}",
@@ -38,24 +37,13 @@ def _approval(prefixes: list[str]) -> tuple[Store, ApprovalRepository]:
         }
         for number, prefix in enumerate(prefixes)
     ]
-    # A shop and a marketplace have no prefix and are never a candidate.
-    rows.append(
-        {
-            **rows[0],
-            "entity_id": "shop-1",
-            "role": "retail",
-            "routing_prefix": None,
-            "program_serial": "serial-shop",
-        }
-    )
-    store.transaction(lambda: repo.entities.insert_many(rows).execute())
-    return store, repo
+    # A shop has no prefix and is never a candidate.
+    shop = {"entity_id": "shop-1", "role": "retail", "routing_prefix": None}
+    rows.append({**rows[0], **shop, "program_serial": "serial-shop"})
+    return _filled(ApprovalRepository, lambda repo: repo.entities, rows)
 
 
 def _shop(prefixes: list[str]) -> tuple[Store, RetailRepository]:
-    store = Store(open_database("sqlite:///:memory:"), workers=1)
-    repo = RetailRepository(store.database)
-    store.database.create_tables(repo.tables)
     rows = [
         {
             "settlement_agency_id": f"agency-{number}",
@@ -67,7 +55,17 @@ def _shop(prefixes: list[str]) -> tuple[Store, RetailRepository]:
         }
         for number, prefix in enumerate(prefixes)
     ]
-    store.transaction(lambda: repo.guarantees.insert_many(rows).execute())
+    return _filled(RetailRepository, lambda repo: repo.guarantees, rows)
+
+
+def _filled(
+    repository: Callable[[Any], R], table: Callable[[R], Any], rows: list[dict[str, Any]]
+) -> tuple[Store, R]:
+    """An in-memory store of ``repository``'s tables, with ``rows`` in ``table``."""
+    store = Store(open_database("sqlite:///:memory:"), workers=1)
+    repo = repository(store.database)
+    store.database.create_tables(repo.tables)  # type: ignore[attr-defined]
+    store.transaction(lambda: table(repo).insert_many(rows).execute())
     return store, repo
 
 
