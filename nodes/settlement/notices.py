@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 
 from google.protobuf.message import Message
 
@@ -35,16 +36,22 @@ def add_notice(
     amount_minor: int,
     currency_code: str,
     message: str,
-    payload: Message | None,
+    payload: Message | Callable[[int], Message] | None,
     notice_id: str | None = None,
 ) -> MemberNoticeRow:
-    """Stores a notice with the member's next sequence number; inside the caller's transaction."""
+    """Stores a notice with the member's next sequence number; inside the caller's transaction.
+
+    ``payload`` may be made from that sequence number (a payload that carries it), so the
+    notice is written once.
+    """
     notices = repo.notices
-    last = LAST_SEQUENCE.scalar(notices, member_id=member_id)
+    sequence = (LAST_SEQUENCE.scalar(notices, member_id=member_id) or 0) + 1
+    if callable(payload):
+        payload = payload(sequence)
     row: MemberNoticeRow = notices.create(
         notice_id=notice_id or "mn-" + secrets.token_hex(8),
         member_id=member_id,
-        sequence=(last or 0) + 1,
+        sequence=sequence,
         kind=kind,
         order_number=order_number,
         amount_minor=amount_minor,

@@ -216,8 +216,7 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
         updated_at=now,
     )
     members.hold_credit(repo, member.member_id, order.amount_minor)
-    notice = completion_notice(order, sequence=0)
-    row = notices.add_notice(
+    notices.add_notice(
         repo,
         member_id=member.member_id,
         kind="TRANSACTION_COMPLETED",
@@ -225,13 +224,10 @@ def record_order(repo: SettlementRepository, purchase: Purchase) -> SettlementOr
         amount_minor=order.amount_minor,
         currency_code=order.currency_code,
         message=f"Order {order.order_number} at {purchase.retail_entity_display_name} approved",
-        payload=notice,
+        # The stored payload carries the sequence too, so listing and streaming agree.
+        payload=lambda sequence: completion_notice(order, sequence=sequence),
         notice_id=notice_id,
     )
-    # The stored payload carries the sequence too, so listing and streaming agree.
-    notice.sequence = row.sequence
-    row.payload = notice.SerializeToString(deterministic=True)
-    row.save()
     return order
 
 

@@ -135,6 +135,21 @@ def test_credit_limit_refuses_without_recording_and_orders_are_idempotent(settle
     assert store.transaction(lambda: members.credit_used(repo, "alice")) == 4_000
 
 
+def test_each_completion_notice_carries_its_own_sequence_number(settlement):
+    """The stored notice (listed, and streamed after a sequence) names its row's sequence."""
+    store, repo = settlement
+    for number in (1, 2, 3):
+        search = _search(f"ON-{number}", 1_000)
+        purchase = purchases.Purchase(search, "alice", "agency-1", "Shop One", "trace")
+        store.transaction(lambda purchase=purchase: purchases.record_order(repo, purchase))
+    rows = store.transaction(lambda: list(repo.notices.select().order_by(repo.notices.sequence)))
+    carried = [
+        settlement_pb2.TransactionCompletionNotice.FromString(bytes(row.payload)).sequence
+        for row in rows
+    ]
+    assert [row.sequence for row in rows] == carried == [1, 2, 3]
+
+
 def _guarantee(
     agency: str, prefix: str, serial: int
 ) -> types_pb2.SettlementAgencyIdentificationGuarantee:
