@@ -65,8 +65,10 @@ class AuditChainTables:
     def append(self, kind: str, subject: str, state: Mapping[str, Any]) -> AuditChainEntryRow:
         """Appends one entry; must run inside the transaction that makes the change."""
         head = self.head
-        _START.execute(head, name=HEAD, entry_hash=GENESIS_HASH)
-        _ADVANCE.execute(head, name=HEAD)
+        if not head._meta.database.rows_affected(_ADVANCE.execute(head, name=HEAD)):
+            # The chain's first entry: its head row is made once, then advanced.
+            _START.execute(head, name=HEAD, entry_hash=GENESIS_HASH)
+            _ADVANCE.execute(head, name=HEAD)
         current = statements.find(head, name=HEAD)
         assert current is not None, "the head row was made above"
         sequence, previous = int(current.sequence), str(current.entry_hash)
