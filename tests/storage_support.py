@@ -1,11 +1,15 @@
-"""Rows for storage tests: a value at the edge of every column type, and reading rows back."""
+"""Rows for storage tests: a value at the edge of every column type, reading rows back, and
+the work a query does."""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import peewee
+
+from storage.common.database import Store
 
 
 def sample_value(field: peewee.Field, seed: int) -> Any:
@@ -47,3 +51,23 @@ def read_back(model: type[peewee.Model], values: dict[str, Any]) -> dict[str, An
         for name, value in row.items()
         if name in values
     }
+
+
+def sqlite_steps(store: Store, work: Callable[[], Any]) -> int:
+    """SQLite's virtual machine steps while ``work`` runs in one transaction: the work its
+    queries do, independent of the machine's speed (a scan grows with the table, an index
+    lookup does not)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    connection = store.database.connection()
+    connection.set_progress_handler(count, 1)
+    try:
+        store.transaction(work)
+    finally:
+        connection.set_progress_handler(None, 1)
+    return steps

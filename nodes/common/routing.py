@@ -31,7 +31,7 @@ _NAMES = tuple(f"prefix_{length}" for length in range(SHORTEST, LONGEST + 1))
 
 def candidate_prefixes(anonymous_user_id: str) -> dict[str, str]:
     """The prefixes ``anonymous_user_id`` could be routed by, as the parameters of a
-    ``routed_by`` lookup: its first 4, 5, 6, 7 and 8 characters."""
+    ``lookup``: its first 4, 5, 6, 7 and 8 characters."""
     return {
         name: anonymous_user_id[:length]
         for name, length in zip(_NAMES, range(SHORTEST, LONGEST + 1), strict=True)

@@ -8,12 +8,14 @@ Two processes, each started by the bench:
 
 The server answers every call with the bytes it received, over mutual TLS (it requires a
 client certificate from the CA, as every node does), and prints ``{"address": ...}`` once
-it serves. With ``--durable DIR`` it first stores each request in a SQLite database in DIR,
-one durable commit per call (WAL, synchronous=FULL) on a thread of its own, as a node's
-database thread does: the floor of any RPC that must not forget what it answered
-(scripts/bench_commit_floor.py). The client runs the load phases of nodes/network/bench_driver.py. Neither
+it serves. The client runs the load phases of nodes/network/bench_driver.py. Neither
 imports any of SuretyNet's node code: this is gRPC, TLS and HTTP/2 alone, the floor every
 node-to-node call stands on. The service is generic (no proto of the product).
+
+With ``--durable DIR`` the server first stores each request in a SQLite database in DIR,
+one durable commit per call (WAL, synchronous=FULL) on a thread of its own, as a node's
+database thread does: the floor of any RPC that must not forget what it answered
+(scripts/bench_commit_floor.py).
 """
 
 from __future__ import annotations
@@ -70,16 +72,26 @@ class Journal:
 
     def _store(self, body: bytes) -> None:
         self._database.execute("BEGIN")
-        self._database.execute("INSERT INTO request (body) VALUES (?)", (body,))
-        self._database.execute("COMMIT")
+        try:
+            self._database.execute("INSERT INTO request (body) VALUES (?)", (body,))
+            self._database.execute("COMMIT")
+        except sqlite3.Error:
+            if self._database.in_transaction:
+                self._database.execute("ROLLBACK")
+            raise
 
     async def store(self, body: bytes) -> None:
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[None] = loop.create_future()
 
         def job() -> None:
-            self._store(body)
-            loop.call_soon_threadsafe(stored.set_result, None)
+            try:
+                self._store(body)
+            except sqlite3.Error as error:
+                # The call fails (UNKNOWN at the client) instead of waiting forever.
+                loop.call_soon_threadsafe(stored.set_exception, error)
+            else:
+                loop.call_soon_threadsafe(stored.set_result, None)
 
         self._jobs.put(job)
         await stored

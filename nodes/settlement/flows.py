@@ -284,31 +284,7 @@ class AgencyFlows:
 
         def due(limit: int) -> Sequence[resumer.DueFlow]:
             cutoff = utc_now() - datetime.timedelta(seconds=RESUME_GRACE_S)
-            orders, void_rows = repo.orders, repo.voids
-            reports = (
-                orders.select(
-                    orders.order_number, orders.trace_id, orders.created_at, orders.next_report_at
-                )
-                .where(
-                    orders.reported_at.is_null()
-                    & (orders.next_report_at <= utc_now())
-                    & (orders.created_at < cutoff)
-                )
-                .order_by(orders.next_report_at)
-                .limit(limit)
-            )
-            pending_voids = (
-                void_rows.select(
-                    void_rows.order_number, void_rows.voided_at, void_rows.next_forward_at
-                )
-                .where(
-                    void_rows.forwarded_at.is_null()
-                    & (void_rows.next_forward_at <= utc_now())
-                    & (void_rows.voided_at < cutoff)
-                )
-                .order_by(void_rows.next_forward_at)
-                .limit(limit)
-            )
+            reports, pending_voids = purchases.undelivered(repo, utc_now(), cutoff, limit)
             return [
                 *(
                     resumer.DueFlow(

@@ -25,6 +25,7 @@ import functools
 import logging
 import queue
 import re
+import sqlite3
 import threading
 import time
 import urllib.parse
@@ -45,13 +46,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=type[peewee.Model])
 
+BUSY_TIMEOUT_MS = 10_000
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     # FULL syncs the WAL on every commit: a committed payment survives a power cut.
     "synchronous": "full",
     "foreign_keys": 1,
-    "busy_timeout": 10_000,
+    "busy_timeout": BUSY_TIMEOUT_MS,
 }
+# How long a new SQLite connection waits for another's write transaction to end before it
+# can switch a fresh database file to WAL (``_SqliteDatabase``): the busy timeout.
+PRAGMA_WAIT_S = BUSY_TIMEOUT_MS / 1000
+PRAGMA_RETRY_S = 0.01
 # While the database cannot be written, a probe write is tried this often.
 HEALTH_PROBE_INTERVAL_S = 0.5
 
@@ -104,10 +110,32 @@ def open_database(url: str, *, max_connections: int = 4) -> peewee.Database:
             return peewee.SqliteDatabase(
                 path, pragmas=SQLITE_PRAGMAS, thread_safe=False, check_same_thread=False
             )
-        return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
+        return _SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
     if parsed.scheme in ("postgres", "postgresql"):
         return _open_postgresql(url, parsed, max_connections)
     raise DatabaseUrlError(f"{url!r}: the scheme must be sqlite or postgresql")
+
+
+class _SqliteDatabase(peewee.SqliteDatabase):
+    """A SQLite file whose new connections wait to switch it to WAL.
+
+    Switching a fresh file from its rollback journal to WAL needs the file to itself: while
+    another connection is in a write transaction (a second process migrating the same new
+    database), SQLite refuses at once with "database is locked", without its busy handler.
+    The pragmas are tried again until the other transaction ends, for at most the busy
+    timeout; a file already in WAL never waits here.
+    """
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + PRAGMA_WAIT_S
+        while True:
+            try:
+                super()._set_pragmas(conn)  # type: ignore[misc]
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(PRAGMA_RETRY_S)
 
 
 def _open_postgresql(

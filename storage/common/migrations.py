@@ -103,6 +103,12 @@ class Migration:
         """Runs SQL as it is; for data moves that the migrator has no operation for."""
         self.database.execute_sql(sql, params)
 
+    def replace_index(self, table: str, name: str, column: str, where: str) -> None:
+        """Makes index ``name`` again, on ``column`` of ``table`` and only for the rows where
+        the SQL condition ``where`` holds (a partial index; both engines know the form)."""
+        self.execute(f'DROP INDEX IF EXISTS "{name}"')
+        self.execute(f'CREATE INDEX "{name}" ON "{table}" ("{column}") WHERE {where}')
+
     @property
     def is_postgresql(self) -> bool:
         return isinstance(self.database, peewee.PostgresqlDatabase)
@@ -218,8 +224,10 @@ def describe_schema(database: peewee.Database) -> dict[str, Any]:
             column.name: (column.data_type.lower(), column.null, column.primary_key)
             for column in database.get_columns(table)
         }
+        # (columns, unique, partial): a partial index (CREATE INDEX ... WHERE) holds only
+        # the rows its condition selects.
         indexes = sorted(
-            (tuple(index.columns), index.unique)
+            (tuple(index.columns), index.unique, " WHERE " in (index.sql or "").upper())
             for index in database.get_indexes(table)
             if not index.name.endswith("_pkey") and not index.name.startswith("sqlite_autoindex")
         )

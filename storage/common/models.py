@@ -92,10 +92,19 @@ class OrderVoid(peewee.Model):
     # Agency: when verification acknowledged the void (its own resumer delivers it).
     forwarded_at = peewee.DateTimeField(null=True)
     forward_attempts = peewee.IntegerField(default=0)
-    next_forward_at = peewee.DateTimeField(default=utc_now, index=True)
+    next_forward_at = peewee.DateTimeField(default=utc_now)
 
     class Meta:
         table_name = "order_void"
+
+
+# The agency's resumer reads the voids not yet forwarded, by when they are due: the index
+# holds only those, so its pass does not grow with every void ever recorded.
+OrderVoid.add_index(
+    OrderVoid.index(OrderVoid.next_forward_at, name="ordervoid_next_forward_at").where(
+        OrderVoid.forwarded_at.is_null()
+    )
+)
 
 
 class StoreHeartbeat(peewee.Model):

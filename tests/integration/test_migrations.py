@@ -4,6 +4,7 @@ recorded, concurrent starts migrate once, and a schema newer than the code is re
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -244,3 +245,26 @@ def test_the_migrate_command_checks_applies_and_refuses(tmp_path: Path, capsys):
     assert main(command) == 2
     assert "newer than this release" in capsys.readouterr().err
     assert main(["node", "migrate", "retail", "--config", str(config)]) == 2
+
+
+def test_a_new_connection_waits_to_switch_a_fresh_sqlite_file_to_wal(tmp_path: Path):
+    """While another connection writes to a file still in its rollback journal (a second
+    process migrating the same new database), SQLite refuses the switch to WAL at once with
+    "database is locked": the node's connection waits for that transaction instead (the
+    cause of test_processes_starting_together_apply_each_step_once failing now and then)."""
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE first_writer (x INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO first_writer VALUES (1)")
+    finishing = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    finishing.start()
+    database = open_database(f"sqlite:///{path}")
+    try:
+        database.connect()
+        assert database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert database.execute_sql("SELECT x FROM first_writer").fetchall() == [(1,)]
+    finally:
+        finishing.join()
+        database.close()
+        other.close()

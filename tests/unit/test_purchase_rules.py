@@ -18,6 +18,7 @@ from nodes.settlement import anonymous_ids, members, purchases
 from storage.common.database import Store, open_database
 from storage.retail.repository import RetailRepository
 from storage.settlement.repository import SettlementRepository
+from tests.storage_support import sqlite_steps
 
 NOW = datetime.datetime(2030, 5, 1, 12, 0, 0)
 
@@ -148,6 +149,70 @@ def test_each_completion_notice_carries_its_own_sequence_number(settlement):
         for row in rows
     ]
     assert [row.sequence for row in rows] == carried == [1, 2, 3]
+
+
+def _history(repo: SettlementRepository, delivered: int) -> None:
+    """``delivered`` orders reported and voids forwarded long ago, and one of each still
+    waiting: what an agency's tables hold after a long life."""
+    past = NOW - datetime.timedelta(days=30)
+
+    def order(number: int, reported: bool) -> dict[str, object]:
+        return {
+            "order_number": f"ON-{number}",
+            "member_id": "alice",
+            "retail_entity_id": "shop-1",
+            "anonymous_user_id": "41110000000000000000",
+            "amount_minor": 100,
+            "currency_code": "USD",
+            "billing_details": b"",
+            "request_sha256": "0" * 64,
+            "completion_notice_id": f"tcn-{number}",
+            "created_at": past,
+            "next_report_at": past,
+            "reported_at": past if reported else None,
+        }
+
+    def void(number: int, forwarded: bool) -> dict[str, object]:
+        return {
+            "order_number": f"ON-{number}",
+            "retail_entity_id": "shop-1",
+            "reason": "ORDER_EXPIRED",
+            "voided_at": past,
+            "next_forward_at": past,
+            "forwarded_at": past if forwarded else None,
+        }
+
+    rows = [order(number, True) for number in range(delivered)] + [order(delivered, False)]
+    voided = [void(number, True) for number in range(delivered)] + [void(delivered, False)]
+    repo.orders.insert_many(rows).execute()
+    repo.voids.insert_many(voided).execute()
+
+
+@pytest.mark.parametrize("delivered", [3, 3_000])
+def test_the_agency_resumer_finds_what_is_undelivered(settlement, delivered):
+    store, repo = settlement
+    store.transaction(lambda: _history(repo, delivered))
+    reports, voids = store.transaction(lambda: purchases.undelivered(repo, NOW, NOW, 50))
+    assert [row.order_number for row in reports] == [f"ON-{delivered}"]
+    assert [row.order_number for row in voids] == [f"ON-{delivered}"]
+
+
+def test_the_agency_resumer_pass_costs_the_same_after_thousands_of_deliveries():
+    """Its indexes hold only the undelivered reports and voids (settlement v0005): the pass
+    read every order and every void ever recorded, so it cost more with each purchase."""
+
+    def one_pass(delivered: int) -> int:
+        store = Store(open_database("sqlite:///:memory:"), workers=1)
+        repo = SettlementRepository(store.database)
+        store.database.create_tables(repo.tables)
+        store.transaction(lambda: _history(repo, delivered))
+        return sqlite_steps(store, lambda: purchases.undelivered(repo, NOW, NOW, 50))
+
+    passes = [one_pass(3), one_pass(3_000)]
+    few, many = passes
+    assert few > 0
+    # An index lookup's depth grows by a level or so; a scan would be 1,000 times the work.
+    assert many < 2 * few, passes
 
 
 def _guarantee(

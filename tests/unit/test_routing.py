@@ -4,8 +4,7 @@ guarantee table, claims 10 and 19)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -17,6 +16,7 @@ from nodes.retail import guarantee_cache
 from storage.approval.repository import ApprovalRepository
 from storage.common.database import Store, open_database
 from storage.retail.repository import RetailRepository
+from tests.storage_support import sqlite_steps
 
 R = TypeVar("R")
 
@@ -69,30 +69,6 @@ def _filled(
     return store, repo
 
 
-@contextmanager
-def _counting_steps(store: Store) -> Iterator[list[int]]:
-    """Counts SQLite's virtual machine steps while the block runs: the work a query does,
-    independent of the machine's speed."""
-    steps = [0]
-
-    def count() -> int:
-        steps[0] += 1
-        return 0
-
-    connection = store.database.connection()
-    connection.set_progress_handler(count, 1)
-    try:
-        yield steps
-    finally:
-        connection.set_progress_handler(None, 1)
-
-
-def _steps(store: Store, lookup: Callable[[], Any]) -> int:
-    with _counting_steps(store) as steps:
-        store.transaction(lookup)
-    return steps[0]
-
-
 def test_approval_routes_an_id_to_the_agency_whose_prefix_starts_it():
     store, repo = _approval(["4111", "52221", "633311"])
 
@@ -140,8 +116,8 @@ def test_routing_an_id_costs_the_same_among_two_thousand_agencies_as_among_three
     many = make(["4111", "52221", "633311", *FILLER_PREFIXES])
     for store, repo in (few, many):  # Compiled once per table, before counting.
         store.transaction(lambda: lookup(repo, "52221000000000000000"))
-    steps_few = _steps(few[0], lambda: lookup(few[1], "52221000000000000000"))
-    steps_many = _steps(many[0], lambda: lookup(many[1], "52221000000000000000"))
+    steps_few = sqlite_steps(few[0], lambda: lookup(few[1], "52221000000000000000"))
+    steps_many = sqlite_steps(many[0], lambda: lookup(many[1], "52221000000000000000"))
     assert steps_few > 0
     # An index lookup's depth grows by a level or so; a scan would be 600 times the work.
     assert steps_many < 2 * steps_few, (steps_few, steps_many)
