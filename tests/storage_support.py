@@ -71,3 +71,15 @@ def sqlite_steps(store: Store, work: Callable[[], Any]) -> int:
     finally:
         connection.set_progress_handler(None, 1)
     return steps
+
+
+def sqlite_statements(store: Store, work: Callable[[], Any]) -> list[str]:
+    """The SQL statements ``work`` runs in one transaction (its BEGIN and COMMIT left out)."""
+    statements: list[str] = []
+    connection = store.database.connection()
+    connection.set_trace_callback(statements.append)
+    try:
+        store.transaction(work)
+    finally:
+        connection.set_trace_callback(None)
+    return [sql for sql in statements if sql.split()[0].upper() not in ("BEGIN", "COMMIT")]

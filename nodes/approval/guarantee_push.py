@@ -21,7 +21,9 @@ import datetime
 import functools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
+import peewee
 from suretynet.retail.v1 import retail_pb2, retail_pb2_grpc
 
 from nodes.approval.enrollment import registered_addresses
@@ -50,43 +52,57 @@ class PendingPush:
 
 
 def pending_pushes(repo: ApprovalRepository, now: datetime.datetime) -> list[PendingPush]:
-    """Every active push shop due for an attempt, with the guarantees it has not acknowledged."""
+    """Every active push shop due for an attempt, with the guarantees it has not acknowledged.
+
+    One query finds the shops that are behind (their acknowledged serial below the newest
+    agency change) and due, so a round in which every shop is current costs that one query
+    however many shops the network has; it used to cost three per push shop, twice a second.
+    """
     entities, pushes = repo.entities, repo.pushes
-    shops = entities.select().where(
-        (entities.role == "retail")
-        & (entities.discovery_variant == "push")
-        & (entities.status == "ACTIVE")
+    newest = entities.select(peewee.fn.MAX(entities.registry_serial)).where(
+        entities.role == "settlement"
+    )
+    # Rows as tuples: (entity_id, address, replica_addresses, acknowledged, due_at).
+    behind: Any = (
+        entities.select(
+            entities.entity_id,
+            entities.address,
+            entities.replica_addresses,
+            pushes.acknowledged_serial,
+            pushes.next_attempt_at,
+        )
+        .join(pushes, peewee.JOIN.LEFT_OUTER, on=pushes.retail_entity_id == entities.entity_id)
+        .where(
+            (entities.role == "retail")
+            & (entities.discovery_variant == "push")
+            & (entities.status == "ACTIVE")
+            & (peewee.fn.COALESCE(pushes.acknowledged_serial, 0) < newest)
+            & (pushes.next_attempt_at.is_null() | (pushes.next_attempt_at <= now))
+        )
+        .tuples()
     )
     pending = []
-    for shop in shops:
-        pushes.insert(retail_entity_id=shop.entity_id).on_conflict_ignore().execute()
-        state = pushes.get_by_id(shop.entity_id)
-        if state.next_attempt_at > now:
-            continue
+    for entity_id, address, replica_addresses, acknowledged, due_at in list(behind):
+        if due_at is None:
+            # A shop's first push: its delivery state starts now, at serial 0.
+            pushes.insert(
+                retail_entity_id=entity_id, next_attempt_at=now
+            ).on_conflict_ignore().execute()
+            acknowledged, due_at = 0, now
         changes = list(
             entities.select()
-            .where(
-                (entities.role == "settlement")
-                & (entities.registry_serial > state.acknowledged_serial)
-            )
+            .where((entities.role == "settlement") & (entities.registry_serial > acknowledged))
             .order_by(entities.registry_serial)
             .limit(MAX_PUSHES_PER_SHOP_PER_ROUND)
         )
         if changes and resumer.claim_row(
-            pushes,
-            pushes.retail_entity_id,
-            shop.entity_id,
-            pushes.next_attempt_at,
-            state.next_attempt_at,
-            now,
+            pushes, pushes.retail_entity_id, entity_id, pushes.next_attempt_at, due_at, now
         ):
+            shop = entities(
+                entity_id=entity_id, address=address, replica_addresses=replica_addresses
+            )
             pending.append(
-                PendingPush(
-                    shop.entity_id,
-                    ",".join(registered_addresses(shop)),
-                    state.acknowledged_serial,
-                    changes,
-                )
+                PendingPush(entity_id, ",".join(registered_addresses(shop)), acknowledged, changes)
             )
     return pending
 
