@@ -268,3 +268,31 @@ def test_a_new_connection_waits_to_switch_a_fresh_sqlite_file_to_wal(tmp_path: P
         finishing.join()
         database.close()
         other.close()
+
+
+def test_an_adopted_database_ends_with_the_indexes_the_models_declare(engine, new_database):
+    """A database made before migrations by the old create_tables of the live models: their
+    classes were named ...Row, so peewee named the settlement orders' indexes
+    ``settlementorderrow_*``, not ``settlementorder_*`` as the frozen version 1 does. Version
+    5 must still leave only the partial index on next_report_at, not the old full one beside
+    it (which the resumer's pass could keep reading, with every order ever made)."""
+    database = open_database(new_database("adopted"))
+    declared = open_database(new_database("declared"))
+    first = migrations.steps_of("settlement")[0]
+
+    def as_made_then(frozen: type[peewee.Model]) -> type[peewee.Model]:
+        if frozen.__name__ != "SettlementOrder":
+            return frozen
+        meta = type("Meta", (), {"table_name": frozen._meta.table_name})
+        return type("SettlementOrderRow", (frozen,), {"Meta": meta, "__module__": __name__})
+
+    try:
+        database.create_tables([bind(database, as_made_then(frozen)) for frozen in first.tables])
+        migrations.migrate(database, "settlement")
+        migrations.migrate(declared, "settlement")
+        adopted = migrations.describe_schema(database)["settlement_order"]["indexes"]
+        fresh = migrations.describe_schema(declared)["settlement_order"]["indexes"]
+        assert adopted == fresh
+    finally:
+        close_database(database)
+        close_database(declared)
