@@ -26,14 +26,21 @@ SHORTEST = 4
 LONGEST = 8
 PATTERN = re.compile(rf"^[0-9]{{{SHORTEST},{LONGEST}}}$")
 DESCRIPTION = f"must be {SHORTEST} to {LONGEST} digits"
+_LEADING_DIGITS = re.compile(r"[0-9]*")
 _NAMES = tuple(f"prefix_{length}" for length in range(SHORTEST, LONGEST + 1))
 
 
 def candidate_prefixes(anonymous_user_id: str) -> dict[str, str]:
     """The prefixes ``anonymous_user_id`` could be routed by, as the parameters of a
-    ``lookup``: its first 4, 5, 6, 7 and 8 characters."""
+    ``lookup``: the first 4, 5, 6, 7 and 8 characters of its leading digits.
+
+    A prefix is digits, so it starts the ID exactly when it starts those digits; whatever
+    follows them (a NUL character, which PostgreSQL refuses as a parameter) never reaches
+    the database."""
+    digits = _LEADING_DIGITS.match(anonymous_user_id)
+    leading = digits.group() if digits else ""
     return {
-        name: anonymous_user_id[:length]
+        name: leading[:length]
         for name, length in zip(_NAMES, range(SHORTEST, LONGEST + 1), strict=True)
     }
 
