@@ -296,3 +296,22 @@ def test_an_adopted_database_ends_with_the_indexes_the_models_declare(engine, ne
     finally:
         close_database(database)
         close_database(declared)
+
+
+def test_the_schema_description_tells_partial_indexes_of_different_conditions_apart(
+    engine, new_database
+):
+    """The schema-match test compares describe_schema of the migrated and the declared
+    databases: a migration whose partial index holds the wrong rows (the delivered reports
+    instead of the undelivered) must not describe as the model's index does."""
+    described = []
+    for label, where in (("undelivered", "IS NULL"), ("delivered", "IS NOT NULL")):
+        database = open_database(new_database(label))
+        try:
+            migration = migrations.Migration(database)
+            migration.execute('CREATE TABLE "report" ("due_at" TIMESTAMP, "reported_at" TIMESTAMP)')
+            migration.replace_index("report", "report_due_at", "due_at", f'"reported_at" {where}')
+            described.append(migrations.describe_schema(database)["report"]["indexes"])
+        finally:
+            close_database(database)
+    assert described[0] != described[1]
