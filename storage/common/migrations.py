@@ -105,8 +105,15 @@ class Migration:
 
     def replace_index(self, table: str, name: str, column: str, where: str) -> None:
         """Makes index ``name`` again, on ``column`` of ``table`` and only for the rows where
-        the SQL condition ``where`` holds (a partial index; both engines know the form)."""
+        the SQL condition ``where`` holds (a partial index; both engines know the form).
+
+        Every other plain index on that column alone goes too, whatever its name: a
+        database adopted from before migrations has peewee's names of the live models then
+        (``settlementorderrow_...``), not those of the frozen version 1."""
         self.execute(f'DROP INDEX IF EXISTS "{name}"')
+        for index in self.database.get_indexes(table):
+            if list(index.columns) == [column] and not index.unique:
+                self.execute(f'DROP INDEX "{index.name}"')
         self.execute(f'CREATE INDEX "{name}" ON "{table}" ("{column}") WHERE {where}')
 
     @property
