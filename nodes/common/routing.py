@@ -48,14 +48,15 @@ def candidate_prefixes(anonymous_user_id: str) -> dict[str, str]:
 def lookup(column: Callable[[Any], peewee.Field]) -> statements.Statement[M]:
     """The compiled lookup of a table's row by ``column`` (the table's prefix column), given
     ``candidate_prefixes``: at most one row, the longest prefix where they could nest (a
-    shop's cache between two pushes)."""
+    shop's cache between two pushes), and of two with one prefix the newer registry entry.
+    The table has a ``registry_serial`` column."""
 
     def build(table: Any, params: statements.Params) -> peewee.Query:
         prefix = column(table)
         return (
             table.select()
             .where(prefix.in_([getattr(params, name) for name in _NAMES]))
-            .order_by(peewee.fn.LENGTH(prefix).desc())
+            .order_by(peewee.fn.LENGTH(prefix).desc(), table.registry_serial.desc())
             .limit(1)
         )
 

@@ -84,14 +84,22 @@ class Journal:
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[None] = loop.create_future()
 
+        def settle(error: BaseException | None) -> None:
+            if stored.done():  # The call was cancelled meanwhile.
+                return
+            if error is None:
+                stored.set_result(None)
+            else:
+                stored.set_exception(error)
+
         def job() -> None:
             try:
                 self._store(body)
-            except sqlite3.Error as error:
+            except Exception as error:
                 # The call fails (UNKNOWN at the client) instead of waiting forever.
-                loop.call_soon_threadsafe(stored.set_exception, error)
+                loop.call_soon_threadsafe(settle, error)
             else:
-                loop.call_soon_threadsafe(stored.set_result, None)
+                loop.call_soon_threadsafe(settle, None)
 
         self._jobs.put(job)
         await stored

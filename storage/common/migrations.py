@@ -231,15 +231,26 @@ def describe_schema(database: peewee.Database) -> dict[str, Any]:
             column.name: (column.data_type.lower(), column.null, column.primary_key)
             for column in database.get_columns(table)
         }
-        # (columns, unique, partial): a partial index (CREATE INDEX ... WHERE) holds only
-        # the rows its condition selects.
+        # (columns, unique, condition): a partial index (CREATE INDEX ... WHERE) holds only
+        # the rows its condition selects; "" for a whole-table index.
         indexes = sorted(
-            (tuple(index.columns), index.unique, " WHERE " in (index.sql or "").upper())
+            (tuple(index.columns), index.unique, _index_condition(index.sql or ""))
             for index in database.get_indexes(table)
             if not index.name.endswith("_pkey") and not index.name.startswith("sqlite_autoindex")
         )
         schema[table] = {"columns": columns, "indexes": indexes}
     return schema
+
+
+def _index_condition(sql: str) -> str:
+    """A partial index's condition as both engines can be compared by: SQLite keeps the
+    text it was given (``"reported_at" IS NULL``), PostgreSQL its own form
+    (``(reported_at IS NULL)``); lowercased, without quotes or parentheses, both read
+    ``reported_at is null``."""
+    _, found, condition = sql.upper().partition(" WHERE ")
+    if not found:
+        return ""
+    return " ".join(condition.lower().replace('"', " ").replace("(", " ").replace(")", " ").split())
 
 
 def freeze(model: type[peewee.Model], class_name: str | None = None) -> str:

@@ -88,8 +88,9 @@ def test_approval_routes_an_id_to_the_agency_whose_prefix_starts_it():
 
 
 def test_a_shop_routes_by_the_longest_cached_prefix():
-    """Between two pushes a shop's cache can hold nested prefixes: the longest wins."""
-    store, repo = _shop(["4111", "411122", "5222"])
+    """Between two pushes a shop's cache can hold nested prefixes: the longest wins; and one
+    prefix twice (an agency gave it up, another took it): the newer registry entry wins."""
+    store, repo = _shop(["4111", "411122", "5222", "7777", "7777"])
 
     def agency(anonymous_user_id: str) -> str:
         return store.transaction(
@@ -99,6 +100,7 @@ def test_a_shop_routes_by_the_longest_cached_prefix():
     assert agency("41112200000000000000") == "agency-1"
     assert agency("41113300000000000000") == "agency-0"
     assert agency("52220000000000000000") == "agency-2"
+    assert agency("77770000000000000000") == "agency-4"
     with pytest.raises(DomainError) as refused:
         agency("99990000000000000000")
     assert refused.value.reason == "SETTLEMENT_AGENCY_NOT_FOUND"
