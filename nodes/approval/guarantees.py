@@ -17,7 +17,7 @@ from suretynet.type.v1 import types_pb2
 
 from nodes.common import routing
 from nodes.common.convert import enum_value, timestamp
-from nodes.common.errors import DomainError, ErrorKind
+from nodes.common.errors import DomainError, ErrorKind, invalid
 from nodes.common.identity import EntityIdentity
 from storage.approval.models import EntityRow
 from storage.approval.repository import REGISTRY_COUNTER, ApprovalRepository
@@ -75,6 +75,8 @@ def search_settlement_agency(repo: ApprovalRepository, anonymous_user_id: str) -
     The agency is returned whatever its status: the guarantee carries the status, and the
     shop refuses to route to a suspended agency with ENTITY_SUSPENDED.
     """
+    if not routing.ANONYMOUS_ID_PATTERN.match(anonymous_user_id):
+        raise invalid("anonymous_user_id", routing.ANONYMOUS_ID_DESCRIPTION)
     # Registration keeps prefixes from nesting, so at most one matches.
     row = AGENCY_BY_PREFIX.first(repo.entities, **routing.candidate_prefixes(anonymous_user_id))
     if row is not None and row.role == "settlement":

@@ -26,6 +26,9 @@ SHORTEST = 4
 LONGEST = 8
 PATTERN = re.compile(rf"^[0-9]{{{SHORTEST},{LONGEST}}}$")
 DESCRIPTION = f"must be {SHORTEST} to {LONGEST} digits"
+# An anonymous user ID: its agency's prefix and the digits the agency made (8 to 32 digits).
+ANONYMOUS_ID_PATTERN = re.compile(r"^[0-9]{8,32}$")
+ANONYMOUS_ID_DESCRIPTION = "must be the 8-32 digit ID from the settlement agency"
 _LEADING_DIGITS = re.compile(r"[0-9]*")
 _NAMES = tuple(f"prefix_{length}" for length in range(SHORTEST, LONGEST + 1))
 

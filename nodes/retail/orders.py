@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from suretynet.retail.v1 import retail_pb2
 from suretynet.settlement.v1 import settlement_pb2
 from suretynet.type.v1 import types_pb2
 
-from nodes.common import metrics, resumer
+from nodes.common import metrics, resumer, routing
 from nodes.common.convert import enum_label, enum_value, money, timestamp
 from nodes.common.errors import DomainError, ErrorKind, FieldViolation, Violations, invalid
 from nodes.retail import catalog, guarantee_cache
@@ -30,7 +29,6 @@ from storage.common.models import utc_now
 from storage.retail.models import SalesRecordRow, ShopOrderRow
 from storage.retail.repository import RetailRepository
 
-ANONYMOUS_ID_PATTERN = re.compile(r"^[0-9]{8,32}$")
 # Steps of the purchase flow, in order; ``done`` once the order is decided. ``void`` is the
 # compensation of an order refused or expired after its billing search may have left.
 STEPS = ("discover", "bill", "verify", "void", "done")
@@ -53,8 +51,8 @@ def validate_place_order(
     """Refuses a malformed order request before anything is recorded."""
     violations = Violations()
     violations.require("request_id", request.request_id)
-    if not ANONYMOUS_ID_PATTERN.match(request.anonymous_user_id):
-        violations.add("anonymous_user_id", "must be the 8-32 digit ID from the settlement agency")
+    if not routing.ANONYMOUS_ID_PATTERN.match(request.anonymous_user_id):
+        violations.add("anonymous_user_id", routing.ANONYMOUS_ID_DESCRIPTION)
     method = enum_label(types_pb2.PaymentMethod, "PAYMENT_METHOD_", request.payment_method)
     if not method:
         violations.add("payment_method", "is required")

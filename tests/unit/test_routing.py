@@ -80,11 +80,16 @@ def test_approval_routes_an_id_to_the_agency_whose_prefix_starts_it():
     assert agency("41110000000000000000") == "agency-0"
     assert agency("52221000000000000000") == "agency-1"
     assert agency("63331100000000000000") == "agency-2"
-    # A longer ID sharing only part of a prefix, and an ID shorter than every prefix.
-    for unknown in ("52220000000000000000", "411"):
+    # An ID sharing only part of a prefix.
+    with pytest.raises(DomainError) as unknown:
+        agency("52220000000000000000")
+    assert unknown.value.reason == "SETTLEMENT_AGENCY_NOT_FOUND"
+    # No agency issues these: refused as malformed, with the field at fault.
+    for malformed in ("411", "4111abcd00000000", "4111\x000000000000000", "4" * 33):
         with pytest.raises(DomainError) as refused:
-            agency(unknown)
-        assert refused.value.reason == "SETTLEMENT_AGENCY_NOT_FOUND"
+            agency(malformed)
+        assert refused.value.reason == "FIELD_INVALID"
+        assert [v.field for v in refused.value.violations] == ["anonymous_user_id"]
 
 
 def test_a_shop_routes_by_the_longest_cached_prefix():
