@@ -1473,8 +1473,8 @@ class SearchSettlementAgencyIdentificationRequest(_message.Message):
     retail_entity_id: _builtins.str
     """Entity ID of the searching shop; must be the caller's own."""
     anonymous_user_id: _builtins.str
-    """Anonymous user ID value the member presented; its leading digits are the
-    routing prefix searched for.
+    """Anonymous user ID value the member presented (8 to 32 digits, FIELD_INVALID
+    otherwise); its leading digits are the routing prefix searched for.
     """
     def __init__(
         self,
