@@ -16,14 +16,12 @@ network whose RPCs each made one durable commit and did nothing else (docs/PERFO
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 
 from nodes.common import pki  # noqa: E402
-from nodes.network.bench import issue_echo_certificates, process_cpu_s  # noqa: E402
+from nodes.network.bench import cpu_per_call, issue_echo_certificates  # noqa: E402
 from nodes.network.bench_driver import side_by_side_arguments  # noqa: E402
 from nodes.network.bench_echo import METHOD  # noqa: E402
 
@@ -75,19 +73,13 @@ async def measure(
     payload = os.urandom(PAYLOAD_BYTES)
     async with grpc.aio.secure_channel(server.address, credentials) as channel:
         echo = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
-        for _ in range(WARM_UP_CALLS):
-            await echo(payload, timeout=30)
-        numbers = iter(range(calls))
-
-        async def worker() -> None:
-            for _ in numbers:
-                await echo(payload, timeout=30)
-
-        pid = server.process.pid
-        before, started = process_cpu_s(pid), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed, used = time.perf_counter() - started, process_cpu_s(pid) - before
-    return used * 1e6 / calls, calls / elapsed
+        return await cpu_per_call(
+            server.process.pid,
+            lambda: echo(payload, timeout=30),
+            calls,
+            concurrency,
+            WARM_UP_CALLS,
+        )
 
 
 def certificates(directory: Path) -> tuple[dict[str, Path], grpc.ChannelCredentials]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from suretynet.verification.v1 import verification_pb2, verification_pb2_grpc  # noqa: E402
 
 from nodes.member.client import AgencyClient, ShopClient  # noqa: E402
-from nodes.network.bench import process_cpu_s  # noqa: E402
+from nodes.network.bench import cpu_per_call  # noqa: E402
 from nodes.network.bench_driver import side_by_side_arguments  # noqa: E402
 from nodes.network.demo_data import members_of  # noqa: E402
 from nodes.network.local import LocalNetwork, start_network  # noqa: E402
-
-WARM_UP_CALLS = 100
 
 
 async def one_order(network: LocalNetwork) -> str:
@@ -51,24 +48,6 @@ async def one_order(network: LocalNetwork) -> str:
     async with ShopClient(network.node("shop-1").member_address, ca) as shop:
         order = await shop.place_order(anonymous, [("tea", 1)], request_id="rpc-cost-order")
     return str(order.order_number)
-
-
-async def cpu_per_call(
-    pid: int, call: Callable[[], Awaitable[Any]], calls: int, concurrency: int
-) -> tuple[float, float]:
-    """Microseconds of the process's CPU per call, and calls per second."""
-    for _ in range(WARM_UP_CALLS):
-        await call()
-    numbers = iter(range(calls))
-
-    async def worker() -> None:
-        for _ in numbers:
-            await call()
-
-    before, started = process_cpu_s(pid), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed, used = time.perf_counter() - started, process_cpu_s(pid) - before
-    return used * 1e6 / calls, calls / elapsed
 
 
 async def main(calls: int, concurrency: int, rounds: int) -> None:

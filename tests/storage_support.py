@@ -83,3 +83,16 @@ def sqlite_statements(store: Store, work: Callable[[], Any]) -> list[str]:
     finally:
         connection.set_trace_callback(None)
     return [sql for sql in statements if sql.split()[0].upper() not in ("BEGIN", "COMMIT")]
+
+
+def registry_entry(entity_id: str, role: str, serial: int, **values: Any) -> dict[str, Any]:
+    """A row of approval's registry (``entity``), as ``insert``/``insert_many`` take it."""
+    return {
+        "entity_id": entity_id,
+        "role": role,
+        "display_name": entity_id,
+        "address": "127.0.0.1:7000",
+        "program_serial": f"serial-{entity_id}",
+        "registry_serial": serial,
+        **values,
+    }

@@ -128,14 +128,12 @@ async def observed_call(rpc: Callable[..., Awaitable[R]], request: Any, **kwargs
         response = await rpc(request, **kwargs)
         code = grpc.StatusCode.OK
         return response
-    except grpc.RpcError as error:
-        code, failure = error.code(), error
-        raise
-    except asyncio.CancelledError as error:
-        code, failure = grpc.StatusCode.CANCELLED, error
-        raise
     except BaseException as error:
         failure = error
+        if isinstance(error, grpc.RpcError):
+            code = error.code()
+        elif isinstance(error, asyncio.CancelledError):
+            code = grpc.StatusCode.CANCELLED
         raise
     finally:
         metrics.rpc_called(method, code.name).observe(time.perf_counter() - started)

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -226,6 +226,30 @@ def process_cpu_s(pid: int) -> float:
     fields = text[text.rindex(")") + 2 :].split()
     # utime and stime are the 14th and 15th fields of stat; fields[0] here is the 3rd.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_call(
+    pid: int,
+    call: Callable[[], Awaitable[Any]],
+    calls: int,
+    concurrency: int,
+    warm_up_calls: int = 100,
+) -> tuple[float, float]:
+    """Microseconds of process ``pid``'s CPU per ``call`` (made ``calls`` times, at
+    ``concurrency`` in flight, after ``warm_up_calls``), and calls per second: how the
+    side-by-side scripts price one RPC (scripts/bench_rpc_cost.py, bench_commit_floor.py)."""
+    for _ in range(warm_up_calls):
+        await call()
+    numbers = iter(range(calls))
+
+    async def worker() -> None:
+        for _ in numbers:
+            await call()
+
+    before, started = process_cpu_s(pid), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed, used = time.perf_counter() - started, process_cpu_s(pid) - before
+    return used * 1e6 / calls, calls / elapsed
 
 
 def cluster_cpu_s(data_directory: Path) -> float:

@@ -133,8 +133,7 @@ class Statement(Generic[M]):
         compiled = self._for(table)
         if not compiled.whole_rows:
             return next(iter(table.raw(compiled.sql, *compiled.values(values))), None)
-        row = table._meta.database.execute_sql(compiled.sql, compiled.values(values)).fetchone()
-        return None if row is None else _model_of(table, row)
+        return _first_model(table, compiled, values)
 
     def scalar(self, table: type[M], **values: Any) -> Any:
         """The first column of the first row, or None."""
@@ -239,8 +238,12 @@ def find(table: type[M], *, lock: bool = False, **equal: Any) -> M | None:
         if lock and table._meta.database.for_update:
             query = query.for_update()
         compiled = _LOOKUPS[key] = _Compiled(query)
-    cursor = table._meta.database.execute_sql(compiled.sql, compiled.values(equal))
-    row = cursor.fetchone()
+    return _first_model(table, compiled, equal)
+
+
+def _first_model(table: type[M], compiled: _Compiled, values: dict[str, Any]) -> M | None:
+    """The first row of a whole-row select, as a model instance, or None."""
+    row = table._meta.database.execute_sql(compiled.sql, compiled.values(values)).fetchone()
     return None if row is None else _model_of(table, row)
 
 

@@ -12,6 +12,7 @@ from nodes.common.errors import DomainError
 from storage.approval.repository import ApprovalRepository
 from storage.common import migrations
 from storage.common.database import Store, open_database
+from tests.storage_support import registry_entry
 
 
 @pytest.mark.parametrize(
@@ -31,13 +32,7 @@ def test_an_id_with_a_nul_character_gets_a_domain_answer_on_either_engine(
         store.transaction(lambda: migrations.migrate(store.database, "approval"))
         store.transaction(
             lambda: repo.entities.insert(
-                entity_id="agency-1",
-                role="settlement",
-                display_name="Agency One",
-                address="127.0.0.1:7000",
-                routing_prefix="4111",
-                program_serial="serial-1",
-                registry_serial=1,
+                **registry_entry("agency-1", "settlement", 1, routing_prefix="4111")
             ).execute()
         )
 

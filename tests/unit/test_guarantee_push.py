@@ -9,7 +9,7 @@ import functools
 from nodes.approval import guarantee_push
 from storage.approval.repository import ApprovalRepository
 from storage.common.database import Store, open_database
-from tests.storage_support import sqlite_statements
+from tests.storage_support import registry_entry, sqlite_statements
 
 NOW = datetime.datetime(2030, 5, 1, 12, 0, 0)
 PUSH_SHOPS = 200
@@ -21,24 +21,15 @@ def _registry() -> tuple[Store, ApprovalRepository]:
     store = Store(open_database("sqlite:///:memory:"), workers=1)
     repo = ApprovalRepository(store.database)
     store.database.create_tables(repo.tables)
-
-    def entity(entity_id: str, role: str, serial: int, **values: object) -> dict[str, object]:
-        return {
-            "entity_id": entity_id,
-            "role": role,
-            "display_name": entity_id,
-            "address": "127.0.0.1:7000",
-            "program_serial": f"serial-{entity_id}",
-            "registry_serial": serial,
-            **values,
-        }
-
-    rows = [entity("agency-1", "settlement", 1, routing_prefix="4111")]
+    rows = [registry_entry("agency-1", "settlement", 1, routing_prefix="4111")]
     rows += [
-        entity(f"push-{n}", "retail", 10 + n, discovery_variant="push") for n in range(PUSH_SHOPS)
+        registry_entry(f"push-{n}", "retail", 10 + n, discovery_variant="push")
+        for n in range(PUSH_SHOPS)
     ]
-    rows.append(entity("suspended", "retail", 5, discovery_variant="push", status="SUSPENDED"))
-    rows.append(entity("directory", "retail", 6, discovery_variant="directory"))
+    rows.append(
+        registry_entry("suspended", "retail", 5, discovery_variant="push", status="SUSPENDED")
+    )
+    rows.append(registry_entry("directory", "retail", 6, discovery_variant="directory"))
     store.transaction(lambda: repo.entities.insert_many(rows).execute())
     return store, repo
 
@@ -63,13 +54,7 @@ def test_a_round_pushes_what_each_active_push_shop_lacks_and_claims_it():
     # A new agency: every push shop is behind again, and gets that change only.
     store.transaction(
         lambda: repo.entities.insert(
-            entity_id="agency-2",
-            role="settlement",
-            display_name="agency-2",
-            address="127.0.0.1:7001",
-            routing_prefix="5222",
-            program_serial="serial-agency-2",
-            registry_serial=1_000,
+            **registry_entry("agency-2", "settlement", 1_000, routing_prefix="5222")
         ).execute()
     )
     again = _round(store, repo, later)

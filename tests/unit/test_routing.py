@@ -16,7 +16,7 @@ from nodes.retail import guarantee_cache
 from storage.approval.repository import ApprovalRepository
 from storage.common.database import Store, open_database
 from storage.retail.repository import RetailRepository
-from tests.storage_support import sqlite_steps
+from tests.storage_support import registry_entry, sqlite_steps
 
 R = TypeVar("R")
 
@@ -26,20 +26,11 @@ FILLER_PREFIXES = [f"7{number:05d}" for number in range(2_000)]
 
 def _approval(prefixes: list[str]) -> tuple[Store, ApprovalRepository]:
     rows = [
-        {
-            "entity_id": f"agency-{number}",
-            "role": "settlement",
-            "display_name": f"Agency {number}",
-            "address": "127.0.0.1:7000",
-            "routing_prefix": prefix,
-            "program_serial": f"serial-{number}",
-            "registry_serial": number + 1,
-        }
+        registry_entry(f"agency-{number}", "settlement", number + 1, routing_prefix=prefix)
         for number, prefix in enumerate(prefixes)
     ]
     # A shop has no prefix and is never a candidate.
-    shop = {"entity_id": "shop-1", "role": "retail", "routing_prefix": None}
-    rows.append({**rows[0], **shop, "program_serial": "serial-shop"})
+    rows.append(registry_entry("shop-1", "retail", len(rows) + 1))
     return _filled(ApprovalRepository, lambda repo: repo.entities, rows)
 
 
